@@ -1,0 +1,239 @@
+# timeskew fake clock, x86_64 (Intel syntax, assembled by rustc's global_asm!, no preprocessor).
+#
+# This is the image of the code page that timeskew maps into a target process. It is copied
+# verbatim to offset 0 of that page, so every reference inside it must be position independent:
+# only RIP-relative references to local (.L) labels of this same section, which the assembler
+# resolves to constants (no relocation survives into the copy). The data page sits exactly one
+# page (0x1000 bytes) above the start of the blob.
+#
+# Header at offset 0 (read by src/fake_clock.rs with from_le_bytes):
+#   0x00 magic "TSKFAKE1"
+#   0x08 u32 offset of the fake clock_gettime    0x0c u32 offset of the fake gettimeofday
+#   0x10 u32 offset of the fake time             0x14 u32 offset of the clock_gettime stub slot
+#   0x18 u32 offset of the gettimeofday stub slot 0x1c u32 stub slot capacity
+#
+# A stub slot receives, at inject time, the relocated first instructions of the genuine vDSO
+# function followed by a jump back into the vDSO: calling the slot calls the genuine function.
+#
+# The fakes are leaves (no libc), keep 16-byte alignment at the inner call, use a 24-byte frame
+# (plus the 8-byte return address of the inner call), and clobber only caller-saved registers
+# (rax rcx rdx rsi rdi r8-r11, flags).
+
+# ---- Data page contract: MUST match src/layout.rs (checked by the tests in src/fake_clock.rs,
+# ---- which read the table `timeskew_fake_abi` at the end of this file).
+.set TSK_DATA_PAGE,          0x1000  # data page = blob start + this (fake_clock::DATA_PAGE_OFFSET)
+.set TSK_OFF_GENERATION,     0x010   # layout::OFF_GENERATION (u64)
+.set TSK_OFF_SLOT0,          0x100   # layout::OFF_SLOT0
+.set TSK_SLOT_STRIDE,        0x300   # layout::SLOT_STRIDE
+.set TSK_SLOT_OFF_MASK,      0x00    # layout::SLOT_OFF_MASK (u32)
+.set TSK_SLOT_OFF_GTOD_SEC,  0x10    # layout::SLOT_OFF_GTOD_SEC (i64)
+.set TSK_SLOT_OFF_GTOD_USEC, 0x18    # layout::SLOT_OFF_GTOD_USEC (i64, 0..1e6)
+.set TSK_SLOT_OFF_CLOCKS,    0x20    # layout::SLOT_OFF_CLOCKS: clocks[id] = (sec i64, nsec i64)
+.set TSK_CLOCK_ENTRY_SHIFT,  4       # log2(layout::CLOCK_ENTRY_LEN = 16)
+.set TSK_MAX_CLOCK_ID,       31      # layout::MAX_CLOCK_ID
+
+# ---- Blob-local constants.
+.set TSK_STUB_CAPACITY,      64      # bytes per stub slot
+.set TSK_CLOCK_REALTIME_COARSE, 5
+.set TSK_SYS_TIME,           201
+.set TSK_NSEC_PER_SEC,       1000000000
+.set TSK_USEC_PER_SEC,       1000000
+.set TSK_FRAME,              24      # own frame: rsp is 8 mod 16 at entry, 0 mod 16 at the call
+
+.pushsection .text.timeskew_fake,"ax",@progbits
+.p2align 4, 0xcc
+.globl timeskew_fake_start
+.hidden timeskew_fake_start
+.globl timeskew_fake_end
+.hidden timeskew_fake_end
+
+timeskew_fake_start:
+.Lblob_start:
+    .ascii "TSKFAKE1"
+    .long .Lfake_clock_gettime - .Lblob_start
+    .long .Lfake_gettimeofday - .Lblob_start
+    .long .Lfake_time - .Lblob_start
+    .long .Lstub_clock_gettime - .Lblob_start
+    .long .Lstub_gettimeofday - .Lblob_start
+    .long TSK_STUB_CAPACITY
+
+# int clock_gettime(clockid_t id /*edi*/, struct timespec *ts /*rsi*/)
+.p2align 4, 0xcc
+.type timeskew_fake_clock_gettime,@function
+timeskew_fake_clock_gettime:
+.Lfake_clock_gettime:
+    .cfi_startproc
+    sub rsp, TSK_FRAME
+    .cfi_adjust_cfa_offset TSK_FRAME
+    mov qword ptr [rsp], rsi            # ts
+    mov qword ptr [rsp + 8], rdi        # id (low 32 bits meaningful)
+    call .Lstub_clock_gettime           # genuine clock_gettime(id, ts); edi/rsi still intact
+    mov rsi, qword ptr [rsp]
+    mov edi, dword ptr [rsp + 8]
+    add rsp, TSK_FRAME
+    .cfi_adjust_cfa_offset -TSK_FRAME
+    test eax, eax
+    jnz .Lcg_return                     # genuine failed: return its value, *ts is not ours
+    cmp edi, TSK_MAX_CLOCK_ID
+    ja .Lcg_return                      # unsigned: ids > 31 and negative (CPU-time) ids
+    lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
+    mov edx, edi
+    shl edx, TSK_CLOCK_ENTRY_SHIFT      # rdx = id * 16 (zero-extended)
+.Lcg_retry:
+    mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    mov ecx, r8d
+    and ecx, 1
+    imul ecx, ecx, TSK_SLOT_STRIDE
+    add rcx, r11                        # rcx = data + (gen & 1) * stride; slot = rcx + OFF_SLOT0
+    mov eax, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK]
+    mov r9, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS]      # sec
+    mov r10, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS + 8] # nsec
+    cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    jne .Lcg_retry                      # an update was published meanwhile: read again
+    bt eax, edi
+    jnc .Lcg_success                    # clock not selected
+    mov rax, qword ptr [rsi + 8]
+    add rax, r10                        # both in [0, 1e9): sum in [0, 2e9)
+    cmp rax, TSK_NSEC_PER_SEC
+    jb .Lcg_store
+    sub rax, TSK_NSEC_PER_SEC
+    add r9, 1
+.Lcg_store:
+    add qword ptr [rsi], r9
+    mov qword ptr [rsi + 8], rax
+.Lcg_success:
+    xor eax, eax
+.Lcg_return:
+    ret
+    .cfi_endproc
+.size timeskew_fake_clock_gettime, . - timeskew_fake_clock_gettime
+
+# int gettimeofday(struct timeval *tv /*rdi*/, struct timezone *tz /*rsi*/)
+.p2align 4, 0xcc
+.type timeskew_fake_gettimeofday,@function
+timeskew_fake_gettimeofday:
+.Lfake_gettimeofday:
+    .cfi_startproc
+    sub rsp, TSK_FRAME
+    .cfi_adjust_cfa_offset TSK_FRAME
+    mov qword ptr [rsp], rdi            # tv
+    call .Lstub_gettimeofday            # genuine gettimeofday(tv, tz)
+    mov rdi, qword ptr [rsp]
+    add rsp, TSK_FRAME
+    .cfi_adjust_cfa_offset -TSK_FRAME
+    test eax, eax
+    jnz .Lgtod_return                   # genuine failed: pass through untouched
+    test rdi, rdi
+    jz .Lgtod_return                    # tv == NULL: nothing to shift (eax is 0)
+    lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
+.Lgtod_retry:
+    mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    mov ecx, r8d
+    and ecx, 1
+    imul ecx, ecx, TSK_SLOT_STRIDE
+    add rcx, r11
+    mov eax, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK]
+    mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_GTOD_SEC]
+    mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_GTOD_USEC]
+    cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    jne .Lgtod_retry
+    test eax, 1
+    jz .Lgtod_success                   # CLOCK_REALTIME not selected
+    mov rax, qword ptr [rdi + 8]
+    add rax, r10                        # both in [0, 1e6)
+    cmp rax, TSK_USEC_PER_SEC
+    jb .Lgtod_store
+    sub rax, TSK_USEC_PER_SEC
+    add r9, 1
+.Lgtod_store:
+    add qword ptr [rdi], r9
+    mov qword ptr [rdi + 8], rax
+.Lgtod_success:
+    xor eax, eax
+.Lgtod_return:
+    ret
+    .cfi_endproc
+.size timeskew_fake_gettimeofday, . - timeskew_fake_gettimeofday
+
+# time_t time(time_t *tloc /*rdi*/)
+# There is no stub for time(): read CLOCK_REALTIME_COARSE through the genuine clock_gettime
+# (the same xtime seconds the vDSO time() returns) so that fractional offsets carry correctly.
+.p2align 4, 0xcc
+.type timeskew_fake_time,@function
+timeskew_fake_time:
+.Lfake_time:
+    .cfi_startproc
+    sub rsp, TSK_FRAME
+    .cfi_adjust_cfa_offset TSK_FRAME
+    mov qword ptr [rsp + 16], rdi       # tloc; [rsp] .. [rsp + 15] is a struct timespec
+    mov edi, TSK_CLOCK_REALTIME_COARSE
+    mov rsi, rsp
+    call .Lstub_clock_gettime
+    mov rdi, qword ptr [rsp + 16]
+    mov rsi, qword ptr [rsp]            # sec
+    mov rdx, qword ptr [rsp + 8]        # nsec
+    add rsp, TSK_FRAME
+    .cfi_adjust_cfa_offset -TSK_FRAME
+    test eax, eax
+    jnz .Ltime_syscall
+    lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
+.Ltime_retry:
+    mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    mov ecx, r8d
+    and ecx, 1
+    imul ecx, ecx, TSK_SLOT_STRIDE
+    add rcx, r11
+    mov eax, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK]
+    mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS]      # clocks[0].sec
+    mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS + 8] # clocks[0].nsec
+    cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    jne .Ltime_retry
+    test eax, 1
+    jz .Ltime_store                     # CLOCK_REALTIME not selected
+    add rsi, r9
+    add rdx, r10
+    cmp rdx, TSK_NSEC_PER_SEC
+    jb .Ltime_store
+    add rsi, 1
+.Ltime_store:
+    mov rax, rsi
+    test rdi, rdi
+    jz .Ltime_return
+    mov qword ptr [rdi], rax
+.Ltime_return:
+    ret
+.Ltime_syscall:
+    mov eax, TSK_SYS_TIME               # fallback: raw time(tloc), result returned as is
+    syscall
+    ret
+    .cfi_endproc
+.size timeskew_fake_time, . - timeskew_fake_time
+
+# Stub slots: filled by the injector; int3 until then.
+.p2align 4, 0xcc
+.Lstub_clock_gettime:
+    .fill TSK_STUB_CAPACITY, 1, 0xcc
+.Lstub_gettimeofday:
+    .fill TSK_STUB_CAPACITY, 1, 0xcc
+timeskew_fake_end:
+.popsection
+
+# The data-page constants this blob was assembled with, for the tests to compare against
+# src/layout.rs. Not part of the blob. Layout: u64 count, then count u64 values in this order.
+.pushsection .rodata.timeskew_fake_abi,"a",@progbits
+.p2align 3
+.globl timeskew_fake_abi
+.hidden timeskew_fake_abi
+timeskew_fake_abi:
+    .quad 10
+    .quad TSK_DATA_PAGE
+    .quad TSK_OFF_GENERATION
+    .quad TSK_OFF_SLOT0
+    .quad TSK_SLOT_STRIDE
+    .quad TSK_SLOT_OFF_MASK
+    .quad TSK_SLOT_OFF_GTOD_SEC
+    .quad TSK_SLOT_OFF_GTOD_USEC
+    .quad TSK_SLOT_OFF_CLOCKS
+    .quad 1 << TSK_CLOCK_ENTRY_SHIFT
+    .quad TSK_MAX_CLOCK_ID
+.popsection

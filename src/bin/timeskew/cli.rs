@@ -1,0 +1,1048 @@
+//! The command line: arguments (clap derive), running one command against a [`Backend`], and
+//! the human and JSON forms of the reports. Output goes to `Write`rs so all of it is testable.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use serde::Serialize;
+use timeskew::{
+    ClockOffset, ClockSet, InjectAction, InjectReport, Offset, RecoverReport, Skew, Status,
+};
+
+use crate::demo;
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  timeskew inject --pid 1234 --offset -600s      # its wall clock runs 10 minutes behind
+  timeskew inject --pid 1234 --offset +1h --clock realtime,monotonic
+  timeskew status --pid 1234 --json
+  timeskew recover --pid 1234
+  sudo timeskew demo                             # watch it work on a throwaway process
+
+timeskew attaches with ptrace: run it as root or with CAP_SYS_PTRACE.";
+
+const INJECT_EXAMPLES: &str = "\
+OFFSET is an optional sign and one or more <number><unit> parts, units ns, us (µs), ms, s, m, h, d;
+fractions are fine: -600s, +2h, 1h30m, -1.5s, 250ms, -10us. At most 100 years either way.
+
+CLOCK is realtime (default), monotonic, monotonic-raw, realtime-coarse, monotonic-coarse, boottime,
+tai, or the C name (CLOCK_MONOTONIC); repeat --clock or separate with commas. gettimeofday() and
+time() follow realtime.
+
+Running inject again on an injected process replaces its skew at once, without stopping it.
+A deadline the process computes from a skewed clock and hands to the kernel as an absolute time
+fires early or late by the offset: timeskew warns when monotonic/boottime clocks are skewed (their
+timers are the common case); realtime timers (e.g. pthread_cond_timedwait's default) move too.
+The skew covers the process and children it forks later, not programs it execs.
+
+Examples:
+  timeskew inject --pid 1234 --offset -600s
+  timeskew inject --pid 1234 --offset=-1.5s --json
+  timeskew inject --pid 1234 --offset +1h --clock realtime --clock monotonic
+  timeskew inject --pid 1234 --offset 36h --clock realtime,boottime";
+
+const RECOVER_EXAMPLES: &str = "\
+Puts the original vDSO entries back; the process reads real time again. A process that is not
+injected is left alone (exit status 0). The timeskew pages stay mapped and are reused by the next
+inject.
+
+Examples:
+  timeskew recover --pid 1234
+  timeskew recover --pid 1234 --json";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  timeskew status --pid 1234
+  timeskew status --pid 1234 --json | jq .injected";
+
+const DEMO_EXAMPLES: &str = "\
+Starts a throwaway copy of timeskew that prints its clocks, then injects -600s, updates live to
++1h on realtime and monotonic, and recovers, showing the real time beside what the child saw at
+each step. Needs root (or CAP_SYS_PTRACE). Exits non-zero if any step fails or any reading is off.
+
+Example:
+  sudo timeskew demo";
+
+/// Shift the clocks of a running Linux process.
+///
+/// timeskew redirects the process's vDSO clock functions (clock_gettime, gettimeofday, time) to
+/// code that adds an offset, so the process, and nothing else on the machine, sees a different
+/// time. The change lives in the process and can be updated, inspected and undone later.
+#[derive(Debug, Parser)]
+#[command(name = "timeskew", version, after_help = MAIN_EXAMPLES)]
+pub struct Cli {
+    /// More log output: -v info, -vv debug, -vvv trace (RUST_LOG overrides); -v also prints an
+    /// error's causes.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Skew the clocks of a running process (or change the skew of an injected one)
+    #[command(after_help = INJECT_EXAMPLES)]
+    Inject(InjectArgs),
+    /// Undo an injection: the process reads real time again
+    #[command(after_help = RECOVER_EXAMPLES)]
+    Recover(TargetArgs),
+    /// Show whether a process is injected and its skew
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status(TargetArgs),
+    /// Show timeskew working on a throwaway child process (needs root)
+    #[command(after_help = DEMO_EXAMPLES)]
+    Demo,
+    /// The demo's child process (internal)
+    #[command(name = demo::CHILD_COMMAND, hide = true)]
+    DemoChild,
+}
+
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// Process to skew
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(i32).range(1..))]
+    pub pid: i32,
+
+    /// Offset added to the clocks, e.g. -600s, +2h, 1h30m, -1.5s
+    #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
+    pub offset: Offset,
+
+    /// Clock(s) to skew; repeatable or comma-separated [default: realtime]
+    #[arg(long = "clock", value_name = "CLOCK", action = ArgAction::Append)]
+    pub clocks: Vec<ClockSet>,
+
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl InjectArgs {
+    /// The skew these arguments ask for: realtime unless `--clock` says otherwise.
+    pub fn skew(&self) -> Skew {
+        self.clocks
+            .iter()
+            .fold(Skew::new(self.offset), |skew, set| skew.with_clocks(*set))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Process to act on
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(i32).range(1..))]
+    pub pid: i32,
+
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The log level for `-v` repeated `verbose` times.
+pub fn log_level(verbose: u8) -> log::LevelFilter {
+    match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    }
+}
+
+/// Everything that can make the binary exit with status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Timeskew(#[from] timeskew::Error),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("demo: {0}")]
+    Demo(String),
+}
+
+impl CliError {
+    pub fn io(context: impl Into<String>, source: io::Error) -> CliError {
+        CliError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// `?` on a failed write of our own output.
+impl From<io::Error> for CliError {
+    fn from(source: io::Error) -> CliError {
+        CliError::io("cannot write output", source)
+    }
+}
+
+/// The lines printed for a failed command: `timeskew: <error>`, and with `verbose` each cause
+/// that the message does not already include.
+pub fn error_report(error: &CliError, verbose: bool) -> String {
+    let mut report = format!("timeskew: {error}");
+    if verbose {
+        let mut shown = error.to_string();
+        let mut cause = std::error::Error::source(error);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !shown.contains(&text) {
+                let _ = write!(report, "\n  caused by: {text}");
+            }
+            shown = text;
+            cause = c.source();
+        }
+    }
+    report
+}
+
+/// The operations the commands run; [`Live`] is the real library, tests use a fake.
+pub trait Backend {
+    fn inject(&self, pid: i32, skew: &Skew) -> timeskew::Result<InjectReport>;
+    fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport>;
+    fn status(&self, pid: i32) -> timeskew::Result<Status>;
+}
+
+/// The real thing: [`timeskew::inject`], [`timeskew::recover`], [`timeskew::status`].
+pub struct Live;
+
+impl Backend for Live {
+    fn inject(&self, pid: i32, skew: &Skew) -> timeskew::Result<InjectReport> {
+        timeskew::inject(pid, skew)
+    }
+    fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport> {
+        timeskew::recover(pid)
+    }
+    fn status(&self, pid: i32) -> timeskew::Result<Status> {
+        timeskew::status(pid)
+    }
+}
+
+/// Runs `command`: results to `out`, warnings to `err`.
+pub fn run(
+    command: &Command,
+    backend: &impl Backend,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<(), CliError> {
+    match command {
+        Command::Inject(args) => {
+            let skew = args.skew();
+            let report = backend.inject(args.pid, &skew)?;
+            // After the fact, so that a failed inject prints only its error.
+            if let Some(warning) = timer_warning(&skew) {
+                writeln!(err, "timeskew: warning: {warning}")?;
+            }
+            emit(out, args.json, &report, format_inject)
+        }
+        Command::Recover(args) => {
+            let report = backend.recover(args.pid)?;
+            emit(out, args.json, &report, format_recover)
+        }
+        Command::Status(args) => {
+            let status = backend.status(args.pid)?;
+            emit(out, args.json, &status, format_status)
+        }
+        Command::Demo => demo::run(backend, out),
+        Command::DemoChild => demo::child(&mut io::stdin().lock(), out),
+    }
+}
+
+/// Writes `value` as one line of JSON, or as `human` text.
+fn emit<T: Serialize>(
+    out: &mut impl Write,
+    json: bool,
+    value: &T,
+    human: fn(&T) -> String,
+) -> Result<(), CliError> {
+    if json {
+        serde_json::to_writer(&mut *out, value).map_err(io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{}", human(value))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The warning for a skew that moves absolute timers, or `None`.
+pub fn timer_warning(skew: &Skew) -> Option<String> {
+    let offset = skew.offset();
+    let clocks: ClockSet = skew
+        .clocks()
+        .iter()
+        .filter(|c| c.affects_timers())
+        .collect();
+    if clocks.is_empty() || offset.is_zero() {
+        return None;
+    }
+    let effect = if offset.as_nanos() > 0 {
+        format!("fire {offset} late")
+    } else {
+        let magnitude = Offset::from_nanos(offset.as_nanos().saturating_neg());
+        format!("fire up to {magnitude} early (at once if the wait is shorter than that)")
+    };
+    Some(format!(
+        "skewing {clocks} shifts absolute deadlines: a deadline the process computes from the \
+         skewed clock and hands to the kernel (clock_nanosleep with TIMER_ABSTIME, timerfd with \
+         TFD_TIMER_ABSTIME, pthread_cond_timedwait with CLOCK_MONOTONIC) will {effect}, because \
+         the kernel measures it on the real clock; relative sleeps and timeouts (nanosleep, poll, \
+         epoll_wait) are unaffected"
+    ))
+}
+
+/// An offset with an explicit sign: `+3600s`, `-600s`, `0s`.
+pub fn signed(offset: Offset) -> String {
+    if offset.as_nanos() > 0 {
+        format!("+{offset}")
+    } else {
+        offset.to_string()
+    }
+}
+
+/// `realtime,monotonic +3600s` — clocks with equal offsets grouped, in report order.
+pub fn format_clocks(clocks: &[ClockOffset]) -> String {
+    let mut groups: Vec<(Offset, ClockSet)> = Vec::new();
+    for c in clocks {
+        match groups.iter_mut().find(|(offset, _)| *offset == c.offset) {
+            Some((_, set)) => {
+                set.insert(c.clock);
+            }
+            None => groups.push((c.offset, ClockSet::from(c.clock))),
+        }
+    }
+    if groups.is_empty() {
+        return "no clock skewed".into();
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(offset, set)| format!("{set} {}", signed(*offset)))
+        .collect();
+    parts.join(", ")
+}
+
+/// `0.4 ms`, `45 µs`.
+pub fn format_duration(d: Duration) -> String {
+    let micros = d.as_micros();
+    if micros < 100 {
+        format!("{micros} µs")
+    } else {
+        format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    }
+}
+
+/// `1 thread`, `3 threads`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `pid 123: injected, realtime -600s (trampoline 0x7f…, stopped 0.4 ms, 3 threads)`
+pub fn format_inject(r: &InjectReport) -> String {
+    let verb = match r.action {
+        InjectAction::Injected => "injected",
+        InjectAction::Updated => "updated",
+        InjectAction::Repatched => "injected again",
+    };
+    let mut details = Vec::new();
+    if let Some(addr) = r.status.trampoline {
+        details.push(format!("trampoline {addr:#x}"));
+    }
+    match r.action {
+        InjectAction::Updated => details.push("live update, not stopped".into()),
+        _ => {
+            details.push(format!("stopped {}", format_duration(r.stopped_for)));
+            details.push(count(r.threads, "thread", "threads"));
+        }
+    }
+    if r.action == InjectAction::Repatched {
+        details.push("reused pages of an earlier injection".into());
+    }
+    format!(
+        "pid {}: {verb}, {} ({})",
+        r.status.pid,
+        format_clocks(&r.status.clocks),
+        details.join(", ")
+    )
+}
+
+/// `pid 123: recovered, restored 3 vDSO entries` or `pid 123: not injected, nothing to do`
+pub fn format_recover(r: &RecoverReport) -> String {
+    if !r.was_injected {
+        return format!("pid {}: not injected, nothing to do", r.pid);
+    }
+    let mut line = format!(
+        "pid {}: recovered, restored {}",
+        r.pid,
+        count(r.restored, "vDSO entry", "vDSO entries")
+    );
+    if !r.skipped.is_empty() {
+        let _ = write!(
+            line,
+            "; left {} alone because someone else has patched it since: {}",
+            count(r.skipped.len(), "entry", "entries"),
+            r.skipped.join(", ")
+        );
+    }
+    line
+}
+
+/// `pid 123: injected, realtime -600s (trampoline 0x7f…, layout v1, generation 2)`
+pub fn format_status(s: &Status) -> String {
+    let mut details = Vec::new();
+    if let Some(addr) = s.trampoline {
+        details.push(format!("trampoline {addr:#x}"));
+    }
+    if let Some(version) = s.layout_version {
+        details.push(format!("layout v{version}"));
+    }
+    if s.trampoline.is_some() {
+        details.push(format!("generation {}", s.generation));
+    }
+    let details = if details.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", details.join(", "))
+    };
+    if s.injected {
+        format!(
+            "pid {}: injected, {}{details}",
+            s.pid,
+            format_clocks(&s.clocks)
+        )
+    } else if s.trampoline.is_some() {
+        format!(
+            "pid {}: not injected; pages of an earlier injection remain and the next inject \
+             reuses them{details}",
+            s.pid
+        )
+    } else {
+        format!("pid {}: not injected", s.pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+    use timeskew::Clock;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("timeskew").chain(args.iter().copied()))
+    }
+
+    fn inject_args(args: &[&str]) -> InjectArgs {
+        match parse(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+        {
+            Command::Inject(a) => a,
+            other => panic!("{args:?} parsed as {other:?}"),
+        }
+    }
+
+    fn parse_err(args: &[&str]) -> clap::Error {
+        match parse(args) {
+            Ok(cli) => panic!("{args:?} should fail, parsed as {cli:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn secs(s: i64) -> Offset {
+        Offset::from_nanos(s * 1_000_000_000)
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn inject_parses_pid_offset_and_default_clock() {
+        let a = inject_args(&["inject", "--pid", "123", "--offset", "600s"]);
+        assert_eq!(a.pid, 123);
+        assert_eq!(a.offset, secs(600));
+        assert!(!a.json);
+        assert_eq!(a.skew(), Skew::new(secs(600)));
+        assert_eq!(a.skew().clocks(), ClockSet::from(Clock::Realtime));
+    }
+
+    #[test]
+    fn negative_offsets_with_and_without_equals() {
+        for args in [
+            &["inject", "--pid", "1", "--offset", "-600s"][..],
+            &["inject", "--pid", "1", "--offset=-600s"],
+            &["inject", "--offset", "-600s", "--pid", "1"],
+            &["inject", "--offset=-10m", "--pid", "1"],
+        ] {
+            assert_eq!(inject_args(args).offset, secs(-600), "{args:?}");
+        }
+        // Values that look like short flags (-h is help, -v is verbose) are still offsets.
+        assert_eq!(
+            inject_args(&["inject", "--pid", "1", "--offset", "-1h"]).offset,
+            secs(-3600)
+        );
+        assert_eq!(
+            inject_args(&["inject", "--pid", "1", "--offset", "-1.5s"])
+                .offset
+                .as_nanos(),
+            -1_500_000_000
+        );
+        assert_eq!(
+            inject_args(&["inject", "--pid", "1", "--offset", "+2h"]).offset,
+            secs(7200)
+        );
+        assert_eq!(
+            inject_args(&["inject", "--pid", "1", "--offset", "-10µs"])
+                .offset
+                .as_nanos(),
+            -10_000
+        );
+    }
+
+    #[test]
+    fn clocks_are_repeatable_and_comma_separated() {
+        let a = inject_args(&[
+            "inject",
+            "--pid",
+            "1",
+            "--offset",
+            "1h",
+            "--clock",
+            "monotonic,boottime",
+            "--clock",
+            "CLOCK_TAI",
+        ]);
+        assert_eq!(a.skew().clocks().to_string(), "monotonic,boottime,tai");
+        let a = inject_args(&[
+            "inject",
+            "--pid",
+            "1",
+            "--offset",
+            "1h",
+            "--clock=realtime",
+            "--clock",
+            "monotonic",
+            "--json",
+        ]);
+        assert_eq!(a.skew().clocks().to_string(), "realtime,monotonic");
+        assert!(a.json);
+        let a = inject_args(&[
+            "inject",
+            "--pid",
+            "1",
+            "--offset",
+            "1h",
+            "--clock",
+            "monotonic",
+        ]);
+        assert_eq!(
+            a.skew().clocks(),
+            ClockSet::from(Clock::Monotonic),
+            "replaces the default"
+        );
+    }
+
+    #[test]
+    fn verbose_counts_anywhere() {
+        assert_eq!(parse(&["status", "--pid", "1"]).unwrap().verbose, 0);
+        assert_eq!(parse(&["-v", "status", "--pid", "1"]).unwrap().verbose, 1);
+        assert_eq!(parse(&["-vv", "status", "--pid", "1"]).unwrap().verbose, 2);
+        assert_eq!(
+            parse(&["status", "--pid", "1", "-v", "--verbose", "-v"])
+                .unwrap()
+                .verbose,
+            3
+        );
+        assert_eq!(log_level(0), log::LevelFilter::Warn);
+        assert_eq!(log_level(1), log::LevelFilter::Info);
+        assert_eq!(log_level(2), log::LevelFilter::Debug);
+        assert_eq!(log_level(3), log::LevelFilter::Trace);
+        assert_eq!(log_level(9), log::LevelFilter::Trace);
+    }
+
+    #[test]
+    fn missing_arguments_are_usage_errors() {
+        let e = parse_err(&["inject", "--offset", "-600s"]);
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+        assert!(e.to_string().contains("--pid"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let e = parse_err(&["inject", "--pid", "1"]);
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+        assert!(e.to_string().contains("--offset"), "{e}");
+        assert_eq!(
+            parse_err(&["recover"]).kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            parse_err(&["status", "--json"]).kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            parse_err(&[]).kind(),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        assert_eq!(
+            parse_err(&["frobnicate"]).kind(),
+            ErrorKind::InvalidSubcommand
+        );
+    }
+
+    #[test]
+    fn bad_offsets_carry_the_parser_message() {
+        let e = parse_err(&["inject", "--pid", "1", "--offset", "1h3x"]);
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        let msg = e.to_string();
+        assert!(
+            msg.contains(
+                "invalid offset \"1h3x\": unknown unit \"x\" at byte 3; valid units: ns, us, µs, ms, s, m, h, d"
+            ),
+            "{msg}"
+        );
+        let e = parse_err(&["inject", "--pid", "1", "--offset=-600"]);
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("did you mean -600s?"), "{e}");
+        let e = parse_err(&["inject", "--pid", "1", "--offset", "600"]);
+        assert!(e.to_string().contains("missing unit"), "{e}");
+        assert!(e.to_string().contains("did you mean 600s?"), "{e}");
+        let e = parse_err(&["inject", "--pid", "1", "--offset", "-40000d"]);
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("100 years"), "{e}");
+    }
+
+    #[test]
+    fn unknown_clocks_are_rejected() {
+        let e = parse_err(&["inject", "--pid", "1", "--offset", "1s", "--clock", "wall"]);
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("unknown clock \"wall\""), "{e}");
+        assert!(
+            e.to_string().contains("valid clocks: realtime, monotonic"),
+            "{e}"
+        );
+        let e = parse_err(&[
+            "inject",
+            "--pid",
+            "1",
+            "--offset",
+            "1s",
+            "--clock",
+            "realtime,nope",
+        ]);
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("unknown clock \"nope\""), "{e}");
+        let e = parse_err(&[
+            "inject",
+            "--pid",
+            "1",
+            "--offset",
+            "1s",
+            "--clock",
+            "process_cputime_id",
+        ]);
+        assert!(e.to_string().contains("cannot be skewed"), "{e}");
+    }
+
+    #[test]
+    fn bad_pids_are_rejected() {
+        for pid in ["0", "abc", "1.5", "99999999999"] {
+            let e = parse_err(&["status", "--pid", pid]);
+            assert_eq!(e.kind(), ErrorKind::ValueValidation, "--pid {pid}");
+        }
+        assert!(parse(&["status", "--pid", "-5"]).is_err());
+    }
+
+    #[test]
+    fn other_subcommands_parse() {
+        match parse(&["recover", "--pid", "42", "--json"])
+            .unwrap()
+            .command
+        {
+            Command::Recover(TargetArgs {
+                pid: 42,
+                json: true,
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        match parse(&["status", "--pid", "42"]).unwrap().command {
+            Command::Status(TargetArgs {
+                pid: 42,
+                json: false,
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse(&["demo"]).unwrap().command, Command::Demo));
+        assert!(matches!(
+            parse(&[demo::CHILD_COMMAND]).unwrap().command,
+            Command::DemoChild
+        ));
+        assert_eq!(
+            parse_err(&["status", "--pid", "1", "--offset", "1s"]).kind(),
+            ErrorKind::UnknownArgument
+        );
+    }
+
+    #[test]
+    fn help_shows_examples_and_hides_the_demo_child() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("timeskew inject --pid 1234 --offset -600s"),
+            "{help}"
+        );
+        assert!(!help.contains(demo::CHILD_COMMAND), "{help}");
+        for sub in ["inject", "recover", "status", "demo"] {
+            let mut cmd = Cli::command();
+            let help = cmd
+                .find_subcommand_mut(sub)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            assert!(help.contains("Example"), "{sub}: {help}");
+        }
+        let e = parse_err(&["inject", "--help"]);
+        assert_eq!(e.kind(), ErrorKind::DisplayHelp);
+        assert_eq!(e.exit_code(), 0);
+    }
+
+    // --- formatting ---------------------------------------------------------------------------
+
+    fn status(pid: i32, clocks: &[(Clock, Offset)]) -> Status {
+        Status {
+            pid,
+            injected: true,
+            trampoline: Some(0x7f12_3456_7000),
+            layout_version: Some(1),
+            clocks: clocks
+                .iter()
+                .map(|&(clock, offset)| ClockOffset { clock, offset })
+                .collect(),
+            generation: 0,
+        }
+    }
+
+    fn inject_report(action: InjectAction, clocks: &[(Clock, Offset)]) -> InjectReport {
+        InjectReport {
+            action,
+            stopped_for: Duration::from_micros(400),
+            threads: 3,
+            status: status(123, clocks),
+        }
+    }
+
+    #[test]
+    fn formats_inject_reports() {
+        let r = inject_report(InjectAction::Injected, &[(Clock::Realtime, secs(-600))]);
+        assert_eq!(
+            format_inject(&r),
+            "pid 123: injected, realtime -600s (trampoline 0x7f1234567000, stopped 0.4 ms, 3 threads)"
+        );
+        let r = inject_report(
+            InjectAction::Updated,
+            &[
+                (Clock::Realtime, secs(3600)),
+                (Clock::Monotonic, secs(3600)),
+            ],
+        );
+        assert_eq!(
+            format_inject(&r),
+            "pid 123: updated, realtime,monotonic +3600s (trampoline 0x7f1234567000, live update, not stopped)"
+        );
+        let mut r = inject_report(
+            InjectAction::Repatched,
+            &[
+                (Clock::Realtime, Offset::from_nanos(-1_500_000_000)),
+                (Clock::Boottime, secs(5)),
+            ],
+        );
+        r.threads = 1;
+        r.stopped_for = Duration::from_micros(45);
+        assert_eq!(
+            format_inject(&r),
+            "pid 123: injected again, realtime -1.5s, boottime +5s (trampoline 0x7f1234567000, \
+             stopped 45 µs, 1 thread, reused pages of an earlier injection)"
+        );
+        let r = inject_report(InjectAction::Injected, &[]);
+        assert!(format_inject(&r).contains("injected, no clock skewed"));
+    }
+
+    #[test]
+    fn formats_recover_reports() {
+        let mut r = RecoverReport {
+            pid: 77,
+            was_injected: false,
+            restored: 0,
+            skipped: vec![],
+        };
+        assert_eq!(format_recover(&r), "pid 77: not injected, nothing to do");
+        r.was_injected = true;
+        r.restored = 3;
+        assert_eq!(
+            format_recover(&r),
+            "pid 77: recovered, restored 3 vDSO entries"
+        );
+        r.restored = 1;
+        assert_eq!(
+            format_recover(&r),
+            "pid 77: recovered, restored 1 vDSO entry"
+        );
+        r.restored = 2;
+        r.skipped = vec!["__vdso_time".into()];
+        assert_eq!(
+            format_recover(&r),
+            "pid 77: recovered, restored 2 vDSO entries; left 1 entry alone because someone else \
+             has patched it since: __vdso_time"
+        );
+    }
+
+    #[test]
+    fn formats_status() {
+        let mut s = status(
+            9,
+            &[(Clock::Realtime, secs(-600)), (Clock::Monotonic, secs(10))],
+        );
+        s.generation = 2;
+        assert_eq!(
+            format_status(&s),
+            "pid 9: injected, realtime -600s, monotonic +10s (trampoline 0x7f1234567000, layout v1, generation 2)"
+        );
+        s.injected = false;
+        s.clocks.clear();
+        assert!(
+            format_status(&s)
+                .starts_with("pid 9: not injected; pages of an earlier injection remain")
+        );
+        let s = Status {
+            pid: 9,
+            injected: false,
+            trampoline: None,
+            layout_version: None,
+            clocks: vec![],
+            generation: 0,
+        };
+        assert_eq!(format_status(&s), "pid 9: not injected");
+    }
+
+    #[test]
+    fn json_is_one_line_with_the_report_fields() {
+        let r = inject_report(
+            InjectAction::Injected,
+            &[(Clock::MonotonicRaw, Offset::from_nanos(-1_500_000_000))],
+        );
+        let mut out = Vec::new();
+        emit(&mut out, true, &r, format_inject).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with('\n') && text.matches('\n').count() == 1,
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["action"], "injected");
+        assert_eq!(v["stopped_for"], 400);
+        assert_eq!(v["threads"], 3);
+        assert_eq!(v["status"]["pid"], 123);
+        assert_eq!(v["status"]["clocks"][0]["clock"], "monotonic-raw");
+        assert_eq!(v["status"]["clocks"][0]["offset"], "-1.5s");
+    }
+
+    // --- running commands against a fake backend ---------------------------------------------
+
+    #[derive(Default)]
+    struct Fake {
+        calls: RefCell<Vec<String>>,
+        injected: bool,
+    }
+
+    impl Backend for Fake {
+        fn inject(&self, pid: i32, skew: &Skew) -> timeskew::Result<InjectReport> {
+            self.calls.borrow_mut().push(format!("inject {pid} {skew}"));
+            let clocks: Vec<(Clock, Offset)> =
+                skew.clocks().iter().map(|c| (c, skew.offset())).collect();
+            let mut r = inject_report(InjectAction::Injected, &clocks);
+            r.status.pid = pid;
+            Ok(r)
+        }
+        fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport> {
+            self.calls.borrow_mut().push(format!("recover {pid}"));
+            Ok(RecoverReport {
+                pid,
+                was_injected: self.injected,
+                restored: if self.injected { 3 } else { 0 },
+                skipped: vec![],
+            })
+        }
+        fn status(&self, pid: i32) -> timeskew::Result<Status> {
+            Err(timeskew::Error::NoSuchProcess { pid })
+        }
+    }
+
+    fn run_args(backend: &Fake, args: &[&str]) -> (Result<(), CliError>, String, String) {
+        let cli = parse(args).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let result = run(&cli.command, backend, &mut out, &mut err);
+        (
+            result,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    #[test]
+    fn inject_runs_with_the_parsed_skew() {
+        let fake = Fake::default();
+        let (result, out, err) = run_args(&fake, &["inject", "--pid", "123", "--offset=-10m"]);
+        result.unwrap();
+        assert_eq!(*fake.calls.borrow(), ["inject 123 realtime -600s"]);
+        assert_eq!(
+            out,
+            "pid 123: injected, realtime -600s (trampoline 0x7f1234567000, stopped 0.4 ms, 3 threads)\n"
+        );
+        assert_eq!(err, "", "no warning for realtime");
+    }
+
+    #[test]
+    fn inject_warns_when_timers_are_affected() {
+        let fake = Fake::default();
+        let (result, out, err) = run_args(
+            &fake,
+            &[
+                "inject",
+                "--pid",
+                "5",
+                "--offset",
+                "+1h",
+                "--clock",
+                "realtime,monotonic",
+                "--json",
+            ],
+        );
+        result.unwrap();
+        assert!(
+            err.starts_with("timeskew: warning: skewing monotonic shifts absolute deadlines"),
+            "{err}"
+        );
+        for needle in [
+            "TIMER_ABSTIME",
+            "timerfd",
+            "pthread_cond_timedwait",
+            "fire 3600s late",
+            "relative sleeps",
+        ] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        assert_eq!(err.lines().count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["status"]["pid"], 5);
+
+        let skew = Skew::new(secs(-600)).with_clock(Clock::Boottime);
+        let w = timer_warning(&skew).unwrap();
+        assert!(w.contains("skewing boottime"), "{w}");
+        assert!(w.contains("fire up to 600s early"), "{w}");
+        assert_eq!(
+            timer_warning(&Skew::new(Offset::ZERO).with_clock(Clock::Monotonic)),
+            None
+        );
+        assert_eq!(
+            timer_warning(&Skew::new(secs(1)).with_clock(Clock::Tai)),
+            None
+        );
+    }
+
+    #[test]
+    fn recover_of_a_clean_process_is_success() {
+        let fake = Fake::default();
+        let (result, out, _) = run_args(&fake, &["recover", "--pid", "8"]);
+        result.unwrap();
+        assert_eq!(out, "pid 8: not injected, nothing to do\n");
+        let (result, out, _) = run_args(&fake, &["recover", "--pid", "8", "--json"]);
+        result.unwrap();
+        assert_eq!(
+            out,
+            "{\"pid\":8,\"was_injected\":false,\"restored\":0,\"skipped\":[]}\n"
+        );
+        let fake = Fake {
+            injected: true,
+            ..Fake::default()
+        };
+        let (result, out, _) = run_args(&fake, &["recover", "--pid", "8"]);
+        result.unwrap();
+        assert_eq!(out, "pid 8: recovered, restored 3 vDSO entries\n");
+    }
+
+    #[test]
+    fn error_report_adds_new_causes_only_when_verbose() {
+        let e = CliError::io(
+            "demo: cannot start the child",
+            io::Error::new(io::ErrorKind::NotFound, "no such file"),
+        );
+        assert_eq!(
+            error_report(&e, false),
+            "timeskew: demo: cannot start the child: no such file"
+        );
+        assert_eq!(
+            error_report(&e, true),
+            error_report(&e, false),
+            "cause already shown"
+        );
+
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] io::Error);
+        let e = CliError::io(
+            "reading",
+            io::Error::other(Outer(io::Error::other("root cause"))),
+        );
+        assert_eq!(
+            error_report(&e, true),
+            "timeskew: reading: outer\n  caused by: root cause"
+        );
+    }
+
+    #[test]
+    fn failed_inject_prints_no_warning() {
+        struct Gone;
+        impl Backend for Gone {
+            fn inject(&self, pid: i32, _: &Skew) -> timeskew::Result<InjectReport> {
+                Err(timeskew::Error::NoSuchProcess { pid })
+            }
+            fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport> {
+                Err(timeskew::Error::NoSuchProcess { pid })
+            }
+            fn status(&self, pid: i32) -> timeskew::Result<Status> {
+                Err(timeskew::Error::NoSuchProcess { pid })
+            }
+        }
+        let cli = parse(&[
+            "inject",
+            "--pid",
+            "3",
+            "--offset",
+            "1h",
+            "--clock",
+            "monotonic",
+        ])
+        .unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let e = run(&cli.command, &Gone, &mut out, &mut err).unwrap_err();
+        assert_eq!(error_report(&e, true), "timeskew: pid 3: no such process");
+        assert!(out.is_empty() && err.is_empty());
+    }
+
+    #[test]
+    fn library_errors_pass_through() {
+        let fake = Fake::default();
+        let (result, out, _) = run_args(&fake, &["status", "--pid", "4"]);
+        let e = result.unwrap_err();
+        assert!(matches!(
+            e,
+            CliError::Timeskew(timeskew::Error::NoSuchProcess { pid: 4 })
+        ));
+        assert_eq!(e.to_string(), "pid 4: no such process");
+        assert_eq!(out, "");
+    }
+}

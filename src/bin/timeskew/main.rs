@@ -1,0 +1,32 @@
+//! `timeskew`, the command line of the library: `inject`, `recover`, `status` and `demo`.
+//!
+//! Exit status: 0 on success, 1 when a command fails (one line `timeskew: <error>` on stderr,
+//! plus its causes with `-v`), 2 for usage errors (clap's own message).
+
+mod cli;
+mod demo;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // Usage errors print clap's message and exit 2; --help and --version exit 0.
+    let cli = cli::Cli::parse();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(cli::log_level(cli.verbose).as_str()),
+    )
+    .init();
+
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr();
+    match cli::run(&cli.command, &cli::Live, &mut out, &mut err) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = out.flush();
+            let _ = writeln!(err, "{}", cli::error_report(&e, cli.verbose > 0));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! One error type for the library; every message says which pid, which step, what went wrong
+//! and, where there is one, what to do about it.
+
+use nix::errno::Errno;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while inspecting or changing a target process.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("pid {pid}: no such process")]
+    NoSuchProcess { pid: i32 },
+
+    #[error(
+        "pid {pid}: permission denied while trying to {step}: {source}. \
+         Run timeskew as root or give it CAP_SYS_PTRACE (e.g. `sudo timeskew …`, \
+         `setcap cap_sys_ptrace+ep $(which timeskew)`; in a container: `docker run --cap-add SYS_PTRACE`); \
+         with Yama enabled, /proc/sys/kernel/yama/ptrace_scope must be 0 or 1 for non-root tracers \
+         (currently: {yama})"
+    )]
+    PermissionDenied {
+        pid: i32,
+        step: &'static str,
+        source: Errno,
+        yama: String,
+    },
+
+    #[error(
+        "pid {pid}: already traced by pid {tracer_pid} ({tracer_name}); a process can have only one \
+         tracer — detach the debugger/strace first"
+    )]
+    AlreadyTraced {
+        pid: i32,
+        tracer_pid: i32,
+        tracer_name: String,
+    },
+
+    #[error("pid {pid}: the process exited while timeskew was trying to {step}")]
+    ProcessGone { pid: i32, step: &'static str },
+
+    #[error("pid {pid}: cannot skew this process: {reason}")]
+    Unsupported { pid: i32, reason: String },
+
+    #[error("pid {pid}: refusing to patch {symbol}: {reason}; nothing was changed")]
+    UnsafeToPatch {
+        pid: i32,
+        symbol: &'static str,
+        reason: String,
+    },
+
+    #[error("pid {pid}: the vDSO image could not be parsed: {reason}")]
+    VdsoParse { pid: i32, reason: String },
+
+    #[error(
+        "pid {pid}: the injected {syscall}() failed in thread {tid}: {errno} ({desc}){hint}; \
+         nothing was changed",
+        desc = errno.desc()
+    )]
+    RemoteSyscall {
+        pid: i32,
+        tid: i32,
+        syscall: &'static str,
+        errno: Errno,
+        hint: &'static str,
+    },
+
+    #[error("pid {pid}, thread {tid}: ptrace failed while trying to {step}: {source}")]
+    Ptrace {
+        pid: i32,
+        tid: i32,
+        step: &'static str,
+        source: Errno,
+    },
+
+    #[error("pid {pid}: I/O error while trying to {step}: {source}")]
+    Io {
+        pid: i32,
+        step: &'static str,
+        source: std::io::Error,
+    },
+
+    #[error(
+        "pid {pid}: timeskew state at {addr:#x} is not usable: {reason}; the process was left as it is"
+    )]
+    CorruptState { pid: i32, addr: u64, reason: String },
+
+    #[error("pid {pid}: no free address range within ±2 GiB of the vDSO for the trampoline pages")]
+    NoPlacement { pid: i32 },
+
+    #[error("{source}; additionally, undoing the earlier steps failed ({}) — pid {pid} may be left modified, check `timeskew status --pid {pid}`", failures.join("; "))]
+    RollbackFailed {
+        pid: i32,
+        source: Box<Error>,
+        failures: Vec<String>,
+    },
+
+    #[error("test fault injected at step `{step}`")]
+    InjectedFault { step: &'static str },
+}
+
+impl Error {
+    /// Maps an errno from a ptrace or /proc operation to the most helpful error variant.
+    pub(crate) fn from_errno(pid: i32, tid: i32, step: &'static str, errno: Errno) -> Error {
+        match errno {
+            Errno::ESRCH => Error::ProcessGone { pid, step },
+            Errno::EPERM | Errno::EACCES => match crate::procfs::tracer_of(pid) {
+                Some((tracer_pid, tracer_name)) if tracer_pid != std::process::id() as i32 => {
+                    Error::AlreadyTraced {
+                        pid,
+                        tracer_pid,
+                        tracer_name,
+                    }
+                }
+                _ => Error::PermissionDenied {
+                    pid,
+                    step,
+                    source: errno,
+                    yama: crate::procfs::yama_scope(),
+                },
+            },
+            _ => Error::Ptrace {
+                pid,
+                tid,
+                step,
+                source: errno,
+            },
+        }
+    }
+
+    /// Maps an I/O error from /proc to an error variant, recognising vanished processes.
+    pub(crate) fn from_io(pid: i32, step: &'static str, source: std::io::Error) -> Error {
+        match source.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::ENOENT) | Some(Errno::ESRCH) => Error::ProcessGone { pid, step },
+            Some(e @ (Errno::EPERM | Errno::EACCES)) => Error::from_errno(pid, pid, step, e),
+            _ => Error::Io { pid, step, source },
+        }
+    }
+}

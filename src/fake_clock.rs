@@ -1,0 +1,1657 @@
+//! The fake clock: the image of the code page that replaces the vDSO's time functions.
+//!
+//! The blob is written in assembly (`fake_clock/x86_64.S`) and linked into this binary between
+//! the symbols `timeskew_fake_start` and `timeskew_fake_end`. It is position independent: the
+//! injector copies it verbatim to offset 0 of a fresh page in the target and maps the data page
+//! (see [`crate::layout`]) exactly [`DATA_PAGE_OFFSET`] bytes above it, where the fakes find it
+//! RIP-relatively.
+//!
+//! Each fake calls the genuine vDSO function through a *stub slot* inside the blob. The injector
+//! fills a slot with the instructions that its jump displaced from the vDSO entry (relocated for
+//! the slot's final address, `code_addr + stub_*`) followed by a jump back to the rest of the
+//! genuine function; calling the slot then behaves exactly like calling the genuine function.
+//! `time()` has no slot of its own: its fake reads `CLOCK_REALTIME_COARSE` through the
+//! `clock_gettime` slot.
+//!
+//! Header of the blob (all little-endian, read with `from_le_bytes`):
+//!
+//! ```text
+//! 0x00 magic [u8; 8] = "TSKFAKE1"
+//! 0x08 u32 offset of the fake clock_gettime      0x0c u32 offset of the fake gettimeofday
+//! 0x10 u32 offset of the fake time               0x14 u32 offset of the clock_gettime stub slot
+//! 0x18 u32 offset of the gettimeofday stub slot  0x1c u32 stub slot capacity in bytes
+//! ```
+
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(include_str!("../fake_clock/x86_64.S"));
+
+/// Distance from the start of the code page to the data page the fakes read.
+pub const DATA_PAGE_OFFSET: u64 = 4096;
+
+/// Size of the code page [`FakeBlob::code_page`] builds.
+pub const CODE_PAGE_LEN: usize = 4096;
+
+/// Magic at offset 0 of the blob.
+pub const BLOB_MAGIC: [u8; 8] = *b"TSKFAKE1";
+
+/// Length of the blob header.
+pub const HEADER_LEN: usize = 0x20;
+
+/// Byte that fills the unused parts of the code page and of the stub slots (`int3`).
+pub const FILL_BYTE: u8 = 0xcc;
+
+/// The fake-clock blob and where things are inside it. All offsets are relative to the start
+/// of the blob, which is also the start of the code page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FakeBlob {
+    /// The blob as assembled, header included, stub slots still filled with `int3`.
+    pub bytes: &'static [u8],
+    /// Offset of the fake `clock_gettime(clockid_t, struct timespec *)`: the jump target for
+    /// `__vdso_clock_gettime`.
+    pub entry_clock_gettime: usize,
+    /// Offset of the fake `gettimeofday(struct timeval *, struct timezone *)`: the jump target
+    /// for `__vdso_gettimeofday`.
+    pub entry_gettimeofday: usize,
+    /// Offset of the fake `time(time_t *)`: the jump target for `__vdso_time`.
+    pub entry_time: usize,
+    /// Offset of the slot that must receive the displaced prologue of `__vdso_clock_gettime`.
+    pub stub_clock_gettime: usize,
+    /// Offset of the slot that must receive the displaced prologue of `__vdso_gettimeofday`.
+    pub stub_gettimeofday: usize,
+    /// Bytes available in each stub slot.
+    pub stub_capacity: usize,
+}
+
+/// The built-in fake-clock blob with its header parsed and checked.
+///
+/// # Panics
+/// Only if the blob assembled from `fake_clock/x86_64.S` is malformed, i.e. on a build bug
+/// (the tests check it).
+pub fn blob() -> FakeBlob {
+    parse(raw_blob()).expect("the built-in fake clock blob (fake_clock/x86_64.S) is malformed")
+}
+
+/// The bytes between the two linker symbols that delimit the blob.
+fn raw_blob() -> &'static [u8] {
+    unsafe extern "C" {
+        safe static timeskew_fake_start: u8;
+        safe static timeskew_fake_end: u8;
+    }
+    let start = &raw const timeskew_fake_start;
+    let end = &raw const timeskew_fake_end;
+    let len = (end as usize)
+        .checked_sub(start as usize)
+        .expect("timeskew_fake_end lies before timeskew_fake_start");
+    // SAFETY: both symbols are defined by fake_clock/x86_64.S in the same section
+    // (.text.timeskew_fake, never split by the linker), start before end, so
+    // [start, start + len) is one contiguous, initialised range of the loaded image. It is
+    // mapped readable (text is r-x) for the life of the process and nothing writes to it, so a
+    // shared 'static slice over it is sound.
+    unsafe { core::slice::from_raw_parts(start, len) }
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Result<usize, String> {
+    bytes
+        .get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(|b: [u8; 4]| u32::from_le_bytes(b) as usize)
+        .ok_or_else(|| format!("header field at {at:#x} lies past the end of the blob"))
+}
+
+/// Parses and validates a blob header.
+fn parse(bytes: &'static [u8]) -> Result<FakeBlob, String> {
+    if bytes.len() < HEADER_LEN {
+        return Err(format!(
+            "blob is {} bytes, shorter than its header",
+            bytes.len()
+        ));
+    }
+    if bytes.len() > CODE_PAGE_LEN {
+        return Err(format!(
+            "blob is {} bytes, larger than the {CODE_PAGE_LEN}-byte code page",
+            bytes.len()
+        ));
+    }
+    if bytes[..8] != BLOB_MAGIC {
+        return Err(format!("bad magic {:02x?}", &bytes[..8]));
+    }
+    let b = FakeBlob {
+        bytes,
+        entry_clock_gettime: read_u32(bytes, 0x08)?,
+        entry_gettimeofday: read_u32(bytes, 0x0c)?,
+        entry_time: read_u32(bytes, 0x10)?,
+        stub_clock_gettime: read_u32(bytes, 0x14)?,
+        stub_gettimeofday: read_u32(bytes, 0x18)?,
+        stub_capacity: read_u32(bytes, 0x1c)?,
+    };
+    for (name, entry) in [
+        ("clock_gettime", b.entry_clock_gettime),
+        ("gettimeofday", b.entry_gettimeofday),
+        ("time", b.entry_time),
+    ] {
+        if entry < HEADER_LEN || entry >= bytes.len() {
+            return Err(format!("{name} entry {entry:#x} outside the blob's code"));
+        }
+    }
+    if b.stub_capacity == 0 {
+        return Err("stub slot capacity is 0".into());
+    }
+    let slots = [
+        ("clock_gettime", b.stub_clock_gettime),
+        ("gettimeofday", b.stub_gettimeofday),
+    ];
+    for (name, slot) in slots {
+        let end = slot.checked_add(b.stub_capacity);
+        if slot < HEADER_LEN || end.is_none_or(|e| e > bytes.len()) {
+            return Err(format!(
+                "{name} stub slot {slot:#x}+{:#x} outside the blob",
+                b.stub_capacity
+            ));
+        }
+    }
+    if b.stub_clock_gettime.abs_diff(b.stub_gettimeofday) < b.stub_capacity {
+        return Err("the stub slots overlap".into());
+    }
+    Ok(b)
+}
+
+impl FakeBlob {
+    /// Builds the code page image: the blob at offset 0 with `stub_clock_gettime` and
+    /// `stub_gettimeofday` written into their slots, and `int3` everywhere else.
+    ///
+    /// Each stub must already be relocated for its final address in the target
+    /// (`code_addr + self.stub_clock_gettime`, `code_addr + self.stub_gettimeofday`) and end in
+    /// a jump back into the genuine vDSO function. A stub must be non-empty (an empty slot
+    /// would trap) and at most [`FakeBlob::stub_capacity`] bytes long.
+    pub fn code_page(
+        &self,
+        stub_clock_gettime: &[u8],
+        stub_gettimeofday: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let mut page = vec![FILL_BYTE; CODE_PAGE_LEN];
+        page[..self.bytes.len()].copy_from_slice(self.bytes);
+        for (name, slot, stub) in [
+            ("clock_gettime", self.stub_clock_gettime, stub_clock_gettime),
+            ("gettimeofday", self.stub_gettimeofday, stub_gettimeofday),
+        ] {
+            if stub.is_empty() {
+                return Err(format!("the {name} stub is empty"));
+            }
+            if stub.len() > self.stub_capacity {
+                return Err(format!(
+                    "the {name} stub is {} bytes, its slot holds {}",
+                    stub.len(),
+                    self.stub_capacity
+                ));
+            }
+            page[slot..slot + stub.len()].copy_from_slice(stub);
+        }
+        Ok(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Everything below runs the blob for real, in this process: two anonymous pages (code
+    //! r-x, data rw-), stub slots that jump to this process's genuine vDSO functions (or to
+    //! scripted stand-ins), and the fakes called through `extern "C"` function pointers.
+
+    use super::*;
+    use crate::layout::{self, DataPage, Params};
+    use std::cell::Cell;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    type ClockGettimeFn = extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int;
+    type GettimeofdayFn = extern "C" fn(*mut libc::timeval, *mut libc::c_void) -> libc::c_int;
+    type TimeFn = extern "C" fn(*mut libc::time_t) -> libc::time_t;
+
+    const NS: i128 = 1_000_000_000;
+    const US: i128 = 1_000_000;
+    const HOUR_NS: i64 = 3600 * 1_000_000_000;
+    const CENTURY_NS: i64 = 100 * 31_557_600 * 1_000_000_000; // 100 Julian years
+    const PAGE: usize = 4096;
+
+    // ---- the genuine vDSO of this process --------------------------------------------------
+
+    struct Genuine {
+        clock_gettime: usize,
+        gettimeofday: usize,
+    }
+
+    fn genuine() -> &'static Genuine {
+        static G: OnceLock<Genuine> = OnceLock::new();
+        G.get_or_init(|| {
+            // SAFETY: dlopen with RTLD_NOLOAD only looks up an already loaded object (glibc
+            // registers the vDSO under this name); both arguments are valid C strings.
+            let h = unsafe {
+                libc::dlopen(
+                    c"linux-vdso.so.1".as_ptr(),
+                    libc::RTLD_LAZY | libc::RTLD_NOLOAD,
+                )
+            };
+            assert!(
+                !h.is_null(),
+                "this process has no vDSO loaded as linux-vdso.so.1"
+            );
+            let sym = |name: &std::ffi::CStr| {
+                // SAFETY: h is a live handle, name a valid C string.
+                let p = unsafe { libc::dlsym(h, name.as_ptr()) };
+                assert!(!p.is_null(), "vDSO has no {name:?}");
+                p as usize
+            };
+            Genuine {
+                clock_gettime: sym(c"__vdso_clock_gettime"),
+                gettimeofday: sym(c"__vdso_gettimeofday"),
+            }
+        })
+    }
+
+    fn genuine_clock_gettime() -> ClockGettimeFn {
+        // SAFETY: the address is the vDSO's __vdso_clock_gettime, which has this C signature.
+        unsafe { std::mem::transmute::<usize, ClockGettimeFn>(genuine().clock_gettime) }
+    }
+
+    fn genuine_gettimeofday() -> GettimeofdayFn {
+        // SAFETY: the address is the vDSO's __vdso_gettimeofday, which has this C signature.
+        unsafe { std::mem::transmute::<usize, GettimeofdayFn>(genuine().gettimeofday) }
+    }
+
+    fn cg(f: ClockGettimeFn, id: libc::clockid_t) -> (libc::c_int, libc::timespec) {
+        let mut ts = libc::timespec {
+            tv_sec: 0x5555_5555,
+            tv_nsec: 0x6666_6666,
+        };
+        let r = f(id, &mut ts);
+        (r, ts)
+    }
+
+    fn now(id: libc::clockid_t) -> i128 {
+        let (r, ts) = cg(genuine_clock_gettime(), id);
+        assert_eq!(r, 0, "genuine clock_gettime({id}) failed");
+        ts_ns(&ts)
+    }
+
+    fn gtod(f: GettimeofdayFn) -> (libc::c_int, libc::timeval) {
+        let mut tv = libc::timeval {
+            tv_sec: 0x5555_5555,
+            tv_usec: 0x6666_6666,
+        };
+        let r = f(&mut tv, std::ptr::null_mut());
+        (r, tv)
+    }
+
+    fn now_us() -> i128 {
+        let (r, tv) = gtod(genuine_gettimeofday());
+        assert_eq!(r, 0, "genuine gettimeofday failed");
+        tv_us(&tv)
+    }
+
+    fn ts_ns(ts: &libc::timespec) -> i128 {
+        ts.tv_sec as i128 * NS + ts.tv_nsec as i128
+    }
+
+    fn tv_us(tv: &libc::timeval) -> i128 {
+        tv.tv_sec as i128 * US + tv.tv_usec as i128
+    }
+
+    /// `jmp qword ptr [rip+0]` followed by the absolute target.
+    fn abs_jump(target: usize) -> Vec<u8> {
+        let mut v = vec![0xff, 0x25, 0, 0, 0, 0];
+        v.extend_from_slice(&(target as u64).to_le_bytes());
+        v
+    }
+
+    fn params(mask: u32, offsets: &[(usize, i64)]) -> Params {
+        let mut p = Params {
+            mask,
+            ..Params::default()
+        };
+        for &(id, off) in offsets {
+            p.offsets_ns[id] = off;
+        }
+        p
+    }
+
+    fn data_page(p: &Params) -> Vec<u8> {
+        DataPage {
+            patched: true,
+            generation: 0,
+            vdso_base: 0,
+            code_addr: 0,
+            patches: vec![],
+            params: p.clone(),
+        }
+        .encode()
+    }
+
+    // ---- the harness -------------------------------------------------------------------------
+
+    /// A code page (r-x) built from the blob plus its data page (rw-), mapped in this process.
+    struct Injected {
+        base: *mut u8,
+        blob: FakeBlob,
+    }
+
+    // SAFETY: the mapping is owned by the value and freed only in Drop; the data page is only
+    // written through atomics (or before the value is shared), the code page is read-only.
+    unsafe impl Send for Injected {}
+    // SAFETY: as above.
+    unsafe impl Sync for Injected {}
+
+    impl Injected {
+        /// Maps the pages, writes the code page with the given stubs and the data page image,
+        /// then makes the code page r-x (never writable and executable at once).
+        fn with_stubs(stub_cg: &[u8], stub_gtod: &[u8], data: &[u8]) -> Injected {
+            assert_eq!(data.len(), PAGE);
+            let blob = blob();
+            let code = blob.code_page(stub_cg, stub_gtod).expect("code page");
+            // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+            let base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    2 * PAGE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(base, libc::MAP_FAILED, "mmap failed");
+            let base = base as *mut u8;
+            // SAFETY: base..base+2*PAGE is our fresh rw mapping; the sources are page-sized
+            // buffers that do not overlap it.
+            unsafe {
+                std::ptr::copy_nonoverlapping(code.as_ptr(), base, PAGE);
+                std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(PAGE), PAGE);
+            }
+            // SAFETY: changes the protection of the first page of our own mapping only.
+            let r = unsafe {
+                libc::mprotect(
+                    base as *mut libc::c_void,
+                    PAGE,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                )
+            };
+            assert_eq!(r, 0, "mprotect r-x failed");
+            Injected { base, blob }
+        }
+
+        /// Stubs that jump to the genuine vDSO functions.
+        fn with_vdso(p: &Params) -> Injected {
+            let g = genuine();
+            Self::with_stubs(
+                &abs_jump(g.clock_gettime),
+                &abs_jump(g.gettimeofday),
+                &data_page(p),
+            )
+        }
+
+        /// Stubs that jump to the scripted stand-ins below.
+        fn scripted(p: &Params) -> Injected {
+            Self::with_stubs(
+                &abs_jump(scripted_clock_gettime as *const () as usize),
+                &abs_jump(scripted_gettimeofday as *const () as usize),
+                &data_page(p),
+            )
+        }
+
+        fn addr(&self, off: usize) -> usize {
+            self.base as usize + off
+        }
+
+        fn clock_gettime(&self) -> ClockGettimeFn {
+            // SAFETY: the fake clock_gettime of a complete code page that stays mapped r-x
+            // while self lives; it follows the C ABI with this signature.
+            unsafe {
+                std::mem::transmute::<usize, ClockGettimeFn>(
+                    self.addr(self.blob.entry_clock_gettime),
+                )
+            }
+        }
+
+        fn gettimeofday(&self) -> GettimeofdayFn {
+            // SAFETY: as for clock_gettime.
+            unsafe {
+                std::mem::transmute::<usize, GettimeofdayFn>(
+                    self.addr(self.blob.entry_gettimeofday),
+                )
+            }
+        }
+
+        fn time(&self) -> TimeFn {
+            // SAFETY: as for clock_gettime.
+            unsafe { std::mem::transmute::<usize, TimeFn>(self.addr(self.blob.entry_time)) }
+        }
+
+        /// The aligned 8-byte word at `off` in the data page.
+        fn word(&self, off: usize) -> &AtomicU64 {
+            assert!(off % 8 == 0 && off + 8 <= PAGE);
+            // SAFETY: in bounds of the rw data page, 8-aligned, valid while self lives; this
+            // process writes the data page only through these atomics once it is shared.
+            unsafe { AtomicU64::from_ptr(self.base.add(PAGE + off) as *mut u64) }
+        }
+
+        /// Publishes `p` exactly as layout.rs prescribes: fill the inactive slot, then bump the
+        /// generation with one aligned store.
+        fn publish(&self, p: &Params) {
+            self.publish_raw(&p.encode_slot());
+        }
+
+        fn publish_raw(&self, slot_bytes: &[u8]) {
+            let generation = self.word(layout::OFF_GENERATION);
+            let next = generation.load(Ordering::Relaxed).wrapping_add(1);
+            self.write_slot(next, slot_bytes);
+            generation.store(next, Ordering::Release);
+        }
+
+        fn write_slot(&self, generation: u64, slot_bytes: &[u8]) {
+            let at = layout::slot_offset(generation);
+            for (i, w) in slot_bytes.chunks_exact(8).enumerate() {
+                let v = u64::from_le_bytes(w.try_into().unwrap());
+                self.word(at + 8 * i).store(v, Ordering::Relaxed);
+            }
+        }
+    }
+
+    impl Drop for Injected {
+        fn drop(&mut self) {
+            // SAFETY: unmaps exactly the mapping created in with_stubs; no function pointer
+            // into it outlives self (they are only used while self is borrowed).
+            unsafe { libc::munmap(self.base as *mut libc::c_void, 2 * PAGE) };
+        }
+    }
+
+    // ---- scripted stand-ins for the genuine functions --------------------------------------
+
+    #[derive(Clone, Copy, Default)]
+    struct Script {
+        ret: libc::c_int,
+        sec: i64,
+        sub: i64,
+        calls: u32,
+        last_id: libc::clockid_t,
+        last_ptr: usize,
+        last_tz: usize,
+    }
+
+    thread_local! {
+        static SCRIPT: Cell<Script> = Cell::new(Script::default());
+    }
+
+    fn script(ret: libc::c_int, sec: i64, sub: i64) {
+        SCRIPT.set(Script {
+            ret,
+            sec,
+            sub,
+            ..Script::default()
+        });
+    }
+
+    /// Writes the scripted value (even when it returns an error, so that "untouched" can be
+    /// checked against a value the fake might have shifted).
+    extern "C" fn scripted_clock_gettime(
+        id: libc::clockid_t,
+        ts: *mut libc::timespec,
+    ) -> libc::c_int {
+        let mut s = SCRIPT.get();
+        s.calls += 1;
+        s.last_id = id;
+        s.last_ptr = ts as usize;
+        SCRIPT.set(s);
+        // SAFETY: the fakes pass a valid timespec pointer (the caller's or their own).
+        unsafe {
+            (*ts).tv_sec = s.sec;
+            (*ts).tv_nsec = s.sub;
+        }
+        s.ret
+    }
+
+    extern "C" fn scripted_gettimeofday(
+        tv: *mut libc::timeval,
+        tz: *mut libc::c_void,
+    ) -> libc::c_int {
+        let mut s = SCRIPT.get();
+        s.calls += 1;
+        s.last_ptr = tv as usize;
+        s.last_tz = tz as usize;
+        SCRIPT.set(s);
+        if !tv.is_null() {
+            // SAFETY: non-null tv pointers come from the test and are valid.
+            unsafe {
+                (*tv).tv_sec = s.sec;
+                (*tv).tv_usec = s.sub;
+            }
+        }
+        s.ret
+    }
+
+    // ---- header, page building, ABI constants ----------------------------------------------
+
+    #[test]
+    fn fake_clock_asm_constants_match_layout() {
+        unsafe extern "C" {
+            safe static timeskew_fake_abi: [u64; 11];
+        }
+        let t = &timeskew_fake_abi;
+        let expected = [
+            DATA_PAGE_OFFSET,
+            layout::OFF_GENERATION as u64,
+            layout::OFF_SLOT0 as u64,
+            layout::SLOT_STRIDE as u64,
+            layout::SLOT_OFF_MASK as u64,
+            layout::SLOT_OFF_GTOD_SEC as u64,
+            layout::SLOT_OFF_GTOD_USEC as u64,
+            layout::SLOT_OFF_CLOCKS as u64,
+            layout::CLOCK_ENTRY_LEN as u64,
+            layout::MAX_CLOCK_ID as u64,
+        ];
+        assert_eq!(t[0], expected.len() as u64, "timeskew_fake_abi entry count");
+        assert_eq!(
+            &t[1..],
+            &expected[..],
+            "fake_clock/x86_64.S .set constants differ from src/layout.rs"
+        );
+        assert_eq!(DATA_PAGE_OFFSET, layout::PAGE_SIZE);
+        // The asm stores the generation as one 8-byte word and the fields it reads must lie in
+        // a slot.
+        assert_eq!(layout::OFF_GENERATION % 8, 0);
+        assert!(layout::SLOT_OFF_CLOCKS + (layout::MAX_CLOCK_ID + 1) * 16 <= layout::SLOT_LEN);
+    }
+
+    #[test]
+    fn fake_clock_header_is_valid() {
+        let b = blob();
+        assert_eq!(&b.bytes[..8], b"TSKFAKE1");
+        assert_eq!(b.stub_capacity, 64);
+        for e in [b.entry_clock_gettime, b.entry_gettimeofday, b.entry_time] {
+            assert_eq!(e % 16, 0, "entry {e:#x} not 16-byte aligned");
+            assert_ne!(b.bytes[e], FILL_BYTE, "entry {e:#x} points at int3 padding");
+        }
+        for s in [b.stub_clock_gettime, b.stub_gettimeofday] {
+            assert!(
+                b.bytes[s..s + b.stub_capacity]
+                    .iter()
+                    .all(|&x| x == FILL_BYTE),
+                "stub slot {s:#x} not filled with int3"
+            );
+        }
+        assert!(b.bytes.len() <= CODE_PAGE_LEN);
+    }
+
+    #[test]
+    fn fake_clock_parse_rejects_bad_headers() {
+        fn leak(v: Vec<u8>) -> &'static [u8] {
+            Box::leak(v.into_boxed_slice())
+        }
+        let good = blob().bytes.to_vec();
+        assert!(parse(leak(good.clone())).is_ok());
+        let mut bad = good.clone();
+        bad[0] = b'X';
+        assert!(parse(leak(bad)).unwrap_err().contains("magic"));
+        let mut bad = good.clone();
+        bad[0x08..0x0c].copy_from_slice(&0x10_0000u32.to_le_bytes());
+        assert!(
+            parse(leak(bad))
+                .unwrap_err()
+                .contains("clock_gettime entry")
+        );
+        let mut bad = good.clone();
+        bad[0x18..0x1c].copy_from_slice(&(good.len() as u32 - 10).to_le_bytes());
+        assert!(
+            parse(leak(bad))
+                .unwrap_err()
+                .contains("gettimeofday stub slot")
+        );
+        let mut bad = good.clone();
+        bad[0x1c..0x20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(parse(leak(bad)).is_err());
+        assert!(parse(leak(good[..0x10].to_vec())).is_err());
+        assert!(parse(leak(vec![0xcc; 5000])).is_err());
+    }
+
+    #[test]
+    fn fake_clock_code_page_places_stubs() {
+        let b = blob();
+        let s1 = [1u8, 2, 3];
+        let s2 = vec![7u8; 64];
+        let page = b.code_page(&s1, &s2).unwrap();
+        assert_eq!(page.len(), 4096);
+        assert_eq!(
+            &page[..b.stub_clock_gettime],
+            &b.bytes[..b.stub_clock_gettime]
+        );
+        let c = b.stub_clock_gettime;
+        assert_eq!(&page[c..c + 3], &s1);
+        assert!(page[c + 3..c + 64].iter().all(|&x| x == 0xcc));
+        let g = b.stub_gettimeofday;
+        assert_eq!(&page[g..g + 64], &s2[..]);
+        assert!(page[b.bytes.len()..].iter().all(|&x| x == 0xcc));
+
+        let err = b.code_page(&[0x90; 65], &s1).unwrap_err();
+        assert!(err.contains("clock_gettime stub is 65 bytes"), "{err}");
+        let err = b.code_page(&s1, &[0x90; 65]).unwrap_err();
+        assert!(err.contains("gettimeofday stub is 65 bytes"), "{err}");
+        assert!(b.code_page(&[], &s1).unwrap_err().contains("empty"));
+    }
+
+    /// Static proof of position independence: every RIP-relative operand in the code points at
+    /// the data page (blob start + 4096) and every branch stays inside the blob.
+    #[test]
+    fn fake_clock_code_is_position_independent() {
+        use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Mnemonic};
+        let b = blob();
+        let code_start = b
+            .entry_clock_gettime
+            .min(b.entry_gettimeofday)
+            .min(b.entry_time);
+        let code_end = b.stub_clock_gettime.min(b.stub_gettimeofday);
+        let base = 0x7000_0000_0000u64;
+        let mut d = Decoder::with_ip(
+            64,
+            &b.bytes[code_start..code_end],
+            base + code_start as u64,
+            DecoderOptions::NONE,
+        );
+        let (mut rip_rel, mut calls, mut syscalls) = (0, 0, 0);
+        for insn in &mut d {
+            assert_ne!(
+                insn.code(),
+                Code::INVALID,
+                "undecodable byte at {:#x}",
+                insn.ip()
+            );
+            if insn.is_ip_rel_memory_operand() {
+                assert_eq!(
+                    insn.ip_rel_memory_address(),
+                    base + DATA_PAGE_OFFSET,
+                    "{insn}"
+                );
+                rip_rel += 1;
+            }
+            if insn.is_jcc_short_or_near() || insn.is_jmp_short_or_near() || insn.is_call_near() {
+                let t = insn.near_branch_target();
+                assert!(
+                    t >= base && t < base + b.bytes.len() as u64,
+                    "branch leaves the blob: {insn}"
+                );
+                if insn.is_call_near() {
+                    assert!(
+                        t == base + b.stub_clock_gettime as u64
+                            || t == base + b.stub_gettimeofday as u64,
+                        "call to something other than a stub slot: {insn}"
+                    );
+                    calls += 1;
+                }
+            } else if matches!(
+                insn.flow_control(),
+                FlowControl::IndirectBranch | FlowControl::IndirectCall
+            ) || insn.is_jmp_far()
+                || insn.is_call_far()
+            {
+                panic!("indirect or far branch in the blob: {insn}");
+            }
+            if insn.mnemonic() == Mnemonic::Syscall {
+                syscalls += 1;
+            }
+        }
+        assert_eq!(rip_rel, 3, "one data-page lea per fake");
+        assert_eq!(calls, 3, "one stub call per fake");
+        assert_eq!(syscalls, 1, "only time()'s fallback makes a syscall");
+    }
+
+    // ---- exact arithmetic against scripted genuine values ----------------------------------
+
+    const OFFSETS: [i64; 10] = [
+        -600 * 1_000_000_000,
+        2 * HOUR_NS,
+        -1_500_000_000,
+        999_999_999,
+        -1,
+        CENTURY_NS,
+        -CENTURY_NS,
+        0,
+        1,
+        -999_999_999,
+    ];
+
+    fn expected_ns(real: i128, off: i64) -> (i64, i64) {
+        let t = real + off as i128;
+        (t.div_euclid(NS) as i64, t.rem_euclid(NS) as i64)
+    }
+
+    #[test]
+    fn fake_clock_scripted_clock_gettime_is_exact() {
+        let reals = [
+            (1_700_000_000i64, 0i64),
+            (1_700_000_000, 1),
+            (1_700_000_000, 499_999_999),
+            (1_700_000_000, 500_000_000),
+            (1_700_000_000, 999_999_999),
+            (0, 0),
+            (5, 999_999_999),
+        ];
+        for off in OFFSETS {
+            for id in [0, 1, 7, 11, 31] {
+                let inj = Injected::scripted(&params(1 << id, &[(id as usize, off)]));
+                for &(sec, nsec) in &reals {
+                    script(0, sec, nsec);
+                    let (r, ts) = cg(inj.clock_gettime(), id);
+                    assert_eq!(r, 0);
+                    let s = SCRIPT.get();
+                    assert_eq!(
+                        (s.calls, s.last_id),
+                        (1, id),
+                        "genuine called once with the id"
+                    );
+                    let want = expected_ns(sec as i128 * NS + nsec as i128, off);
+                    assert_eq!(
+                        (ts.tv_sec, ts.tv_nsec),
+                        want,
+                        "id {id} real {sec}.{nsec:09} offset {off} ns"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fake_clock_scripted_errors_pass_through() {
+        let all = params(
+            u32::MAX,
+            &(0..32).map(|i| (i, 1_234_567_891)).collect::<Vec<_>>(),
+        );
+        let inj = Injected::scripted(&all);
+        for ret in [-22, -14, -1, 1] {
+            script(ret, 123, 456);
+            let (r, ts) = cg(inj.clock_gettime(), 0);
+            assert_eq!(r, ret);
+            assert_eq!(
+                (ts.tv_sec, ts.tv_nsec),
+                (123, 456),
+                "output shifted after an error"
+            );
+
+            script(ret, 123, 456);
+            let (r, tv) = gtod(inj.gettimeofday());
+            assert_eq!(r, ret);
+            assert_eq!(
+                (tv.tv_sec, tv.tv_usec),
+                (123, 456),
+                "output shifted after an error"
+            );
+        }
+        // Selected ids above 31 and negative ids are never shifted, even if the mask bit that
+        // `id & 31` would pick is set.
+        for id in [32, 33, 63, 100, -1, -2, -6, i32::MIN] {
+            script(0, 123, 456);
+            let (r, ts) = cg(inj.clock_gettime(), id);
+            assert_eq!(r, 0);
+            assert_eq!((ts.tv_sec, ts.tv_nsec), (123, 456), "clock id {id} shifted");
+            assert_eq!(SCRIPT.get().last_id, id);
+        }
+    }
+
+    #[test]
+    fn fake_clock_scripted_gettimeofday_is_exact() {
+        for off in OFFSETS {
+            let inj = Injected::scripted(&params(1, &[(0, off)]));
+            let off_us = (off as i128).div_euclid(1000);
+            for (sec, usec) in [
+                (1_700_000_000i64, 0i64),
+                (1_700_000_000, 1),
+                (1_700_000_000, 999_999),
+                (3, 500_000),
+            ] {
+                script(0, sec, usec);
+                let mut tv = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 0,
+                };
+                let mut tz = [0u8; 8];
+                let r = inj.gettimeofday()(&mut tv, tz.as_mut_ptr().cast());
+                assert_eq!(r, 0);
+                let s = SCRIPT.get();
+                assert_eq!(s.last_ptr, &raw mut tv as usize, "tv passed through");
+                assert_eq!(s.last_tz, tz.as_ptr() as usize, "tz passed through");
+                let t = sec as i128 * US + usec as i128 + off_us;
+                assert_eq!(
+                    (tv.tv_sec as i128, tv.tv_usec as i128),
+                    (t.div_euclid(US), t.rem_euclid(US)),
+                    "real {sec}.{usec:06} offset {off} ns"
+                );
+            }
+            // tv == NULL (with and without tz): nothing to shift, no crash, genuine result.
+            for tz in [std::ptr::null_mut(), 8usize as *mut libc::c_void] {
+                script(0, 0, 0);
+                let r = inj.gettimeofday()(std::ptr::null_mut(), tz);
+                assert_eq!(r, 0);
+                assert_eq!(SCRIPT.get().last_tz, tz as usize);
+                assert_eq!(SCRIPT.get().calls, 1);
+            }
+        }
+        // Realtime not selected: gettimeofday untouched even with gtod fields set in the slot.
+        let mut slot = params(0b10, &[(1, 5 * 1_000_000_000)]).encode_slot();
+        slot[layout::SLOT_OFF_GTOD_SEC..][..8].copy_from_slice(&77i64.to_le_bytes());
+        slot[layout::SLOT_OFF_GTOD_USEC..][..8].copy_from_slice(&5i64.to_le_bytes());
+        let inj = Injected::scripted(&Params::default());
+        inj.publish_raw(&slot);
+        script(0, 1000, 999_999);
+        let (r, tv) = gtod(inj.gettimeofday());
+        assert_eq!((r, tv.tv_sec, tv.tv_usec), (0, 1000, 999_999));
+    }
+
+    #[test]
+    fn fake_clock_scripted_time_is_floor_of_coarse_plus_offset() {
+        for off in OFFSETS {
+            let inj = Injected::scripted(&params(1, &[(0, off)]));
+            for (sec, nsec) in [
+                (1_700_000_000i64, 0i64),
+                (1_700_000_000, 499_999_999),
+                (1_700_000_000, 500_000_000),
+                (1_700_000_000, 999_999_999),
+            ] {
+                let want = expected_ns(sec as i128 * NS + nsec as i128, off).0;
+                script(0, sec, nsec);
+                assert_eq!(
+                    inj.time()(std::ptr::null_mut()),
+                    want,
+                    "real {sec}.{nsec:09} offset {off}"
+                );
+                let s = SCRIPT.get();
+                assert_eq!((s.calls, s.last_id), (1, libc::CLOCK_REALTIME_COARSE));
+                script(0, sec, nsec);
+                let mut t: libc::time_t = 42;
+                assert_eq!(inj.time()(&mut t), want);
+                assert_eq!(t, want, "*tloc");
+            }
+        }
+        // Realtime not selected: the coarse seconds, unshifted, even with clocks[0] non-zero.
+        let mut slot = params(0b10, &[(1, 5 * 1_000_000_000)]).encode_slot();
+        slot[layout::SLOT_OFF_CLOCKS..][..8].copy_from_slice(&77i64.to_le_bytes());
+        let inj = Injected::scripted(&Params::default());
+        inj.publish_raw(&slot);
+        script(0, 1000, 999_999_999);
+        assert_eq!(inj.time()(std::ptr::null_mut()), 1000);
+    }
+
+    #[test]
+    fn fake_clock_time_falls_back_to_the_time_syscall() {
+        let inj = Injected::scripted(&params(1, &[(0, 3 * HOUR_NS)]));
+        script(-22, 1, 2);
+        // SAFETY: time(NULL) has no preconditions.
+        let before = unsafe { libc::time(std::ptr::null_mut()) };
+        let mut t: libc::time_t = 0;
+        let got = inj.time()(&mut t);
+        // SAFETY: as above.
+        let after = unsafe { libc::time(std::ptr::null_mut()) };
+        assert!(
+            before <= got && got <= after,
+            "{before} <= {got} <= {after}"
+        );
+        assert_eq!(t, got);
+        assert_eq!(SCRIPT.get().calls, 1);
+    }
+
+    // ---- against the genuine vDSO ------------------------------------------------------------
+
+    /// Fake reading bracketed by two genuine readings, compared exactly.
+    fn check_clock(inj: &Injected, id: libc::clockid_t, off: i64) {
+        let g1 = now(id);
+        let (r, ts) = cg(inj.clock_gettime(), id);
+        let g2 = now(id);
+        assert_eq!(r, 0, "fake clock_gettime({id}) failed");
+        assert!(
+            (0..1_000_000_000).contains(&ts.tv_nsec),
+            "tv_nsec {}",
+            ts.tv_nsec
+        );
+        let f = ts_ns(&ts);
+        assert!(
+            g1 + off as i128 <= f && f <= g2 + off as i128,
+            "clock {id} offset {off}: fake {f} not in [{}, {}] (delta {} ns)",
+            g1 + off as i128,
+            g2 + off as i128,
+            f - g1
+        );
+    }
+
+    fn check_gtod(inj: &Injected, off_us: i128) {
+        let g1 = now_us();
+        let (r, tv) = gtod(inj.gettimeofday());
+        let g2 = now_us();
+        assert_eq!(r, 0);
+        assert!(
+            (0..1_000_000).contains(&tv.tv_usec),
+            "tv_usec {}",
+            tv.tv_usec
+        );
+        let f = tv_us(&tv);
+        assert!(
+            g1 + off_us <= f && f <= g2 + off_us,
+            "gettimeofday offset {off_us} us: {f} not in [{}, {}]",
+            g1 + off_us,
+            g2 + off_us
+        );
+    }
+
+    fn check_time(inj: &Injected, off: i64) {
+        let c1 = now(libc::CLOCK_REALTIME_COARSE);
+        let mut t: libc::time_t = 0;
+        let got = inj.time()(&mut t);
+        let got_null = inj.time()(std::ptr::null_mut());
+        let c2 = now(libc::CLOCK_REALTIME_COARSE);
+        let lo = (c1 + off as i128).div_euclid(NS) as i64;
+        let hi = (c2 + off as i128).div_euclid(NS) as i64;
+        assert_eq!(t, got, "*tloc differs from the return value");
+        for v in [got, got_null] {
+            assert!(
+                lo <= v && v <= hi,
+                "time() offset {off}: {v} not in [{lo}, {hi}]"
+            );
+        }
+    }
+
+    #[test]
+    fn fake_clock_vdso_offsets() {
+        let clocks = [
+            libc::CLOCK_REALTIME,
+            libc::CLOCK_MONOTONIC,
+            libc::CLOCK_MONOTONIC_RAW,
+            libc::CLOCK_REALTIME_COARSE,
+            libc::CLOCK_MONOTONIC_COARSE,
+            libc::CLOCK_BOOTTIME,
+            libc::CLOCK_TAI,
+        ];
+        for off in OFFSETS {
+            let mut mask = 0;
+            let mut offs = vec![];
+            for &c in &clocks {
+                mask |= 1 << c;
+                offs.push((c as usize, off));
+            }
+            let inj = Injected::with_vdso(&params(mask, &offs));
+            for _ in 0..3 {
+                for &c in &clocks {
+                    check_clock(&inj, c, off);
+                }
+                check_gtod(&inj, (off as i128).div_euclid(1000));
+                check_time(&inj, off);
+            }
+        }
+    }
+
+    #[test]
+    fn fake_clock_vdso_normalises_over_many_calls() {
+        for off in [-1, 999_999_999, -1_500_000_000, 1] {
+            let inj = Injected::with_vdso(&params(0b11, &[(0, off), (1, off)]));
+            let (f, g) = (inj.clock_gettime(), inj.gettimeofday());
+            let mut last_mono = i128::MIN;
+            for _ in 0..100_000 {
+                for id in [libc::CLOCK_REALTIME, libc::CLOCK_MONOTONIC] {
+                    let (r, ts) = cg(f, id);
+                    assert_eq!(r, 0);
+                    assert!(
+                        (0..1_000_000_000).contains(&ts.tv_nsec),
+                        "tv_nsec {}",
+                        ts.tv_nsec
+                    );
+                    if id == libc::CLOCK_MONOTONIC {
+                        let v = ts_ns(&ts);
+                        assert!(v >= last_mono, "fake monotonic went backwards");
+                        last_mono = v;
+                    }
+                }
+                let (r, tv) = gtod(g);
+                assert_eq!(r, 0);
+                assert!(
+                    (0..1_000_000).contains(&tv.tv_usec),
+                    "tv_usec {}",
+                    tv.tv_usec
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fake_clock_vdso_unselected_clocks_are_untouched() {
+        // Poison every unselected entry (encode_slot would zero them) so that a fake that
+        // ignored the mask would visibly shift them.
+        let poison = |mask: u32, off: i64| {
+            let mut slot =
+                params(mask, &(0..32).map(|i| (i, off)).collect::<Vec<_>>()).encode_slot();
+            for id in 0..32 {
+                if mask & (1 << id) == 0 {
+                    let at = layout::SLOT_OFF_CLOCKS + id * 16;
+                    slot[at..at + 8].copy_from_slice(&3600i64.to_le_bytes());
+                    slot[at + 8..at + 16].copy_from_slice(&1i64.to_le_bytes());
+                }
+            }
+            if mask & 1 == 0 {
+                slot[layout::SLOT_OFF_GTOD_SEC..][..8].copy_from_slice(&3600i64.to_le_bytes());
+                slot[layout::SLOT_OFF_GTOD_USEC..][..8].copy_from_slice(&1i64.to_le_bytes());
+            }
+            slot
+        };
+        let off = -600 * 1_000_000_000;
+        let rt = libc::CLOCK_REALTIME;
+        let mono = libc::CLOCK_MONOTONIC;
+        let boot = libc::CLOCK_BOOTTIME;
+        let all = [
+            rt,
+            mono,
+            libc::CLOCK_MONOTONIC_RAW,
+            libc::CLOCK_REALTIME_COARSE,
+            libc::CLOCK_MONOTONIC_COARSE,
+            boot,
+            libc::CLOCK_TAI,
+        ];
+        for mask in [
+            1u32 << rt,
+            1 << mono,
+            (1 << mono) | (1 << boot),
+            0,
+            1 << libc::CLOCK_TAI,
+        ] {
+            let inj = Injected::with_vdso(&Params::default());
+            inj.publish_raw(&poison(mask, off));
+            for &c in &all {
+                let want = if mask & (1 << c) != 0 { off } else { 0 };
+                check_clock(&inj, c, want);
+            }
+            let rt_off = if mask & 1 != 0 { off } else { 0 };
+            check_gtod(&inj, (rt_off as i128).div_euclid(1000));
+            check_time(&inj, rt_off);
+        }
+    }
+
+    #[test]
+    fn fake_clock_vdso_cpu_time_clocks_are_not_shifted() {
+        let inj = Injected::with_vdso(&params(
+            u32::MAX,
+            &(0..32)
+                .map(|i| (i, 1000 * 1_000_000_000))
+                .collect::<Vec<_>>(),
+        ));
+        let mut proc_clock: libc::clockid_t = 0;
+        // SAFETY: valid out pointer; pid 0 is this process.
+        assert_eq!(unsafe { libc::clock_getcpuclockid(0, &mut proc_clock) }, 0);
+        let mut thread_clock: libc::clockid_t = 0;
+        // SAFETY: valid out pointer; pthread_self is a live thread.
+        assert_eq!(
+            unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut thread_clock) },
+            0
+        );
+        assert!(
+            proc_clock < 0 && thread_clock < 0,
+            "{proc_clock} {thread_clock}"
+        );
+        for id in [proc_clock, thread_clock] {
+            for _ in 0..100 {
+                check_clock(&inj, id, 0);
+            }
+        }
+        // The static CPU-time ids (2, 3) are ordinary ids for the mask: selected, they shift.
+        check_clock(&inj, libc::CLOCK_THREAD_CPUTIME_ID, 1000 * 1_000_000_000);
+    }
+
+    #[test]
+    fn fake_clock_vdso_invalid_ids_return_the_genuine_error() {
+        let inj = Injected::with_vdso(&params(
+            u32::MAX,
+            &(0..32)
+                .map(|i| (i, 1000 * 1_000_000_000))
+                .collect::<Vec<_>>(),
+        ));
+        for id in [100, -1, 20, 31, 32, i32::MAX] {
+            let (gr, gts) = cg(genuine_clock_gettime(), id);
+            let (fr, fts) = cg(inj.clock_gettime(), id);
+            assert_ne!(gr, 0, "clock id {id} unexpectedly valid");
+            assert_eq!(fr, gr, "clock id {id}: fake returned {fr}, genuine {gr}");
+            assert_eq!((fts.tv_sec, fts.tv_nsec), (gts.tv_sec, gts.tv_nsec));
+            assert_eq!(
+                (fts.tv_sec, fts.tv_nsec),
+                (0x5555_5555, 0x6666_6666),
+                "sentinel touched"
+            );
+        }
+    }
+
+    #[test]
+    fn fake_clock_vdso_gettimeofday_null_arguments() {
+        let off = 2 * HOUR_NS + 250_000_000;
+        let inj = Injected::with_vdso(&params(1, &[(0, off)]));
+        // struct timezone { int tz_minuteswest; int tz_dsttime; }
+        let mut tz = [77i32; 2];
+        let mut gtz = [99i32; 2];
+        let tzp = (&raw mut tz).cast::<libc::c_void>();
+        assert_eq!(inj.gettimeofday()(std::ptr::null_mut(), tzp), 0);
+        assert_eq!(
+            genuine_gettimeofday()(std::ptr::null_mut(), (&raw mut gtz).cast()),
+            0
+        );
+        assert_eq!(tz, gtz, "tz filled like the genuine one");
+        assert_eq!(
+            inj.gettimeofday()(std::ptr::null_mut(), std::ptr::null_mut()),
+            0
+        );
+        // tv with tz, tv with NULL tz.
+        let g1 = now_us();
+        let mut tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
+        assert_eq!(inj.gettimeofday()(&mut tv, tzp), 0);
+        let g2 = now_us();
+        let f = tv_us(&tv);
+        let off_us = off as i128 / 1000;
+        assert!(g1 + off_us <= f && f <= g2 + off_us);
+        check_gtod(&inj, off_us);
+        // Realtime not selected.
+        let inj = Injected::with_vdso(&params(0b10, &[(1, off)]));
+        check_gtod(&inj, 0);
+        check_time(&inj, 0);
+        check_clock(&inj, libc::CLOCK_MONOTONIC, off);
+    }
+
+    #[test]
+    fn fake_clock_vdso_time_floor_semantics() {
+        for off in [
+            -1_500_000_000,
+            1_500_000_000,
+            -600 * 1_000_000_000,
+            999_999_999,
+            -1,
+            2 * HOUR_NS,
+            CENTURY_NS,
+            -CENTURY_NS,
+        ] {
+            let inj = Injected::with_vdso(&params(1, &[(0, off)]));
+            for _ in 0..50 {
+                check_time(&inj, off);
+            }
+        }
+    }
+
+    /// The same blob copied to two different addresses, alive at once, each with its own data
+    /// page: each copy must read its own page.
+    #[test]
+    fn fake_clock_copies_at_two_addresses() {
+        let a = Injected::with_vdso(&params(0b11, &[(0, HOUR_NS), (1, HOUR_NS)]));
+        let b = Injected::with_vdso(&params(0b11, &[(0, -HOUR_NS - 1), (1, -HOUR_NS - 1)]));
+        assert_ne!(a.base, b.base);
+        for _ in 0..10 {
+            for id in [libc::CLOCK_REALTIME, libc::CLOCK_MONOTONIC] {
+                check_clock(&a, id, HOUR_NS);
+                check_clock(&b, id, -HOUR_NS - 1);
+            }
+            check_gtod(&a, HOUR_NS as i128 / 1000);
+            check_gtod(&b, (-HOUR_NS as i128 - 1).div_euclid(1000));
+            check_time(&a, HOUR_NS);
+            check_time(&b, -HOUR_NS - 1);
+        }
+    }
+
+    /// A writer that never finishes (garbage in the inactive slot, generation untouched) does
+    /// not disturb readers, and any generation value selects its slot by parity.
+    #[test]
+    fn fake_clock_dead_writer_and_generation_parity() {
+        let off = -600 * 1_000_000_000;
+        let inj = Injected::with_vdso(&params(0b11, &[(0, off), (1, off)]));
+        inj.write_slot(1, &[0x5a; layout::SLOT_LEN]);
+        for _ in 0..10 {
+            check_clock(&inj, libc::CLOCK_REALTIME, off);
+            check_clock(&inj, libc::CLOCK_MONOTONIC, off);
+            check_gtod(&inj, off as i128 / 1000);
+            check_time(&inj, off);
+        }
+        for generation in [1u64, 2, u64::MAX, u64::MAX - 1] {
+            let o = generation as i64 & 0xffff;
+            inj.write_slot(generation, &params(0b10, &[(1, o)]).encode_slot());
+            inj.word(layout::OFF_GENERATION)
+                .store(generation, Ordering::Release);
+            check_clock(&inj, libc::CLOCK_MONOTONIC, o);
+            check_clock(&inj, libc::CLOCK_REALTIME, 0);
+        }
+    }
+
+    /// Live updates: a writer flips between two parameter sets while readers check that every
+    /// value corresponds to one set or the other, never a mix of the two.
+    #[test]
+    fn fake_clock_live_update_never_tears() {
+        // (sec, nsec) splits: A = (1000, 250e6), B = (-1001, 750e6). A torn read yields
+        // +1000.75 s or -1000.75 s, half a second from either set.
+        let a_off = 1000 * 1_000_000_000 + 250_000_000;
+        let b_off = -(1000 * 1_000_000_000 + 250_000_000);
+        let set_a = params(0b11, &[(0, a_off), (1, a_off)]);
+        let set_b = params(0b11, &[(0, b_off), (1, b_off)]);
+        let inj = Injected::with_vdso(&set_a);
+        let stop = AtomicBool::new(false);
+        let flips = AtomicU64::new(0);
+        let run_for = Duration::from_millis(1500);
+
+        let classify = |delta: i128, a: i128, b: i128, slack: i128| -> Option<bool> {
+            if (0..=slack).contains(&(delta - a)) {
+                Some(true)
+            } else if (0..=slack).contains(&(delta - b)) {
+                Some(false)
+            } else {
+                None
+            }
+        };
+
+        let (seen_a, seen_b, samples) = std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    inj.publish(&set_b);
+                    inj.publish(&set_a);
+                    flips.fetch_add(2, Ordering::Relaxed);
+                }
+            });
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        let (mut seen_a, mut seen_b, mut n) = (0u64, 0u64, 0u64);
+                        let deadline = Instant::now() + run_for;
+                        let (f, g) = (inj.clock_gettime(), inj.gettimeofday());
+                        while Instant::now() < deadline {
+                            for id in [libc::CLOCK_MONOTONIC, libc::CLOCK_REALTIME] {
+                                let g1 = now(id);
+                                let (r, ts) = cg(f, id);
+                                let g2 = now(id);
+                                assert_eq!(r, 0);
+                                assert!((0..1_000_000_000).contains(&ts.tv_nsec));
+                                let slack = g2 - g1;
+                                if slack > 100_000_000 {
+                                    continue; // preempted for long: too coarse to judge
+                                }
+                                match classify(ts_ns(&ts) - g2, a_off as i128 - slack, b_off as i128 - slack, slack) {
+                                    Some(true) => seen_a += 1,
+                                    Some(false) => seen_b += 1,
+                                    None => panic!(
+                                        "torn read on clock {id}: fake - genuine = {} ns, expected {a_off} or {b_off}",
+                                        ts_ns(&ts) - g1
+                                    ),
+                                }
+                                n += 1;
+                            }
+                            let g1 = now_us();
+                            let (r, tv) = gtod(g);
+                            let g2 = now_us();
+                            assert_eq!(r, 0);
+                            assert!((0..1_000_000).contains(&tv.tv_usec));
+                            let slack = g2 - g1;
+                            if slack <= 100_000 {
+                                let (au, bu) = (a_off as i128 / 1000, (b_off as i128).div_euclid(1000));
+                                if classify(tv_us(&tv) - g2, au - slack, bu - slack, slack).is_none() {
+                                    panic!("torn gettimeofday: fake - genuine = {} us", tv_us(&tv) - g1);
+                                }
+                                n += 1;
+                            }
+                        }
+                        (seen_a, seen_b, n)
+                    })
+                })
+                .collect();
+            let results: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+            stop.store(true, Ordering::Relaxed);
+            writer.join().unwrap();
+            results
+                .iter()
+                .fold((0, 0, 0), |acc, r| (acc.0 + r.0, acc.1 + r.1, acc.2 + r.2))
+        });
+        let flips = flips.load(Ordering::Relaxed);
+        assert!(flips > 1000, "writer flipped only {flips} times");
+        assert!(samples > 10_000, "only {samples} samples");
+        assert!(
+            seen_a > 0 && seen_b > 0,
+            "saw A {seen_a} times, B {seen_b} times: the updates were not observed"
+        );
+    }
+
+    /// Stack use and ABI: the fakes' own frame is 24 bytes (+8 for the inner call's return
+    /// address), the genuine function is entered with the usual alignment (rsp = 8 mod 16),
+    /// and the callee-saved registers survive.
+    #[test]
+    fn fake_clock_stack_depth_alignment_and_preserved_registers() {
+        // Stubs that store their entry rsp into the output's first field and return 0:
+        // clock_gettime: mov [rsi], rsp; mov qword [rsi+8], 0; xor eax, eax; ret
+        let cg_stub = [
+            0x48, 0x89, 0x26, 0x48, 0xc7, 0x46, 0x08, 0, 0, 0, 0, 0x31, 0xc0, 0xc3,
+        ];
+        // gettimeofday: mov [rdi], rsp; mov qword [rdi+8], 0; xor eax, eax; ret
+        let gtod_stub = [
+            0x48, 0x89, 0x27, 0x48, 0xc7, 0x47, 0x08, 0, 0, 0, 0, 0x31, 0xc0, 0xc3,
+        ];
+        let inj = Injected::with_stubs(&cg_stub, &gtod_stub, &data_page(&Params::default()));
+
+        /// Calls `f(a0, a1)` with rbx, rbp, r12-r15 set to sentinels; returns (rax, rsp before
+        /// the call, whether all sentinels survived).
+        fn probe(f: usize, a0: usize, a1: usize) -> (u64, u64, bool) {
+            let (ret, rsp, ok): (u64, u64, u64);
+            // SAFETY: calls a fake from the test's code page with valid arguments; rbx and rbp
+            // are saved and restored around the call (two pushes keep the 16-byte alignment
+            // Rust guarantees on entry to the asm block); everything else the C ABI lets the
+            // callee clobber is declared clobbered.
+            unsafe {
+                std::arch::asm!(
+                    "push rbx",
+                    "push rbp",
+                    "mov rbx, 0x1111",
+                    "mov rbp, 0x2222",
+                    "mov r13, 0x4444",
+                    "mov r14, 0x5555",
+                    "mov r15, 0x6666",
+                    "mov r12, rsp",
+                    "call {f}",
+                    "xor edx, edx",
+                    "cmp rbx, 0x1111", "jne 2f",
+                    "cmp rbp, 0x2222", "jne 2f",
+                    "cmp r13, 0x4444", "jne 2f",
+                    "cmp r14, 0x5555", "jne 2f",
+                    "cmp r15, 0x6666", "jne 2f",
+                    "mov edx, 1",
+                    "2:",
+                    "pop rbp",
+                    "pop rbx",
+                    f = in(reg) f,
+                    out("r12") rsp,
+                    lateout("rdx") ok,
+                    out("r13") _,
+                    in("rdi") a0,
+                    in("rsi") a1,
+                    lateout("rax") ret,
+                    out("r14") _,
+                    out("r15") _,
+                    clobber_abi("C"),
+                );
+            }
+            (ret, rsp, ok == 1)
+        }
+
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let (r, rsp, ok) = probe(
+            inj.addr(inj.blob.entry_clock_gettime),
+            1,
+            &raw mut ts as usize,
+        );
+        assert!(ok, "clock_gettime clobbered a callee-saved register");
+        assert_eq!(r, 0);
+        assert_eq!(rsp % 16, 0);
+        assert_eq!(
+            rsp - ts.tv_sec as u64,
+            40,
+            "clock_gettime: 8 (ret) + 24 (frame) + 8 (inner ret)"
+        );
+
+        let mut tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
+        let (r, rsp, ok) = probe(
+            inj.addr(inj.blob.entry_gettimeofday),
+            &raw mut tv as usize,
+            0,
+        );
+        assert!(ok, "gettimeofday clobbered a callee-saved register");
+        assert_eq!(r, 0);
+        assert_eq!(rsp - tv.tv_sec as u64, 40, "gettimeofday stack depth");
+
+        let (r, rsp, ok) = probe(inj.addr(inj.blob.entry_time), 0, 0);
+        assert!(ok, "time clobbered a callee-saved register");
+        // time() returns the seconds the stub stored: its own entry rsp.
+        assert_eq!(rsp - r, 40, "time stack depth");
+    }
+
+    // ---- deterministic interleavings: a writer lapping the reader at every instruction ----
+
+    /// State shared with the SIGTRAP handler (async-signal-safe: atomics only).
+    static TRACE_LO: AtomicUsize = AtomicUsize::new(0);
+    static TRACE_HI: AtomicUsize = AtomicUsize::new(0);
+    static TRACE_DATA: AtomicUsize = AtomicUsize::new(0);
+    static TRACE_AT: AtomicUsize = AtomicUsize::new(usize::MAX);
+    static TRACE_STEPS: AtomicUsize = AtomicUsize::new(0);
+    static TRACE_MODE: AtomicUsize = AtomicUsize::new(0);
+
+    const MODE_FULL_LAP: usize = 1;
+    const MODE_DEAD_WRITER: usize = 2;
+
+    /// Offsets of parameter set `n` for CLOCK_REALTIME and CLOCK_MONOTONIC: every set has
+    /// distinct sub-second digits, and sets n and n + 2 differ in whether time() carries, so
+    /// any mix of two sets' fields gives a value no single set gives.
+    fn lap_offset(n: i64) -> i64 {
+        let carry = matches!(n % 4, 1 | 2);
+        10 * n * 1_000_000_000 + if carry { 600_000_000 } else { 100_000_000 } + n * 1000
+    }
+
+    fn lap_slot(n: i64) -> [u8; layout::SLOT_LEN] {
+        params(0b11, &[(0, lap_offset(n)), (1, lap_offset(n))]).encode_slot()
+    }
+
+    fn data_word(data: usize, off: usize) -> &'static AtomicU64 {
+        // SAFETY: `data` is the base of a live, rw data page (the test keeps the mapping alive
+        // while tracing) and off is 8-aligned and in bounds.
+        unsafe { AtomicU64::from_ptr((data + off) as *mut u64) }
+    }
+
+    fn trace_write_slot(data: usize, generation: u64, slot: &[u8]) {
+        let at = layout::slot_offset(generation);
+        for (i, w) in slot.chunks_exact(8).enumerate() {
+            let v = u64::from_le_bytes(w.try_into().unwrap());
+            data_word(data, at + 8 * i).store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// What the writer does between two instructions of the reader.
+    fn trace_writer(data: usize) {
+        let generation = data_word(data, layout::OFF_GENERATION);
+        match TRACE_MODE.load(Ordering::Relaxed) {
+            MODE_FULL_LAP => {
+                // Two complete publications: set 1 into slot 1, then set 2 into slot 0, the
+                // slot the reader may be reading.
+                trace_write_slot(data, 1, &lap_slot(1));
+                generation.store(1, Ordering::Release);
+                trace_write_slot(data, 2, &lap_slot(2));
+                generation.store(2, Ordering::Release);
+            }
+            MODE_DEAD_WRITER => {
+                // Publishes set 1, then dies half-way through writing set 2 into slot 0: only
+                // the whole-second words are written, the generation is never bumped to 2.
+                trace_write_slot(data, 1, &lap_slot(1));
+                generation.store(1, Ordering::Release);
+                let two = lap_slot(2);
+                let slot0 = layout::slot_offset(0);
+                for at in [
+                    layout::SLOT_OFF_GTOD_SEC,
+                    layout::SLOT_OFF_CLOCKS,
+                    layout::SLOT_OFF_CLOCKS + 16,
+                ] {
+                    let v = u64::from_le_bytes(two[at..at + 8].try_into().unwrap());
+                    data_word(data, slot0 + at).store(v, Ordering::Relaxed);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    extern "C" fn on_sigtrap(_: libc::c_int, _: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
+        let rip = unsafe {
+            (*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RIP as usize]
+        } as usize;
+        if rip < TRACE_LO.load(Ordering::Relaxed) || rip >= TRACE_HI.load(Ordering::Relaxed) {
+            return;
+        }
+        let step = TRACE_STEPS.fetch_add(1, Ordering::Relaxed);
+        if step == TRACE_AT.load(Ordering::Relaxed) {
+            trace_writer(TRACE_DATA.load(Ordering::Relaxed));
+        }
+    }
+
+    /// Calls `f(a0, a1)` with the trap flag set: SIGTRAP after every instruction.
+    fn call_single_stepped(f: usize, a0: usize, a1: usize) -> u64 {
+        let ret: u64;
+        // SAFETY: calls a fake in the live test code page with valid arguments; the flags are
+        // restored (TF cleared) before the block ends; the stack is balanced.
+        unsafe {
+            std::arch::asm!(
+                "pushfq",
+                "or qword ptr [rsp], 0x100",
+                "popfq",
+                "call {f}",
+                "pushfq",
+                "and qword ptr [rsp], -0x101",
+                "popfq",
+                f = in(reg) f,
+                in("rdi") a0,
+                in("rsi") a1,
+                lateout("rax") ret,
+                clobber_abi("C"),
+            );
+        }
+        ret
+    }
+
+    /// Single-steps each fake and, in separate runs, lets a writer lap it (or die half-way)
+    /// at every instruction boundary of the fake. Every result must be exactly what one of
+    /// the published parameter sets gives; a missing or misplaced generation re-check shows
+    /// up as a mix.
+    #[test]
+    fn fake_clock_writer_at_every_instruction_never_tears() {
+        // SAFETY: installs a SIGTRAP handler that only touches atomics; no other test uses
+        // SIGTRAP (it would otherwise kill the process).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_sigtrap as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            libc::sigemptyset(&mut sa.sa_mask);
+            assert_eq!(libc::sigaction(libc::SIGTRAP, &sa, std::ptr::null_mut()), 0);
+        }
+        // Genuine stand-ins as machine code in the slots: they return 1000.5 s / 1000.5 s.
+        // mov qword ptr [rsi], 1000; mov qword ptr [rsi+8], 500000000; xor eax, eax; ret
+        let cg_stub = [
+            0x48, 0xc7, 0x06, 0xe8, 0x03, 0, 0, 0x48, 0xc7, 0x46, 0x08, 0x00, 0x65, 0xcd, 0x1d,
+            0x31, 0xc0, 0xc3,
+        ];
+        // mov qword ptr [rdi], 1000; mov qword ptr [rdi+8], 500000; xor eax, eax; ret
+        let gtod_stub = [
+            0x48, 0xc7, 0x07, 0xe8, 0x03, 0, 0, 0x48, 0xc7, 0x47, 0x08, 0x20, 0xa1, 0x07, 0x00,
+            0x31, 0xc0, 0xc3,
+        ];
+        let inj = Injected::with_stubs(&cg_stub, &gtod_stub, &data_page(&Params::default()));
+        let data = inj.addr(PAGE);
+        TRACE_LO.store(inj.addr(0), Ordering::Relaxed);
+        TRACE_HI.store(inj.addr(PAGE), Ordering::Relaxed);
+        TRACE_DATA.store(data, Ordering::Relaxed);
+
+        let real_ns = 1000 * NS + 500_000_000;
+        let real_us = 1000 * US + 500_000;
+        let reset = || {
+            trace_write_slot(data, 0, &lap_slot(0));
+            trace_write_slot(data, 1, &[0; layout::SLOT_LEN]);
+            data_word(data, layout::OFF_GENERATION).store(0, Ordering::Release);
+        };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
+        let ts_ptr = &raw mut ts as usize;
+        let tv_ptr = &raw mut tv as usize;
+        let cases: [(&str, usize, usize, usize); 4] = [
+            (
+                "clock_gettime(REALTIME)",
+                inj.blob.entry_clock_gettime,
+                0,
+                ts_ptr,
+            ),
+            (
+                "clock_gettime(MONOTONIC)",
+                inj.blob.entry_clock_gettime,
+                1,
+                ts_ptr,
+            ),
+            ("gettimeofday", inj.blob.entry_gettimeofday, tv_ptr, 0),
+            ("time", inj.blob.entry_time, 0, 0),
+        ];
+        for mode in [MODE_FULL_LAP, MODE_DEAD_WRITER] {
+            TRACE_MODE.store(mode, Ordering::Relaxed);
+            // The sets a reader may legitimately return: the one before the writer ran, and
+            // the last one the writer completely published.
+            let allowed = [0, if mode == MODE_FULL_LAP { 2 } else { 1 }];
+            for (name, entry, a0, a1) in cases {
+                let f = inj.addr(entry);
+                let mut run = |at: usize| -> i128 {
+                    reset();
+                    ts = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    };
+                    tv = libc::timeval {
+                        tv_sec: 0,
+                        tv_usec: 0,
+                    };
+                    TRACE_AT.store(at, Ordering::Relaxed);
+                    TRACE_STEPS.store(0, Ordering::Relaxed);
+                    let r = call_single_stepped(f, a0, a1);
+                    match name {
+                        "time" => r as i64 as i128,
+                        "gettimeofday" => {
+                            assert_eq!(r as i32, 0);
+                            // SAFETY: tv_ptr points at the live local `tv`.
+                            tv_us(unsafe { &*(tv_ptr as *const libc::timeval) })
+                        }
+                        _ => {
+                            assert_eq!(r as i32, 0);
+                            // SAFETY: ts_ptr points at the live local `ts`.
+                            ts_ns(unsafe { &*(ts_ptr as *const libc::timespec) })
+                        }
+                    }
+                };
+                let expect = |n: i64| -> i128 {
+                    let off = lap_offset(n) as i128;
+                    match name {
+                        "time" => (real_ns + off).div_euclid(NS),
+                        "gettimeofday" => real_us + off.div_euclid(1000),
+                        _ => real_ns + off,
+                    }
+                };
+                let undisturbed = run(usize::MAX);
+                let steps = TRACE_STEPS.load(Ordering::Relaxed);
+                assert_eq!(undisturbed, expect(0), "{name}: single-stepped result");
+                assert!((10..200).contains(&steps), "{name}: {steps} steps traced");
+                let (mut old, mut new) = (0, 0);
+                for at in 0..steps {
+                    let got = run(at);
+                    assert!(
+                        TRACE_STEPS.load(Ordering::Relaxed) > at,
+                        "{name}: the writer never ran"
+                    );
+                    if got == expect(allowed[0]) {
+                        old += 1;
+                    } else if got == expect(allowed[1]) {
+                        new += 1;
+                    } else {
+                        panic!(
+                            "{name}, writer mode {mode} at instruction {at}: got {got}, expected {} \
+                             (set {}) or {} (set {})",
+                            expect(allowed[0]),
+                            allowed[0],
+                            expect(allowed[1]),
+                            allowed[1]
+                        );
+                    }
+                }
+                assert!(old > 0 && new > 0, "{name}: old {old}, new {new}");
+            }
+        }
+        TRACE_HI.store(0, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,51 @@
+//! Failure points for tests, set with `TIMESKEW_FAULT=<action>@<step>` (or just `<step>`):
+//! - `<step>` / `fail@<step>`: the operation fails there, so tests prove every step is undone;
+//! - `kill@<step>`: SIGKILL the target there (a target dying mid-way);
+//! - `usr1@<step>`: send the target SIGUSR1 while it is held (the signal must not be lost);
+//! - `sigint-self@<step>`: Ctrl-C the tool itself there (the target must not be left half-done).
+//!
+//! Unset in normal use, where a point costs one getenv.
+
+use nix::sys::signal::{Signal, kill, raise};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+
+pub(crate) fn point(pid: i32, step: &'static str) -> Result<()> {
+    let Some(spec) = std::env::var_os("TIMESKEW_FAULT") else {
+        return Ok(());
+    };
+    let spec = spec.to_string_lossy();
+    let (action, at) = spec.split_once('@').unwrap_or(("fail", &spec));
+    if at != step {
+        return Ok(());
+    }
+    log::warn!("TIMESKEW_FAULT: {action} at step {step} (pid {pid})");
+    let target = Pid::from_raw(pid);
+    match action {
+        "fail" => return Err(Error::InjectedFault { step }),
+        "kill" => {
+            let _ = kill(target, Signal::SIGKILL);
+            wait_until_dead(pid);
+        }
+        "usr1" => {
+            let _ = kill(target, Signal::SIGUSR1);
+        }
+        "sigint-self" => {
+            let _ = raise(Signal::SIGINT);
+        }
+        other => log::warn!("TIMESKEW_FAULT: unknown action {other:?}"),
+    }
+    Ok(())
+}
+
+/// SIGKILL is asynchronous: wait until the kernel has torn the threads down (the process is a
+/// zombie or gone), so the next step sees it dead.
+fn wait_until_dead(pid: i32) {
+    for _ in 0..5000 {
+        match crate::procfs::task_info(pid, None) {
+            Ok(info) if info.state != 'Z' && info.state != 'X' => std::thread::yield_now(),
+            _ => return,
+        }
+    }
+}

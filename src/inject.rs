@@ -1,0 +1,420 @@
+//! The operations: inject (fresh, re-patch, or live update), recover and status.
+
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+use crate::arch::{Arch, HookPlan, Native};
+use crate::error::{Error, Result};
+use crate::fake_clock::{self, DATA_PAGE_OFFSET, FakeBlob};
+use crate::fault;
+use crate::layout::{self, DataPage, OFF_GENERATION, OFF_PATCHED, PAGE_SIZE, Params, Patch};
+use crate::placement;
+use crate::ptrace::StoppedProcess;
+use crate::report::{ClockOffset, InjectAction, InjectReport, RecoverReport, Status};
+use crate::skew::{Clock, Offset, Skew};
+use crate::state::{self, Existing};
+use crate::sys::TerminationDeferred;
+use crate::target::{HOOKED_SYMBOLS, Target};
+use crate::transaction::Transaction;
+
+/// Both pages: code (r-x) then data (rw-).
+const PAGES_LEN: u64 = 2 * PAGE_SIZE;
+
+/// Skews the clocks of process `pid` (all its threads) as `skew` says.
+///
+/// A process that is already injected has its parameters replaced in place, without being
+/// stopped. Otherwise every thread is held for the short time it takes to map the pages and
+/// write the jumps; on any error, everything done so far is undone.
+pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
+    let params = skew.params();
+    let target = Target::open(pid)?;
+    if let Some(existing) = state::find(&target)?
+        && existing.hooks_live
+    {
+        update_params(&target, &existing, &params)?;
+        return Ok(InjectReport {
+            action: InjectAction::Updated,
+            stopped_for: Duration::ZERO,
+            threads: 0,
+            status: status_of(pid, Some(&reread(&target, &existing)?)),
+        });
+    }
+    patch(target, params)
+}
+
+/// Puts the original vDSO code back and zeroes the offsets. The pages stay mapped: a thread
+/// may be executing in them, or about to return through them, at any moment.
+pub fn recover(pid: i32) -> Result<RecoverReport> {
+    let target = Target::open(pid)?;
+    let not_injected = RecoverReport {
+        pid,
+        was_injected: false,
+        restored: 0,
+        skipped: Vec::new(),
+    };
+    match state::find(&target)? {
+        Some(existing) if existing.hooks_live || any_jump_left(&target, &existing) => {}
+        _ => return Ok(not_injected),
+    }
+    let _deferred = TerminationDeferred::new();
+    let held = StoppedProcess::stop(pid)?;
+    // Look again now that nothing moves.
+    let mut target = Target::open(pid)?;
+    target.refresh_maps()?;
+    let Some(existing) = state::find(&target)? else {
+        return Ok(not_injected);
+    };
+    let tid = held.worker().ok_or(Error::ProcessGone {
+        pid,
+        step: "pick a stopped thread",
+    })?;
+    let mut report = RecoverReport {
+        pid,
+        was_injected: true,
+        restored: 0,
+        skipped: Vec::new(),
+    };
+    // Offsets first: a hook that cannot be restored then passes the real time through.
+    let data_addr = existing.data_addr();
+    write_slot(&target, data_addr, existing.data.generation, &Params::default())?;
+    let code_page = existing.code_addr;
+    for p in &existing.data.patches {
+        let current = target
+            .mem
+            .read(p.addr, Native::JUMP_LEN, "read a patched vDSO entry")?;
+        let ours = Native::decode_jump(&current, p.addr)
+            .is_some_and(|d| d & !(PAGE_SIZE - 1) == code_page);
+        if ours {
+            target
+                .mem
+                .write_code(p.addr, &p.original, tid, "restore the original vDSO bytes")?;
+            report.restored += 1;
+        } else {
+            report.skipped.push(format!(
+                "{:#x}: no longer our jump (bytes {current:02x?}), left as it is",
+                p.addr
+            ));
+        }
+    }
+    target
+        .mem
+        .write_data(data_addr + OFF_PATCHED as u64, &0u32.to_le_bytes(), "mark as recovered")?;
+    drop(held);
+    Ok(report)
+}
+
+/// What timeskew state `pid` holds, without stopping it.
+pub fn status(pid: i32) -> Result<Status> {
+    let target = Target::open(pid)?;
+    let existing = state::find(&target)?;
+    Ok(status_of(pid, existing.as_ref()))
+}
+
+fn status_of(pid: i32, existing: Option<&Existing>) -> Status {
+    let Some(e) = existing else {
+        return Status {
+            pid,
+            injected: false,
+            trampoline: None,
+            layout_version: None,
+            clocks: Vec::new(),
+            generation: 0,
+        };
+    };
+    let clocks = (0..=layout::MAX_CLOCK_ID)
+        .filter(|id| e.data.params.mask & (1 << id) != 0)
+        .filter_map(|id| {
+            Some(ClockOffset {
+                clock: Clock::from_id(id as u32)?,
+                offset: Offset::from_nanos(e.data.params.offsets_ns[id]),
+            })
+        })
+        .collect();
+    Status {
+        pid,
+        injected: e.hooks_live,
+        trampoline: Some(e.code_addr),
+        layout_version: Some(layout::LAYOUT_VERSION),
+        clocks,
+        generation: e.data.generation,
+    }
+}
+
+fn any_jump_left(target: &Target, existing: &Existing) -> bool {
+    existing.data.patches.iter().any(|p| {
+        target
+            .vdso
+            .slice(p.addr, Native::JUMP_LEN)
+            .and_then(|b| Native::decode_jump(b, p.addr))
+            .is_some_and(|d| d & !(PAGE_SIZE - 1) == existing.code_addr)
+    })
+}
+
+fn reread(target: &Target, existing: &Existing) -> Result<Existing> {
+    let data_addr = existing.data_addr();
+    let page = target
+        .mem
+        .read(data_addr, PAGE_SIZE as usize, "read back the data page")?;
+    Ok(Existing {
+        data: DataPage::decode(target.pid, data_addr, &page)?,
+        ..existing.clone()
+    })
+}
+
+/// Writes `params` into the inactive slot, then bumps the generation: readers see either the
+/// old or the new parameters, never a mix, and a writer dying half-way changes nothing.
+fn write_slot(target: &Target, data_addr: u64, generation: u64, params: &Params) -> Result<()> {
+    let next = generation.wrapping_add(1);
+    target.mem.write_data(
+        data_addr + layout::slot_offset(next) as u64,
+        &params.encode_slot(),
+        "write the new offsets",
+    )?;
+    target.mem.write_data(
+        data_addr + OFF_GENERATION as u64,
+        &next.to_le_bytes(),
+        "publish the new offsets",
+    )
+}
+
+/// Live update: the data page only, no ptrace stop.
+fn update_params(target: &Target, existing: &Existing, params: &Params) -> Result<()> {
+    write_slot(target, existing.data_addr(), existing.data.generation, params)
+}
+
+/// Holds the process and installs the hooks (mapping fresh pages, or reusing recovered ones).
+fn patch(mut target: Target, params: Params) -> Result<InjectReport> {
+    let pid = target.pid;
+    let plans = Native::plan_hooks(&target.vdso, &HOOKED_SYMBOLS).map_err(|(symbol, reason)| {
+        Error::UnsafeToPatch {
+            pid,
+            symbol,
+            reason,
+        }
+    })?;
+    let syscall_insn = Native::find_syscall_instruction(&target.vdso).ok_or(Error::Unsupported {
+        pid,
+        reason: "its vDSO contains no syscall instruction to run the injected mmap from".into(),
+    })?;
+    let blob = fake_clock::blob();
+
+    let _deferred = TerminationDeferred::new();
+    let started = Instant::now();
+    let held = StoppedProcess::stop(pid)?;
+    let threads = held.threads().len();
+    let mut tx = Transaction::new(held, syscall_insn);
+    let action = match install(&mut tx, &mut target, &blob, &plans, params) {
+        Ok(action) => {
+            tx.commit();
+            action
+        }
+        Err(e) => return Err(tx.abort(e)),
+    };
+    let stopped_for = started.elapsed();
+    log::info!("pid {pid}: held {threads} threads for {stopped_for:?}");
+    let existing = state::find(&Target::open(pid)?)?;
+    Ok(InjectReport {
+        action,
+        stopped_for,
+        threads,
+        status: status_of(pid, existing.as_ref()),
+    })
+}
+
+/// The steps under stop. Each one that changes the target registers its undo with `tx`.
+fn install(
+    tx: &mut Transaction,
+    target: &mut Target,
+    blob: &FakeBlob,
+    plans: &[HookPlan],
+    params: Params,
+) -> Result<InjectAction> {
+    let pid = target.pid;
+    target.refresh_maps()?;
+    // Pages left by an earlier injection (then recovered) are reused, never duplicated.
+    let (code_addr, generation) = match state::find(target)? {
+        Some(e) => (e.code_addr, e.data.generation + 1),
+        None => (map_pages(tx, target)?, 0),
+    };
+    fault::point(pid, "after-mmap")?;
+
+    let stub_cg = Native::build_stub(
+        &plans[0],
+        code_addr + blob.stub_clock_gettime as u64,
+        blob.stub_capacity,
+    )
+    .map_err(|reason| unsafe_to_patch(pid, plans[0].symbol, reason))?;
+    let stub_gtod = Native::build_stub(
+        &plans[1],
+        code_addr + blob.stub_gettimeofday as u64,
+        blob.stub_capacity,
+    )
+    .map_err(|reason| unsafe_to_patch(pid, plans[1].symbol, reason))?;
+    let code = blob
+        .code_page(&stub_cg, &stub_gtod)
+        .map_err(|reason| unsafe_to_patch(pid, plans[0].symbol, reason))?;
+    let data_addr = code_addr + DATA_PAGE_OFFSET;
+    let data = DataPage {
+        patched: false,
+        generation,
+        vdso_base: target.vdso.base(),
+        code_addr,
+        patches: plans
+            .iter()
+            .map(|p| Patch {
+                addr: p.addr,
+                original: p.original.clone(),
+            })
+            .collect(),
+        params,
+    };
+
+    if generation == 0 {
+        tx.mem().write_data(code_addr, &code, "write the trampoline code")?;
+        tx.mem()
+            .write_data(data_addr, &data.encode(), "write the data page")?;
+        let ret = tx.syscall(
+            libc::SYS_mprotect,
+            [
+                code_addr,
+                PAGE_SIZE,
+                (libc::PROT_READ | libc::PROT_EXEC) as u64,
+                0,
+                0,
+                0,
+            ],
+            "mprotect",
+        )?;
+        check_syscall(tx, ret, "mprotect")?;
+    } else {
+        // Reused pages: the code must be exactly what we would write (same vDSO, same build).
+        let current = tx
+            .mem()
+            .read(code_addr, PAGE_SIZE as usize, "read the existing trampoline")?;
+        if current != code {
+            return Err(Error::CorruptState {
+                pid,
+                addr: code_addr,
+                reason: "the trampoline code differs from what this timeskew builds (injected by \
+                         another version?)"
+                    .into(),
+            });
+        }
+        // Nobody runs our fakes while the jumps are gone and the process is held.
+        tx.mem()
+            .write_data(data_addr, &data.encode(), "write the data page")?;
+    }
+    fault::point(pid, "before-patch")?;
+
+    tx.held()
+        .step_out_of(|ip| plans.iter().any(|p| p.contains_strictly(ip)))?;
+    let entries = [
+        blob.entry_clock_gettime,
+        blob.entry_gettimeofday,
+        blob.entry_time,
+    ];
+    for (plan, entry) in plans.iter().zip(entries) {
+        // The image was read before the process stopped: check nothing changed since.
+        let now = tx
+            .mem()
+            .read(plan.addr, plan.original.len(), "re-read a vDSO entry")?;
+        if now != plan.original {
+            return Err(unsafe_to_patch(
+                pid,
+                plan.symbol,
+                "its code changed while timeskew was attaching".into(),
+            ));
+        }
+        let jump = Native::encode_jump(plan.addr, code_addr + entry as u64).ok_or_else(|| {
+            unsafe_to_patch(pid, plan.symbol, "the trampoline is out of jump range".into())
+        })?;
+        tx.patch_code(plan.addr, &jump, plan.original.clone())?;
+        fault::point(pid, "patch")?;
+        let back = tx
+            .mem()
+            .read(plan.addr, jump.len(), "verify the written jump")?;
+        if back != jump {
+            return Err(unsafe_to_patch(
+                pid,
+                plan.symbol,
+                format!("the jump did not stick (read back {back:02x?})"),
+            ));
+        }
+    }
+    tx.mem().write_data(
+        data_addr + OFF_PATCHED as u64,
+        &1u32.to_le_bytes(),
+        "mark the hooks as installed",
+    )?;
+    fault::point(pid, "before-commit")?;
+    Ok(if generation == 0 {
+        InjectAction::Injected
+    } else {
+        InjectAction::Repatched
+    })
+}
+
+/// Maps the two pages read-write at the nearest free place, trying a few.
+fn map_pages(tx: &mut Transaction, target: &Target) -> Result<u64> {
+    let pid = target.pid;
+    let vdso_end = target.vdso.base() + target.vdso.len() as u64;
+    let candidates = placement::candidates(&target.maps, target.vdso.base(), vdso_end, PAGES_LEN);
+    for addr in candidates {
+        let ret = tx.syscall(
+            libc::SYS_mmap,
+            [
+                addr,
+                PAGES_LEN,
+                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                u64::MAX, // fd -1
+                0,
+            ],
+            "mmap",
+        )?;
+        if ret == -(Errno::EEXIST as i64) {
+            continue;
+        }
+        check_syscall(tx, ret, "mmap")?;
+        let got = ret as u64;
+        tx.mapped(got, PAGES_LEN);
+        if got != addr {
+            // A kernel older than 4.17 treats MAP_FIXED_NOREPLACE as a hint.
+            return Err(Error::NoPlacement { pid });
+        }
+        log::debug!("pid {pid}: trampoline pages at {got:#x}");
+        return Ok(got);
+    }
+    Err(Error::NoPlacement { pid })
+}
+
+fn check_syscall(tx: &Transaction, ret: i64, name: &'static str) -> Result<()> {
+    if !(-4095..0).contains(&ret) {
+        return Ok(());
+    }
+    let errno = Errno::from_raw(-ret as i32);
+    let hint = match errno {
+        Errno::EPERM | Errno::EACCES => {
+            " — a seccomp filter or a security policy (SELinux execmem, systemd \
+             MemoryDenyWriteExecute) in the target forbids it"
+        }
+        Errno::ENOMEM => " — the target is out of memory or address space (RLIMIT_AS)",
+        _ => "",
+    };
+    Err(Error::RemoteSyscall {
+        pid: tx.pid(),
+        tid: tx.worker().map(|t| t.as_raw()).unwrap_or(0),
+        syscall: name,
+        errno,
+        hint,
+    })
+}
+
+fn unsafe_to_patch(pid: i32, symbol: &'static str, reason: String) -> Error {
+    Error::UnsafeToPatch {
+        pid,
+        symbol,
+        reason,
+    }
+}

@@ -1,0 +1,169 @@
+//! Reading `/proc/PID/…`: process state, threads, memory maps, tracer.
+
+use std::fs;
+
+use crate::error::{Error, Result};
+
+/// One line of `/proc/PID/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// `rwxp`-style permissions.
+    pub perms: String,
+    /// Backing file or pseudo-name (`[vdso]`, `[stack]`); empty for anonymous memory.
+    pub path: String,
+}
+
+impl Mapping {
+    pub fn is_anonymous(&self) -> bool {
+        self.path.is_empty()
+    }
+}
+
+/// What `/proc/PID/stat` says about a process or thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub comm: String,
+    pub state: char,
+    pub is_kernel_thread: bool,
+}
+
+/// PF_KTHREAD from include/linux/sched.h.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Reads `/proc/PID/stat` (or `/proc/PID/task/TID/stat`).
+pub fn task_info(pid: i32, tid: Option<i32>) -> Result<TaskInfo> {
+    let path = match tid {
+        Some(t) => format!("/proc/{pid}/task/{t}/stat"),
+        None => format!("/proc/{pid}/stat"),
+    };
+    let text = fs::read_to_string(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound if tid.is_none() => Error::NoSuchProcess { pid },
+        _ => Error::from_io(pid, "read /proc/PID/stat", e),
+    })?;
+    parse_stat(&text).ok_or_else(|| Error::Io {
+        pid,
+        step: "parse /proc/PID/stat",
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, text.clone()),
+    })
+}
+
+/// comm is in parentheses and may itself contain spaces and parentheses: split at the last ')'.
+fn parse_stat(text: &str) -> Option<TaskInfo> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    // rest[0] = state (field 3), rest[6] = flags (field 9).
+    let state = rest.first()?.chars().next()?;
+    let flags: u64 = rest.get(6)?.parse().ok()?;
+    Some(TaskInfo {
+        comm,
+        state,
+        is_kernel_thread: flags & PF_KTHREAD != 0,
+    })
+}
+
+/// Thread ids listed in `/proc/PID/task`.
+pub fn threads(pid: i32) -> Result<Vec<i32>> {
+    let dir = fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|e| Error::from_io(pid, "list threads", e))?;
+    let mut tids: Vec<i32> = dir
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    Ok(tids)
+}
+
+/// Parses `/proc/PID/maps`.
+pub fn maps(pid: i32) -> Result<Vec<Mapping>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|e| Error::from_io(pid, "read /proc/PID/maps", e))?;
+    Ok(text.lines().filter_map(parse_maps_line).collect())
+}
+
+fn parse_maps_line(line: &str) -> Option<Mapping> {
+    let mut fields = line.splitn(6, char::is_whitespace);
+    let range = fields.next()?;
+    let perms = fields.next()?.to_string();
+    let (start, end) = range.split_once('-')?;
+    // offset, dev, inode, then the path (possibly with spaces).
+    let path = fields.nth(3).unwrap_or("").trim().to_string();
+    Some(Mapping {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        perms,
+        path,
+    })
+}
+
+/// The tracer of `pid`, if any, with its command name.
+pub fn tracer_of(pid: i32) -> Option<(i32, String)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let tracer: i32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    if tracer == 0 {
+        return None;
+    }
+    let name = fs::read_to_string(format!("/proc/{tracer}/comm"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    Some((tracer, name))
+}
+
+/// `/proc/sys/kernel/yama/ptrace_scope`, or a note that Yama is absent.
+pub fn yama_scope() -> String {
+    fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "Yama not enabled".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_odd_comm() {
+        let t = parse_stat("42 (a) b (c)) S 1 42 42 0 -1 4194560 0 0").unwrap();
+        assert_eq!(t.comm, "a) b (c)");
+        assert_eq!(t.state, 'S');
+        assert!(!t.is_kernel_thread);
+        let k = parse_stat("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0").unwrap();
+        assert!(k.is_kernel_thread);
+    }
+
+    #[test]
+    fn maps_lines() {
+        let m = parse_maps_line(
+            "7f3ca2d37000-7f3ca2d39000 r-xp 00000000 00:00 0                          [vdso]",
+        )
+        .unwrap();
+        assert_eq!(
+            (m.start, m.end, m.perms.as_str()),
+            (0x7f3ca2d37000, 0x7f3ca2d39000, "r-xp")
+        );
+        assert_eq!(m.path, "[vdso]");
+        let anon = parse_maps_line("7f0000000000-7f0000001000 rw-p 00000000 00:00 0").unwrap();
+        assert!(anon.is_anonymous());
+        let spaced =
+            parse_maps_line("55d0-55d1 r--p 00000000 08:01 123 /tmp/a b (deleted)").unwrap();
+        assert_eq!(spaced.path, "/tmp/a b (deleted)");
+    }
+
+    #[test]
+    fn own_process() {
+        let me = std::process::id() as i32;
+        assert!(threads(me).unwrap().contains(&me));
+        assert!(maps(me).unwrap().iter().any(|m| m.path == "[vdso]"));
+        assert!(!task_info(me, None).unwrap().is_kernel_thread);
+        assert!(matches!(
+            task_info(i32::MAX, None),
+            Err(Error::NoSuchProcess { .. })
+        ));
+    }
+}

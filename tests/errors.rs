@@ -1,0 +1,226 @@
+//! Bad input and hostile situations: a clear error, a non-zero exit, and a target that still
+//! runs with its clock and memory exactly as before.
+
+mod common;
+
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::Command;
+
+use common::*;
+
+/// Asserts the probe is untouched: running, real time, same maps and vDSO as `before`.
+fn assert_untouched(probe: &mut Probe, maps_before: &[String], vdso_before: &[u8]) {
+    assert!(probe.alive(), "target must keep running");
+    probe.now().assert_realtime_shift("realtime", 1, 0, 0);
+    assert_eq!(maps(probe.pid), maps_before, "memory map changed");
+    assert_eq!(vdso_bytes(probe.pid), vdso_before, "vDSO changed");
+    let st = timeskew_ok(&["status", "--pid", &probe.pid_str(), "--json"]);
+    assert!(st.contains("\"injected\":false"), "{st}");
+}
+
+fn fails_with(args: &[&str], env: &[(&str, &str)], needles: &[&str]) -> String {
+    let o = timeskew_env(args, env);
+    let err = stderr(&o);
+    assert!(
+        !o.status.success(),
+        "timeskew {args:?} should fail; stdout: {}",
+        stdout(&o)
+    );
+    for n in needles {
+        assert!(err.contains(n), "stderr of {args:?} lacks {n:?}: {err}");
+    }
+    err
+}
+
+#[test]
+fn nonexistent_pid() {
+    fails_with(
+        &["inject", "--pid", "999999999", "--offset", "1s"],
+        &[],
+        &["pid 999999999", "no such process"],
+    );
+    fails_with(&["status", "--pid", "999999999"], &[], &["no such process"]);
+}
+
+#[test]
+fn kernel_thread_is_refused() {
+    fails_with(
+        &["inject", "--pid", "2", "--offset", "1s"],
+        &[],
+        &["pid 2", "kernel thread"],
+    );
+}
+
+#[test]
+fn zombie_is_refused() {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Wait for the exit without reaping: the child is now a zombie.
+    nix::sys::wait::waitid(
+        nix::sys::wait::Id::Pid(pid),
+        nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+    )
+    .unwrap();
+    fails_with(
+        &["inject", "--pid", &child.id().to_string(), "--offset", "1s"],
+        &[],
+        &["zombie"],
+    );
+    child.wait().unwrap();
+}
+
+#[test]
+fn without_privileges_explains_what_to_do() {
+    let mut probe = Probe::spawn(&[]);
+    let (m, v) = (maps(probe.pid), vdso_bytes(probe.pid));
+    let o = Command::new(timeskew_bin())
+        .args(["inject", "--pid", &probe.pid_str(), "--offset", "1s"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    for n in [
+        "permission denied",
+        "CAP_SYS_PTRACE",
+        "root",
+        "ptrace_scope",
+        "SYS_PTRACE",
+    ] {
+        assert!(err.contains(n), "missing {n:?}: {err}");
+    }
+    assert_untouched(&mut probe, &m, &v);
+}
+
+#[test]
+fn already_traced_names_the_tracer() {
+    use nix::sys::ptrace;
+    let mut probe = Probe::spawn(&[]);
+    let (m, v) = (maps(probe.pid), vdso_bytes(probe.pid));
+    let pid = nix::unistd::Pid::from_raw(probe.pid);
+    ptrace::seize(pid, ptrace::Options::empty()).unwrap();
+    let err = fails_with(
+        &["inject", "--pid", &probe.pid_str(), "--offset", "1s"],
+        &[],
+        &["already traced by pid", &nix::unistd::gettid().to_string()],
+    );
+    assert!(err.contains("detach"), "{err}");
+    ptrace::interrupt(pid).unwrap();
+    nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL)).unwrap();
+    ptrace::detach(pid, None).unwrap();
+    assert_untouched(&mut probe, &m, &v);
+}
+
+#[test]
+fn seccomp_denied_mmap_is_reported_and_nothing_changes() {
+    let mut probe = Probe::spawn(&["--seccomp-deny-mmap", "--threads", "2"]);
+    let (m, v) = (maps(probe.pid), vdso_bytes(probe.pid));
+    fails_with(
+        &["inject", "--pid", &probe.pid_str(), "--offset", "1s"],
+        &[],
+        &[
+            "mmap",
+            "Operation not permitted",
+            "seccomp",
+            "nothing was changed",
+        ],
+    );
+    assert_untouched(&mut probe, &m, &v);
+    assert_eq!(probe.stats()["anomalies"], 0);
+}
+
+#[test]
+fn a_failure_at_any_step_undoes_everything() {
+    for step in ["after-mmap", "before-patch", "patch", "before-commit"] {
+        let mut probe = Probe::spawn(&["--threads", "2"]);
+        let (m, v) = (maps(probe.pid), vdso_bytes(probe.pid));
+        fails_with(
+            &["inject", "--pid", &probe.pid_str(), "--offset", "-600s"],
+            &[("TIMESKEW_FAULT", step)],
+            &[step],
+        );
+        assert_untouched(&mut probe, &m, &v);
+    }
+}
+
+#[test]
+fn failure_while_repatching_recovered_pages_leaves_them_recovered() {
+    let mut probe = Probe::spawn(&[]);
+    let pid = probe.pid_str();
+    timeskew_ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
+    timeskew_ok(&["recover", "--pid", &pid]);
+    let (m, v) = (maps(probe.pid), vdso_bytes(probe.pid));
+    fails_with(
+        &["inject", "--pid", &pid, "--offset", "-600s"],
+        &[("TIMESKEW_FAULT", "before-commit")],
+        &["before-commit"],
+    );
+    assert_untouched(&mut probe, &m, &v);
+}
+
+#[test]
+fn target_dying_mid_injection_is_reported() {
+    let mut probe = Probe::spawn(&["--threads", "2"]);
+    fails_with(
+        &["inject", "--pid", &probe.pid_str(), "--offset", "1s"],
+        &[("TIMESKEW_FAULT", "kill@after-mmap")],
+        &["exited"],
+    );
+    assert!(!probe.alive());
+}
+
+#[test]
+fn a_signal_arriving_while_held_is_delivered_once() {
+    let mut probe = Probe::spawn(&["--threads", "2"]);
+    let o = timeskew_env(
+        &["inject", "--pid", &probe.pid_str(), "--offset", "1s"],
+        &[("TIMESKEW_FAULT", "usr1@after-mmap")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The handler may run just after we let go: ask until it has (bounded).
+    let mut usr1 = 0;
+    for _ in 0..1000 {
+        usr1 = probe.stats()["usr1"];
+        if usr1 > 0 {
+            break;
+        }
+    }
+    assert_eq!(usr1, 1, "SIGUSR1 must be delivered exactly once");
+    probe.now().assert_realtime_shift("realtime", 1, SEC, 0);
+}
+
+#[test]
+fn ctrl_c_during_injection_leaves_a_consistent_target() {
+    let mut probe = Probe::spawn(&["--threads", "2"]);
+    let o = timeskew_env(
+        &["inject", "--pid", &probe.pid_str(), "--offset", "-600s"],
+        &[("TIMESKEW_FAULT", "sigint-self@before-patch")],
+    );
+    // The signal waits until the target is consistent, then ends the tool as Ctrl-C does.
+    assert_eq!(o.status.signal(), Some(libc::SIGINT), "{o:?}");
+    assert!(probe.alive());
+    probe.now().assert_realtime_shift("realtime", 1, OFF, 0);
+    timeskew_ok(&["recover", "--pid", &probe.pid_str()]);
+}
+
+const OFF: i128 = -600 * SEC;
+
+#[test]
+fn bad_offsets_and_clocks_are_usage_errors() {
+    let probe = Probe::spawn(&[]);
+    let pid = probe.pid_str();
+    for (offset, needle) in [("600", "600s"), ("5x", "x"), ("", "empty"), ("101y", "y")] {
+        let o = timeskew(&["inject", "--pid", &pid, "--offset", offset]);
+        assert_eq!(o.status.code(), Some(2), "{offset:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{offset:?}: {}", stderr(&o));
+    }
+    let o = timeskew(&["inject", "--pid", &pid, "--offset", "-36600000000s"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("100 years"), "{}", stderr(&o));
+    let o = timeskew(&[
+        "inject", "--pid", &pid, "--offset", "1s", "--clock", "sundial",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("sundial"), "{}", stderr(&o));
+}

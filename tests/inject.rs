@@ -1,0 +1,215 @@
+//! End-to-end: real throwaway processes, the real mechanism (ptrace, vDSO patch), through the
+//! CLI and the library.
+
+mod common;
+
+use common::*;
+
+const OFF: i128 = -600 * SEC;
+
+#[test]
+fn library_skews_a_child_in_three_lines() {
+    let mut probe = Probe::spawn(&[]);
+    let skew = timeskew::Skew::new("-600s".parse().unwrap());
+    let report = timeskew::inject(probe.pid, &skew).expect("inject");
+    assert_eq!(report.action, timeskew::InjectAction::Injected);
+    assert!(report.status.injected);
+    let r = probe.now();
+    r.assert_realtime_shift("realtime", 1, OFF, 0);
+    timeskew::recover(probe.pid).expect("recover");
+    probe.now().assert_realtime_shift("realtime", 1, 0, 0);
+}
+
+#[test]
+fn inject_shifts_realtime_gettimeofday_and_time_only() {
+    let mut probe = Probe::spawn(&[]);
+    let pid = probe.pid_str();
+    let vdso_before = vdso_bytes(probe.pid);
+    let mono_before = clock_ns(libc::CLOCK_MONOTONIC);
+    timeskew_ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
+    let r = probe.now();
+    let mono_after = clock_ns(libc::CLOCK_MONOTONIC);
+    r.assert_realtime_shift("realtime", 1, OFF, 0);
+    r.assert_realtime_shift("gtod", 1_000, OFF, 0);
+    r.assert_realtime_shift("time", SEC, OFF, 0);
+    // Unselected clocks are untouched.
+    r.assert_realtime_shift("tai", 1, 37 * SEC, 40 * SEC); // TAI = UTC + leap seconds
+    assert_mono_shift(mono_before, r.get("monotonic"), mono_after, 0, "monotonic");
+    assert!(
+        wx_mappings(probe.pid).is_empty(),
+        "W+X mapping: {:?}",
+        wx_mappings(probe.pid)
+    );
+
+    let out = timeskew_ok(&["recover", "--pid", &pid]);
+    assert!(out.contains("recover"), "{out}");
+    probe.now().assert_realtime_shift("realtime", 1, 0, 0);
+    probe.now().assert_realtime_shift("time", SEC, 0, 0);
+    assert_eq!(
+        vdso_bytes(probe.pid),
+        vdso_before,
+        "recover must restore the vDSO exactly"
+    );
+}
+
+#[test]
+fn selected_clocks_are_shifted_and_the_rest_are_not() {
+    let mut probe = Probe::spawn(&[]);
+    let pid = probe.pid_str();
+    timeskew_ok(&[
+        "inject",
+        "--pid",
+        &pid,
+        "--offset",
+        "+2h",
+        "--clock",
+        "monotonic,boottime",
+        "--clock",
+        "CLOCK_TAI",
+    ]);
+    let off = 7200 * SEC;
+    let (m0, b0, r0) = (
+        clock_ns(libc::CLOCK_MONOTONIC),
+        clock_ns(libc::CLOCK_BOOTTIME),
+        clock_ns(libc::CLOCK_MONOTONIC_RAW),
+    );
+    let r = probe.now();
+    let (m1, b1, r1) = (
+        clock_ns(libc::CLOCK_MONOTONIC),
+        clock_ns(libc::CLOCK_BOOTTIME),
+        clock_ns(libc::CLOCK_MONOTONIC_RAW),
+    );
+    assert_mono_shift(m0, r.get("monotonic"), m1, off, "monotonic");
+    assert_mono_shift(b0, r.get("boottime"), b1, off, "boottime");
+    assert_mono_shift(r0, r.get("raw"), r1, 0, "monotonic-raw");
+    r.assert_realtime_shift("realtime", 1, 0, 0);
+    r.assert_realtime_shift("gtod", 1_000, 0, 0);
+    r.assert_realtime_shift("tai", 1, off + 37 * SEC, 40 * SEC);
+    timeskew_ok(&["recover", "--pid", &pid]);
+}
+
+#[test]
+fn fractional_offsets_and_coarse_clocks() {
+    let mut probe = Probe::spawn(&[]);
+    let pid = probe.pid_str();
+    timeskew_ok(&[
+        "inject",
+        "--pid",
+        &pid,
+        "--offset=-1.5s",
+        "--clock",
+        "realtime,realtime-coarse",
+    ]);
+    let off = -1_500_000_000;
+    let r = probe.now();
+    r.assert_realtime_shift("realtime", 1, off, 0);
+    r.assert_realtime_shift("gtod", 1_000, off, 0);
+    // Coarse clocks tick at the timer interrupt: allow 20 ms.
+    r.assert_realtime_shift("rcoarse", 1, off, 20_000_000);
+    // time() = floor(coarse realtime + offset).
+    r.assert_realtime_shift("time", SEC, off, 20_000_000);
+    timeskew_ok(&["recover", "--pid", &pid]);
+}
+
+#[test]
+fn live_update_changes_offsets_without_new_pages_or_patches() {
+    let mut probe = Probe::spawn(&[]);
+    let pid = probe.pid_str();
+    timeskew_ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
+    let maps_after_inject = maps(probe.pid);
+    let vdso_after_inject = vdso_bytes(probe.pid);
+    let out = timeskew_ok(&["inject", "--pid", &pid, "--offset", "+1h", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["action"], "updated", "{out}");
+    assert_eq!(
+        v["threads"], 0,
+        "a live update must not stop the process: {out}"
+    );
+    probe
+        .now()
+        .assert_realtime_shift("realtime", 1, 3600 * SEC, 0);
+    assert_eq!(maps(probe.pid), maps_after_inject, "no new pages");
+    assert_eq!(vdso_bytes(probe.pid), vdso_after_inject, "no second patch");
+    timeskew_ok(&["recover", "--pid", &pid]);
+}
+
+#[test]
+fn separate_timeskew_processes_see_update_and_undo_each_other() {
+    let mut probe = Probe::spawn(&[]);
+    let pid = probe.pid_str();
+    timeskew_ok(&["inject", "--pid", &pid, "--offset", "-10m"]);
+    let st: serde_json::Value =
+        serde_json::from_str(&timeskew_ok(&["status", "--pid", &pid, "--json"])).unwrap();
+    assert_eq!(st["injected"], true);
+    assert_eq!(st["layout_version"], 1);
+    assert!(st["trampoline"].as_u64().unwrap() > 0);
+    assert_eq!(st["clocks"][0]["clock"], "realtime");
+    assert_eq!(st["clocks"][0]["offset"], "-600s");
+    timeskew_ok(&["inject", "--pid", &pid, "--offset", "5s"]);
+    let st: serde_json::Value =
+        serde_json::from_str(&timeskew_ok(&["status", "--pid", &pid, "--json"])).unwrap();
+    assert_eq!(st["clocks"][0]["offset"], "5s");
+    probe.now().assert_realtime_shift("realtime", 1, 5 * SEC, 0);
+    timeskew_ok(&["recover", "--pid", &pid]);
+    let st: serde_json::Value =
+        serde_json::from_str(&timeskew_ok(&["status", "--pid", &pid, "--json"])).unwrap();
+    assert_eq!(st["injected"], false);
+    probe.now().assert_realtime_shift("realtime", 1, 0, 0);
+}
+
+#[test]
+fn recover_on_a_clean_process_says_so_and_succeeds() {
+    let probe = Probe::spawn(&[]);
+    let o = timeskew(&["recover", "--pid", &probe.pid_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("not injected"), "{}", stdout(&o));
+}
+
+#[test]
+fn reinject_after_recover_reuses_the_pages() {
+    let mut probe = Probe::spawn(&[]);
+    let pid = probe.pid_str();
+    timeskew_ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
+    timeskew_ok(&["recover", "--pid", &pid]);
+    let maps_between = maps(probe.pid);
+    let out = timeskew_ok(&["inject", "--pid", &pid, "--offset", "-30s", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["action"], "repatched", "{out}");
+    assert_eq!(maps(probe.pid), maps_between, "pages reused, none leaked");
+    probe
+        .now()
+        .assert_realtime_shift("realtime", 1, -30 * SEC, 0);
+    timeskew_ok(&["recover", "--pid", &pid]);
+    probe.now().assert_realtime_shift("realtime", 1, 0, 0);
+}
+
+#[test]
+fn many_cycles_under_spinning_threads_never_tear_or_crash() {
+    let mut probe = Probe::spawn(&["--threads", "4", "--sleeper"]);
+    let pid = probe.pid_str();
+    let vdso_before = vdso_bytes(probe.pid);
+    for i in 0..15 {
+        let off = if i % 2 == 0 { "-600s" } else { "+1.999999999s" };
+        timeskew_ok(&[
+            "inject",
+            "--pid",
+            &pid,
+            "--offset",
+            off,
+            "--clock",
+            "realtime,monotonic",
+        ]);
+        timeskew_ok(&[
+            "inject", "--pid", &pid, "--offset", "-1ns", "--clock", "realtime",
+        ]);
+        probe.now().assert_realtime_shift("realtime", 1, -1, 0);
+        timeskew_ok(&["recover", "--pid", &pid]);
+    }
+    let stats = probe.stats();
+    assert_eq!(stats["anomalies"], 0, "{stats:?}");
+    assert_eq!(stats["sleep_errors"], 0, "{stats:?}");
+    assert!(stats["sleeps"] > 0 && stats["calls"] > 0, "{stats:?}");
+    assert!(probe.alive());
+    probe.now().assert_realtime_shift("realtime", 1, 0, 0);
+    assert_eq!(vdso_bytes(probe.pid), vdso_before);
+}
