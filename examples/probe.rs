@@ -6,12 +6,15 @@
 //! - `now`    → `now realtime=<ns> monotonic=<ns> raw=<ns> rcoarse=<ns> mcoarse=<ns> boottime=<ns> tai=<ns> gtod=<us> time=<s> cputime=<ns>`
 //! - `stats`  → `stats calls=<n> anomalies=<n> max_gap_us=<n> sleep_errors=<n> sleeps=<n> usr1=<n>`
 //! - `reset`  → clears the maximum gap, answers `reset`
+//! - `churn`  → `churn threads=<n> realtime=<ns>`: short-lived threads so far, and the realtime
+//!   the latest one read
 //! - `bench <iterations>` → `bench clock_gettime=<ns/call> gettimeofday=<ns> time=<ns> syscall=<ns>`
 //! - `quit`   → exits 0
 //!
 //! Options: `--threads N` spinners, `--idle-threads N` (threads blocked in a futex: present
 //! for the attach, but using no CPU), `--sleeper` (a thread looping in clock_nanosleep),
-//! `--seccomp-deny-mmap` (mmap fails with EPERM from then on).
+//! `--churn` (a thread creating and ending threads continuously), `--seccomp-deny-mmap` (mmap
+//! fails with EPERM from then on), `--unmap-vdso` (no vDSO; then only `stats` is safe).
 
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -25,6 +28,9 @@ static SLEEP_ERRORS: AtomicU64 = AtomicU64::new(0);
 static USR1: AtomicU64 = AtomicU64::new(0);
 /// Threads that have started running their body (their stacks and arenas exist by then).
 static STARTED: AtomicU64 = AtomicU64::new(0);
+/// Short-lived threads started so far by `--churn`, and the realtime the latest one read.
+static CHURNED: AtomicU64 = AtomicU64::new(0);
+static CHURN_REALTIME: AtomicU64 = AtomicU64::new(0);
 
 /// Spawns a thread and counts it as started once its body runs.
 fn start(body: fn()) {
@@ -113,6 +119,31 @@ fn sleeper() {
         }
         SLEEPS.fetch_add(1, Relaxed);
     }
+}
+
+/// Creates and ends threads continuously; each reads CLOCK_REALTIME once.
+fn churn() {
+    loop {
+        let t = std::thread::spawn(|| {
+            CHURN_REALTIME.store(ns(libc::CLOCK_REALTIME) as u64, Relaxed);
+        });
+        let _ = t.join();
+        CHURNED.fetch_add(1, Relaxed);
+    }
+}
+
+/// Unmaps this process's vDSO (after which the libc clock calls must not be used).
+fn unmap_vdso() {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let line = maps.lines().find(|l| l.ends_with("[vdso]")).unwrap();
+    let (range, _) = line.split_once(' ').unwrap();
+    let (s, e) = range.split_once('-').unwrap();
+    let (s, e) = (
+        usize::from_str_radix(s, 16).unwrap(),
+        usize::from_str_radix(e, 16).unwrap(),
+    );
+    // SAFETY: nothing in this process reads the clock through the vDSO afterwards.
+    assert_eq!(unsafe { libc::munmap(s as *mut libc::c_void, e - s) }, 0);
 }
 
 extern "C" fn on_usr1(_: libc::c_int) {
@@ -216,14 +247,21 @@ fn main() {
     if sleeping {
         start(sleeper);
     }
+    let churning = args.iter().any(|a| a == "--churn");
+    if churning {
+        start(churn);
+    }
     // Wait until every thread has really started, so an attach finds them all and the memory
     // map no longer changes by itself.
-    let all = (threads + idle + sleeping as usize) as u64;
+    let all = (threads + idle + sleeping as usize + churning as usize) as u64;
     while STARTED.load(Relaxed) < all || CALLS.load(Relaxed) < threads as u64 * 10 {
         std::thread::yield_now();
     }
     if args.iter().any(|a| a == "--seccomp-deny-mmap") {
         deny_mmap();
+    }
+    if args.iter().any(|a| a == "--unmap-vdso") {
+        unmap_vdso();
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -260,6 +298,11 @@ fn main() {
                 SLEEP_ERRORS.load(Relaxed),
                 SLEEPS.load(Relaxed),
                 USR1.load(Relaxed),
+            ),
+            ["churn"] => format!(
+                "churn threads={} realtime={}",
+                CHURNED.load(Relaxed),
+                CHURN_REALTIME.load(Relaxed)
             ),
             ["reset"] => {
                 MAX_GAP_NS.store(0, Relaxed);

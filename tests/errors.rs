@@ -224,3 +224,14 @@ fn bad_offsets_and_clocks_are_usage_errors() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("sundial"), "{}", stderr(&o));
 }
+
+#[test]
+fn process_without_a_vdso_is_refused() {
+    let mut probe = Probe::spawn(&["--unmap-vdso"]);
+    fails_with(
+        &["inject", "--pid", &probe.pid_str(), "--offset", "1s"],
+        &[],
+        &["no vDSO"],
+    );
+    assert!(probe.alive());
+}

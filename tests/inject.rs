@@ -213,3 +213,82 @@ fn many_cycles_under_spinning_threads_never_tear_or_crash() {
     probe.now().assert_realtime_shift("realtime", 1, 0, 0);
     assert_eq!(vdso_bytes(probe.pid), vdso_before);
 }
+
+#[test]
+fn threads_created_and_ended_while_attaching_all_see_the_skew() {
+    let mut probe = Probe::spawn(&["--churn", "--threads", "1"]);
+    let pid = probe.pid_str();
+    for round in 0..10 {
+        let off = if round % 2 == 0 { -600 * SEC } else { 3600 * SEC };
+        let off_text = if round % 2 == 0 { "-600s" } else { "1h" };
+        timeskew_ok(&["inject", "--pid", &pid, "--offset", off_text]);
+        // A thread born after the injection: wait (bounded) for two more to come and go.
+        let before = realtime_ns();
+        let start = probe.ask("churn")["threads"];
+        let mut fields = probe.ask("churn");
+        for _ in 0..100_000 {
+            if fields["threads"] > start + 2 {
+                break;
+            }
+            fields = probe.ask("churn");
+        }
+        let after = realtime_ns();
+        assert!(fields["threads"] > start + 2, "churn stalled: {fields:?}");
+        let seen = fields["realtime"];
+        assert!(
+            (before + off..=after + off).contains(&seen),
+            "a new thread saw {seen}, expected within [{}, {}]",
+            before + off,
+            after + off
+        );
+        probe.now().assert_realtime_shift("realtime", 1, off, 0);
+        timeskew_ok(&["recover", "--pid", &pid]);
+    }
+    assert_eq!(probe.stats()["anomalies"], 0);
+    assert!(probe.alive());
+}
+
+#[test]
+fn live_update_works_through_proc_pid_mem_too() {
+    let mut probe = Probe::spawn(&[]);
+    let pid = probe.pid_str();
+    timeskew_ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
+    let o = timeskew_env(
+        &["inject", "--pid", &pid, "--offset", "42s", "--json"],
+        &[("TIMESKEW_FORCE_PROC_MEM", "1")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"updated\""), "{}", stdout(&o));
+    probe.now().assert_realtime_shift("realtime", 1, 42 * SEC, 0);
+    timeskew_ok(&["recover", "--pid", &pid]);
+}
+
+#[test]
+fn recover_leaves_entries_that_someone_else_changed() {
+    let mut probe = Probe::spawn(&[]);
+    let pid = probe.pid_str();
+    let original = vdso_bytes(probe.pid);
+    timeskew_ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
+    let patched = vdso_bytes(probe.pid);
+    let first_change = (0..original.len())
+        .find(|&i| original[i] != patched[i])
+        .expect("inject changed the vDSO");
+    // Another tool rewrites that entry: here, with a different jump target.
+    let base = vdso_base(probe.pid);
+    let other = [0xe9u8, 0, 0, 0, 0];
+    write_mem(probe.pid, base + first_change as u64, &other);
+    let o = timeskew_ok(&["recover", "--pid", &pid, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(v["restored"], 2, "{o}");
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 1, "{o}");
+    let after = vdso_bytes(probe.pid);
+    assert_eq!(&after[first_change..first_change + 5], &other, "left as the other tool wrote it");
+    // Put the genuine bytes back so the probe can use its clock again.
+    write_mem(
+        probe.pid,
+        base + first_change as u64,
+        &original[first_change..first_change + 5],
+    );
+    assert_eq!(vdso_bytes(probe.pid), original);
+    probe.now().assert_realtime_shift("realtime", 1, 0, 0);
+}

@@ -254,3 +254,21 @@ pub fn wx_mappings(pid: i32) -> Vec<String> {
         })
         .collect()
 }
+
+/// Start address of the vDSO of `pid`.
+pub fn vdso_base(pid: i32) -> u64 {
+    let line = maps(pid)
+        .into_iter()
+        .find(|l| l.ends_with("[vdso]"))
+        .unwrap();
+    u64::from_str_radix(line.split('-').next().unwrap(), 16).unwrap()
+}
+
+/// Writes into another process through /proc/PID/mem (forced, even over read-only code).
+pub fn write_mem(pid: i32, addr: u64, bytes: &[u8]) {
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&mem, bytes, addr).unwrap();
+}
