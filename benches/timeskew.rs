@@ -32,7 +32,10 @@ fn bench_line(probe: &mut Probe) -> [f64; 4] {
 fn parse_bench(line: &str) -> [f64; 4] {
     let mut out = [f64::NAN; 4];
     for (i, kv) in line.split_whitespace().skip(1).take(4).enumerate() {
-        out[i] = kv.split_once('=').and_then(|(_, v)| v.parse().ok()).unwrap_or(f64::NAN);
+        out[i] = kv
+            .split_once('=')
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(f64::NAN);
     }
     out
 }
@@ -112,10 +115,25 @@ fn libfaketime_costs() -> Option<[f64; 4]> {
     Some([0, 1, 2, 3].map(|i| median(runs[i].clone())))
 }
 
+/// The longest gap the spinner saw around `action`. A held thread records its gap only at its
+/// next clock read, so wait (bounded) until it has made progress after the action.
 fn gap_us(probe: &mut Probe, action: impl FnOnce()) -> f64 {
     probe.ask("reset");
     action();
-    probe.stats()["max_gap_us"] as f64
+    let calls = probe.stats()["calls"];
+    let mut stats = probe.stats();
+    for _ in 0..100_000 {
+        if stats["calls"] > calls + 100 {
+            break;
+        }
+        std::thread::yield_now();
+        stats = probe.stats();
+    }
+    assert!(
+        stats["calls"] > calls + 100,
+        "the spinner made no progress: {stats:?}"
+    );
+    stats["max_gap_us"] as f64
 }
 
 fn stop_times() {
@@ -131,9 +149,15 @@ fn stop_times() {
     let update = timeskew::Skew::new("+1h".parse().unwrap());
     let (mut idle, mut first, mut live, mut rec, mut held) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let mut control = vec![];
     for _ in 0..STOP_ROUNDS {
         idle.push(gap_us(&mut probe, || {
             std::thread::sleep(Duration::from_millis(5))
+        }));
+        // Control: the same reads as a live update, no write. On 2 cores the tool's own CPU
+        // work competes with the spinner; this row shows how much of a gap that alone causes.
+        control.push(gap_us(&mut probe, || {
+            timeskew::status(pid).unwrap();
         }));
         first.push(gap_us(&mut probe, || {
             let r = timeskew::inject(pid, &skew).unwrap();
@@ -157,7 +181,12 @@ fn stop_times() {
     };
     row("no injection (scheduler noise, 5 ms window)", &idle, None);
     row("inject (pages reused after round 1)", &first, Some(&held));
-    row("live update", &live, None);
+    row(
+        "status (control: same reads as a live update, no ptrace, no write)",
+        &control,
+        None,
+    );
+    row("live update (no ptrace)", &live, None);
     row("recover", &rec, None);
 }
 

@@ -427,7 +427,7 @@ mod tests {
 
         /// The aligned 8-byte word at `off` in the data page.
         fn word(&self, off: usize) -> &AtomicU64 {
-            assert!(off % 8 == 0 && off + 8 <= PAGE);
+            assert!(off.is_multiple_of(8) && off + 8 <= PAGE);
             // SAFETY: in bounds of the rw data page, 8-aligned, valid while self lives; this
             // process writes the data page only through these atomics once it is shared.
             unsafe { AtomicU64::from_ptr(self.base.add(PAGE + off) as *mut u64) }
@@ -554,10 +554,12 @@ mod tests {
             "fake_clock/x86_64.S .set constants differ from src/layout.rs"
         );
         assert_eq!(DATA_PAGE_OFFSET, layout::PAGE_SIZE);
-        // The asm stores the generation as one 8-byte word and the fields it reads must lie in
-        // a slot.
-        assert_eq!(layout::OFF_GENERATION % 8, 0);
-        assert!(layout::SLOT_OFF_CLOCKS + (layout::MAX_CLOCK_ID + 1) * 16 <= layout::SLOT_LEN);
+        // The asm reads the generation as one aligned 8-byte word, and the clock entries it
+        // indexes (id <= 31) lie inside a slot.
+        const {
+            assert!(layout::OFF_GENERATION.is_multiple_of(8));
+            assert!(layout::SLOT_OFF_CLOCKS + (layout::MAX_CLOCK_ID + 1) * 16 <= layout::SLOT_LEN);
+        };
     }
 
     #[test]
@@ -1220,28 +1222,70 @@ mod tests {
     /// value corresponds to one set or the other, never a mix of the two.
     #[test]
     fn fake_clock_live_update_never_tears() {
-        // (sec, nsec) splits: A = (1000, 250e6), B = (-1001, 750e6). A torn read yields
-        // +1000.75 s or -1000.75 s, half a second from either set.
-        let a_off = 1000 * 1_000_000_000 + 250_000_000;
-        let b_off = -(1000 * 1_000_000_000 + 250_000_000);
+        // (sec, nsec) splits: A = (1000, 250e6), B = (-1001, 750e6); in microseconds for
+        // gettimeofday likewise. A torn read yields +1000.75 s or -1000.75 s, half a second
+        // away from either set.
+        let a_off: i64 = 1000 * 1_000_000_000 + 250_000_000;
+        let b_off: i64 = -a_off;
         let set_a = params(0b11, &[(0, a_off), (1, a_off)]);
         let set_b = params(0b11, &[(0, b_off), (1, b_off)]);
         let inj = Injected::with_vdso(&set_a);
         let stop = AtomicBool::new(false);
         let flips = AtomicU64::new(0);
         let run_for = Duration::from_millis(1500);
-
-        let classify = |delta: i128, a: i128, b: i128, slack: i128| -> Option<bool> {
-            if (0..=slack).contains(&(delta - a)) {
-                Some(true)
-            } else if (0..=slack).contains(&(delta - b)) {
-                Some(false)
-            } else {
-                None
-            }
+        // The fake read f lies in [g1 + off, g2 + off] for the set it used.
+        let within = |f: i128, g1: i128, g2: i128, off: i64, unit: i128| {
+            let off = (off as i128).div_euclid(unit);
+            g1 + off <= f && f <= g2 + off
         };
 
-        let (seen_a, seen_b, samples) = std::thread::scope(|s| {
+        let reader = || {
+            let (mut seen_a, mut seen_b, mut samples) = (0u64, 0u64, 0u64);
+            let deadline = Instant::now() + run_for;
+            let (f, g) = (inj.clock_gettime(), inj.gettimeofday());
+            while Instant::now() < deadline {
+                for id in [libc::CLOCK_MONOTONIC, libc::CLOCK_REALTIME] {
+                    let g1 = now(id);
+                    let (r, ts) = cg(f, id);
+                    let g2 = now(id);
+                    assert_eq!(r, 0);
+                    assert!((0..1_000_000_000).contains(&ts.tv_nsec));
+                    if g2 - g1 > 100_000_000 {
+                        continue; // preempted for long: the bracket is too wide to judge
+                    }
+                    let v = ts_ns(&ts);
+                    if within(v, g1, g2, a_off, 1) {
+                        seen_a += 1;
+                    } else if within(v, g1, g2, b_off, 1) {
+                        seen_b += 1;
+                    } else {
+                        panic!(
+                            "torn read on clock {id}: fake - genuine = {} ns, \
+                             expected {a_off} or {b_off}",
+                            v - g1
+                        );
+                    }
+                    samples += 1;
+                }
+                let g1 = now_us();
+                let (r, tv) = gtod(g);
+                let g2 = now_us();
+                assert_eq!(r, 0);
+                assert!((0..1_000_000).contains(&tv.tv_usec));
+                let v = tv_us(&tv);
+                if g2 - g1 <= 100_000 {
+                    assert!(
+                        within(v, g1, g2, a_off, 1000) || within(v, g1, g2, b_off, 1000),
+                        "torn gettimeofday: fake - genuine = {} us",
+                        v - g1
+                    );
+                    samples += 1;
+                }
+            }
+            (seen_a, seen_b, samples)
+        };
+
+        let results = std::thread::scope(|s| {
             let writer = s.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
                     inj.publish(&set_b);
@@ -1249,58 +1293,19 @@ mod tests {
                     flips.fetch_add(2, Ordering::Relaxed);
                 }
             });
-            let readers: Vec<_> = (0..2)
-                .map(|_| {
-                    s.spawn(|| {
-                        let (mut seen_a, mut seen_b, mut n) = (0u64, 0u64, 0u64);
-                        let deadline = Instant::now() + run_for;
-                        let (f, g) = (inj.clock_gettime(), inj.gettimeofday());
-                        while Instant::now() < deadline {
-                            for id in [libc::CLOCK_MONOTONIC, libc::CLOCK_REALTIME] {
-                                let g1 = now(id);
-                                let (r, ts) = cg(f, id);
-                                let g2 = now(id);
-                                assert_eq!(r, 0);
-                                assert!((0..1_000_000_000).contains(&ts.tv_nsec));
-                                let slack = g2 - g1;
-                                if slack > 100_000_000 {
-                                    continue; // preempted for long: too coarse to judge
-                                }
-                                match classify(ts_ns(&ts) - g2, a_off as i128 - slack, b_off as i128 - slack, slack) {
-                                    Some(true) => seen_a += 1,
-                                    Some(false) => seen_b += 1,
-                                    None => panic!(
-                                        "torn read on clock {id}: fake - genuine = {} ns, expected {a_off} or {b_off}",
-                                        ts_ns(&ts) - g1
-                                    ),
-                                }
-                                n += 1;
-                            }
-                            let g1 = now_us();
-                            let (r, tv) = gtod(g);
-                            let g2 = now_us();
-                            assert_eq!(r, 0);
-                            assert!((0..1_000_000).contains(&tv.tv_usec));
-                            let slack = g2 - g1;
-                            if slack <= 100_000 {
-                                let (au, bu) = (a_off as i128 / 1000, (b_off as i128).div_euclid(1000));
-                                if classify(tv_us(&tv) - g2, au - slack, bu - slack, slack).is_none() {
-                                    panic!("torn gettimeofday: fake - genuine = {} us", tv_us(&tv) - g1);
-                                }
-                                n += 1;
-                            }
-                        }
-                        (seen_a, seen_b, n)
-                    })
-                })
-                .collect();
-            let results: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
-            stop.store(true, Ordering::Relaxed);
+            let readers: Vec<_> = (0..2).map(|_| s.spawn(reader)).collect();
+            let results: Vec<_> = readers.into_iter().map(|r| r.join()).collect();
+            stop.store(true, Ordering::Relaxed); // also when a reader failed
             writer.join().unwrap();
             results
-                .iter()
-                .fold((0, 0, 0), |acc, r| (acc.0 + r.0, acc.1 + r.1, acc.2 + r.2))
         });
+        let (mut seen_a, mut seen_b, mut samples) = (0, 0, 0);
+        for r in results {
+            let (a, b, n) = r.unwrap_or_else(|e| std::panic::resume_unwind(e));
+            seen_a += a;
+            seen_b += b;
+            samples += n;
+        }
         let flips = flips.load(Ordering::Relaxed);
         assert!(flips > 1000, "writer flipped only {flips} times");
         assert!(samples > 10_000, "only {samples} samples");
@@ -1382,6 +1387,11 @@ mod tests {
         assert!(ok, "clock_gettime clobbered a callee-saved register");
         assert_eq!(r, 0);
         assert_eq!(rsp % 16, 0);
+        assert_eq!(
+            ts.tv_sec % 16,
+            8,
+            "genuine clock_gettime entered with a misaligned stack"
+        );
         assert_eq!(
             rsp - ts.tv_sec as u64,
             40,
@@ -1522,15 +1532,18 @@ mod tests {
     /// up as a mix.
     #[test]
     fn fake_clock_writer_at_every_instruction_never_tears() {
-        // SAFETY: installs a SIGTRAP handler that only touches atomics; no other test uses
-        // SIGTRAP (it would otherwise kill the process).
-        unsafe {
+        // SAFETY: installs a SIGTRAP handler that only touches atomics (the previous one is
+        // restored at the end); no other test uses SIGTRAP (it would otherwise kill the
+        // process), and the handler ignores traps outside the test's code page.
+        let previous = unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
+            let mut previous: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_sigtrap as *const () as usize;
             sa.sa_flags = libc::SA_SIGINFO;
             libc::sigemptyset(&mut sa.sa_mask);
-            assert_eq!(libc::sigaction(libc::SIGTRAP, &sa, std::ptr::null_mut()), 0);
-        }
+            assert_eq!(libc::sigaction(libc::SIGTRAP, &sa, &mut previous), 0);
+            previous
+        };
         // Genuine stand-ins as machine code in the slots: they return 1000.5 s / 1000.5 s.
         // mov qword ptr [rsi], 1000; mov qword ptr [rsi+8], 500000000; xor eax, eax; ret
         let cg_stub = [
@@ -1555,6 +1568,8 @@ mod tests {
             trace_write_slot(data, 1, &[0; layout::SLOT_LEN]);
             data_word(data, layout::OFF_GENERATION).store(0, Ordering::Release);
         };
+        // Outputs, only accessed through these addresses (the stand-ins overwrite them fully
+        // on every call).
         let mut ts = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
@@ -1588,16 +1603,8 @@ mod tests {
             let allowed = [0, if mode == MODE_FULL_LAP { 2 } else { 1 }];
             for (name, entry, a0, a1) in cases {
                 let f = inj.addr(entry);
-                let mut run = |at: usize| -> i128 {
+                let run = |at: usize| -> i128 {
                     reset();
-                    ts = libc::timespec {
-                        tv_sec: 0,
-                        tv_nsec: 0,
-                    };
-                    tv = libc::timeval {
-                        tv_sec: 0,
-                        tv_usec: 0,
-                    };
                     TRACE_AT.store(at, Ordering::Relaxed);
                     TRACE_STEPS.store(0, Ordering::Relaxed);
                     let r = call_single_stepped(f, a0, a1);
@@ -1639,13 +1646,12 @@ mod tests {
                     } else if got == expect(allowed[1]) {
                         new += 1;
                     } else {
+                        let (a, b) = (allowed[0], allowed[1]);
                         panic!(
-                            "{name}, writer mode {mode} at instruction {at}: got {got}, expected {} \
-                             (set {}) or {} (set {})",
-                            expect(allowed[0]),
-                            allowed[0],
-                            expect(allowed[1]),
-                            allowed[1]
+                            "{name}, writer mode {mode} at instruction {at}: got {got}, \
+                             expected {} (set {a}) or {} (set {b})",
+                            expect(a),
+                            expect(b),
                         );
                     }
                 }
@@ -1653,5 +1659,10 @@ mod tests {
             }
         }
         TRACE_HI.store(0, Ordering::Relaxed);
+        // SAFETY: restores the disposition saved above.
+        assert_eq!(
+            unsafe { libc::sigaction(libc::SIGTRAP, &previous, std::ptr::null_mut()) },
+            0
+        );
     }
 }

@@ -77,7 +77,12 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
     };
     // Offsets first: a hook that cannot be restored then passes the real time through.
     let data_addr = existing.data_addr();
-    write_slot(&target, data_addr, existing.data.generation, &Params::default())?;
+    write_slot(
+        &target,
+        data_addr,
+        existing.data.generation,
+        &Params::default(),
+    )?;
     let code_page = existing.code_addr;
     for p in &existing.data.patches {
         let current = target
@@ -97,9 +102,11 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
             ));
         }
     }
-    target
-        .mem
-        .write_data(data_addr + OFF_PATCHED as u64, &0u32.to_le_bytes(), "mark as recovered")?;
+    target.mem.write_data(
+        data_addr + OFF_PATCHED as u64,
+        &0u32.to_le_bytes(),
+        "mark as recovered",
+    )?;
     drop(held);
     Ok(report)
 }
@@ -180,7 +187,12 @@ fn write_slot(target: &Target, data_addr: u64, generation: u64, params: &Params)
 
 /// Live update: the data page only, no ptrace stop.
 fn update_params(target: &Target, existing: &Existing, params: &Params) -> Result<()> {
-    write_slot(target, existing.data_addr(), existing.data.generation, params)
+    write_slot(
+        target,
+        existing.data_addr(),
+        existing.data.generation,
+        params,
+    )
 }
 
 /// Holds the process and installs the hooks (mapping fresh pages, or reusing recovered ones).
@@ -193,10 +205,11 @@ fn patch(mut target: Target, params: Params) -> Result<InjectReport> {
             reason,
         }
     })?;
-    let syscall_insn = Native::find_syscall_instruction(&target.vdso).ok_or(Error::Unsupported {
-        pid,
-        reason: "its vDSO contains no syscall instruction to run the injected mmap from".into(),
-    })?;
+    let syscall_insn =
+        Native::find_syscall_instruction(&target.vdso).ok_or(Error::Unsupported {
+            pid,
+            reason: "its vDSO contains no syscall instruction to run the injected mmap from".into(),
+        })?;
     let blob = fake_clock::blob();
 
     let _deferred = TerminationDeferred::new();
@@ -271,7 +284,8 @@ fn install(
     };
 
     if generation == 0 {
-        tx.mem().write_data(code_addr, &code, "write the trampoline code")?;
+        tx.mem()
+            .write_data(code_addr, &code, "write the trampoline code")?;
         tx.mem()
             .write_data(data_addr, &data.encode(), "write the data page")?;
         let ret = tx.syscall(
@@ -289,9 +303,11 @@ fn install(
         check_syscall(tx, ret, "mprotect")?;
     } else {
         // Reused pages: the code must be exactly what we would write (same vDSO, same build).
-        let current = tx
-            .mem()
-            .read(code_addr, PAGE_SIZE as usize, "read the existing trampoline")?;
+        let current = tx.mem().read(
+            code_addr,
+            PAGE_SIZE as usize,
+            "read the existing trampoline",
+        )?;
         if current != code {
             return Err(Error::CorruptState {
                 pid,
@@ -327,7 +343,11 @@ fn install(
             ));
         }
         let jump = Native::encode_jump(plan.addr, code_addr + entry as u64).ok_or_else(|| {
-            unsafe_to_patch(pid, plan.symbol, "the trampoline is out of jump range".into())
+            unsafe_to_patch(
+                pid,
+                plan.symbol,
+                "the trampoline is out of jump range".into(),
+            )
         })?;
         tx.patch_code(plan.addr, &jump, plan.original.clone())?;
         fault::point(pid, "patch")?;

@@ -57,6 +57,11 @@ pub const SLOT_LEN: usize = SLOT_OFF_CLOCKS + (MAX_CLOCK_ID + 1) * CLOCK_ENTRY_L
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
+// The regions must not overlap and must fit the page.
+const _: () = assert!(OFF_PATCHES + MAX_PATCHES * PATCH_RECORD_LEN <= OFF_SLOT0);
+const _: () = assert!(OFF_SLOT0 + SLOT_LEN <= OFF_SLOT0 + SLOT_STRIDE);
+const _: () = assert!(OFF_SLOT0 + SLOT_STRIDE + SLOT_LEN <= PAGE_SIZE as usize);
+
 /// One vDSO entry whose first bytes were replaced by a jump.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Patch {
@@ -306,12 +311,5 @@ mod tests {
         put_u32(&mut page, OFF_VERSION, 99);
         let err = DataPage::decode(1, 0x1000, &page).unwrap_err().to_string();
         assert!(err.contains("layout version 99"), "{err}");
-    }
-
-    #[test]
-    fn slot_layout_fits_page() {
-        assert!(slot_offset(1) + SLOT_LEN <= PAGE_SIZE as usize);
-        assert!(slot_offset(0) + SLOT_LEN <= slot_offset(1));
-        assert!(OFF_PATCHES + MAX_PATCHES * PATCH_RECORD_LEN <= OFF_SLOT0);
     }
 }

@@ -19,7 +19,9 @@ pub struct Status {
     pub pid: i32,
     /// The vDSO entries currently jump to our fakes.
     pub injected: bool,
-    /// Address of the code page, if timeskew pages exist in the process (also after recover).
+    /// Address of the code page, if timeskew pages exist in the process (also after recover);
+    /// in JSON a hex string such as `"0x7f3ca2c30000"`.
+    #[serde(serialize_with = "as_hex")]
     pub trampoline: Option<u64>,
     /// Layout version of the data page, if present.
     pub layout_version: Option<u32>,
@@ -67,4 +69,11 @@ pub struct RecoverReport {
 
 fn as_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_micros() as u64)
+}
+
+fn as_hex<S: serde::Serializer>(addr: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match addr {
+        Some(a) => s.serialize_str(&format!("{a:#x}")),
+        None => s.serialize_none(),
+    }
 }

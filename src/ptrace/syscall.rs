@@ -36,7 +36,7 @@ impl RegsGuard {
     }
 
     fn regs(&self) -> Regs {
-        self.saved.clone().expect("present until restored")
+        self.saved.expect("present until restored")
     }
 
     fn restore(mut self) -> Result<()> {

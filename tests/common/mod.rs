@@ -19,7 +19,7 @@ pub fn example(name: &str) -> PathBuf {
     let path = dir.join("examples").join(name);
     assert!(
         path.exists(),
-        "{} missing: run the tests with `cargo test` (which builds the examples)",
+        "{} missing: run the tests with `cargo test` (which builds the examples), the benchmark with scripts/bench.sh",
         path.display()
     );
     path
@@ -142,7 +142,8 @@ impl Probe {
 
     /// True while the process runs and answers.
     pub fn alive(&mut self) -> bool {
-        if self.child.try_wait().ok().flatten().is_some() || writeln!(self.stdin, "stats").is_err() {
+        if self.child.try_wait().ok().flatten().is_some() || writeln!(self.stdin, "stats").is_err()
+        {
             return false;
         }
         let mut line = String::new();
