@@ -235,3 +235,33 @@ fn process_without_a_vdso_is_refused() {
     );
     assert!(probe.alive());
 }
+
+#[test]
+fn a_32_bit_process_is_refused() {
+    use std::io::BufRead;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/targets/i386_pause.s");
+    let (obj, exe) = (dir.join("i386_pause.o"), dir.join("i386_pause"));
+    let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
+    assert!(ok(Command::new("as").args(["--32", src, "-o"]).arg(&obj)), "as --32 failed");
+    assert!(
+        ok(Command::new("ld").args(["-m", "elf_i386", "-static"]).arg(&obj).arg("-o").arg(&exe)),
+        "ld -m elf_i386 failed"
+    );
+    let mut child = Reaped(
+        Command::new(&exe)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    fails_with(
+        &["inject", "--pid", &child.0.id().to_string(), "--offset", "1s"],
+        &[],
+        &["32-bit"],
+    );
+}

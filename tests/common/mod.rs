@@ -273,3 +273,13 @@ pub fn write_mem(pid: i32, addr: u64, bytes: &[u8]) {
         .unwrap();
     std::os::unix::fs::FileExt::write_all_at(&mem, bytes, addr).unwrap();
 }
+
+/// Any child process, killed and reaped when dropped.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
