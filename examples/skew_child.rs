@@ -7,7 +7,10 @@ use std::process::{Command, Stdio};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Any process will do; this bash prints its own wall clock (a builtin: no exec) on request.
     let mut child = Command::new("bash")
-        .args(["-c", r#"echo ready; while read _; do printf '%(%s)T\n' -1; done"#])
+        .args([
+            "-c",
+            r#"echo ready; while read _; do printf '%(%s)T\n' -1; done"#,
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
@@ -24,7 +27,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.action, report.stopped_for
     );
     let status = timeskew::status(child.id() as i32)?;
-    println!("status: injected={} clocks={:?}", status.injected, status.clocks);
+    println!(
+        "status: injected={} clocks={:?}",
+        status.injected, status.clocks
+    );
 
     writeln!(input)?;
     line.clear();
@@ -33,7 +39,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let real = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
-    println!("the child reads {seen}, the real time is {real}: {} s behind", real - seen);
+    println!(
+        "the child reads {seen}, the real time is {real}: {} s behind",
+        real - seen
+    );
 
     let recovered = timeskew::recover(child.id() as i32)?;
     println!("recovered {} entries", recovered.restored);

@@ -95,6 +95,9 @@ pub enum Error {
         failures: Vec<String>,
     },
 
+    #[error("{0}")]
+    BadSelection(String),
+
     #[error("test fault injected at step `{step}`")]
     InjectedFault { step: &'static str },
 }

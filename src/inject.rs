@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 use crate::arch::{Arch, HookPlan, Native};
+use crate::deadline;
 use crate::error::{Error, Result};
 use crate::fake_clock::{self, DATA_PAGE_OFFSET, FakeBlob};
 use crate::fault;
@@ -27,7 +28,7 @@ const PAGES_LEN: u64 = 2 * PAGE_SIZE;
 /// stopped. Otherwise every thread is held for the short time it takes to map the pages and
 /// write the jumps; on any error, everything done so far is undone.
 pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
-    let params = skew.params();
+    let params = params_for(pid, skew)?;
     let target = Target::open(pid)?;
     if let Some(existing) = state::find(&target)?
         && existing.hooks_live
@@ -40,7 +41,64 @@ pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
             status: status_of(pid, Some(&reread(&target, &existing)?)),
         });
     }
-    patch(target, params)
+    // Decode and plan while the process still runs: the stop covers only the changes.
+    let plan = Plan::new(&target)?;
+    let _deferred = TerminationDeferred::new();
+    let started = Instant::now();
+    let held = StoppedProcess::stop(pid)?;
+    patch(target, &plan, params, held, started)
+}
+
+/// Injects into `pid`, a single-threaded process that the calling thread already traces and
+/// that sits in a ptrace-stop — as at PTRACE_EVENT_EXEC, where `timeskew run` catches each new
+/// program before its first instruction. The process is left stopped and traced.
+pub fn inject_traced(pid: i32, skew: &Skew) -> Result<InjectReport> {
+    let target = Target::open(pid)?;
+    let plan = Plan::new(&target)?;
+    let started = Instant::now();
+    patch(
+        target,
+        &plan,
+        params_for(pid, skew)?,
+        StoppedProcess::adopt(pid),
+        started,
+    )
+}
+
+/// The data-page parameters for `skew` in `pid`, with the deadlines of `--duration`.
+fn params_for(pid: i32, skew: &Skew) -> Result<Params> {
+    let mut params = skew.params();
+    if let Some(duration) = skew.duration() {
+        params.expires_ns = deadline::expiries(pid, params.mask, duration)?;
+    }
+    Ok(params)
+}
+
+/// What can be worked out before stopping anything: the hook windows and where to run
+/// syscalls from.
+struct Plan {
+    hooks: Vec<HookPlan>,
+    syscall_insn: u64,
+    blob: FakeBlob,
+}
+
+impl Plan {
+    fn new(target: &Target) -> Result<Plan> {
+        let pid = target.pid;
+        let hooks = Native::plan_hooks(&target.vdso, &HOOKED_SYMBOLS)
+            .map_err(|(symbol, reason)| unsafe_to_patch(pid, symbol, reason))?;
+        let syscall_insn =
+            Native::find_syscall_instruction(&target.vdso).ok_or(Error::Unsupported {
+                pid,
+                reason: "its vDSO contains no syscall instruction to run the injected mmap from"
+                    .into(),
+            })?;
+        Ok(Plan {
+            hooks,
+            syscall_insn,
+            blob: fake_clock::blob(),
+        })
+    }
 }
 
 /// Puts the original vDSO code back and zeroes the offsets. The pages stay mapped: a thread
@@ -127,6 +185,7 @@ fn status_of(pid: i32, existing: Option<&Existing>) -> Status {
             layout_version: None,
             clocks: Vec::new(),
             generation: 0,
+            expires_in: None,
         };
     };
     let clocks = (0..=layout::MAX_CLOCK_ID)
@@ -138,6 +197,7 @@ fn status_of(pid: i32, existing: Option<&Existing>) -> Status {
             })
         })
         .collect();
+    let params = &e.data.params;
     Status {
         pid,
         injected: e.hooks_live,
@@ -145,6 +205,11 @@ fn status_of(pid: i32, existing: Option<&Existing>) -> Status {
         layout_version: Some(layout::LAYOUT_VERSION),
         clocks,
         generation: e.data.generation,
+        expires_in: if params.is_open_ended() {
+            None
+        } else {
+            Some(deadline::remaining(pid, params.mask, &params.expires_ns).unwrap_or_default())
+        },
     }
 }
 
@@ -196,28 +261,17 @@ fn update_params(target: &Target, existing: &Existing, params: &Params) -> Resul
 }
 
 /// Holds the process and installs the hooks (mapping fresh pages, or reusing recovered ones).
-fn patch(mut target: Target, params: Params) -> Result<InjectReport> {
+fn patch(
+    mut target: Target,
+    plan: &Plan,
+    params: Params,
+    held: StoppedProcess,
+    started: Instant,
+) -> Result<InjectReport> {
     let pid = target.pid;
-    let plans = Native::plan_hooks(&target.vdso, &HOOKED_SYMBOLS).map_err(|(symbol, reason)| {
-        Error::UnsafeToPatch {
-            pid,
-            symbol,
-            reason,
-        }
-    })?;
-    let syscall_insn =
-        Native::find_syscall_instruction(&target.vdso).ok_or(Error::Unsupported {
-            pid,
-            reason: "its vDSO contains no syscall instruction to run the injected mmap from".into(),
-        })?;
-    let blob = fake_clock::blob();
-
-    let _deferred = TerminationDeferred::new();
-    let started = Instant::now();
-    let held = StoppedProcess::stop(pid)?;
     let threads = held.threads().len();
-    let mut tx = Transaction::new(held, syscall_insn);
-    let action = match install(&mut tx, &mut target, &blob, &plans, params) {
+    let mut tx = Transaction::new(held, plan.syscall_insn);
+    let action = match install(&mut tx, &mut target, &plan.blob, &plan.hooks, params) {
         Ok(action) => {
             tx.commit();
             action

@@ -15,10 +15,13 @@
 //! 0x028 patch_count   u32
 //! 0x030 patches[4]    32 bytes each: addr u64, len u32, pad u32, original [u8; 16]
 //! 0x100 slot 0        SLOT_LEN bytes (see below)
-//! 0x400 slot 1
-//! slot: 0x00 mask u32 (bit n: clock id n is skewed), 0x04 pad u32,
-//!       0x08 deadline_ns u64 (reserved, 0), 0x10 gtod_sec i64, 0x18 gtod_usec i64 (0..1e6),
-//!       0x20 clocks[32] { sec i64, nsec i64 (0..1e9) }
+//! 0x580 slot 1
+//! slot: 0x00 mask u32 (bit n: clock id n is skewed), 0x04 pad u32, 0x08 reserved u64,
+//!       0x10 gtod_sec i64, 0x18 gtod_usec i64 (0..1e6),
+//!       0x020 clocks[32]    { sec i64, nsec i64 (0..1e9) }   the offset per clock id
+//!       0x220 deadlines[32] { sec i64, nsec i64 (0..1e9) }   the skew of clock id n applies
+//!             while its real reading is below deadlines[n]; sec = i64::MAX: no deadline.
+//!             gettimeofday and time use deadlines[0]. A zeroed slot passes real time through.
 //! ```
 //!
 //! Live updates never tear: the writer fills the *inactive* slot, then bumps `generation` (one
@@ -45,15 +48,17 @@ pub const MAX_PATCHES: usize = 4;
 pub const MAX_PATCH_LEN: usize = 16;
 
 pub const OFF_SLOT0: usize = 0x100;
-pub const SLOT_STRIDE: usize = 0x300;
+pub const SLOT_STRIDE: usize = 0x480;
 pub const SLOT_OFF_MASK: usize = 0x00;
-pub const SLOT_OFF_DEADLINE: usize = 0x08;
 pub const SLOT_OFF_GTOD_SEC: usize = 0x10;
 pub const SLOT_OFF_GTOD_USEC: usize = 0x18;
 pub const SLOT_OFF_CLOCKS: usize = 0x20;
 pub const CLOCK_ENTRY_LEN: usize = 16;
 pub const MAX_CLOCK_ID: usize = 31;
-pub const SLOT_LEN: usize = SLOT_OFF_CLOCKS + (MAX_CLOCK_ID + 1) * CLOCK_ENTRY_LEN;
+pub const SLOT_OFF_DEADLINES: usize = SLOT_OFF_CLOCKS + (MAX_CLOCK_ID + 1) * CLOCK_ENTRY_LEN;
+pub const SLOT_LEN: usize = SLOT_OFF_DEADLINES + (MAX_CLOCK_ID + 1) * CLOCK_ENTRY_LEN;
+/// `expires_ns` value for "no deadline".
+pub const NEVER: i64 = i64::MAX;
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
@@ -71,21 +76,30 @@ pub struct Patch {
     pub original: Vec<u8>,
 }
 
-/// Offsets per clock id, in nanoseconds, and which ids are skewed.
+/// Offsets per clock id, in nanoseconds, which ids are skewed, and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
     pub mask: u32,
-    pub deadline_ns: u64,
     pub offsets_ns: [i64; MAX_CLOCK_ID + 1],
+    /// Per clock id, the real reading of that clock (as the target sees it) at which the skew
+    /// ends by itself — the dead man's switch of `--duration`; [`NEVER`] for no deadline.
+    pub expires_ns: [i64; MAX_CLOCK_ID + 1],
 }
 
 impl Default for Params {
     fn default() -> Self {
         Params {
             mask: 0,
-            deadline_ns: 0,
             offsets_ns: [0; MAX_CLOCK_ID + 1],
+            expires_ns: [NEVER; MAX_CLOCK_ID + 1],
         }
+    }
+}
+
+impl Params {
+    /// True when no clock has a deadline.
+    pub fn is_open_ended(&self) -> bool {
+        self.expires_ns.iter().all(|&e| e == NEVER)
     }
 }
 
@@ -102,7 +116,6 @@ impl Params {
     pub fn encode_slot(&self) -> [u8; SLOT_LEN] {
         let mut s = [0u8; SLOT_LEN];
         put_u32(&mut s, SLOT_OFF_MASK, self.mask);
-        put_u64(&mut s, SLOT_OFF_DEADLINE, self.deadline_ns);
         // gettimeofday follows CLOCK_REALTIME (id 0).
         let rt = if self.mask & 1 != 0 {
             self.offsets_ns[0]
@@ -121,6 +134,13 @@ impl Params {
             let at = SLOT_OFF_CLOCKS + id * CLOCK_ENTRY_LEN;
             put_u64(&mut s, at, sec as u64);
             put_u64(&mut s, at + 8, nsec as u64);
+            let (dsec, dnsec) = match self.expires_ns[id] {
+                NEVER => (NEVER, 0),
+                e => split_offset(e, NANOS_PER_SEC),
+            };
+            let at = SLOT_OFF_DEADLINES + id * CLOCK_ENTRY_LEN;
+            put_u64(&mut s, at, dsec as u64);
+            put_u64(&mut s, at + 8, dnsec as u64);
         }
         s
     }
@@ -129,14 +149,21 @@ impl Params {
     pub fn decode_slot(s: &[u8]) -> Params {
         let mut p = Params {
             mask: get_u32(s, SLOT_OFF_MASK),
-            deadline_ns: get_u64(s, SLOT_OFF_DEADLINE),
             ..Params::default()
         };
-        for id in 0..=MAX_CLOCK_ID {
-            let at = SLOT_OFF_CLOCKS + id * CLOCK_ENTRY_LEN;
+        let join = |at: usize| {
             let sec = get_u64(s, at) as i64;
             let nsec = get_u64(s, at + 8) as i64;
-            p.offsets_ns[id] = sec.saturating_mul(NANOS_PER_SEC).saturating_add(nsec);
+            sec.saturating_mul(NANOS_PER_SEC).saturating_add(nsec)
+        };
+        for id in 0..=MAX_CLOCK_ID {
+            p.offsets_ns[id] = join(SLOT_OFF_CLOCKS + id * CLOCK_ENTRY_LEN);
+            let at = SLOT_OFF_DEADLINES + id * CLOCK_ENTRY_LEN;
+            p.expires_ns[id] = if get_u64(s, at) as i64 == NEVER {
+                NEVER
+            } else {
+                join(at)
+            };
         }
         p
     }
@@ -275,6 +302,8 @@ mod tests {
         };
         params.offsets_ns[0] = -600 * NANOS_PER_SEC;
         params.offsets_ns[1] = 1_250_000_001;
+        params.expires_ns[0] = 1_795_000_000_123_456_789;
+        params.expires_ns[1] = -5; // a monotonic reading can be anything; floor-split works
         for generation in [0, 1, 7] {
             let page = DataPage {
                 patched: true,

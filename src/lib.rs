@@ -16,6 +16,7 @@
 //! ```
 
 pub mod arch;
+pub mod deadline;
 pub mod error;
 pub mod fake_clock;
 mod fault;
@@ -26,6 +27,7 @@ mod placement;
 pub mod procfs;
 pub mod ptrace;
 pub mod report;
+pub mod select;
 pub mod skew;
 mod state;
 mod sys;
@@ -34,6 +36,6 @@ mod transaction;
 pub mod vdso;
 
 pub use error::{Error, Result};
-pub use inject::{inject, recover, status};
+pub use inject::{inject, inject_traced, recover, status};
 pub use report::{ClockOffset, InjectAction, InjectReport, RecoverReport, Status};
 pub use skew::{Clock, ClockSet, Offset, OffsetErrorKind, ParseClockError, ParseOffsetError, Skew};

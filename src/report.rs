@@ -29,6 +29,10 @@ pub struct Status {
     pub clocks: Vec<ClockOffset>,
     /// Number of parameter updates so far.
     pub generation: u64,
+    /// With `--duration`: time left until the skew ends by itself (zero once it has ended and
+    /// real time passes through). `None`: no deadline. In JSON, `expires_in_ms`.
+    #[serde(rename = "expires_in_ms", serialize_with = "as_millis")]
+    pub expires_in: Option<Duration>,
 }
 
 /// How `inject` reached its result.
@@ -74,6 +78,13 @@ fn as_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 fn as_hex<S: serde::Serializer>(addr: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
     match addr {
         Some(a) => s.serialize_str(&format!("{a:#x}")),
+        None => s.serialize_none(),
+    }
+}
+
+fn as_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_u64(d.as_millis() as u64),
         None => s.serialize_none(),
     }
 }

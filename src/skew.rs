@@ -831,6 +831,8 @@ pub struct Skew {
     clocks: ClockSet,
     /// False while `clocks` is still the default of `new`.
     chosen: bool,
+    /// How long the skew lasts; `None`: until recovered.
+    duration: Option<std::time::Duration>,
 }
 
 impl Skew {
@@ -840,7 +842,20 @@ impl Skew {
             offset,
             clocks: ClockSet::from(Clock::Realtime),
             chosen: false,
+            duration: None,
         }
+    }
+
+    /// Ends the skew `duration` after the injection, inside the target itself: once the real
+    /// clock passes the deadline the fake returns real time, even if timeskew is long gone.
+    pub fn for_duration(mut self, duration: std::time::Duration) -> Skew {
+        self.duration = Some(duration);
+        self
+    }
+
+    /// How long the skew lasts, if it ends by itself.
+    pub fn duration(&self) -> Option<std::time::Duration> {
+        self.duration
     }
 
     /// Selects `clock`: the first call replaces the default (realtime), later ones add.
@@ -887,7 +902,9 @@ impl Skew {
 
 impl PartialEq for Skew {
     fn eq(&self, other: &Skew) -> bool {
-        self.offset == other.offset && self.clocks == other.clocks
+        self.offset == other.offset
+            && self.clocks == other.clocks
+            && self.duration == other.duration
     }
 }
 
@@ -896,16 +913,21 @@ impl Eq for Skew {}
 impl fmt::Display for Skew {
     /// `realtime,monotonic -600s`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.clocks, self.offset)
+        write!(f, "{} {}", self.clocks, self.offset)?;
+        match self.duration {
+            Some(d) => write!(f, " for {}", Offset::from_nanos(d.as_nanos() as i64)),
+            None => Ok(()),
+        }
     }
 }
 
 impl Serialize for Skew {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Skew", 2)?;
+        let mut st = s.serialize_struct("Skew", 3)?;
         st.serialize_field("offset", &self.offset)?;
         st.serialize_field("clocks", &self.clocks)?;
+        st.serialize_field("duration_ms", &self.duration.map(|d| d.as_millis() as u64))?;
         st.end()
     }
 }
@@ -1529,7 +1551,7 @@ mod tests {
             .with_clock(Clock::Tai)
             .params();
         assert_eq!(params.mask, 1 | (1 << 11));
-        assert_eq!(params.deadline_ns, 0);
+        assert!(params.is_open_ended());
         for (id, &value) in params.offsets_ns.iter().enumerate() {
             let expected = if id == 0 || id == 11 {
                 off.as_nanos()

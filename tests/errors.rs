@@ -243,9 +243,16 @@ fn a_32_bit_process_is_refused() {
     let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/targets/i386_pause.s");
     let (obj, exe) = (dir.join("i386_pause.o"), dir.join("i386_pause"));
     let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
-    assert!(ok(Command::new("as").args(["--32", src, "-o"]).arg(&obj)), "as --32 failed");
     assert!(
-        ok(Command::new("ld").args(["-m", "elf_i386", "-static"]).arg(&obj).arg("-o").arg(&exe)),
+        ok(Command::new("as").args(["--32", src, "-o"]).arg(&obj)),
+        "as --32 failed"
+    );
+    assert!(
+        ok(Command::new("ld")
+            .args(["-m", "elf_i386", "-static"])
+            .arg(&obj)
+            .arg("-o")
+            .arg(&exe)),
         "ld -m elf_i386 failed"
     );
     let mut child = Reaped(
@@ -260,7 +267,13 @@ fn a_32_bit_process_is_refused() {
         .unwrap();
     assert_eq!(line, "ready\n");
     fails_with(
-        &["inject", "--pid", &child.0.id().to_string(), "--offset", "1s"],
+        &[
+            "inject",
+            "--pid",
+            &child.0.id().to_string(),
+            "--offset",
+            "1s",
+        ],
         &[],
         &["32-bit"],
     );

@@ -27,6 +27,9 @@ pub struct HeldThread {
 pub struct StoppedProcess {
     pid: i32,
     threads: Vec<HeldThread>,
+    /// False for a thread the caller already traces ([`StoppedProcess::adopt`]): we leave it
+    /// stopped and traced when done.
+    owned: bool,
 }
 
 /// How a thread reported after we asked it to stop or step.
@@ -75,6 +78,7 @@ impl StoppedProcess {
         let mut held = StoppedProcess {
             pid,
             threads: Vec::new(),
+            owned: true,
         };
         let mut seen: HashSet<i32> = HashSet::new();
         loop {
@@ -103,6 +107,22 @@ impl StoppedProcess {
         }
         log::debug!("pid {pid}: holding {} threads", held.threads.len());
         Ok(held)
+    }
+
+    /// Borrows a single-threaded process that the calling thread already traces and that sits in
+    /// a ptrace-stop (for instance at PTRACE_EVENT_EXEC, where `timeskew run` injects). When
+    /// dropped it stays traced and stopped; signals that arrived while we used it are sent again
+    /// so the caller's own wait loop sees them.
+    pub fn adopt(pid: i32) -> StoppedProcess {
+        StoppedProcess {
+            pid,
+            threads: vec![HeldThread {
+                tid: Pid::from_raw(pid),
+                pending: Vec::new(),
+                in_signal_stop: false,
+            }],
+            owned: false,
+        }
     }
 
     /// PTRACE_SEIZE + PTRACE_INTERRUPT one thread; `None` if it is gone or a zombie.
@@ -192,6 +212,16 @@ impl StoppedProcess {
 
 impl Drop for StoppedProcess {
     fn drop(&mut self) {
+        if !self.owned {
+            for t in self.threads.drain(..) {
+                for sig in t.pending {
+                    if let Err(e) = crate::sys::tgkill(self.pid, t.tid.as_raw(), sig) {
+                        log::warn!("pid {}: re-queueing {sig} failed: {e}", self.pid);
+                    }
+                }
+            }
+            return;
+        }
         for t in self.threads.drain(..) {
             let mut pending = t.pending.into_iter();
             // PTRACE_DETACH delivers its signal only from a signal-delivery-stop.

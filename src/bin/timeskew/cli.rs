@@ -7,11 +7,15 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use serde::Serialize;
+use std::path::PathBuf;
+
+use timeskew::select::Selection;
 use timeskew::{
     ClockOffset, ClockSet, InjectAction, InjectReport, Offset, RecoverReport, Skew, Status,
 };
 
 use crate::demo;
+use crate::schedule;
 
 const MAIN_EXAMPLES: &str = "\
 Examples:
@@ -103,9 +107,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct InjectArgs {
-    /// Process to skew
-    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(i32).range(1..))]
-    pub pid: i32,
+    #[command(flatten)]
+    pub targets: TargetArgs,
 
     /// Offset added to the clocks, e.g. -600s, +2h, 1h30m, -1.5s
     #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
@@ -115,29 +118,93 @@ pub struct InjectArgs {
     #[arg(long = "clock", value_name = "CLOCK", action = ArgAction::Append)]
     pub clocks: Vec<ClockSet>,
 
-    /// Print the report as JSON
-    #[arg(long)]
-    pub json: bool,
+    /// End the skew after D (e.g. 10s, 5m): the deadline is stored in the target, which returns
+    /// to real time on its own even if timeskew dies; timeskew waits and then recovers
+    /// (Ctrl-C or SIGTERM recovers at once) unless --detach
+    #[arg(long, value_name = "D", value_parser = parse_positive_duration)]
+    pub duration: Option<Duration>,
+
+    /// With --duration: return right after injecting and leave the deadline to the target
+    #[arg(long, requires = "duration", conflicts_with = "every")]
+    pub detach: bool,
+
+    /// With --duration: repeat the injection every D (measured from the start of each round)
+    /// until interrupted or --count rounds
+    #[arg(long, value_name = "D", requires = "duration", value_parser = parse_positive_duration)]
+    pub every: Option<Duration>,
+
+    /// With --every: stop after N rounds
+    #[arg(long, value_name = "N", requires = "every", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
 }
 
 impl InjectArgs {
     /// The skew these arguments ask for: realtime unless `--clock` says otherwise.
     pub fn skew(&self) -> Skew {
-        self.clocks
+        let skew = self
+            .clocks
             .iter()
-            .fold(Skew::new(self.offset), |skew, set| skew.with_clocks(*set))
+            .fold(Skew::new(self.offset), |skew, set| skew.with_clocks(*set));
+        match self.duration {
+            Some(d) => skew.for_duration(d),
+            None => skew,
+        }
     }
 }
 
+/// Which processes a command acts on.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
-    /// Process to act on
-    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(i32).range(1..))]
-    pub pid: i32,
+    /// Process to act on; repeatable
+    #[arg(
+        long = "pid",
+        value_name = "PID",
+        value_parser = clap::value_parser!(i32).range(1..),
+        action = ArgAction::Append,
+        required_unless_present = "cgroups"
+    )]
+    pub pids: Vec<i32>,
 
-    /// Print the report as JSON
+    /// Also every descendant of each selected process
+    #[arg(long)]
+    pub tree: bool,
+
+    /// Every process in this cgroup directory and below (v1 or v2), e.g.
+    /// /sys/fs/cgroup/system.slice/etcd.service; repeatable
+    #[arg(long = "cgroup", value_name = "PATH", action = ArgAction::Append)]
+    pub cgroups: Vec<PathBuf>,
+
+    /// Print the report as JSON (one object; with several targets, a summary object per step)
     #[arg(long)]
     pub json: bool,
+}
+
+impl TargetArgs {
+    pub fn selection(&self) -> Selection {
+        Selection {
+            pids: self.pids.clone(),
+            tree: self.tree,
+            cgroups: self.cgroups.clone(),
+        }
+    }
+
+    /// One `--pid` and nothing else: reports keep the one-object form scripts rely on.
+    pub fn is_single(&self) -> bool {
+        self.pids.len() == 1 && !self.tree && self.cgroups.is_empty()
+    }
+}
+
+/// A duration for --duration/--every: an offset without sign, greater than zero.
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let offset: Offset = text
+        .parse()
+        .map_err(|e: timeskew::ParseOffsetError| e.to_string())?;
+    if text.starts_with(['-', '+']) || offset.as_nanos() <= 0 {
+        return Err(format!(
+            "{text:?}: a duration is positive and unsigned, e.g. 10s or 1m"
+        ));
+    }
+    Ok(Duration::from_nanos(offset.as_nanos() as u64))
 }
 
 /// The log level for `-v` repeated `verbose` times.
@@ -163,6 +230,12 @@ pub enum CliError {
     },
     #[error("demo: {0}")]
     Demo(String),
+    #[error("{failed} of {total} targets failed (see above)")]
+    Partial { failed: usize, total: usize },
+    #[error("no process selected: {0}")]
+    NothingSelected(String),
+    #[error("interrupted by {0}; the skew was recovered")]
+    Interrupted(nix::sys::signal::Signal),
 }
 
 impl CliError {
@@ -230,26 +303,104 @@ pub fn run(
     err: &mut impl Write,
 ) -> Result<(), CliError> {
     match command {
-        Command::Inject(args) => {
-            let skew = args.skew();
-            let report = backend.inject(args.pid, &skew)?;
-            // After the fact, so that a failed inject prints only its error.
-            if let Some(warning) = timer_warning(&skew) {
-                writeln!(err, "timeskew: warning: {warning}")?;
-            }
-            emit(out, args.json, &report, format_inject)
-        }
+        Command::Inject(args) => schedule::inject(args, backend, out, err),
         Command::Recover(args) => {
-            let report = backend.recover(args.pid)?;
-            emit(out, args.json, &report, format_recover)
+            let pids = resolve(args)?;
+            let results = for_each(&pids, |pid| backend.recover(pid));
+            report(args, results, format_recover, out, err)
         }
         Command::Status(args) => {
-            let status = backend.status(args.pid)?;
-            emit(out, args.json, &status, format_status)
+            let pids = resolve(args)?;
+            let results = for_each(&pids, |pid| backend.status(pid));
+            report(args, results, format_status, out, err)
         }
         Command::Demo => demo::run(backend, out),
         Command::DemoChild => demo::child(&mut io::stdin().lock(), out),
     }
+}
+
+/// The processes `args` select now.
+pub fn resolve(args: &TargetArgs) -> Result<Vec<i32>, CliError> {
+    let pids = args.selection().resolve()?;
+    if pids.is_empty() {
+        return Err(CliError::NothingSelected(format!(
+            "the cgroups {:?} hold no process",
+            args.cgroups
+        )));
+    }
+    Ok(pids)
+}
+
+/// The result of one operation on one target.
+pub struct Outcome<T> {
+    pub pid: i32,
+    pub result: timeskew::Result<T>,
+}
+
+/// Runs `op` on every pid; a failure does not stop the others.
+pub fn for_each<T>(pids: &[i32], op: impl Fn(i32) -> timeskew::Result<T>) -> Vec<Outcome<T>> {
+    pids.iter()
+        .map(|&pid| Outcome {
+            pid,
+            result: op(pid),
+        })
+        .collect()
+}
+
+/// Prints the outcomes: for a single `--pid` exactly as before (one line or one JSON object,
+/// an error fails the command); for a selection, one line per target plus a summary, or one
+/// JSON object `{"targets": [...], "succeeded": n, "failed": m}`; any failure → exit 1.
+pub fn report<T: Serialize>(
+    args: &TargetArgs,
+    mut outcomes: Vec<Outcome<T>>,
+    human: fn(&T) -> String,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<(), CliError> {
+    if outcomes.len() == 1 && args.is_single() {
+        return match outcomes.remove(0).result {
+            Ok(v) => emit(out, args.json, &v, human),
+            Err(e) => Err(CliError::Timeskew(e)),
+        };
+    }
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    if args.json {
+        let targets: Vec<serde_json::Value> = outcomes
+            .iter()
+            .map(|o| match &o.result {
+                Ok(v) => serde_json::json!({"pid": o.pid, "ok": true, "report": v}),
+                Err(e) => serde_json::json!({"pid": o.pid, "ok": false, "error": e.to_string()}),
+            })
+            .collect();
+        let summary = serde_json::json!({
+            "targets": targets,
+            "succeeded": outcomes.len() - failed,
+            "failed": failed,
+        });
+        serde_json::to_writer(&mut *out, &summary).map_err(io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        for o in &outcomes {
+            match &o.result {
+                Ok(v) => writeln!(out, "{}", human(v))?,
+                Err(e) => writeln!(err, "timeskew: {e}")?,
+            }
+        }
+        writeln!(
+            out,
+            "{} of {} targets succeeded",
+            outcomes.len() - failed,
+            outcomes.len()
+        )?;
+    }
+    out.flush()?;
+    if failed > 0 {
+        return Err(CliError::Partial {
+            failed,
+            total: outcomes.len(),
+        });
+    }
+    Ok(())
 }
 
 /// Writes `value` as one line of JSON, or as `human` text.
@@ -361,6 +512,9 @@ pub fn format_inject(r: &InjectReport) -> String {
     if r.action == InjectAction::Repatched {
         details.push("reused pages of an earlier injection".into());
     }
+    if let Some(d) = r.status.expires_in {
+        details.push(format!("ends by itself in {:.1} s", d.as_secs_f64()));
+    }
     format!(
         "pid {}: {verb}, {} ({})",
         r.status.pid,
@@ -401,6 +555,11 @@ pub fn format_status(s: &Status) -> String {
     }
     if s.trampoline.is_some() {
         details.push(format!("generation {}", s.generation));
+    }
+    match s.expires_in {
+        Some(d) if d.is_zero() => details.push("deadline passed: real time passes through".into()),
+        Some(d) => details.push(format!("ends in {:.1} s", d.as_secs_f64())),
+        None => {}
     }
     let details = if details.is_empty() {
         String::new()
@@ -467,9 +626,11 @@ mod tests {
     #[test]
     fn inject_parses_pid_offset_and_default_clock() {
         let a = inject_args(&["inject", "--pid", "123", "--offset", "600s"]);
-        assert_eq!(a.pid, 123);
+        assert_eq!(a.targets.pids, vec![123]);
+        assert!(a.targets.is_single());
         assert_eq!(a.offset, secs(600));
-        assert!(!a.json);
+        assert!(!a.targets.json);
+        assert_eq!(a.duration, None);
         assert_eq!(a.skew(), Skew::new(secs(600)));
         assert_eq!(a.skew().clocks(), ClockSet::from(Clock::Realtime));
     }
@@ -533,7 +694,7 @@ mod tests {
             "--json",
         ]);
         assert_eq!(a.skew().clocks().to_string(), "realtime,monotonic");
-        assert!(a.json);
+        assert!(a.targets.json);
         let a = inject_args(&[
             "inject",
             "--pid",
@@ -659,22 +820,123 @@ mod tests {
     }
 
     #[test]
+    fn several_targets_trees_and_cgroups() {
+        let a = inject_args(&[
+            "inject",
+            "--pid",
+            "1",
+            "--pid",
+            "2",
+            "--tree",
+            "--cgroup",
+            "/sys/fs/cgroup/x",
+            "--offset",
+            "1s",
+        ]);
+        assert_eq!(a.targets.pids, vec![1, 2]);
+        assert!(a.targets.tree && !a.targets.is_single());
+        assert_eq!(a.targets.cgroups, vec![PathBuf::from("/sys/fs/cgroup/x")]);
+        // A cgroup alone is a selection; nothing at all is not.
+        assert!(parse(&["status", "--cgroup", "/sys/fs/cgroup/x"]).is_ok());
+        assert_eq!(
+            parse_err(&["status"]).kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn duration_every_count_detach() {
+        let a = inject_args(&[
+            "inject",
+            "--pid",
+            "1",
+            "--offset",
+            "-600s",
+            "--duration",
+            "10s",
+            "--every",
+            "1m",
+            "--count",
+            "3",
+        ]);
+        assert_eq!(a.duration, Some(Duration::from_secs(10)));
+        assert_eq!(a.every, Some(Duration::from_secs(60)));
+        assert_eq!(a.count, Some(3));
+        assert_eq!(a.skew().duration(), Some(Duration::from_secs(10)));
+        let a = inject_args(&[
+            "inject",
+            "--pid",
+            "1",
+            "--offset",
+            "1s",
+            "--duration",
+            "1.5s",
+            "--detach",
+        ]);
+        assert!(a.detach);
+        assert_eq!(a.duration, Some(Duration::from_millis(1500)));
+        for bad in [
+            &["inject", "--pid", "1", "--offset", "1s", "--detach"][..],
+            &["inject", "--pid", "1", "--offset", "1s", "--every", "1m"],
+            &[
+                "inject",
+                "--pid",
+                "1",
+                "--offset",
+                "1s",
+                "--duration",
+                "1s",
+                "--count",
+                "2",
+            ],
+        ] {
+            assert_eq!(
+                parse_err(bad).kind(),
+                ErrorKind::MissingRequiredArgument,
+                "{bad:?}"
+            );
+        }
+        for bad in ["-1s", "0s", "+5s", "5"] {
+            let arg = format!("--duration={bad}");
+            let e = parse_err(&["inject", "--pid", "1", "--offset", "1s", &arg]);
+            assert_eq!(e.kind(), ErrorKind::ValueValidation, "{bad}");
+        }
+        assert_eq!(
+            parse_err(&[
+                "inject",
+                "--pid",
+                "1",
+                "--offset",
+                "1s",
+                "--duration",
+                "1s",
+                "--every",
+                "1m",
+                "--detach"
+            ])
+            .kind(),
+            ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
     fn other_subcommands_parse() {
         match parse(&["recover", "--pid", "42", "--json"])
             .unwrap()
             .command
         {
             Command::Recover(TargetArgs {
-                pid: 42,
+                pids,
+                tree: false,
                 json: true,
-            }) => {}
+                ..
+            }) if pids == [42] => {}
             other => panic!("{other:?}"),
         }
         match parse(&["status", "--pid", "42"]).unwrap().command {
             Command::Status(TargetArgs {
-                pid: 42,
-                json: false,
-            }) => {}
+                pids, json: false, ..
+            }) if pids == [42] => {}
             other => panic!("{other:?}"),
         }
         assert!(matches!(parse(&["demo"]).unwrap().command, Command::Demo));
@@ -723,6 +985,7 @@ mod tests {
                 .map(|&(clock, offset)| ClockOffset { clock, offset })
                 .collect(),
             generation: 0,
+            expires_in: None,
         }
     }
 
@@ -824,6 +1087,7 @@ mod tests {
             layout_version: None,
             clocks: vec![],
             generation: 0,
+            expires_in: None,
         };
         assert_eq!(format_status(&s), "pid 9: not injected");
     }

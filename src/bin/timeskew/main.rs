@@ -5,6 +5,7 @@
 
 mod cli;
 mod demo;
+mod schedule;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -1,0 +1,175 @@
+//! `inject` over time: once, for a `--duration` (waiting, then recovering; Ctrl-C or SIGTERM
+//! recovers at once), or in rounds `--every` period. The deadline itself lives in each target,
+//! so the skew ends on time even if this process is killed.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::cli::{
+    Backend, CliError, InjectArgs, Outcome, for_each, format_inject, format_recover, report,
+    resolve, timer_warning,
+};
+
+/// Runs `timeskew inject` as its arguments say.
+pub fn inject(
+    args: &InjectArgs,
+    backend: &impl Backend,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<(), CliError> {
+    let skew = args.skew();
+    let waits = args.duration.is_some() && !args.detach;
+    // Termination signals become events to wait for, not a death half-way through a round.
+    let signals = if waits { Some(Signals::block()?) } else { None };
+    let rounds = match (args.every, args.count) {
+        (None, _) => Some(1),
+        (Some(_), count) => count,
+    };
+    let mut round = 0u64;
+    let mut failed = 0usize;
+    loop {
+        let started = Instant::now();
+        let pids = resolve(&args.targets)?;
+        let injected = for_each(&pids, |pid| backend.inject(pid, &skew));
+        let ok: Vec<i32> = injected
+            .iter()
+            .filter(|o| o.result.is_ok())
+            .map(|o| o.pid)
+            .collect();
+        if round == 0 && !ok.is_empty() {
+            // After the fact, so that a failed inject prints only its error.
+            if let Some(warning) = timer_warning(&skew) {
+                writeln!(err, "timeskew: warning: {warning}")?;
+            }
+        }
+        let outcome = report(&args.targets, injected, format_inject, out, err);
+        failed += match &outcome {
+            Err(CliError::Partial { failed, .. }) => *failed,
+            Err(_) => 1,
+            Ok(()) => 0,
+        };
+        let (Some(duration), Some(signals)) = (args.duration, &signals) else {
+            return outcome;
+        };
+        if let Err(e) = &outcome
+            && !matches!(e, CliError::Partial { .. })
+            && ok.is_empty()
+        {
+            // Nothing was injected (one target that failed): nothing to wait for.
+            return outcome;
+        }
+        let interrupted = signals.wait(duration)?;
+        recover_all(&args.targets, &ok, backend, out, err)?;
+        if let Some(sig) = interrupted {
+            return Err(CliError::Interrupted(sig));
+        }
+        round += 1;
+        if rounds.is_some_and(|n| round >= n) {
+            break;
+        }
+        let period = args.every.expect("rounds are unbounded only with --every");
+        if let Some(sig) = signals.wait(period.saturating_sub(started.elapsed()))? {
+            return Err(CliError::Interrupted(sig));
+        }
+    }
+    if failed > 0 {
+        return Err(CliError::Partial {
+            failed,
+            total: failed,
+        });
+    }
+    Ok(())
+}
+
+/// Recovers the targets this round injected; a target that has exited meanwhile is not an
+/// error (there is nothing left to undo).
+fn recover_all(
+    targets: &crate::cli::TargetArgs,
+    pids: &[i32],
+    backend: &impl Backend,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<(), CliError> {
+    let outcomes: Vec<Outcome<_>> = for_each(pids, |pid| backend.recover(pid))
+        .into_iter()
+        .filter(|o| {
+            !matches!(
+                o.result,
+                Err(timeskew::Error::NoSuchProcess { .. } | timeskew::Error::ProcessGone { .. })
+            )
+        })
+        .collect();
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    report(targets, outcomes, format_recover, out, err)
+}
+
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT, blocked and read from a signalfd while we wait.
+pub struct Signals {
+    fd: SignalFd,
+    old: SigSet,
+}
+
+impl Signals {
+    fn set() -> SigSet {
+        let mut set = SigSet::empty();
+        for s in [
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
+            set.add(s);
+        }
+        set
+    }
+
+    pub fn block() -> Result<Signals, CliError> {
+        let set = Self::set();
+        let old = set
+            .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+            .map_err(|e| CliError::io("block termination signals", e.into()))?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| CliError::io("create a signalfd", e.into()))?;
+        Ok(Signals { fd, old })
+    }
+
+    /// Waits `timeout`, or until a termination signal arrives (returned).
+    pub fn wait(&self, timeout: Duration) -> Result<Option<Signal>, CliError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            ) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) => {
+                    if let Ok(Some(info)) = self.fd.read_signal() {
+                        let sig =
+                            Signal::try_from(info.ssi_signo as i32).unwrap_or(Signal::SIGTERM);
+                        return Ok(Some(sig));
+                    }
+                }
+                Err(e) => return Err(CliError::io("wait for the deadline", e.into())),
+            }
+        }
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        let _ = self.old.thread_set_mask();
+    }
+}

@@ -1,0 +1,3 @@
+module timeskew/probe
+
+go 1.19
