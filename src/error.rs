@@ -108,7 +108,10 @@ impl Error {
         match errno {
             Errno::ESRCH => Error::ProcessGone { pid, step },
             Errno::EPERM | Errno::EACCES => match crate::procfs::tracer_of(pid) {
-                Some((tracer_pid, tracer_name)) if tracer_pid != std::process::id() as i32 => {
+                // Another process traces it; a thread of ours (timeskew run) is not "another".
+                Some((tracer_pid, tracer_name))
+                    if crate::procfs::tgid_of(tracer_pid) != Some(std::process::id() as i32) =>
+                {
                     Error::AlreadyTraced {
                         pid,
                         tracer_pid,

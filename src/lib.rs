@@ -27,6 +27,7 @@ mod placement;
 pub mod procfs;
 pub mod ptrace;
 pub mod report;
+pub mod run;
 pub mod select;
 pub mod skew;
 mod state;

@@ -98,7 +98,7 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
     })
 }
 
-/// The tracer of `pid`, if any, with its command name.
+/// The tracer of `pid` (the tracing *thread*, as `TracerPid` shows it), with its command name.
 pub fn tracer_of(pid: i32) -> Option<(i32, String)> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let tracer: i32 = status
@@ -114,6 +114,17 @@ pub fn tracer_of(pid: i32) -> Option<(i32, String)> {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
     Some((tracer, name))
+}
+
+/// The process (thread group) that thread `tid` belongs to.
+pub fn tgid_of(tid: i32) -> Option<i32> {
+    fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `/proc/sys/kernel/yama/ptrace_scope`, or a note that Yama is absent.

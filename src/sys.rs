@@ -55,3 +55,220 @@ impl Drop for TerminationDeferred {
         }
     }
 }
+
+// --- `timeskew run`: a child held before exec, signals, PTRACE_LISTEN --------------------------
+
+/// `PTRACE_LISTEN`: leaves a tracee in its group-stop (job control) while the tracer keeps
+/// receiving its events; nix has no wrapper.
+pub fn ptrace_listen(tid: nix::unistd::Pid) -> nix::Result<()> {
+    // SAFETY: PTRACE_LISTEN takes no addresses (addr and data are ignored, passed as 0).
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_LISTEN,
+            tid.as_raw(),
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// A signal taken with [`sigtimedwait`]: number, `si_code` and sender.
+#[derive(Debug, Clone, Copy)]
+pub struct SigInfo {
+    pub signal: Signal,
+    /// `si_code`: `<= 0` for a signal sent by a process (kill, sigqueue, tgkill), `> 0` when the
+    /// kernel sent it (a terminal's Ctrl-C, a hangup).
+    pub code: i32,
+    /// The sender's process id, for `code <= 0`.
+    pub pid: i32,
+}
+
+/// `sigtimedwait(2)`: takes one pending signal of `set` (which the caller has blocked), waiting
+/// up to `timeout`. `Ok(None)` on timeout; `Err(EINTR)` when another signal interrupted it.
+pub fn sigtimedwait(set: &SigSet, timeout: std::time::Duration) -> nix::Result<Option<SigInfo>> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
+    // SAFETY: the set, the siginfo buffer and the timespec are valid for the call.
+    let rc = unsafe { libc::sigtimedwait(set.as_ref(), info.as_mut_ptr(), &ts) };
+    match Errno::result(rc) {
+        Err(Errno::EAGAIN) => Ok(None),
+        Err(e) => Err(e),
+        Ok(signo) => {
+            // SAFETY: the kernel filled the buffer, which started zeroed.
+            let info = unsafe { info.assume_init() };
+            Ok(Some(SigInfo {
+                signal: Signal::try_from(signo)?,
+                code: info.si_code,
+                pid: sender(&info),
+            }))
+        }
+    }
+}
+
+/// The sending process of a signal a process sent (`si_code <= 0`: kill, sigqueue, tgkill);
+/// 0 for a signal from the kernel.
+pub fn sender(info: &libc::siginfo_t) -> i32 {
+    if info.si_code <= 0 {
+        // SAFETY: for these codes the kernel fills the `_kill`/`_rt` union member, which both
+        // start with si_pid.
+        unsafe { info.si_pid() }
+    } else {
+        0
+    }
+}
+
+/// Sets the disposition of SIGCHLD to the default and returns the previous one (SIG_IGN or
+/// SA_NOCLDSTOP would hide the ptrace stops of the tracees from `sigtimedwait`).
+pub fn sigchld_default() -> nix::Result<libc::sigaction> {
+    // SAFETY: both sigaction structs are valid; SIG_DFL installs no code.
+    unsafe {
+        let mut new: libc::sigaction = std::mem::zeroed();
+        new.sa_sigaction = libc::SIG_DFL;
+        let mut old: libc::sigaction = std::mem::zeroed();
+        Errno::result(libc::sigaction(libc::SIGCHLD, &new, &mut old))?;
+        Ok(old)
+    }
+}
+
+/// Puts back a SIGCHLD disposition saved by [`sigchld_default`].
+pub fn sigchld_restore(old: &libc::sigaction) -> nix::Result<()> {
+    // SAFETY: `old` is a disposition the kernel gave us.
+    Errno::result(unsafe { libc::sigaction(libc::SIGCHLD, old, std::ptr::null_mut()) }).map(drop)
+}
+
+/// A forked child that waits, before `execvp`, until [`HeldChild::release`]: the parent can
+/// attach to it first, so the command is traced from its first instruction.
+#[derive(Debug)]
+pub struct HeldChild {
+    pub pid: nix::unistd::Pid,
+    go: std::os::fd::OwnedFd,
+    errors: std::os::fd::OwnedFd,
+}
+
+impl HeldChild {
+    /// Lets the child go on to `execvp`.
+    pub fn release(&self) -> nix::Result<()> {
+        match nix::unistd::write(&self.go, &[1]) {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(Errno::EIO),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The errno of a failed `execvp`, once the child has exited without running the command.
+    pub fn exec_error(&self) -> Option<Errno> {
+        let mut buf = [0u8; 4];
+        match nix::unistd::read(&self.errors, &mut buf) {
+            Ok(4) => Some(Errno::from_raw(i32::from_ne_bytes(buf))),
+            _ => None,
+        }
+    }
+}
+
+/// Forks a child that restores the caller's signal state (`mask`, the SIGCHLD disposition
+/// `sigchld`, SIGPIPE at its default like `std::process::Command`), waits for
+/// [`HeldChild::release`] and then runs `execvp(argv[0], argv)`, inheriting stdio, environment
+/// and working directory. An exec failure is reported through [`HeldChild::exec_error`] and exit
+/// status 127. Everything the child needs is prepared before the fork: between fork and exec it
+/// makes only async-signal-safe system calls, so this is sound in a multi-threaded process.
+pub fn fork_held(
+    argv: &[std::ffi::CString],
+    mask: &SigSet,
+    sigchld: &libc::sigaction,
+) -> nix::Result<HeldChild> {
+    use std::os::fd::AsRawFd;
+    let Some(program) = argv.first() else {
+        return Err(Errno::EINVAL);
+    };
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let (go_rd, go_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // Non-blocking: the parent reads it only after the child exited, and four bytes always fit.
+    let (err_rd, err_wr) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+    let child_fds = [go_rd.as_raw_fd(), err_wr.as_raw_fd()];
+    let parent_fds = [go_wr.as_raw_fd(), err_rd.as_raw_fd()];
+    let mask: &libc::sigset_t = mask.as_ref();
+    // SAFETY: the child runs only `held_child_exec`, which makes async-signal-safe calls on
+    // memory prepared above and never returns.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => unsafe {
+            held_child_exec(
+                program.as_ptr(),
+                &ptrs,
+                child_fds,
+                parent_fds,
+                mask,
+                sigchld,
+            )
+        },
+        nix::unistd::ForkResult::Parent { child } => Ok(HeldChild {
+            pid: child,
+            go: go_wr,
+            errors: err_rd,
+        }),
+    }
+}
+
+/// The child side of [`fork_held`].
+///
+/// # Safety
+/// Only to be called in a freshly forked child; the pointers must stay valid (they do: the
+/// child's copy of the parent's memory is not freed before exec).
+unsafe fn held_child_exec(
+    program: *const libc::c_char,
+    argv: &[*const libc::c_char],
+    [go, errors]: [libc::c_int; 2],
+    parent_fds: [libc::c_int; 2],
+    mask: &libc::sigset_t,
+    sigchld: &libc::sigaction,
+) -> ! {
+    // SAFETY: plain system calls on valid pointers; see the function's contract.
+    unsafe {
+        for fd in parent_fds {
+            libc::close(fd);
+        }
+        libc::sigaction(libc::SIGCHLD, sigchld, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
+        let mut byte = 0u8;
+        loop {
+            match libc::read(go, (&raw mut byte).cast(), 1) {
+                1 => break,
+                -1 if Errno::last_raw() == libc::EINTR => {}
+                // The parent went away without letting us run: never run untraced.
+                _ => libc::_exit(125),
+            }
+        }
+        libc::execvp(program, argv.as_ptr());
+        let errno = Errno::last_raw().to_ne_bytes();
+        libc::write(errors, errno.as_ptr().cast(), errno.len());
+        libc::_exit(127)
+    }
+}
+
+/// Ends the calling process by `signal`, as a child killed by it would end: its default action
+/// restored and unblocked, no core file of ours (RLIMIT_CORE 0). Exits with 128 + signal if the
+/// signal does not terminate (it always does for a signal that terminated a child).
+pub fn die_by(signal: Signal) -> ! {
+    let signo = signal as libc::c_int;
+    // SAFETY: SIG_DFL installs no code; the rlimit and sigset are valid locals.
+    unsafe {
+        let limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &limit);
+        libc::signal(signo, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signo);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signo);
+    }
+    std::process::exit(128 + signo)
+}

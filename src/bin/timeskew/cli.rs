@@ -23,6 +23,7 @@ Examples:
   timeskew inject --pid 1234 --offset +1h --clock realtime,monotonic
   timeskew status --pid 1234 --json
   timeskew recover --pid 1234
+  timeskew run --offset -1d -- make test         # a command and all it starts, skewed
   sudo timeskew demo                             # watch it work on a throwaway process
 
 timeskew attaches with ptrace: run it as root or with CAP_SYS_PTRACE.";
@@ -97,6 +98,9 @@ pub enum Command {
     /// Show whether a process is injected and its skew
     #[command(after_help = STATUS_EXAMPLES)]
     Status(TargetArgs),
+    /// Run a command with skewed clocks, and every program it starts
+    #[command(after_help = crate::run::RUN_EXAMPLES)]
+    Run(crate::run::RunArgs),
     /// Show timeskew working on a throwaway child process (needs root)
     #[command(after_help = DEMO_EXAMPLES)]
     Demo,
@@ -314,6 +318,7 @@ pub fn run(
             let results = for_each(&pids, |pid| backend.status(pid));
             report(args, results, format_status, out, err)
         }
+        Command::Run(args) => crate::run::run(args, err),
         Command::Demo => demo::run(backend, out),
         Command::DemoChild => demo::child(&mut io::stdin().lock(), out),
     }

@@ -1,10 +1,11 @@
-//! `timeskew`, the command line of the library: `inject`, `recover`, `status` and `demo`.
+//! `timeskew`, the command line of the library: `inject`, `recover`, `status`, `run` and `demo`.
 //!
 //! Exit status: 0 on success, 1 when a command fails (one line `timeskew: <error>` on stderr,
 //! plus its causes with `-v`), 2 for usage errors (clap's own message).
 
 mod cli;
 mod demo;
+mod run;
 mod schedule;
 
 use std::io::Write;

@@ -1,0 +1,723 @@
+//! `timeskew run`: a command skewed from its first instruction, and every program it starts.
+//!
+//! The command is forked, held just before its `execvp`, attached with PTRACE_SEIZE (options
+//! TRACEEXEC, TRACEFORK, TRACEVFORK and TRACECLONE, so every process and thread it creates is
+//! traced as well) and released. From then on only these stops happen, each handled at once:
+//!
+//! - **exec** (PTRACE_EVENT_EXEC): the new program has a fresh, unpatched vDSO and one thread;
+//!   [`inject_traced`] patches it before its first instruction runs — Go and static binaries
+//!   included, which LD_PRELOAD tools cannot reach.
+//! - **fork, vfork, clone**: the new process or thread is traced automatically and continued. A
+//!   forked child inherits the patched vDSO (its copy of our pages), so it needs nothing until it
+//!   execs. A vfork parent waits in the kernel until its child has exec'd, as always.
+//! - **signals** (signal-delivery-stop): passed on unchanged.
+//! - **job control** (group-stop, PTRACE_EVENT_STOP): the tracee is left stopped with
+//!   PTRACE_LISTEN, so SIGSTOP/SIGTSTP/SIGCONT, Ctrl-Z and `fg` work as without timeskew. When
+//!   the command itself stops, timeskew stops itself with the same signal, so the shell sees the
+//!   job stopped; when timeskew is continued it continues the command.
+//!
+//! There is no PTRACE_SYSCALL: between those events every program runs at full speed, and
+//! clock reads cost what they cost after any injection.
+//!
+//! # Choices
+//!
+//! - **No PTRACE_O_EXITKILL.** Like `nice`, `timeout` or `faketime`, timeskew is a wrapper: if it
+//!   is killed (SIGKILL, a crash), the command carries on instead of being killed with it. The
+//!   kernel detaches the tracees; programs already running keep their skew (it lives in their
+//!   memory), programs they exec later start with the real clocks. Termination signals sent to
+//!   timeskew do not end it: they are relayed (below), and timeskew ends when the command does.
+//! - **A failed injection never stops the command.** The program runs with the real clocks and
+//!   the caller is told (pid, program, reason) through the `on_not_skewed` callback of
+//!   [`run_with`]; [`run`] logs a warning. Killing the user's build or test run because one
+//!   32-bit helper cannot be skewed would be worse than a loud warning; [`RunReport`] counts both.
+//! - **Signals.** HUP, INT, QUIT, USR1, USR2, ALRM and TERM sent to timeskew are relayed to the
+//!   command, once: not when the kernel sent them (a terminal's Ctrl-C or hangup goes to the whole
+//!   foreground process group, which holds the command too), not when a process of the command's
+//!   own tree sent them, and not when the command already has the same signal pending or
+//!   waiting for us (a `kill` of the whole process group from outside).
+//! - **The command's end is timeskew's end.** [`run`] returns when the command (the first
+//!   process) exits; descendants still running (`server &`) are detached and go on, keeping their
+//!   skew. [`ExitOutcome::exit_like`] ends the caller with the same exit code or signal.
+//!
+//! # Caveats for library callers
+//!
+//! [`run`] blocks SIGCHLD and the relayed signals in the calling thread, sets SIGCHLD to its
+//! default action and traces from a helper thread (so that every tracee is detached when it
+//! returns), restoring all of it afterwards; the command gets the caller's original signal mask.
+//! In a program with other threads, those threads should block the same signals: otherwise one
+//! of them may take a SIGCHLD meant for the tracer, which then notices the event up to
+//! 100 ms late. Run one command at a time per process. A program traced by `run` cannot be
+//! debugged or straced at the same time (a process has one tracer).
+
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::ptrace::{self, Options};
+use nix::sys::signal::{self, SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, getpid, gettid};
+
+use crate::error::Error;
+use crate::inject::inject_traced;
+use crate::procfs;
+use crate::skew::Skew;
+use crate::sys::{self, SigInfo};
+
+/// Signals timeskew relays to the command instead of dying of them.
+pub const RELAYED: [Signal; 7] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGTERM,
+];
+
+/// How long the tracer sleeps at most without a SIGCHLD; only matters when another thread of
+/// the caller swallowed one (see the module's caveats).
+const FALLBACK_WAKEUP: Duration = Duration::from_millis(100);
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitOutcome {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal ended it.
+    Signaled { signal: Signal, core_dumped: bool },
+}
+
+impl ExitOutcome {
+    /// What a shell shows in `$?`: the exit code, or 128 + the signal number.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitOutcome::Exited(code) => code,
+            ExitOutcome::Signaled { signal, .. } => 128 + signal as i32,
+        }
+    }
+
+    /// Ends the calling process as the command ended, so its parent sees the same wait status:
+    /// `exit(code)`, or the same signal raised on itself with its default action restored (no
+    /// core file of timeskew's own is written).
+    pub fn exit_like(self) -> ! {
+        match self {
+            ExitOutcome::Exited(code) => std::process::exit(code),
+            ExitOutcome::Signaled { signal, .. } => sys::die_by(signal),
+        }
+    }
+}
+
+/// What [`run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunReport {
+    /// How the command ended.
+    pub outcome: ExitOutcome,
+    /// Programs skewed: one per exec, the command's own included.
+    pub skewed: u64,
+    /// Programs that could not be skewed and ran with the real clocks.
+    pub not_skewed: u64,
+}
+
+/// A program that runs with the real clocks because the injection into it failed.
+#[derive(Debug)]
+pub struct NotSkewed<'a> {
+    pub pid: i32,
+    /// The program's path (`/proc/PID/exe`).
+    pub program: &'a str,
+    pub error: &'a Error,
+}
+
+/// Why the command could not be run (once it runs, [`run`] only fails if it loses track of it).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// `execvp` failed: not found, not executable, …
+    #[error("cannot run {program}: {}", source.desc())]
+    Exec { program: String, source: Errno },
+
+    /// A system call needed to start it failed.
+    #[error("cannot start {program}: {step} failed: {}", source.desc())]
+    Start {
+        program: String,
+        step: &'static str,
+        source: Errno,
+    },
+
+    /// Attaching to it failed (permissions, Yama, seccomp, …).
+    #[error("cannot trace {program}: {source}")]
+    Trace {
+        program: String,
+        #[source]
+        source: Error,
+    },
+
+    /// Waiting for it failed: its status is unknown.
+    #[error("lost track of {program} (pid {pid}): waitpid failed: {}", source.desc())]
+    Wait {
+        program: String,
+        pid: i32,
+        source: Errno,
+    },
+}
+
+impl RunError {
+    /// The exit status tools like `env`, `nice` and `timeout` use: 127 when the command was not
+    /// found, 126 when it could not be executed, 125 when timeskew itself failed.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Exec {
+                source: Errno::ENOENT,
+                ..
+            } => 127,
+            RunError::Exec { .. } => 126,
+            _ => 125,
+        }
+    }
+}
+
+/// Runs `program` (searched in `PATH`) with `args`, skewed as `skew` says from its first
+/// instruction, and every program it starts, until it exits. It inherits stdin, stdout, stderr,
+/// the environment and the working directory. A program that cannot be skewed runs unskewed
+/// and is logged with `log::warn!`; see [`run_with`] to handle that yourself.
+///
+/// ```no_run
+/// let skew = timeskew::Skew::new("-1d".parse()?);
+/// let report = timeskew::run::run("make", ["test"], &skew)?;
+/// report.outcome.exit_like(); // end as `make test` ended
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn run<I, S>(program: impl AsRef<OsStr>, args: I, skew: &Skew) -> Result<RunReport, RunError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_with(program, args, skew, |n: &NotSkewed<'_>| {
+        log::warn!(
+            "pid {} ({}) runs with the real clocks: {}",
+            n.pid,
+            n.program,
+            n.error
+        )
+    })
+}
+
+/// [`run`], calling `on_not_skewed` for each program that runs unskewed.
+pub fn run_with<I, S>(
+    program: impl AsRef<OsStr>,
+    args: I,
+    skew: &Skew,
+    on_not_skewed: impl FnMut(&NotSkewed<'_>) + Send,
+) -> Result<RunReport, RunError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let program = program.as_ref();
+    let name = program.to_string_lossy().into_owned();
+    let mut argv = vec![program.to_os_string()];
+    argv.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+    let argv: Vec<CString> = argv
+        .into_iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| RunError::Exec {
+            program: name.clone(),
+            source: Errno::EINVAL,
+        })?;
+    let start_error = |step, source| RunError::Start {
+        program: name.clone(),
+        step,
+        source,
+    };
+
+    let waited = waited_signals();
+    let mut old_mask = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&waited), Some(&mut old_mask))
+        .map_err(|e| start_error("blocking signals", e))?;
+    let old_sigchld = match sys::sigchld_default() {
+        Ok(old) => old,
+        Err(e) => {
+            restore_mask(&old_mask);
+            return Err(start_error("setting SIGCHLD to its default", e));
+        }
+    };
+
+    let traced = std::thread::scope(|scope| {
+        let tracer = std::thread::Builder::new()
+            .name("timeskew-run".into())
+            .spawn_scoped(scope, || {
+                trace(
+                    &name,
+                    &argv,
+                    skew,
+                    &old_mask,
+                    &old_sigchld,
+                    &waited,
+                    on_not_skewed,
+                )
+            });
+        match tracer {
+            Ok(handle) => handle.join(),
+            Err(e) => Ok(Err(start_error(
+                "starting the tracer thread",
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)),
+            ))),
+        }
+    });
+
+    // Signals meant for the command that arrived after it ended have nobody to go to.
+    while let Ok(Some(info)) = sys::sigtimedwait(&waited, Duration::ZERO) {
+        if info.signal != Signal::SIGCHLD {
+            log::debug!(
+                "{name} has ended: dropping {} from pid {}",
+                info.signal,
+                info.pid
+            );
+        }
+    }
+    if let Err(e) = sys::sigchld_restore(&old_sigchld) {
+        log::warn!("could not restore the SIGCHLD disposition: {e}");
+    }
+    restore_mask(&old_mask);
+    match traced {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// SIGCHLD (a tracee stopped or exited) and the relayed signals: the tracer takes them with
+/// `sigtimedwait`.
+fn waited_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    for s in RELAYED {
+        set.add(s);
+    }
+    set
+}
+
+fn restore_mask(old: &SigSet) {
+    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old), None) {
+        log::warn!("could not restore the signal mask: {e}");
+    }
+}
+
+/// The tracer thread: starts the command and follows it until it exits. Tracees still alive
+/// when this thread ends are detached by the kernel.
+fn trace(
+    name: &str,
+    argv: &[CString],
+    skew: &Skew,
+    mask: &SigSet,
+    sigchld: &libc::sigaction,
+    waited: &SigSet,
+    on_not_skewed: impl FnMut(&NotSkewed<'_>),
+) -> Result<RunReport, RunError> {
+    let child = sys::fork_held(argv, mask, sigchld).map_err(|source| RunError::Start {
+        program: name.to_string(),
+        step: "fork",
+        source,
+    })?;
+    let main = child.pid;
+    let options = Options::PTRACE_O_TRACEEXEC
+        | Options::PTRACE_O_TRACEFORK
+        | Options::PTRACE_O_TRACEVFORK
+        | Options::PTRACE_O_TRACECLONE
+        // Only to recognise the one syscall-exit-stop after each exec (see `leave_execve`).
+        | Options::PTRACE_O_TRACESYSGOOD;
+    let attached = ptrace::seize(main, options)
+        .map_err(|e| {
+            Error::from_errno(
+                main.as_raw(),
+                main.as_raw(),
+                "attach to the command with PTRACE_SEIZE",
+                e,
+            )
+        })
+        .and_then(|()| {
+            child.release().map_err(|e| {
+                Error::from_errno(main.as_raw(), main.as_raw(), "release the command", e)
+            })
+        });
+    if let Err(source) = attached {
+        // It has not exec'd yet: nothing of the user's has run.
+        let _ = signal::kill(main, Signal::SIGKILL);
+        let _ = waitpid(main, Some(WaitPidFlag::__WALL));
+        return Err(RunError::Trace {
+            program: name.to_string(),
+            source,
+        });
+    }
+    log::debug!("{name}: started as pid {main}, traced");
+
+    let mut tracer = Tracer {
+        skew,
+        main,
+        me: gettid(),
+        outcome: None,
+        main_execed: false,
+        skewed: 0,
+        not_skewed: 0,
+        recent: Vec::new(),
+        older: Vec::new(),
+        on_not_skewed,
+    };
+    let lost = |source| RunError::Wait {
+        program: name.to_string(),
+        pid: main.as_raw(),
+        source,
+    };
+    while tracer.outcome.is_none() {
+        tracer.drain().map_err(lost)?;
+        if tracer.outcome.is_some() {
+            break;
+        }
+        let woke = sys::sigtimedwait(waited, FALLBACK_WAKEUP);
+        std::mem::swap(&mut tracer.older, &mut tracer.recent);
+        tracer.recent.clear();
+        match woke {
+            Ok(Some(info)) if info.signal != Signal::SIGCHLD => tracer.relay(info).map_err(lost)?,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(lost(e)),
+        }
+    }
+    // Handle what is already queued (an exec to skew, a fork to let go); whatever comes later
+    // is the kernel's: it detaches the remaining tracees when this thread ends.
+    let _ = tracer.drain();
+
+    let outcome = tracer.outcome.expect("the loop ends with an outcome");
+    if !tracer.main_execed
+        && outcome == ExitOutcome::Exited(127)
+        && let Some(source) = child.exec_error()
+    {
+        return Err(RunError::Exec {
+            program: name.to_string(),
+            source,
+        });
+    }
+    Ok(RunReport {
+        outcome,
+        skewed: tracer.skewed,
+        not_skewed: tracer.not_skewed,
+    })
+}
+
+/// The state of the wait loop.
+struct Tracer<'a, F> {
+    skew: &'a Skew,
+    /// The command: its end is ours.
+    main: Pid,
+    /// This thread: the tracer of every tracee.
+    me: Pid,
+    outcome: Option<ExitOutcome>,
+    main_execed: bool,
+    skewed: u64,
+    not_skewed: u64,
+    /// Relayable signals the command received (signal, sender) since the last wake-up, and in
+    /// the round before: a signal sent to the whole process group reaches it without us.
+    recent: Vec<(Signal, i32)>,
+    older: Vec<(Signal, i32)>,
+    on_not_skewed: F,
+}
+
+impl<F: FnMut(&NotSkewed<'_>)> Tracer<'_, F> {
+    /// Handles every stop and exit already reported, without blocking.
+    fn drain(&mut self) -> Result<(), Errno> {
+        let flags = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD | WaitPidFlag::WNOHANG;
+        loop {
+            match waitpid(None, Some(flags)) {
+                Ok(WaitStatus::StillAlive) => return Ok(()),
+                Ok(status) => self.handle(status),
+                Err(Errno::EINTR) => {}
+                Err(Errno::ECHILD) if self.outcome.is_some() => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn handle(&mut self, status: WaitStatus) {
+        log::trace!("{status:?}");
+        match status {
+            WaitStatus::Exited(pid, code) => {
+                if pid == self.main {
+                    self.outcome = Some(ExitOutcome::Exited(code));
+                }
+            }
+            WaitStatus::Signaled(pid, signal, core_dumped) => {
+                if pid == self.main {
+                    self.outcome = Some(ExitOutcome::Signaled {
+                        signal,
+                        core_dumped,
+                    });
+                }
+            }
+            // A signal on its way to the tracee: pass it on.
+            WaitStatus::Stopped(pid, signal) => {
+                if RELAYED.contains(&signal) && self.in_command(pid) {
+                    let sender = ptrace::getsiginfo(pid).map_or(0, |si| sys::sender(&si));
+                    self.recent.push((signal, sender));
+                }
+                self.resume(pid, Some(signal));
+            }
+            WaitStatus::PtraceEvent(pid, _, libc::PTRACE_EVENT_EXEC) => {
+                if self.leave_execve(pid) {
+                    self.exec(pid);
+                    self.resume(pid, None);
+                }
+            }
+            WaitStatus::PtraceEvent(pid, signal, libc::PTRACE_EVENT_STOP)
+                if is_stop_signal(signal) =>
+            {
+                self.group_stop(pid, signal);
+            }
+            // Fork, vfork and clone events, the first stop of a new tracee, the end of a
+            // group-stop: nothing to do but continue.
+            WaitStatus::PtraceEvent(pid, ..) | WaitStatus::PtraceSyscall(pid) => {
+                self.resume(pid, None);
+            }
+            WaitStatus::Continued(_) | WaitStatus::StillAlive => {}
+        }
+    }
+
+    fn resume(&self, pid: Pid, signal: Option<Signal>) {
+        match ptrace::cont(pid, signal) {
+            Ok(()) => {}
+            // Killed meanwhile (SIGKILL needs no tracer): its exit comes next.
+            Err(Errno::ESRCH) => log::debug!("pid {pid} vanished before it could be continued"),
+            Err(e) => log::warn!("pid {pid}: PTRACE_CONT failed: {e}"),
+        }
+    }
+
+    /// Brings `pid`, stopped at PTRACE_EVENT_EXEC, to the exit of its execve. The event stop is
+    /// still inside the system call: the kernel writes execve's result into the return register
+    /// after it, which would overwrite the syscall number the injection sets up. One
+    /// PTRACE_SYSCALL moves it to the syscall-exit-stop that follows, before any instruction of
+    /// the new program (and before any signal is handled). False if the process died.
+    fn leave_execve(&mut self, pid: Pid) -> bool {
+        if let Err(e) = ptrace::syscall(pid, None) {
+            log::debug!("pid {pid}: PTRACE_SYSCALL at exec failed: {e}");
+            return false;
+        }
+        loop {
+            match waitpid(pid, Some(WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::PtraceSyscall(_)) => return true,
+                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    self.handle(status);
+                    return false;
+                }
+                Ok(other) => {
+                    // Not expected before the syscall exit; let the loop deal with it.
+                    log::warn!("pid {pid}: unexpected stop leaving execve: {other:?}");
+                    self.handle(other);
+                    return false;
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    log::debug!("pid {pid}: waiting for the end of execve failed: {e}");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// A new program in `pid`, stopped before its first instruction: skew it.
+    fn exec(&mut self, pid: Pid) {
+        if pid == self.main {
+            self.main_execed = true;
+        }
+        let program = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        match inject_traced(pid.as_raw(), self.skew) {
+            Ok(report) => {
+                self.skewed += 1;
+                log::info!(
+                    "pid {pid}: {program} skewed, {} (stopped {} µs)",
+                    self.skew,
+                    report.stopped_for.as_micros()
+                );
+            }
+            Err(error) => {
+                // Only SIGKILL ends a process in a ptrace-stop; the injection's own waitpid may
+                // have reaped it, taking its status with it.
+                if signal::kill(pid, None) == Err(Errno::ESRCH) {
+                    if pid == self.main {
+                        self.outcome = Some(ExitOutcome::Signaled {
+                            signal: Signal::SIGKILL,
+                            core_dumped: false,
+                        });
+                    }
+                    return;
+                }
+                if matches!(error, Error::ProcessGone { .. }) {
+                    log::debug!("pid {pid} ({program}) died while being skewed: {error}");
+                    return;
+                }
+                self.not_skewed += 1;
+                (self.on_not_skewed)(&NotSkewed {
+                    pid: pid.as_raw(),
+                    program: &program,
+                    error: &error,
+                });
+            }
+        }
+    }
+
+    /// `pid` entered a job-control stop: leave it stopped (PTRACE_LISTEN keeps its events coming
+    /// to us). When the command itself stops, stop ourselves the same way so the shell sees the
+    /// job stopped, and continue the command when we are continued.
+    fn group_stop(&mut self, pid: Pid, signal: Signal) {
+        match sys::ptrace_listen(pid) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => return,
+            Err(e) => {
+                log::warn!("pid {pid}: PTRACE_LISTEN failed ({e}); continuing it instead");
+                self.resume(pid, None);
+                return;
+            }
+        }
+        if pid != self.main {
+            return;
+        }
+        log::debug!("the command stopped ({signal}): stopping timeskew too");
+        // Directed at this thread, so it stops before the call returns (a stop signal in an
+        // orphaned process group is discarded: then we do not stop, and neither should it).
+        if let Err(e) = sys::tgkill(getpid().as_raw(), self.me.as_raw(), signal) {
+            log::warn!("could not stop timeskew with {signal}: {e}");
+        }
+        log::debug!("timeskew continued: continuing the command");
+        let _ = signal::kill(self.main, Signal::SIGCONT);
+    }
+
+    /// Relays a signal timeskew received to the command, unless the command has it already.
+    fn relay(&mut self, info: SigInfo) -> Result<(), Errno> {
+        let signal = info.signal;
+        // The command's own copy may be waiting for us already.
+        self.drain()?;
+        if self.outcome.is_some() {
+            return Ok(());
+        }
+        let why_not = if info.code > 0 {
+            Some("the kernel sent it (a terminal) to the whole process group".to_string())
+        } else if info.pid == getpid().as_raw() {
+            Some("timeskew sent it to itself".into())
+        } else if procfs::tracer_of(info.pid).is_some_and(|(tracer, _)| tracer == self.me.as_raw())
+        {
+            Some(format!(
+                "its sender, pid {}, is part of the command",
+                info.pid
+            ))
+        } else if self.command_has(signal, info.pid) {
+            Some("the command received it too (sent to the process group)".into())
+        } else {
+            None
+        };
+        match why_not {
+            Some(reason) => log::debug!("{signal} from pid {} not relayed: {reason}", info.pid),
+            None => {
+                log::debug!(
+                    "relaying {signal} from pid {} to pid {}",
+                    info.pid,
+                    self.main
+                );
+                match signal::kill(self.main, signal) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(e) => log::warn!("could not relay {signal} to pid {}: {e}", self.main),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the command already got `signal`: pending (read under the kernel's signal lock,
+    /// before the thread stops to report it), waiting in a signal-delivery-stop we have not
+    /// handled yet, or handled just now.
+    fn command_has(&self, signal: Signal, sender: i32) -> bool {
+        if pending_signals(self.main).is_some_and(|mask| mask & bit(signal) != 0) {
+            return true;
+        }
+        let threads = procfs::threads(self.main.as_raw()).unwrap_or_default();
+        if threads.into_iter().any(|tid| {
+            ptrace::getsiginfo(Pid::from_raw(tid)).is_ok_and(|si| si.si_signo == signal as i32)
+        }) {
+            return true;
+        }
+        self.recent
+            .iter()
+            .chain(&self.older)
+            .any(|&(s, from)| s == signal && from == sender)
+    }
+
+    /// Whether `tid` is a thread of the command's process.
+    fn in_command(&self, tid: Pid) -> bool {
+        tid == self.main
+            || std::path::Path::new(&format!("/proc/{}/task/{tid}", self.main)).exists()
+    }
+}
+
+fn is_stop_signal(signal: Signal) -> bool {
+    matches!(
+        signal,
+        Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
+    )
+}
+
+fn bit(signal: Signal) -> u64 {
+    1u64 << (signal as u32 - 1)
+}
+
+/// The signals pending for `pid`'s main thread and for the whole process (`SigPnd` | `ShdPnd`).
+fn pending_signals(pid: Pid) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    Some(field("SigPnd:")? | field("ShdPnd:")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_env_and_timeout() {
+        let exec = |source| RunError::Exec {
+            program: "x".into(),
+            source,
+        };
+        assert_eq!(exec(Errno::ENOENT).exit_code(), 127);
+        assert_eq!(exec(Errno::EACCES).exit_code(), 126);
+        let start = RunError::Start {
+            program: "x".into(),
+            step: "fork",
+            source: Errno::EAGAIN,
+        };
+        assert_eq!(start.exit_code(), 125);
+        assert_eq!(
+            exec(Errno::ENOENT).to_string(),
+            "cannot run x: No such file or directory"
+        );
+    }
+
+    #[test]
+    fn shell_codes() {
+        assert_eq!(ExitOutcome::Exited(7).shell_code(), 7);
+        let killed = ExitOutcome::Signaled {
+            signal: Signal::SIGTERM,
+            core_dumped: false,
+        };
+        assert_eq!(killed.shell_code(), 143);
+    }
+
+    #[test]
+    fn signal_bits_match_proc_status() {
+        // SigPnd: bit n-1 for signal n (SIGHUP = 1 → 0x1, SIGTERM = 15 → 0x4000).
+        assert_eq!(bit(Signal::SIGHUP), 0x1);
+        assert_eq!(bit(Signal::SIGTERM), 0x4000);
+        assert!(pending_signals(getpid()).is_some());
+    }
+}

@@ -1,0 +1,121 @@
+// A target for `timeskew run` (tests/run.rs): prints what its clocks say, then starts a program
+// in one of the ways libc and the kernel offer. Built with `cc -static` and `musl-gcc -static`.
+//
+//   clocks                     print "self realtime=S gtod=S time=S" and exit 0
+//   clocks fork                … and a forked child (no exec) prints "child …" too
+//   clocks vfork CMD ARGS      … then vfork() + execvp(CMD)
+//   clocks spawn CMD ARGS      … then posix_spawnp(CMD) (clone with CLONE_VM|CLONE_VFORK)
+//   clocks thread-exec CMD …   … then execvp(CMD) from a second thread (the pid stays the same)
+//   clocks signals             … then "ready"; "got-int" for every SIGINT delivered (no merging
+//                              by a shell's trap logic), "got-term" and exit 3 on SIGTERM
+//
+// Exit status: the started program's, 0 for clocks/fork.
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+static char **cmd;
+
+static void print_clocks(const char *who) {
+    struct timespec ts;
+    struct timeval tv;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gettimeofday(&tv, NULL);
+    printf("%s realtime=%lld gtod=%lld time=%lld\n", who, (long long)ts.tv_sec,
+           (long long)tv.tv_sec, (long long)time(NULL));
+    fflush(stdout);
+}
+
+static int wait_for(pid_t pid) {
+    int status;
+    if (waitpid(pid, &status, 0) != pid) {
+        perror("waitpid");
+        return 120;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void say(const char *text) {
+    ssize_t ignored = write(1, text, strlen(text));
+    (void)ignored;
+}
+
+static void on_int(int sig) {
+    (void)sig;
+    say("got-int\n");
+}
+
+static void on_term(int sig) {
+    (void)sig;
+    say("got-term\n");
+    _exit(3);
+}
+
+static void *exec_from_thread(void *unused) {
+    (void)unused;
+    execvp(cmd[0], cmd);
+    perror("execvp");
+    _exit(127);
+}
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "clocks";
+    cmd = argv + 2;
+    print_clocks("self");
+    if (!strcmp(mode, "clocks")) {
+        return 0;
+    }
+    if (!strcmp(mode, "fork")) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            print_clocks("child");
+            _exit(0);
+        }
+        return wait_for(pid);
+    }
+    if (!strcmp(mode, "signals")) {
+        signal(SIGINT, on_int);
+        signal(SIGTERM, on_term);
+        say("ready\n");
+        for (;;) {
+            pause();
+        }
+    }
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s [clocks|fork|vfork|spawn|thread-exec] [CMD ARGS...]\n", argv[0]);
+        return 2;
+    }
+    if (!strcmp(mode, "vfork")) {
+        pid_t pid = vfork();
+        if (pid == 0) {
+            execvp(cmd[0], cmd);
+            _exit(127);
+        }
+        return wait_for(pid);
+    }
+    if (!strcmp(mode, "spawn")) {
+        pid_t pid;
+        int err = posix_spawnp(&pid, cmd[0], NULL, NULL, cmd, environ);
+        if (err) {
+            fprintf(stderr, "posix_spawnp: %s\n", strerror(err));
+            return 127;
+        }
+        return wait_for(pid);
+    }
+    if (!strcmp(mode, "thread-exec")) {
+        pthread_t thread;
+        pthread_create(&thread, NULL, exec_from_thread, NULL);
+        pthread_join(thread, NULL);
+        return 126;
+    }
+    fprintf(stderr, "unknown mode %s\n", mode);
+    return 2;
+}
