@@ -6,30 +6,49 @@
 # resolves to constants (no relocation survives into the copy). The data page sits exactly one
 # page (0x1000 bytes) above the start of the blob.
 #
-# Header at offset 0 (read by src/fake_clock.rs with from_le_bytes):
+# Header at offset 0, 0x24 bytes (read by src/fake_clock.rs with from_le_bytes):
 #   0x00 magic "TSKFAKE1"
 #   0x08 u32 offset of the fake clock_gettime    0x0c u32 offset of the fake gettimeofday
 #   0x10 u32 offset of the fake time             0x14 u32 offset of the clock_gettime stub slot
 #   0x18 u32 offset of the gettimeofday stub slot 0x1c u32 stub slot capacity
+#   0x20 u32 offset of the time stub slot
 #
 # A stub slot receives, at inject time, the relocated first instructions of the genuine vDSO
 # function followed by a jump back into the vDSO: calling the slot calls the genuine function.
 #
-# The fakes are leaves (no libc), keep 16-byte alignment at the inner call, use a 24-byte frame
-# (plus the 8-byte return address of the inner call), and clobber only caller-saved registers
-# (rax rcx rdx rsi rdi r8-r11, flags).
+# The fakes are leaves (no libc) with one frame per inner call, sized so that the stack is
+# 16-byte aligned at the call (rsp is 8 mod 16 at entry): 24 bytes in clock_gettime,
+# gettimeofday and time()'s slow path, 8 bytes (one push) on time()'s fast path. Below its own
+# return address a fake uses at most 24 + 8 bytes (the inner call's return address); time()'s
+# slow path releases the fast path's frame before it makes its own call. The fakes clobber only
+# caller-saved registers (rax rcx rdx rsi rdi r8-r11, flags) and rely on none of them surviving
+# an inner call.
+#
+# Reading the parameters (layout.rs): take the generation, select slot (generation & 1), read
+# the fields, re-read the generation and start again if it changed. Every field that decides the
+# result, the mask bit included, is read inside such a checked read. A clear mask bit skips the
+# offset and deadline loads but still re-checks the generation before it answers: returning on
+# the unchecked bit alone could act on a slot that a later writer is half-way through (or died
+# half-way through) rewriting, i.e. on parameters that were never published.
+#
+# Deadlines (the dead man's switch): the skew of clock id n applies only while the real reading
+# (sec, nsec) the genuine call returned is strictly below deadlines[n], compared
+# lexicographically with signed seconds. No deadline is sec = INT64_MAX, so the common case costs
+# one compare that is always "below". gettimeofday and time use deadlines[0]. A zeroed slot has
+# mask 0 and deadlines at 0 (in the past): it passes real time through.
 
 # ---- Data page contract: MUST match src/layout.rs (checked by the tests in src/fake_clock.rs,
 # ---- which read the table `timeskew_fake_abi` at the end of this file).
 .set TSK_DATA_PAGE,          0x1000  # data page = blob start + this (fake_clock::DATA_PAGE_OFFSET)
 .set TSK_OFF_GENERATION,     0x010   # layout::OFF_GENERATION (u64)
 .set TSK_OFF_SLOT0,          0x100   # layout::OFF_SLOT0
-.set TSK_SLOT_STRIDE,        0x300   # layout::SLOT_STRIDE
+.set TSK_SLOT_STRIDE,        0x480   # layout::SLOT_STRIDE
 .set TSK_SLOT_OFF_MASK,      0x00    # layout::SLOT_OFF_MASK (u32)
 .set TSK_SLOT_OFF_GTOD_SEC,  0x10    # layout::SLOT_OFF_GTOD_SEC (i64)
 .set TSK_SLOT_OFF_GTOD_USEC, 0x18    # layout::SLOT_OFF_GTOD_USEC (i64, 0..1e6)
 .set TSK_SLOT_OFF_CLOCKS,    0x20    # layout::SLOT_OFF_CLOCKS: clocks[id] = (sec i64, nsec i64)
-.set TSK_CLOCK_ENTRY_SHIFT,  4       # log2(layout::CLOCK_ENTRY_LEN = 16)
+.set TSK_SLOT_OFF_DEADLINES, 0x220   # layout::SLOT_OFF_DEADLINES: deadlines[id] = (sec, nsec)
+.set TSK_CLOCK_ENTRY_SHIFT,  4       # log2(layout::CLOCK_ENTRY_LEN = 16), both tables
 .set TSK_MAX_CLOCK_ID,       31      # layout::MAX_CLOCK_ID
 
 # ---- Blob-local constants.
@@ -38,6 +57,7 @@
 .set TSK_SYS_TIME,           201
 .set TSK_NSEC_PER_SEC,       1000000000
 .set TSK_USEC_PER_SEC,       1000000
+.set TSK_NSEC_PER_USEC,      1000
 .set TSK_FRAME,              24      # own frame: rsp is 8 mod 16 at entry, 0 mod 16 at the call
 
 .pushsection .text.timeskew_fake,"ax",@progbits
@@ -56,6 +76,11 @@ timeskew_fake_start:
     .long .Lstub_clock_gettime - .Lblob_start
     .long .Lstub_gettimeofday - .Lblob_start
     .long TSK_STUB_CAPACITY
+    .long .Lstub_time - .Lblob_start
+
+# Every checked read below selects the slot the same way, without a multiply:
+#     mov r8, [data + GENERATION]; lea rcx, [data + STRIDE]; test r8b, 1; cmovz rcx, data
+# so rcx + TSK_OFF_SLOT0 is the slot of generation r8.
 
 # int clock_gettime(clockid_t id /*edi*/, struct timespec *ts /*rsi*/)
 .p2align 4, 0xcc
@@ -81,17 +106,24 @@ timeskew_fake_clock_gettime:
     shl edx, TSK_CLOCK_ENTRY_SHIFT      # rdx = id * 16 (zero-extended)
 .Lcg_retry:
     mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
-    mov ecx, r8d
-    and ecx, 1
-    imul ecx, ecx, TSK_SLOT_STRIDE
-    add rcx, r11                        # rcx = data + (gen & 1) * stride; slot = rcx + OFF_SLOT0
+    lea rcx, [r11 + TSK_SLOT_STRIDE]
+    test r8b, 1
+    cmovz rcx, r11                      # rcx + OFF_SLOT0 = slot (gen & 1)
     mov eax, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK]
-    mov r9, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS]      # sec
-    mov r10, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS + 8] # nsec
+    bt eax, edi
+    jnc .Lcg_unselected
+    mov r9, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS]          # offset sec
+    mov r10, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS + 8]     # offset nsec
+    mov rax, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]      # deadline sec
+    mov rcx, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES + 8]  # deadline nsec
     cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
     jne .Lcg_retry                      # an update was published meanwhile: read again
-    bt eax, edi
-    jnc .Lcg_success                    # clock not selected
+    cmp qword ptr [rsi], rax            # real sec against deadline sec, signed
+    jl .Lcg_shift                       # an earlier second: before the deadline
+    jg .Lcg_success                     # a later second: the skew has expired
+    cmp qword ptr [rsi + 8], rcx        # the deadline's own second: compare nanoseconds
+    jge .Lcg_success                    # at or after the deadline: real time
+.Lcg_shift:
     mov rax, qword ptr [rsi + 8]
     add rax, r10                        # both in [0, 1e9): sum in [0, 2e9)
     cmp rax, TSK_NSEC_PER_SEC
@@ -104,6 +136,11 @@ timeskew_fake_clock_gettime:
 .Lcg_success:
     xor eax, eax
 .Lcg_return:
+    ret
+.Lcg_unselected:
+    cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    jne .Lcg_retry                      # the bit may come from a slot being rewritten
+    xor eax, eax                        # clock not selected: genuine value, success
     ret
     .cfi_endproc
 .size timeskew_fake_clock_gettime, . - timeskew_fake_clock_gettime
@@ -128,17 +165,24 @@ timeskew_fake_gettimeofday:
     lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
 .Lgtod_retry:
     mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
-    mov ecx, r8d
-    and ecx, 1
-    imul ecx, ecx, TSK_SLOT_STRIDE
-    add rcx, r11
-    mov eax, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK]
+    lea rcx, [r11 + TSK_SLOT_STRIDE]
+    test r8b, 1
+    cmovz rcx, r11
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
+    jz .Lgtod_unselected                # CLOCK_REALTIME (bit 0) not selected
     mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_GTOD_SEC]
     mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_GTOD_USEC]
+    mov rdx, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]       # deadlines[0].sec
+    mov rsi, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES + 8]   # deadlines[0].nsec
     cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
     jne .Lgtod_retry
-    test eax, 1
-    jz .Lgtod_success                   # CLOCK_REALTIME not selected
+    cmp qword ptr [rdi], rdx
+    jl .Lgtod_shift
+    jg .Lgtod_success
+    imul rax, qword ptr [rdi + 8], TSK_NSEC_PER_USEC   # tv_usec in [0, 1e6): no overflow
+    cmp rax, rsi
+    jge .Lgtod_success
+.Lgtod_shift:
     mov rax, qword ptr [rdi + 8]
     add rax, r10                        # both in [0, 1e6)
     cmp rax, TSK_USEC_PER_SEC
@@ -152,17 +196,69 @@ timeskew_fake_gettimeofday:
     xor eax, eax
 .Lgtod_return:
     ret
+.Lgtod_unselected:
+    cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    jne .Lgtod_retry
+    xor eax, eax
+    ret
     .cfi_endproc
 .size timeskew_fake_gettimeofday, . - timeskew_fake_gettimeofday
 
 # time_t time(time_t *tloc /*rdi*/)
-# There is no stub for time(): read CLOCK_REALTIME_COARSE through the genuine clock_gettime
-# (the same xtime seconds the vDSO time() returns) so that fractional offsets carry correctly.
+# Fast path: the genuine time(NULL) through its stub (one load from vvar), then the parameters.
+# Whenever the answer cannot depend on the nanoseconds — realtime not selected, a second after
+# the deadline's, or a second before it with a whole-second offset — it is exact: t + offset.sec
+# is floor(real + offset) when the offset has no fraction. Otherwise (a fractional offset, or the
+# deadline's own second) the slow path reads CLOCK_REALTIME_COARSE, the same xtime seconds plus
+# their nanoseconds, through the genuine clock_gettime and computes floor(coarse + offset).
+# The fast path is laid out for the common case (selected, whole seconds, deadline not reached,
+# tloc NULL): no taken branch besides the call and the returns.
 .p2align 4, 0xcc
 .type timeskew_fake_time,@function
 timeskew_fake_time:
 .Lfake_time:
     .cfi_startproc
+    push rdi                            # tloc; the push also aligns the stack for the call
+    .cfi_adjust_cfa_offset 8
+    xor edi, edi                        # genuine time(NULL): *tloc is written once, by us
+    call .Lstub_time                    # rax = t, the real seconds
+    pop rdi
+    .cfi_adjust_cfa_offset -8
+    lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
+.Ltime_retry:
+    mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    lea rcx, [r11 + TSK_SLOT_STRIDE]
+    test r8b, 1
+    cmovz rcx, r11
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
+    jz .Ltime_unselected                # CLOCK_REALTIME not selected
+    mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS]           # clocks[0].sec
+    mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS + 8]      # clocks[0].nsec
+    mov rdx, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]       # deadlines[0].sec
+    cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    jne .Ltime_retry
+    cmp rax, rdx
+    jge .Ltime_deadline_second_or_later
+    test r10, r10
+    jnz .Ltime_slow                     # fractional offset: the carry depends on the ns
+    add rax, r9                         # whole-second offset before the deadline: exact
+.Ltime_store:
+    test rdi, rdi
+    jnz .Ltime_store_tloc
+    ret
+.Ltime_store_tloc:
+    mov qword ptr [rdi], rax
+    ret
+.Ltime_unselected:
+    cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    jne .Ltime_retry
+    test rdi, rdi                       # realtime not selected: t itself
+    jnz .Ltime_store_tloc
+    ret
+.Ltime_deadline_second_or_later:
+    jg .Ltime_store                     # past the deadline's second (flags of cmp rax, rdx)
+                                        # the deadline's own second: depends on the ns
+.Ltime_slow:                            # rdi = tloc; the fast path's push is popped
     sub rsp, TSK_FRAME
     .cfi_adjust_cfa_offset TSK_FRAME
     mov qword ptr [rsp + 16], rdi       # tloc; [rsp] .. [rsp + 15] is a struct timespec
@@ -177,31 +273,37 @@ timeskew_fake_time:
     test eax, eax
     jnz .Ltime_syscall
     lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
-.Ltime_retry:
+.Ltime_slow_retry:
     mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
-    mov ecx, r8d
-    and ecx, 1
-    imul ecx, ecx, TSK_SLOT_STRIDE
-    add rcx, r11
-    mov eax, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK]
-    mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS]      # clocks[0].sec
-    mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS + 8] # clocks[0].nsec
+    lea rcx, [r11 + TSK_SLOT_STRIDE]
+    test r8b, 1
+    cmovz rcx, r11
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
+    jz .Ltime_slow_unselected
+    mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS]           # clocks[0].sec
+    mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS + 8]      # clocks[0].nsec
+    mov rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]       # deadlines[0].sec
+    mov rcx, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES + 8]   # deadlines[0].nsec
     cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
-    jne .Ltime_retry
-    test eax, 1
-    jz .Ltime_store                     # CLOCK_REALTIME not selected
+    jne .Ltime_slow_retry
+    cmp rsi, rax
+    jl .Ltime_slow_shift
+    jg .Ltime_slow_done                 # after the deadline: the coarse seconds
+    cmp rdx, rcx
+    jge .Ltime_slow_done
+.Ltime_slow_shift:
     add rsi, r9
-    add rdx, r10
+    add rdx, r10                        # both in [0, 1e9): at most one carry
     cmp rdx, TSK_NSEC_PER_SEC
-    jb .Ltime_store
+    jb .Ltime_slow_done
     add rsi, 1
-.Ltime_store:
+.Ltime_slow_done:
     mov rax, rsi
-    test rdi, rdi
-    jz .Ltime_return
-    mov qword ptr [rdi], rax
-.Ltime_return:
-    ret
+    jmp .Ltime_store
+.Ltime_slow_unselected:
+    cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    jne .Ltime_slow_retry
+    jmp .Ltime_slow_done
 .Ltime_syscall:
     mov eax, TSK_SYS_TIME               # fallback: raw time(tloc), result returned as is
     syscall
@@ -215,6 +317,8 @@ timeskew_fake_time:
     .fill TSK_STUB_CAPACITY, 1, 0xcc
 .Lstub_gettimeofday:
     .fill TSK_STUB_CAPACITY, 1, 0xcc
+.Lstub_time:
+    .fill TSK_STUB_CAPACITY, 1, 0xcc
 timeskew_fake_end:
 .popsection
 
@@ -225,7 +329,7 @@ timeskew_fake_end:
 .globl timeskew_fake_abi
 .hidden timeskew_fake_abi
 timeskew_fake_abi:
-    .quad 10
+    .quad 11
     .quad TSK_DATA_PAGE
     .quad TSK_OFF_GENERATION
     .quad TSK_OFF_SLOT0
@@ -234,6 +338,7 @@ timeskew_fake_abi:
     .quad TSK_SLOT_OFF_GTOD_SEC
     .quad TSK_SLOT_OFF_GTOD_USEC
     .quad TSK_SLOT_OFF_CLOCKS
+    .quad TSK_SLOT_OFF_DEADLINES
     .quad 1 << TSK_CLOCK_ENTRY_SHIFT
     .quad TSK_MAX_CLOCK_ID
 .popsection

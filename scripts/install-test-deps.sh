@@ -15,7 +15,6 @@ packages=(
     redis-server redis-tools
     etcd-server etcd-client
     postgresql-15 postgresql-client-15
-    util-linux          # runuser, to run PostgreSQL as its own user
 )
 
 missing=()

@@ -10,16 +10,22 @@
 //! fills a slot with the instructions that its jump displaced from the vDSO entry (relocated for
 //! the slot's final address, `code_addr + stub_*`) followed by a jump back to the rest of the
 //! genuine function; calling the slot then behaves exactly like calling the genuine function.
-//! `time()` has no slot of its own: its fake reads `CLOCK_REALTIME_COARSE` through the
-//! `clock_gettime` slot.
+//! There is one slot per hooked entry. The fake `time()` calls the genuine `time()` (one load
+//! from vvar) and answers from it whenever the nanoseconds cannot matter; for a fractional
+//! offset, or in the second of a deadline, it reads `CLOCK_REALTIME_COARSE` through the
+//! `clock_gettime` slot instead.
 //!
-//! Header of the blob (all little-endian, read with `from_le_bytes`):
+//! Every fake applies the skew of clock id n only while the real reading is below the slot's
+//! `deadlines[n]` ([`crate::layout`]); `gettimeofday` and `time` use `deadlines[0]`.
+//!
+//! Header of the blob (all little-endian, read with `from_le_bytes`), [`HEADER_LEN`] bytes:
 //!
 //! ```text
 //! 0x00 magic [u8; 8] = "TSKFAKE1"
 //! 0x08 u32 offset of the fake clock_gettime      0x0c u32 offset of the fake gettimeofday
 //! 0x10 u32 offset of the fake time               0x14 u32 offset of the clock_gettime stub slot
 //! 0x18 u32 offset of the gettimeofday stub slot  0x1c u32 stub slot capacity in bytes
+//! 0x20 u32 offset of the time stub slot
 //! ```
 
 #[cfg(target_arch = "x86_64")]
@@ -35,7 +41,7 @@ pub const CODE_PAGE_LEN: usize = 4096;
 pub const BLOB_MAGIC: [u8; 8] = *b"TSKFAKE1";
 
 /// Length of the blob header.
-pub const HEADER_LEN: usize = 0x20;
+pub const HEADER_LEN: usize = 0x24;
 
 /// Byte that fills the unused parts of the code page and of the stub slots (`int3`).
 pub const FILL_BYTE: u8 = 0xcc;
@@ -58,6 +64,8 @@ pub struct FakeBlob {
     pub stub_clock_gettime: usize,
     /// Offset of the slot that must receive the displaced prologue of `__vdso_gettimeofday`.
     pub stub_gettimeofday: usize,
+    /// Offset of the slot that must receive the displaced prologue of `__vdso_time`.
+    pub stub_time: usize,
     /// Bytes available in each stub slot.
     pub stub_capacity: usize,
 }
@@ -123,6 +131,7 @@ fn parse(bytes: &'static [u8]) -> Result<FakeBlob, String> {
         stub_clock_gettime: read_u32(bytes, 0x14)?,
         stub_gettimeofday: read_u32(bytes, 0x18)?,
         stub_capacity: read_u32(bytes, 0x1c)?,
+        stub_time: read_u32(bytes, 0x20)?,
     };
     for (name, entry) in [
         ("clock_gettime", b.entry_clock_gettime),
@@ -136,10 +145,7 @@ fn parse(bytes: &'static [u8]) -> Result<FakeBlob, String> {
     if b.stub_capacity == 0 {
         return Err("stub slot capacity is 0".into());
     }
-    let slots = [
-        ("clock_gettime", b.stub_clock_gettime),
-        ("gettimeofday", b.stub_gettimeofday),
-    ];
+    let slots = b.stub_slots();
     for (name, slot) in slots {
         let end = slot.checked_add(b.stub_capacity);
         if slot < HEADER_LEN || end.is_none_or(|e| e > bytes.len()) {
@@ -149,31 +155,45 @@ fn parse(bytes: &'static [u8]) -> Result<FakeBlob, String> {
             ));
         }
     }
-    if b.stub_clock_gettime.abs_diff(b.stub_gettimeofday) < b.stub_capacity {
-        return Err("the stub slots overlap".into());
+    for (i, (a, x)) in slots.iter().enumerate() {
+        for (c, y) in &slots[i + 1..] {
+            if x.abs_diff(*y) < b.stub_capacity {
+                return Err(format!("the {a} and {c} stub slots overlap"));
+            }
+        }
     }
     Ok(b)
 }
 
 impl FakeBlob {
-    /// Builds the code page image: the blob at offset 0 with `stub_clock_gettime` and
-    /// `stub_gettimeofday` written into their slots, and `int3` everywhere else.
+    /// The stub slots by name, in the order of `HOOKED_SYMBOLS` (clock_gettime, gettimeofday,
+    /// time).
+    fn stub_slots(&self) -> [(&'static str, usize); 3] {
+        [
+            ("clock_gettime", self.stub_clock_gettime),
+            ("gettimeofday", self.stub_gettimeofday),
+            ("time", self.stub_time),
+        ]
+    }
+
+    /// Builds the code page image: the blob at offset 0 with `stub_clock_gettime`,
+    /// `stub_gettimeofday` and `stub_time` written into their slots, and `int3` everywhere else.
     ///
     /// Each stub must already be relocated for its final address in the target
-    /// (`code_addr + self.stub_clock_gettime`, `code_addr + self.stub_gettimeofday`) and end in
-    /// a jump back into the genuine vDSO function. A stub must be non-empty (an empty slot
-    /// would trap) and at most [`FakeBlob::stub_capacity`] bytes long.
+    /// (`code_addr + self.stub_clock_gettime`, `code_addr + self.stub_gettimeofday`,
+    /// `code_addr + self.stub_time`) and end in a jump back into the genuine vDSO function. A
+    /// stub must be non-empty (an empty slot would trap) and at most
+    /// [`FakeBlob::stub_capacity`] bytes long.
     pub fn code_page(
         &self,
         stub_clock_gettime: &[u8],
         stub_gettimeofday: &[u8],
+        stub_time: &[u8],
     ) -> Result<Vec<u8>, String> {
         let mut page = vec![FILL_BYTE; CODE_PAGE_LEN];
         page[..self.bytes.len()].copy_from_slice(self.bytes);
-        for (name, slot, stub) in [
-            ("clock_gettime", self.stub_clock_gettime, stub_clock_gettime),
-            ("gettimeofday", self.stub_gettimeofday, stub_gettimeofday),
-        ] {
+        let stubs = [stub_clock_gettime, stub_gettimeofday, stub_time];
+        for ((name, slot), stub) in self.stub_slots().into_iter().zip(stubs) {
             if stub.is_empty() {
                 return Err(format!("the {name} stub is empty"));
             }
@@ -195,6 +215,8 @@ mod tests {
     //! Everything below runs the blob for real, in this process: two anonymous pages (code
     //! r-x, data rw-), stub slots that jump to this process's genuine vDSO functions (or to
     //! scripted stand-ins), and the fakes called through `extern "C"` function pointers.
+    //! Expected values come from the reference model `model_*` (layout.rs's semantics, in
+    //! i128 nanoseconds), never from the assembly's own arithmetic.
 
     use super::*;
     use crate::layout::{self, DataPage, Params};
@@ -218,6 +240,7 @@ mod tests {
     struct Genuine {
         clock_gettime: usize,
         gettimeofday: usize,
+        time: usize,
     }
 
     fn genuine() -> &'static Genuine {
@@ -244,6 +267,7 @@ mod tests {
             Genuine {
                 clock_gettime: sym(c"__vdso_clock_gettime"),
                 gettimeofday: sym(c"__vdso_gettimeofday"),
+                time: sym(c"__vdso_time"),
             }
         })
     }
@@ -256,6 +280,11 @@ mod tests {
     fn genuine_gettimeofday() -> GettimeofdayFn {
         // SAFETY: the address is the vDSO's __vdso_gettimeofday, which has this C signature.
         unsafe { std::mem::transmute::<usize, GettimeofdayFn>(genuine().gettimeofday) }
+    }
+
+    fn genuine_time() -> TimeFn {
+        // SAFETY: the address is the vDSO's __vdso_time, which has this C signature.
+        unsafe { std::mem::transmute::<usize, TimeFn>(genuine().time) }
     }
 
     fn cg(f: ClockGettimeFn, id: libc::clockid_t) -> (libc::c_int, libc::timespec) {
@@ -314,6 +343,52 @@ mod tests {
         p
     }
 
+    /// `p` with the given deadlines (`expires_ns`, real nanoseconds of that clock).
+    fn with_deadlines(mut p: Params, deadlines: &[(usize, i64)]) -> Params {
+        for &(id, d) in deadlines {
+            p.expires_ns[id] = d;
+        }
+        p
+    }
+
+    // ---- the reference model: what a fake must return for a real reading -------------------
+
+    /// clock_gettime(id): shifted while selected and the real reading is below the deadline.
+    fn model_clock(real_ns: i128, p: &Params, id: usize) -> i128 {
+        if p.mask & (1 << id) != 0 && real_ns < p.expires_ns[id] as i128 {
+            real_ns + p.offsets_ns[id] as i128
+        } else {
+            real_ns
+        }
+    }
+
+    /// gettimeofday: follows CLOCK_REALTIME (mask bit 0, deadlines[0]), the offset floored to
+    /// microseconds, the real reading compared as `tv_usec * 1000` nanoseconds.
+    fn model_gtod(real_us: i128, p: &Params) -> i128 {
+        if p.mask & 1 != 0 && real_us * 1000 < p.expires_ns[0] as i128 {
+            real_us + (p.offsets_ns[0] as i128).div_euclid(1000)
+        } else {
+            real_us
+        }
+    }
+
+    /// time: floor(coarse + offset) while realtime is selected and the coarse reading is below
+    /// deadlines[0]; the coarse seconds otherwise.
+    fn model_time(coarse_ns: i128, p: &Params) -> i64 {
+        model_clock(coarse_ns, p, 0).div_euclid(NS) as i64
+    }
+
+    /// Whether time() must take its slow path (read CLOCK_REALTIME_COARSE) for real seconds
+    /// `t`: realtime selected, not past the deadline's second, and either in that second or
+    /// with a fractional offset.
+    fn time_needs_slow_path(t: i64, p: &Params) -> bool {
+        let dsec = match p.expires_ns[0] {
+            layout::NEVER => i64::MAX,
+            e => e.div_euclid(1_000_000_000),
+        };
+        p.mask & 1 != 0 && t <= dsec && (t == dsec || p.offsets_ns[0] % 1_000_000_000 != 0)
+    }
+
     fn data_page(p: &Params) -> Vec<u8> {
         DataPage {
             patched: true,
@@ -343,10 +418,12 @@ mod tests {
     impl Injected {
         /// Maps the pages, writes the code page with the given stubs and the data page image,
         /// then makes the code page r-x (never writable and executable at once).
-        fn with_stubs(stub_cg: &[u8], stub_gtod: &[u8], data: &[u8]) -> Injected {
+        fn with_stubs(stub_cg: &[u8], stub_gtod: &[u8], stub_time: &[u8], data: &[u8]) -> Injected {
             assert_eq!(data.len(), PAGE);
             let blob = blob();
-            let code = blob.code_page(stub_cg, stub_gtod).expect("code page");
+            let code = blob
+                .code_page(stub_cg, stub_gtod, stub_time)
+                .expect("code page");
             // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
             let base = unsafe {
                 libc::mmap(
@@ -384,6 +461,7 @@ mod tests {
             Self::with_stubs(
                 &abs_jump(g.clock_gettime),
                 &abs_jump(g.gettimeofday),
+                &abs_jump(g.time),
                 &data_page(p),
             )
         }
@@ -393,6 +471,7 @@ mod tests {
             Self::with_stubs(
                 &abs_jump(scripted_clock_gettime as *const () as usize),
                 &abs_jump(scripted_gettimeofday as *const () as usize),
+                &abs_jump(scripted_time as *const () as usize),
                 &data_page(p),
             )
         }
@@ -465,15 +544,20 @@ mod tests {
 
     // ---- scripted stand-ins for the genuine functions --------------------------------------
 
+    /// What the scripted stand-ins return, and what they saw. `calls` counts the
+    /// clock_gettime and gettimeofday stand-ins, `time_calls` the time stand-in, so a test can
+    /// tell which path a fake took.
     #[derive(Clone, Copy, Default)]
     struct Script {
         ret: libc::c_int,
         sec: i64,
         sub: i64,
         calls: u32,
+        time_calls: u32,
         last_id: libc::clockid_t,
         last_ptr: usize,
         last_tz: usize,
+        last_tloc: usize,
     }
 
     thread_local! {
@@ -527,12 +611,26 @@ mod tests {
         s.ret
     }
 
+    /// The genuine time(): returns the scripted seconds (the same xtime seconds the scripted
+    /// clock_gettime returns for CLOCK_REALTIME_COARSE), storing them if `tloc` is non-null.
+    extern "C" fn scripted_time(tloc: *mut libc::time_t) -> libc::time_t {
+        let mut s = SCRIPT.get();
+        s.time_calls += 1;
+        s.last_tloc = tloc as usize;
+        SCRIPT.set(s);
+        if !tloc.is_null() {
+            // SAFETY: a non-null tloc would come from the caller and be valid.
+            unsafe { *tloc = s.sec };
+        }
+        s.sec
+    }
+
     // ---- header, page building, ABI constants ----------------------------------------------
 
     #[test]
     fn fake_clock_asm_constants_match_layout() {
         unsafe extern "C" {
-            safe static timeskew_fake_abi: [u64; 11];
+            safe static timeskew_fake_abi: [u64; 12];
         }
         let t = &timeskew_fake_abi;
         let expected = [
@@ -544,6 +642,7 @@ mod tests {
             layout::SLOT_OFF_GTOD_SEC as u64,
             layout::SLOT_OFF_GTOD_USEC as u64,
             layout::SLOT_OFF_CLOCKS as u64,
+            layout::SLOT_OFF_DEADLINES as u64,
             layout::CLOCK_ENTRY_LEN as u64,
             layout::MAX_CLOCK_ID as u64,
         ];
@@ -554,11 +653,17 @@ mod tests {
             "fake_clock/x86_64.S .set constants differ from src/layout.rs"
         );
         assert_eq!(DATA_PAGE_OFFSET, layout::PAGE_SIZE);
-        // The asm reads the generation as one aligned 8-byte word, and the clock entries it
-        // indexes (id <= 31) lie inside a slot.
+        // The asm reads the generation as one aligned 8-byte word; the clock and deadline
+        // entries it indexes (id <= 31, both tables with the same shift) lie inside a slot;
+        // the mask's bit 0 is in the slot's first byte (gettimeofday and time test that byte).
         const {
             assert!(layout::OFF_GENERATION.is_multiple_of(8));
             assert!(layout::SLOT_OFF_CLOCKS + (layout::MAX_CLOCK_ID + 1) * 16 <= layout::SLOT_LEN);
+            assert!(
+                layout::SLOT_OFF_DEADLINES + (layout::MAX_CLOCK_ID + 1) * 16 <= layout::SLOT_LEN
+            );
+            assert!(layout::SLOT_OFF_DEADLINES >= layout::SLOT_OFF_CLOCKS + 32 * 16);
+            assert!(layout::CLOCK_ENTRY_LEN == 16);
         };
     }
 
@@ -566,12 +671,16 @@ mod tests {
     fn fake_clock_header_is_valid() {
         let b = blob();
         assert_eq!(&b.bytes[..8], b"TSKFAKE1");
+        assert_eq!(HEADER_LEN, 0x24);
         assert_eq!(b.stub_capacity, 64);
         for e in [b.entry_clock_gettime, b.entry_gettimeofday, b.entry_time] {
+            assert!(e >= HEADER_LEN);
             assert_eq!(e % 16, 0, "entry {e:#x} not 16-byte aligned");
             assert_ne!(b.bytes[e], FILL_BYTE, "entry {e:#x} points at int3 padding");
         }
-        for s in [b.stub_clock_gettime, b.stub_gettimeofday] {
+        let slots = [b.stub_clock_gettime, b.stub_gettimeofday, b.stub_time];
+        assert!(slots.is_sorted(), "slots in HOOKED_SYMBOLS order");
+        for s in slots {
             assert!(
                 b.bytes[s..s + b.stub_capacity]
                     .iter()
@@ -607,9 +716,24 @@ mod tests {
                 .contains("gettimeofday stub slot")
         );
         let mut bad = good.clone();
+        bad[0x20..0x24].copy_from_slice(&(good.len() as u32 - 10).to_le_bytes());
+        assert!(parse(leak(bad)).unwrap_err().contains("time stub slot"));
+        let mut bad = good.clone();
+        bad[0x20..0x24].copy_from_slice(&(0x10u32).to_le_bytes());
+        assert!(parse(leak(bad)).unwrap_err().contains("time stub slot"));
+        let mut bad = good.clone();
+        let overlapping = blob().stub_gettimeofday as u32 + 63;
+        bad[0x20..0x24].copy_from_slice(&overlapping.to_le_bytes());
+        let err = parse(leak(bad)).unwrap_err();
+        assert!(
+            err.contains("gettimeofday and time stub slots overlap"),
+            "{err}"
+        );
+        let mut bad = good.clone();
         bad[0x1c..0x20].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(parse(leak(bad)).is_err());
         assert!(parse(leak(good[..0x10].to_vec())).is_err());
+        assert!(parse(leak(good[..0x22].to_vec())).is_err());
         assert!(parse(leak(vec![0xcc; 5000])).is_err());
     }
 
@@ -618,7 +742,8 @@ mod tests {
         let b = blob();
         let s1 = [1u8, 2, 3];
         let s2 = vec![7u8; 64];
-        let page = b.code_page(&s1, &s2).unwrap();
+        let s3 = [9u8; 10];
+        let page = b.code_page(&s1, &s2, &s3).unwrap();
         assert_eq!(page.len(), 4096);
         assert_eq!(
             &page[..b.stub_clock_gettime],
@@ -629,13 +754,20 @@ mod tests {
         assert!(page[c + 3..c + 64].iter().all(|&x| x == 0xcc));
         let g = b.stub_gettimeofday;
         assert_eq!(&page[g..g + 64], &s2[..]);
+        let t = b.stub_time;
+        assert_eq!(&page[t..t + 10], &s3);
+        assert!(page[t + 10..t + 64].iter().all(|&x| x == 0xcc));
         assert!(page[b.bytes.len()..].iter().all(|&x| x == 0xcc));
 
-        let err = b.code_page(&[0x90; 65], &s1).unwrap_err();
+        let err = b.code_page(&[0x90; 65], &s1, &s3).unwrap_err();
         assert!(err.contains("clock_gettime stub is 65 bytes"), "{err}");
-        let err = b.code_page(&s1, &[0x90; 65]).unwrap_err();
+        let err = b.code_page(&s1, &[0x90; 65], &s3).unwrap_err();
         assert!(err.contains("gettimeofday stub is 65 bytes"), "{err}");
-        assert!(b.code_page(&[], &s1).unwrap_err().contains("empty"));
+        let err = b.code_page(&s1, &s3, &[0x90; 65]).unwrap_err();
+        assert!(err.contains("time stub is 65 bytes"), "{err}");
+        assert!(b.code_page(&[], &s1, &s3).unwrap_err().contains("empty"));
+        let err = b.code_page(&s1, &s3, &[]).unwrap_err();
+        assert!(err.contains("time stub is empty"), "{err}");
     }
 
     /// Static proof of position independence: every RIP-relative operand in the code points at
@@ -648,7 +780,10 @@ mod tests {
             .entry_clock_gettime
             .min(b.entry_gettimeofday)
             .min(b.entry_time);
-        let code_end = b.stub_clock_gettime.min(b.stub_gettimeofday);
+        let code_end = b
+            .stub_clock_gettime
+            .min(b.stub_gettimeofday)
+            .min(b.stub_time);
         let base = 0x7000_0000_0000u64;
         let mut d = Decoder::with_ip(
             64,
@@ -680,8 +815,8 @@ mod tests {
                 );
                 if insn.is_call_near() {
                     assert!(
-                        t == base + b.stub_clock_gettime as u64
-                            || t == base + b.stub_gettimeofday as u64,
+                        [b.stub_clock_gettime, b.stub_gettimeofday, b.stub_time]
+                            .contains(&((t - base) as usize)),
                         "call to something other than a stub slot: {insn}"
                     );
                     calls += 1;
@@ -698,8 +833,8 @@ mod tests {
                 syscalls += 1;
             }
         }
-        assert_eq!(rip_rel, 3, "one data-page lea per fake");
-        assert_eq!(calls, 3, "one stub call per fake");
+        assert_eq!(rip_rel, 4, "one data-page lea per checked read");
+        assert_eq!(calls, 4, "one stub call per fake, two in time()");
         assert_eq!(syscalls, 1, "only time()'s fallback makes a syscall");
     }
 
@@ -844,17 +979,26 @@ mod tests {
         assert_eq!((r, tv.tv_sec, tv.tv_usec), (0, 1000, 999_999));
     }
 
+    /// time(): the exact floor of coarse + offset on both paths. A whole-second offset takes the
+    /// fast path (the genuine time() alone, no clock_gettime); a fractional one reads
+    /// CLOCK_REALTIME_COARSE. The stand-ins count their calls, so the path taken is checked.
     #[test]
     fn fake_clock_scripted_time_is_floor_of_coarse_plus_offset() {
         for off in OFFSETS {
-            let inj = Injected::scripted(&params(1, &[(0, off)]));
+            let p = params(1, &[(0, off)]);
+            let inj = Injected::scripted(&p);
+            let slow = off % 1_000_000_000 != 0;
             for (sec, nsec) in [
                 (1_700_000_000i64, 0i64),
                 (1_700_000_000, 499_999_999),
                 (1_700_000_000, 500_000_000),
                 (1_700_000_000, 999_999_999),
+                (0, 0),
+                (-1, 999_999_999),
             ] {
                 let want = expected_ns(sec as i128 * NS + nsec as i128, off).0;
+                assert_eq!(want, model_time(sec as i128 * NS + nsec as i128, &p));
+                assert_eq!(time_needs_slow_path(sec, &p), slow);
                 script(0, sec, nsec);
                 assert_eq!(
                     inj.time()(std::ptr::null_mut()),
@@ -862,25 +1006,45 @@ mod tests {
                     "real {sec}.{nsec:09} offset {off}"
                 );
                 let s = SCRIPT.get();
-                assert_eq!((s.calls, s.last_id), (1, libc::CLOCK_REALTIME_COARSE));
+                assert_eq!(s.time_calls, 1, "genuine time() called once");
+                assert_eq!(
+                    s.last_tloc, 0,
+                    "genuine time() gets NULL, never the caller's tloc"
+                );
+                assert_eq!(
+                    s.calls,
+                    slow as u32,
+                    "offset {off}: {} path expected",
+                    if slow { "slow" } else { "fast" }
+                );
+                if slow {
+                    assert_eq!(s.last_id, libc::CLOCK_REALTIME_COARSE);
+                }
                 script(0, sec, nsec);
                 let mut t: libc::time_t = 42;
                 assert_eq!(inj.time()(&mut t), want);
                 assert_eq!(t, want, "*tloc");
+                assert_eq!(SCRIPT.get().last_tloc, 0);
             }
         }
-        // Realtime not selected: the coarse seconds, unshifted, even with clocks[0] non-zero.
-        let mut slot = params(0b10, &[(1, 5 * 1_000_000_000)]).encode_slot();
-        slot[layout::SLOT_OFF_CLOCKS..][..8].copy_from_slice(&77i64.to_le_bytes());
-        let inj = Injected::scripted(&Params::default());
-        inj.publish_raw(&slot);
-        script(0, 1000, 999_999_999);
-        assert_eq!(inj.time()(std::ptr::null_mut()), 1000);
+        // Realtime not selected: the genuine seconds, unshifted, even with clocks[0] non-zero
+        // (also fractional: the fast path must not look at the offset at all).
+        for nsec in [0i64, 5] {
+            let mut slot = params(0b10, &[(1, 5 * 1_000_000_000)]).encode_slot();
+            slot[layout::SLOT_OFF_CLOCKS..][..8].copy_from_slice(&77i64.to_le_bytes());
+            slot[layout::SLOT_OFF_CLOCKS + 8..][..8].copy_from_slice(&nsec.to_le_bytes());
+            let inj = Injected::scripted(&Params::default());
+            inj.publish_raw(&slot);
+            script(0, 1000, 999_999_999);
+            assert_eq!(inj.time()(std::ptr::null_mut()), 1000);
+            assert_eq!((SCRIPT.get().calls, SCRIPT.get().time_calls), (0, 1));
+        }
     }
 
     #[test]
     fn fake_clock_time_falls_back_to_the_time_syscall() {
-        let inj = Injected::scripted(&params(1, &[(0, 3 * HOUR_NS)]));
+        // A fractional offset forces the slow path, whose clock_gettime fails.
+        let inj = Injected::scripted(&params(1, &[(0, 3 * HOUR_NS + 1)]));
         script(-22, 1, 2);
         // SAFETY: time(NULL) has no preconditions.
         let before = unsafe { libc::time(std::ptr::null_mut()) };
@@ -893,7 +1057,143 @@ mod tests {
             "{before} <= {got} <= {after}"
         );
         assert_eq!(t, got);
-        assert_eq!(SCRIPT.get().calls, 1);
+        assert_eq!((SCRIPT.get().calls, SCRIPT.get().time_calls), (1, 1));
+        // The same failure on the fast path is never seen: clock_gettime is not called.
+        let inj = Injected::scripted(&params(1, &[(0, 3 * HOUR_NS)]));
+        script(-22, 1, 2);
+        assert_eq!(inj.time()(std::ptr::null_mut()), 1 + 3 * 3600);
+        assert_eq!((SCRIPT.get().calls, SCRIPT.get().time_calls), (0, 1));
+    }
+
+    // ---- deadlines (the dead man's switch), exact against scripted genuine values ----------
+
+    /// Deadlines around the scripted real value 1000.5 s, as `expires_ns`.
+    const REAL_SEC: i64 = 1000;
+    const REAL_NSEC: i64 = 500_000_000;
+    const REAL_NS: i64 = REAL_SEC * 1_000_000_000 + REAL_NSEC;
+    const DEADLINES: [i64; 14] = [
+        layout::NEVER,
+        i64::MAX - 1, // a real deadline far away, not "none"
+        REAL_NS + 3600 * 1_000_000_000,
+        (REAL_SEC + 1) * 1_000_000_000, // the next second
+        REAL_NS + 1,                    // same second, one nanosecond later
+        REAL_NS + 999,                  // same second, below the next microsecond
+        REAL_NS + 1000,
+        REAL_NS, // exactly at the deadline: expired
+        REAL_NS - 1,
+        REAL_SEC * 1_000_000_000, // same second, its start
+        REAL_SEC * 1_000_000_000 - 1,
+        0,
+        -5,
+        i64::MIN,
+    ];
+
+    #[test]
+    fn fake_clock_scripted_clock_gettime_deadlines_are_exact() {
+        for off in [2 * HOUR_NS + 250_000_000, -600 * 1_000_000_000, -1] {
+            for id in [0usize, 1, 5, 7, 31] {
+                for d in DEADLINES {
+                    // Every other clock's deadline is in the past: only deadlines[id] counts.
+                    let others: Vec<_> = (0..32).filter(|&i| i != id).map(|i| (i, 0)).collect();
+                    let p = with_deadlines(params(1 << id, &[(id, off)]), &others);
+                    let p = with_deadlines(p, &[(id, d)]);
+                    let inj = Injected::scripted(&p);
+                    for (sec, nsec) in [
+                        (REAL_SEC, REAL_NSEC),
+                        (REAL_SEC, REAL_NSEC + 1),
+                        (REAL_SEC, REAL_NSEC - 1),
+                        (REAL_SEC, 0),
+                        (REAL_SEC, 999_999_999),
+                        (REAL_SEC - 1, 999_999_999),
+                        (REAL_SEC + 1, 0),
+                        (-1, 999_999_999),
+                        (-5, 0),
+                    ] {
+                        script(0, sec, nsec);
+                        let (r, ts) = cg(inj.clock_gettime(), id as libc::clockid_t);
+                        assert_eq!(r, 0);
+                        let real = sec as i128 * NS + nsec as i128;
+                        let want = model_clock(real, &p, id);
+                        assert_eq!(
+                            ts_ns(&ts),
+                            want,
+                            "id {id} real {sec}.{nsec:09} offset {off} deadline {d}"
+                        );
+                        assert!((0..1_000_000_000).contains(&ts.tv_nsec));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fake_clock_scripted_gettimeofday_deadlines_are_exact() {
+        for off in [2 * HOUR_NS + 250_000_000, -600 * 1_000_000_000, -1] {
+            for d in DEADLINES {
+                // gettimeofday follows deadlines[0] alone.
+                let others: Vec<_> = (1..32).map(|i| (i, 0)).collect();
+                let p = with_deadlines(params(0b11, &[(0, off), (1, off)]), &others);
+                let p = with_deadlines(p, &[(0, d)]);
+                let inj = Injected::scripted(&p);
+                for (sec, usec) in [
+                    (REAL_SEC, 500_000i64),
+                    (REAL_SEC, 500_001),
+                    (REAL_SEC, 499_999),
+                    (REAL_SEC, 0),
+                    (REAL_SEC, 999_999),
+                    (REAL_SEC - 1, 999_999),
+                    (REAL_SEC + 1, 0),
+                    (-5, 0),
+                ] {
+                    script(0, sec, usec);
+                    let (r, tv) = gtod(inj.gettimeofday());
+                    assert_eq!(r, 0);
+                    let want = model_gtod(sec as i128 * US + usec as i128, &p);
+                    assert_eq!(
+                        tv_us(&tv),
+                        want,
+                        "real {sec}.{usec:06} offset {off} deadline {d}"
+                    );
+                    assert!((0..1_000_000).contains(&tv.tv_usec));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fake_clock_scripted_time_deadlines_are_exact_and_take_the_right_path() {
+        for off in [
+            -600 * 1_000_000_000,
+            2 * HOUR_NS,
+            2 * HOUR_NS + 600_000_000,
+            -1,
+            0,
+        ] {
+            for d in DEADLINES {
+                let others: Vec<_> = (1..32).map(|i| (i, 0)).collect();
+                let p = with_deadlines(params(0b11, &[(0, off), (1, off)]), &others);
+                let p = with_deadlines(p, &[(0, d)]);
+                let inj = Injected::scripted(&p);
+                for (sec, nsec) in [
+                    (REAL_SEC, REAL_NSEC),
+                    (REAL_SEC, REAL_NSEC - 1),
+                    (REAL_SEC, 0),
+                    (REAL_SEC, 999_999_999),
+                    (REAL_SEC - 1, 999_999_999),
+                    (REAL_SEC + 1, 0),
+                    (-1, 999_999_999),
+                ] {
+                    script(0, sec, nsec);
+                    let got = inj.time()(std::ptr::null_mut());
+                    let want = model_time(sec as i128 * NS + nsec as i128, &p);
+                    let what = format!("real {sec}.{nsec:09} offset {off} deadline {d}");
+                    assert_eq!(got, want, "{what}");
+                    let s = SCRIPT.get();
+                    let slow = time_needs_slow_path(sec, &p);
+                    assert_eq!((s.time_calls, s.calls), (1, slow as u32), "{what}: path");
+                }
+            }
+        }
     }
 
     // ---- against the genuine vDSO ------------------------------------------------------------
@@ -939,14 +1239,19 @@ mod tests {
     }
 
     fn check_time(inj: &Injected, off: i64) {
+        let t1 = genuine_time()(std::ptr::null_mut());
         let c1 = now(libc::CLOCK_REALTIME_COARSE);
         let mut t: libc::time_t = 0;
         let got = inj.time()(&mut t);
         let got_null = inj.time()(std::ptr::null_mut());
         let c2 = now(libc::CLOCK_REALTIME_COARSE);
+        let t2 = genuine_time()(std::ptr::null_mut());
         let lo = (c1 + off as i128).div_euclid(NS) as i64;
         let hi = (c2 + off as i128).div_euclid(NS) as i64;
         assert_eq!(t, got, "*tloc differs from the return value");
+        if off == 0 {
+            assert!(t1 <= got && got <= t2, "time() {got} not in [{t1}, {t2}]");
+        }
         for v in [got, got_null] {
             assert!(
                 lo <= v && v <= hi,
@@ -1176,6 +1481,232 @@ mod tests {
         }
     }
 
+    const VDSO_CLOCKS: [libc::clockid_t; 7] = [
+        libc::CLOCK_REALTIME,
+        libc::CLOCK_MONOTONIC,
+        libc::CLOCK_MONOTONIC_RAW,
+        libc::CLOCK_REALTIME_COARSE,
+        libc::CLOCK_MONOTONIC_COARSE,
+        libc::CLOCK_BOOTTIME,
+        libc::CLOCK_TAI,
+    ];
+
+    /// Each clock against its own deadline, in its own time: far ahead or none → shifted, just
+    /// or long passed → genuine. The other clocks' deadlines are set the other way round, so
+    /// a fake that looked at the wrong entry would be caught.
+    #[test]
+    fn fake_clock_vdso_deadlines_per_clock() {
+        // Fractional (time() takes its slow path) and whole seconds (its fast path).
+        for off in [HOUR_NS + 1, -600 * 1_000_000_000] {
+            for &c in &VDSO_CLOCKS {
+                let cu = c as usize;
+                for (ahead, shifted) in [
+                    (Some(HOUR_NS), true),
+                    (None, true),
+                    (Some(-1_000_000_000), false),
+                    (Some(-HOUR_NS), false),
+                ] {
+                    let mask = VDSO_CLOCKS.iter().fold(0u32, |m, &k| m | 1 << k);
+                    let offs: Vec<_> = VDSO_CLOCKS.iter().map(|&k| (k as usize, off)).collect();
+                    let mut p = params(mask, &offs);
+                    for &k in &VDSO_CLOCKS {
+                        // The others: expired if this one runs, running if this one expired.
+                        let n = now(k) as i64;
+                        p.expires_ns[k as usize] = if shifted { n - HOUR_NS } else { n + HOUR_NS };
+                    }
+                    p.expires_ns[cu] = match ahead {
+                        Some(d) => now(c) as i64 + d,
+                        None => layout::NEVER,
+                    };
+                    let inj = Injected::with_vdso(&p);
+                    let want = if shifted { off } else { 0 };
+                    for _ in 0..3 {
+                        check_clock(&inj, c, want);
+                    }
+                    if c == libc::CLOCK_REALTIME {
+                        check_gtod(&inj, (want as i128).div_euclid(1000));
+                        check_time(&inj, want);
+                    } else if c == libc::CLOCK_REALTIME_COARSE {
+                        // gettimeofday and time follow deadlines[0] (CLOCK_REALTIME), not
+                        // CLOCK_REALTIME_COARSE's, set the other way round here.
+                        let rt = if shifted { 0 } else { off };
+                        check_gtod(&inj, (rt as i128).div_euclid(1000));
+                        check_time(&inj, rt);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Realtime's deadline passed while monotonic's has not, and the other way round.
+    #[test]
+    fn fake_clock_vdso_one_deadline_passed_the_other_not() {
+        let off = 2 * HOUR_NS;
+        let (rt, mono) = (libc::CLOCK_REALTIME, libc::CLOCK_MONOTONIC);
+        for rt_passed in [true, false] {
+            let dir = |passed: bool| if passed { -1_000_000_000 } else { HOUR_NS };
+            let p = with_deadlines(
+                params(0b11, &[(0, off), (1, off)]),
+                &[
+                    (0, now(rt) as i64 + dir(rt_passed)),
+                    (1, now(mono) as i64 + dir(!rt_passed)),
+                ],
+            );
+            let inj = Injected::with_vdso(&p);
+            let (rt_off, mono_off) = if rt_passed { (0, off) } else { (off, 0) };
+            for _ in 0..10 {
+                check_clock(&inj, rt, rt_off);
+                check_clock(&inj, mono, mono_off);
+                check_gtod(&inj, rt_off as i128 / 1000);
+                check_time(&inj, rt_off);
+            }
+        }
+    }
+
+    /// A data page of zeros (generation 0, slot 0 all zero), and a slot whose mask and offsets
+    /// are set but whose deadline table is zeros: every fake returns the genuine time.
+    #[test]
+    fn fake_clock_vdso_zeroed_page_and_zeroed_deadlines_pass_real_time() {
+        let g = genuine();
+        let zero = Injected::with_stubs(
+            &abs_jump(g.clock_gettime),
+            &abs_jump(g.gettimeofday),
+            &abs_jump(g.time),
+            &[0u8; PAGE],
+        );
+        let all: Vec<_> = (0..32).map(|i| (i, 1000 * 1_000_000_000 + 1)).collect();
+        let mut slot = params(u32::MAX, &all).encode_slot();
+        slot[layout::SLOT_OFF_DEADLINES..].fill(0);
+        let deadlines_zero = Injected::with_vdso(&Params::default());
+        deadlines_zero.publish_raw(&slot);
+        let mut whole = params(u32::MAX, &all).encode_slot();
+        whole[layout::SLOT_OFF_DEADLINES..].fill(0);
+        for i in 0..32 {
+            // Whole seconds, so that time() could take its fast path.
+            whole[layout::SLOT_OFF_CLOCKS + 16 * i + 8..][..8].fill(0);
+        }
+        let deadlines_zero_whole = Injected::with_vdso(&Params::default());
+        deadlines_zero_whole.publish_raw(&whole);
+        for inj in [&zero, &deadlines_zero, &deadlines_zero_whole] {
+            for _ in 0..3 {
+                for &c in &VDSO_CLOCKS {
+                    check_clock(inj, c, 0);
+                }
+                check_gtod(inj, 0);
+                check_time(inj, 0);
+            }
+        }
+    }
+
+    /// The deadline passes while we watch, inside one realtime second: clock_gettime and
+    /// gettimeofday compare nanoseconds (microseconds × 1000), time() runs its slow path
+    /// (its seconds equal the deadline's). Each reading is bracketed by genuine readings;
+    /// below the deadline it must be shifted, at or after it genuine, and once genuine it stays
+    /// genuine.
+    #[test]
+    fn fake_clock_vdso_deadline_passes_within_a_second() {
+        // A run is inconclusive (and repeated) only when preemption kept it from observing
+        // both sides of a deadline; a wrong reading fails at once.
+        for _attempt in 0..10 {
+            if deadline_passes_within_a_second() {
+                return;
+            }
+        }
+        panic!("10 runs never watched every deadline pass (the machine is too busy?)");
+    }
+
+    /// One run of [`fake_clock_vdso_deadline_passes_within_a_second`]: false if inconclusive.
+    fn deadline_passes_within_a_second() -> bool {
+        let off = HOUR_NS; // whole seconds: time() is slow only because of the deadline
+        let (rt, mono, coarse) = (
+            libc::CLOCK_REALTIME,
+            libc::CLOCK_MONOTONIC,
+            libc::CLOCK_REALTIME_COARSE,
+        );
+        // Start early in a second so that the deadline (now + 100 ms) and the 60 ms watched
+        // after it stay inside the same second.
+        while now(rt).rem_euclid(NS) > 300_000_000 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let d_rt = now(rt) as i64 + 100_000_000;
+        let d_mono = now(mono) as i64 + 100_000_000;
+        let p = with_deadlines(
+            params(0b11, &[(0, off), (1, off)]),
+            &[(0, d_rt), (1, d_mono)],
+        );
+        let inj = Injected::with_vdso(&p);
+        // Judges one reading f taken between genuine readings lo and hi: 1 if it is shifted,
+        // which only a reading below the deadline may be, 0 if genuine, which only a reading
+        // at or after the deadline may be.
+        let judge = |what: &str, f: i128, (lo, hi): (i128, i128), off: i128, below, above| {
+            if below && lo + off <= f && f <= hi + off {
+                1
+            } else if above && lo <= f && f <= hi {
+                0
+            } else {
+                panic!(
+                    "{what}: {f} is neither shifted (below the deadline: {below}) nor genuine \
+                     (at or after it: {above}) within [{lo}, {hi}], offset {off}"
+                )
+            }
+        };
+        let names = ["realtime", "monotonic", "gettimeofday", "time"];
+        let mut last = [1u8; 4];
+        let mut seen = [[0u32; 2]; 4];
+        let end = d_rt as i128 + 60_000_000;
+        let mut time_in_deadline_second = 0;
+        loop {
+            let g1 = now(rt);
+            let (r, ts) = cg(inj.clock_gettime(), rt);
+            let g2 = now(rt);
+            assert_eq!(r, 0);
+            if g1 > end {
+                break;
+            }
+            let d = d_rt as i128;
+            let o = off as i128;
+            let k = [
+                judge(names[0], ts_ns(&ts), (g1, g2), o, g1 < d, g2 >= d),
+                {
+                    let g1 = now(mono);
+                    let (r, ts) = cg(inj.clock_gettime(), mono);
+                    let g2 = now(mono);
+                    assert_eq!(r, 0);
+                    let d = d_mono as i128;
+                    judge(names[1], ts_ns(&ts), (g1, g2), o, g1 < d, g2 >= d)
+                },
+                {
+                    let g1 = now_us();
+                    let (r, tv) = gtod(inj.gettimeofday());
+                    let g2 = now_us();
+                    assert_eq!(r, 0);
+                    let (below, above) = (g1 * 1000 < d, g2 * 1000 >= d);
+                    judge(names[2], tv_us(&tv), (g1, g2), o / 1000, below, above)
+                },
+                {
+                    let c1 = now(coarse);
+                    let t = inj.time()(std::ptr::null_mut()) as i128;
+                    let c2 = now(coarse);
+                    let secs = (c1.div_euclid(NS), c2.div_euclid(NS));
+                    if secs.0 == d.div_euclid(NS) && secs.1 == secs.0 {
+                        time_in_deadline_second += 1;
+                    }
+                    judge(names[3], t, secs, o / NS, c1 < d, c2 >= d)
+                },
+            ];
+            for (i, &k) in k.iter().enumerate() {
+                assert!(
+                    k <= last[i],
+                    "{}: shifted again after the deadline",
+                    names[i]
+                );
+                last[i] = k;
+                seen[i][k as usize] += 1;
+            }
+        }
+        seen.iter().all(|s| s[0] > 0 && s[1] > 0) && time_in_deadline_second > 0
+    }
+
     /// The same blob copied to two different addresses, alive at once, each with its own data
     /// page: each copy must read its own page.
     #[test]
@@ -1316,8 +1847,9 @@ mod tests {
     }
 
     /// Stack use and ABI: the fakes' own frame is 24 bytes (+8 for the inner call's return
-    /// address), the genuine function is entered with the usual alignment (rsp = 8 mod 16),
-    /// and the callee-saved registers survive.
+    /// address), 8 bytes on time()'s fast path; the genuine function is entered with the usual
+    /// alignment (rsp = 8 mod 16), and the callee-saved registers survive — for time() on both
+    /// of its paths, each of its two inner calls.
     #[test]
     fn fake_clock_stack_depth_alignment_and_preserved_registers() {
         // Stubs that store their entry rsp into the output's first field and return 0:
@@ -1329,7 +1861,14 @@ mod tests {
         let gtod_stub = [
             0x48, 0x89, 0x27, 0x48, 0xc7, 0x47, 0x08, 0, 0, 0, 0, 0x31, 0xc0, 0xc3,
         ];
-        let inj = Injected::with_stubs(&cg_stub, &gtod_stub, &data_page(&Params::default()));
+        // time: mov rax, rsp; ret (the "seconds" are the entry rsp)
+        let time_stub = [0x48, 0x89, 0xe0, 0xc3];
+        let inj = Injected::with_stubs(
+            &cg_stub,
+            &gtod_stub,
+            &time_stub,
+            &data_page(&Params::default()),
+        );
 
         /// Calls `f(a0, a1)` with rbx, rbp, r12-r15 set to sentinels; returns (rax, rsp before
         /// the call, whether all sentinels survived).
@@ -1349,7 +1888,7 @@ mod tests {
                     "mov r14, 0x5555",
                     "mov r15, 0x6666",
                     "mov r12, rsp",
-                    "call {f}",
+                    "call rax",
                     "xor edx, edx",
                     "cmp rbx, 0x1111", "jne 2f",
                     "cmp rbp, 0x2222", "jne 2f",
@@ -1360,13 +1899,15 @@ mod tests {
                     "2:",
                     "pop rbp",
                     "pop rbx",
-                    f = in(reg) f,
+                    // f in rax, not in(reg): a register class operand may be given rbx or
+                    // rbp (no frame pointer in release builds), which the sentinels
+                    // overwrite before the call.
+                    inout("rax") f => ret,
                     out("r12") rsp,
                     lateout("rdx") ok,
                     out("r13") _,
                     in("rdi") a0,
                     in("rsi") a1,
-                    lateout("rax") ret,
                     out("r14") _,
                     out("r15") _,
                     clobber_abi("C"),
@@ -1411,10 +1952,146 @@ mod tests {
         assert_eq!(r, 0);
         assert_eq!(rsp - tv.tv_sec as u64, 40, "gettimeofday stack depth");
 
+        // time(), fast path (realtime not selected): it returns what the time stub returned,
+        // the stub's entry rsp. Its frame is one push.
         let (r, rsp, ok) = probe(inj.addr(inj.blob.entry_time), 0, 0);
-        assert!(ok, "time clobbered a callee-saved register");
-        // time() returns the seconds the stub stored: its own entry rsp.
-        assert_eq!(rsp - r, 40, "time stack depth");
+        assert!(ok, "time (fast path) clobbered a callee-saved register");
+        assert_eq!(r % 16, 8, "genuine time entered with a misaligned stack");
+        assert_eq!(
+            rsp - r,
+            24,
+            "time (fast path): 8 (ret) + 8 (frame) + 8 (inner ret)"
+        );
+        // The same with realtime selected, a whole-second offset of 0 and no deadline: still
+        // the fast path, the value passes the whole computation unchanged.
+        inj.publish(&params(1, &[(0, 0)]));
+        let mut t: u64 = 0;
+        let (r, rsp, ok) = probe(inj.addr(inj.blob.entry_time), &raw mut t as usize, 0);
+        assert!(ok);
+        assert_eq!(rsp - r, 24, "time (fast path, selected) stack depth");
+        assert_eq!(t, r, "*tloc");
+        // Slow path (fractional offset): it returns floor(coarse + 0.5 s) where the
+        // clock_gettime stub stored its entry rsp as the seconds and 0 ns.
+        inj.publish(&params(1, &[(0, 500_000_000)]));
+        let mut t: u64 = 0;
+        let (r, rsp, ok) = probe(inj.addr(inj.blob.entry_time), &raw mut t as usize, 0);
+        assert!(ok, "time (slow path) clobbered a callee-saved register");
+        assert_eq!(
+            r % 16,
+            8,
+            "genuine clock_gettime entered with a misaligned stack"
+        );
+        assert_eq!(rsp - r, 40, "time (slow path) stack depth");
+        assert_eq!(t, r, "*tloc");
+    }
+
+    // ---- genuine functions that use every freedom the C ABI gives them -------------------
+
+    /// clock_gettime stand-in: writes 1000.5 s, then returns 0 in eax with garbage in the upper
+    /// half of rax, every other caller-saved register overwritten and its red zone scribbled
+    /// over. A fake that kept anything in a caller-saved register across the call, or looked
+    /// at more than eax, would go wrong.
+    #[unsafe(naked)]
+    extern "C" fn hostile_clock_gettime(
+        _id: libc::clockid_t,
+        _ts: *mut libc::timespec,
+    ) -> libc::c_int {
+        core::arch::naked_asm!(
+            "mov qword ptr [rsi], 1000",
+            "mov qword ptr [rsi + 8], 500000000",
+            "mov rcx, -1",
+            "mov rdx, -1",
+            "mov rsi, -1",
+            "mov rdi, -1",
+            "mov r8, -1",
+            "mov r9, -1",
+            "mov r10, -1",
+            "mov r11, -1",
+            "mov qword ptr [rsp - 8], -1",
+            "mov qword ptr [rsp - 16], -1",
+            "mov qword ptr [rsp - 64], -1",
+            "mov qword ptr [rsp - 128], -1",
+            "movabs rax, 0x7ead00000000",
+            "ret",
+        )
+    }
+
+    /// gettimeofday stand-in: 1000.500000 s, then the same abuse.
+    #[unsafe(naked)]
+    extern "C" fn hostile_gettimeofday(
+        _tv: *mut libc::timeval,
+        _tz: *mut libc::c_void,
+    ) -> libc::c_int {
+        core::arch::naked_asm!(
+            "mov qword ptr [rdi], 1000",
+            "mov qword ptr [rdi + 8], 500000",
+            "mov rcx, -1",
+            "mov rdx, -1",
+            "mov rsi, -1",
+            "mov rdi, -1",
+            "mov r8, -1",
+            "mov r9, -1",
+            "mov r10, -1",
+            "mov r11, -1",
+            "mov qword ptr [rsp - 8], -1",
+            "mov qword ptr [rsp - 16], -1",
+            "mov qword ptr [rsp - 64], -1",
+            "mov qword ptr [rsp - 128], -1",
+            "movabs rax, 0x7ead00000000",
+            "ret",
+        )
+    }
+
+    /// time stand-in: 1000, then the same abuse (rax is the whole time_t here).
+    #[unsafe(naked)]
+    extern "C" fn hostile_time(_tloc: *mut libc::time_t) -> libc::time_t {
+        core::arch::naked_asm!(
+            "mov rcx, -1",
+            "mov rdx, -1",
+            "mov rsi, -1",
+            "mov rdi, -1",
+            "mov r8, -1",
+            "mov r9, -1",
+            "mov r10, -1",
+            "mov r11, -1",
+            "mov qword ptr [rsp - 8], -1",
+            "mov qword ptr [rsp - 16], -1",
+            "mov qword ptr [rsp - 64], -1",
+            "mov qword ptr [rsp - 128], -1",
+            "mov eax, 1000",
+            "ret",
+        )
+    }
+
+    #[test]
+    fn fake_clock_hostile_genuine_functions() {
+        let inj = Injected::with_stubs(
+            &abs_jump(hostile_clock_gettime as *const () as usize),
+            &abs_jump(hostile_gettimeofday as *const () as usize),
+            &abs_jump(hostile_time as *const () as usize),
+            &data_page(&Params::default()),
+        );
+        for off in [0, -600 * 1_000_000_000, 2 * HOUR_NS + 600_000_000, -1] {
+            for d in DEADLINES {
+                for mask in [0b11u32, 0b10, 0b01, 0] {
+                    let p = with_deadlines(params(mask, &[(0, off), (1, off)]), &[(0, d), (1, d)]);
+                    inj.publish(&p);
+                    let what = format!("mask {mask:#b} offset {off} deadline {d}");
+                    for id in [0, 1] {
+                        let (r, ts) = cg(inj.clock_gettime(), id);
+                        assert_eq!(r, 0, "{what}");
+                        assert_eq!(ts_ns(&ts), model_clock(REAL_NS as i128, &p, id as usize));
+                    }
+                    let (r, tv) = gtod(inj.gettimeofday());
+                    assert_eq!(r, 0, "{what}");
+                    assert_eq!(tv_us(&tv), model_gtod(REAL_NS as i128 / 1000, &p), "{what}");
+                    let mut t: libc::time_t = 0;
+                    let want = model_time(REAL_NS as i128, &p);
+                    assert_eq!(inj.time()(&mut t), want, "{what}");
+                    assert_eq!(t, want, "{what}: *tloc");
+                }
+            }
+        }
     }
 
     // ---- deterministic interleavings: a writer lapping the reader at every instruction ----
@@ -1426,6 +2103,7 @@ mod tests {
     static TRACE_AT: AtomicUsize = AtomicUsize::new(usize::MAX);
     static TRACE_STEPS: AtomicUsize = AtomicUsize::new(0);
     static TRACE_MODE: AtomicUsize = AtomicUsize::new(0);
+    static TRACE_VARIANT: AtomicUsize = AtomicUsize::new(0);
 
     const MODE_FULL_LAP: usize = 1;
     const MODE_DEAD_WRITER: usize = 2;
@@ -1438,8 +2116,52 @@ mod tests {
         10 * n * 1_000_000_000 + if carry { 600_000_000 } else { 100_000_000 } + n * 1000
     }
 
+    /// Kinds of offsets the lap sets use (see [`lap_params`]).
+    const LAP_OFFSET_KINDS: usize = 4;
+    /// Kinds of deadlines the lap sets use (see [`lap_params`]).
+    const LAP_DEADLINE_KINDS: usize = 7;
+    const LAP_VARIANTS: usize = LAP_OFFSET_KINDS * LAP_DEADLINE_KINDS;
+
+    /// Parameter set `n` (0, 1 or 2) of lap `variant`, for CLOCK_REALTIME and CLOCK_MONOTONIC,
+    /// whose stand-ins read 1000.5 s. Each variant makes the sets differ so that any mix of
+    /// two sets' fields that a misplaced generation check could produce gives a value that
+    /// neither set gives, in at least one variant:
+    /// - offsets: [`lap_offset`] (distinct sub-second digits, time() carries differently); set
+    ///   0 whole seconds and set 2 fractional, or the reverse (time()'s fast path reads the
+    ///   offset's nanoseconds to decide, a torn pair takes the wrong path); all whole seconds
+    ///   (time()'s fast path throughout);
+    /// - deadlines: none; set 0 expired and the others running, or the reverse, decided by
+    ///   the seconds (time()'s fast path) or, inside the real second, by the nanoseconds
+    ///   (time()'s slow path); both running but with a different (sec, nsec) such that a torn
+    ///   pair (1000, 0) has expired.
+    fn lap_params(n: i64, variant: usize) -> Params {
+        const S: i64 = 1_000_000_000;
+        let whole = (10 * n + 3) * S;
+        let off = match variant % LAP_OFFSET_KINDS {
+            0 => lap_offset(n) + 5 * S, // + 5 s: set 0 never reads as real time
+            1 if n == 2 => whole + 600_000_000,
+            2 if n == 0 => whole + 600_000_000,
+            _ => whole,
+        };
+        let first = n == 0;
+        let pick = |set0: i64, others: i64| if first { set0 } else { others };
+        let deadline = match variant / LAP_OFFSET_KINDS {
+            0 => layout::NEVER,
+            1 => pick(999 * S, 1001 * S),
+            2 => pick(1001 * S, 999 * S),
+            3 => pick(REAL_NS, REAL_NS + 1),
+            4 => pick(REAL_NS + 1, REAL_NS),
+            5 => pick(REAL_NS + 1, 1001 * S),
+            _ => pick(1001 * S, REAL_NS + 1),
+        };
+        with_deadlines(
+            params(0b11, &[(0, off), (1, off)]),
+            &[(0, deadline), (1, deadline)],
+        )
+    }
+
     fn lap_slot(n: i64) -> [u8; layout::SLOT_LEN] {
-        params(0b11, &[(0, lap_offset(n)), (1, lap_offset(n))]).encode_slot()
+        lap_params(n, TRACE_VARIANT.load(Ordering::Relaxed)).encode_slot()
     }
 
     fn data_word(data: usize, off: usize) -> &'static AtomicU64 {
@@ -1469,16 +2191,21 @@ mod tests {
                 generation.store(2, Ordering::Release);
             }
             MODE_DEAD_WRITER => {
-                // Publishes set 1, then dies half-way through writing set 2 into slot 0: only
-                // the whole-second words are written, the generation is never bumped to 2.
+                // Publishes set 1, then dies half-way through writing set 2 into slot 0: the
+                // mask word is cleared (as if set 2 selected nothing) and only the
+                // whole-second words of the offsets and deadlines are written; the generation
+                // is never bumped to 2.
                 trace_write_slot(data, 1, &lap_slot(1));
                 generation.store(1, Ordering::Release);
                 let two = lap_slot(2);
                 let slot0 = layout::slot_offset(0);
+                data_word(data, slot0 + layout::SLOT_OFF_MASK).store(0, Ordering::Relaxed);
                 for at in [
                     layout::SLOT_OFF_GTOD_SEC,
                     layout::SLOT_OFF_CLOCKS,
                     layout::SLOT_OFF_CLOCKS + 16,
+                    layout::SLOT_OFF_DEADLINES,
+                    layout::SLOT_OFF_DEADLINES + 16,
                 ] {
                     let v = u64::from_le_bytes(two[at..at + 8].try_into().unwrap());
                     data_word(data, slot0 + at).store(v, Ordering::Relaxed);
@@ -1527,9 +2254,10 @@ mod tests {
     }
 
     /// Single-steps each fake and, in separate runs, lets a writer lap it (or die half-way)
-    /// at every instruction boundary of the fake. Every result must be exactly what one of
-    /// the published parameter sets gives; a missing or misplaced generation re-check shows
-    /// up as a mix.
+    /// at every instruction boundary of the fake, for every lap variant (offsets and deadlines
+    /// chosen so that every field read inside the checked read matters). Every result must be
+    /// exactly what one of the published parameter sets gives; a missing or misplaced
+    /// generation re-check shows up as a mix.
     #[test]
     fn fake_clock_writer_at_every_instruction_never_tears() {
         // SAFETY: installs a SIGTRAP handler that only touches atomics (the previous one is
@@ -1544,7 +2272,8 @@ mod tests {
             assert_eq!(libc::sigaction(libc::SIGTRAP, &sa, &mut previous), 0);
             previous
         };
-        // Genuine stand-ins as machine code in the slots: they return 1000.5 s / 1000.5 s.
+        // Genuine stand-ins as machine code in the slots: they return 1000.5 s / 1000.5 s /
+        // 1000 s.
         // mov qword ptr [rsi], 1000; mov qword ptr [rsi+8], 500000000; xor eax, eax; ret
         let cg_stub = [
             0x48, 0xc7, 0x06, 0xe8, 0x03, 0, 0, 0x48, 0xc7, 0x46, 0x08, 0x00, 0x65, 0xcd, 0x1d,
@@ -1555,7 +2284,14 @@ mod tests {
             0x48, 0xc7, 0x07, 0xe8, 0x03, 0, 0, 0x48, 0xc7, 0x47, 0x08, 0x20, 0xa1, 0x07, 0x00,
             0x31, 0xc0, 0xc3,
         ];
-        let inj = Injected::with_stubs(&cg_stub, &gtod_stub, &data_page(&Params::default()));
+        // mov eax, 1000; ret
+        let time_stub = [0xb8, 0xe8, 0x03, 0, 0, 0xc3];
+        let inj = Injected::with_stubs(
+            &cg_stub,
+            &gtod_stub,
+            &time_stub,
+            &data_page(&Params::default()),
+        );
         let data = inj.addr(PAGE);
         TRACE_LO.store(inj.addr(0), Ordering::Relaxed);
         TRACE_HI.store(inj.addr(PAGE), Ordering::Relaxed);
@@ -1596,68 +2332,81 @@ mod tests {
             ("gettimeofday", inj.blob.entry_gettimeofday, tv_ptr, 0),
             ("time", inj.blob.entry_time, 0, 0),
         ];
-        for mode in [MODE_FULL_LAP, MODE_DEAD_WRITER] {
-            TRACE_MODE.store(mode, Ordering::Relaxed);
-            // The sets a reader may legitimately return: the one before the writer ran, and
-            // the last one the writer completely published.
-            let allowed = [0, if mode == MODE_FULL_LAP { 2 } else { 1 }];
-            for (name, entry, a0, a1) in cases {
-                let f = inj.addr(entry);
-                let run = |at: usize| -> i128 {
-                    reset();
-                    TRACE_AT.store(at, Ordering::Relaxed);
-                    TRACE_STEPS.store(0, Ordering::Relaxed);
-                    let r = call_single_stepped(f, a0, a1);
-                    match name {
-                        "time" => r as i64 as i128,
-                        "gettimeofday" => {
-                            assert_eq!(r as i32, 0);
-                            // SAFETY: tv_ptr points at the live local `tv`.
-                            tv_us(unsafe { &*(tv_ptr as *const libc::timeval) })
+        let mut total_steps = 0;
+        for variant in 0..LAP_VARIANTS {
+            TRACE_VARIANT.store(variant, Ordering::Relaxed);
+            for mode in [MODE_FULL_LAP, MODE_DEAD_WRITER] {
+                TRACE_MODE.store(mode, Ordering::Relaxed);
+                // The sets a reader may legitimately return: the one before the writer ran,
+                // and the last one the writer completely published.
+                let allowed = [0, if mode == MODE_FULL_LAP { 2 } else { 1 }];
+                for (name, entry, a0, a1) in cases {
+                    let f = inj.addr(entry);
+                    let run = |at: usize| -> i128 {
+                        reset();
+                        TRACE_AT.store(at, Ordering::Relaxed);
+                        TRACE_STEPS.store(0, Ordering::Relaxed);
+                        let r = call_single_stepped(f, a0, a1);
+                        match name {
+                            "time" => r as i64 as i128,
+                            "gettimeofday" => {
+                                assert_eq!(r as i32, 0);
+                                // SAFETY: tv_ptr points at the live local `tv`.
+                                tv_us(unsafe { &*(tv_ptr as *const libc::timeval) })
+                            }
+                            _ => {
+                                assert_eq!(r as i32, 0);
+                                // SAFETY: ts_ptr points at the live local `ts`.
+                                ts_ns(unsafe { &*(ts_ptr as *const libc::timespec) })
+                            }
                         }
-                        _ => {
-                            assert_eq!(r as i32, 0);
-                            // SAFETY: ts_ptr points at the live local `ts`.
-                            ts_ns(unsafe { &*(ts_ptr as *const libc::timespec) })
+                    };
+                    let expect = |n: i64| -> i128 {
+                        let p = lap_params(n, variant);
+                        match name {
+                            "time" => model_time(real_ns, &p) as i128,
+                            "gettimeofday" => model_gtod(real_us, &p),
+                            "clock_gettime(MONOTONIC)" => model_clock(real_ns, &p, 1),
+                            _ => model_clock(real_ns, &p, 0),
                         }
-                    }
-                };
-                let expect = |n: i64| -> i128 {
-                    let off = lap_offset(n) as i128;
-                    match name {
-                        "time" => (real_ns + off).div_euclid(NS),
-                        "gettimeofday" => real_us + off.div_euclid(1000),
-                        _ => real_ns + off,
-                    }
-                };
-                let undisturbed = run(usize::MAX);
-                let steps = TRACE_STEPS.load(Ordering::Relaxed);
-                assert_eq!(undisturbed, expect(0), "{name}: single-stepped result");
-                assert!((10..200).contains(&steps), "{name}: {steps} steps traced");
-                let (mut old, mut new) = (0, 0);
-                for at in 0..steps {
-                    let got = run(at);
-                    assert!(
-                        TRACE_STEPS.load(Ordering::Relaxed) > at,
-                        "{name}: the writer never ran"
+                    };
+                    let what = format!("{name}, lap variant {variant}, writer mode {mode}");
+                    let (a, b) = (allowed[0], allowed[1]);
+                    assert_ne!(
+                        expect(a),
+                        expect(b),
+                        "{what}: the sets are indistinguishable"
                     );
-                    if got == expect(allowed[0]) {
-                        old += 1;
-                    } else if got == expect(allowed[1]) {
-                        new += 1;
-                    } else {
-                        let (a, b) = (allowed[0], allowed[1]);
-                        panic!(
-                            "{name}, writer mode {mode} at instruction {at}: got {got}, \
-                             expected {} (set {a}) or {} (set {b})",
-                            expect(a),
-                            expect(b),
+                    let undisturbed = run(usize::MAX);
+                    let steps = TRACE_STEPS.load(Ordering::Relaxed);
+                    assert_eq!(undisturbed, expect(0), "{what}: single-stepped result");
+                    assert!((10..200).contains(&steps), "{what}: {steps} steps traced");
+                    total_steps += steps;
+                    let (mut old, mut new) = (0, 0);
+                    for at in 0..steps {
+                        let got = run(at);
+                        assert!(
+                            TRACE_STEPS.load(Ordering::Relaxed) > at,
+                            "{what}: the writer never ran"
                         );
+                        if got == expect(a) {
+                            old += 1;
+                        } else if got == expect(b) {
+                            new += 1;
+                        } else {
+                            panic!(
+                                "{what}, at instruction {at}: got {got}, expected {} (set {a}) \
+                                 or {} (set {b})",
+                                expect(a),
+                                expect(b),
+                            );
+                        }
                     }
+                    assert!(old > 0 && new > 0, "{what}: old {old}, new {new}");
                 }
-                assert!(old > 0 && new > 0, "{name}: old {old}, new {new}");
             }
         }
+        assert!(total_steps > 0);
         TRACE_HI.store(0, Ordering::Relaxed);
         // SAFETY: restores the disposition saved above.
         assert_eq!(

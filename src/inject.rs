@@ -28,8 +28,8 @@ const PAGES_LEN: u64 = 2 * PAGE_SIZE;
 /// stopped. Otherwise every thread is held for the short time it takes to map the pages and
 /// write the jumps; on any error, everything done so far is undone.
 pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
-    let params = params_for(pid, skew)?;
     let target = Target::open(pid)?;
+    let params = params_for(pid, skew)?;
     if let Some(existing) = state::find(&target)?
         && existing.hooks_live
     {
@@ -50,8 +50,12 @@ pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
 }
 
 /// Injects into `pid`, a single-threaded process that the calling thread already traces and
-/// that sits in a ptrace-stop — as at PTRACE_EVENT_EXEC, where `timeskew run` catches each new
-/// program before its first instruction. The process is left stopped and traced.
+/// that sits in a ptrace-stop from which a single step runs user code: a signal-delivery,
+/// interrupt or syscall-exit stop. Not an event stop *inside* a syscall (PTRACE_EVENT_EXEC,
+/// _FORK): resuming from there, the kernel stores that syscall's return value over the
+/// injected syscall number — `timeskew run` first moves from the exec event to the
+/// syscall-exit stop (PTRACE_SYSCALL), where no instruction of the new program has run yet.
+/// The process is left stopped and traced.
 pub fn inject_traced(pid: i32, skew: &Skew) -> Result<InjectReport> {
     let target = Target::open(pid)?;
     let plan = Plan::new(&target)?;
@@ -118,8 +122,7 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
     let _deferred = TerminationDeferred::new();
     let held = StoppedProcess::stop(pid)?;
     // Look again now that nothing moves.
-    let mut target = Target::open(pid)?;
-    target.refresh_maps()?;
+    let target = Target::open(pid)?;
     let Some(existing) = state::find(&target)? else {
         return Ok(not_injected);
     };
@@ -318,8 +321,14 @@ fn install(
         blob.stub_capacity,
     )
     .map_err(|reason| unsafe_to_patch(pid, plans[1].symbol, reason))?;
+    let stub_time = Native::build_stub(
+        &plans[2],
+        code_addr + blob.stub_time as u64,
+        blob.stub_capacity,
+    )
+    .map_err(|reason| unsafe_to_patch(pid, plans[2].symbol, reason))?;
     let code = blob
-        .code_page(&stub_cg, &stub_gtod)
+        .code_page(&stub_cg, &stub_gtod, &stub_time)
         .map_err(|reason| unsafe_to_patch(pid, plans[0].symbol, reason))?;
     let data_addr = code_addr + DATA_PAGE_OFFSET;
     let data = DataPage {

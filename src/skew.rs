@@ -1539,8 +1539,12 @@ mod tests {
         assert_eq!(Skew::new(off).to_string(), "realtime -600s");
         assert_eq!(
             serde_json::to_string(&Skew::new(off)).unwrap(),
-            r#"{"offset":"-600s","clocks":["realtime"]}"#
+            r#"{"offset":"-600s","clocks":["realtime"],"duration_ms":null}"#
         );
+        let timed = Skew::new(off).for_duration(std::time::Duration::from_millis(1500));
+        assert_eq!(timed.to_string(), "realtime -600s for 1.5s");
+        assert_ne!(timed, Skew::new(off));
+        assert!(serde_json::to_string(&timed).unwrap().contains(r#""duration_ms":1500"#));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! End-to-end, per runtime: the programs of tests/targets/ — static glibc, static musl, Go with
 //! and without cgo, CPython, the JVM, Node — each read the time through their own clock API
 //! while timeskew skews them (realtime), updates the skew live (realtime and monotonic) and
-//! recovers. Plus threads at scale: 1,000 threads held and released, and threads created and
-//! ended continuously while we attach.
+//! recovers, and each runs a 10 ms sleep loop whose fate under monotonic steps is asserted.
+//! Plus the scope of an injection (fork inherits, exec starts clean) and threads at scale:
+//! 1,000 threads held and released, threads created and ended continuously while we attach.
 //!
 //! The toolchains come from scripts/install-test-deps.sh; a missing one fails the test.
 //! Results are documented in docs/runtimes.md.
@@ -90,6 +91,22 @@ struct Spec<'a> {
 const MIN10: i128 = -600 * SEC;
 const HOUR: i128 = 3600 * SEC;
 
+/// Whether any thread of `pid` is running or waiting for a CPU (state `R`) right now.
+fn any_thread_runnable(pid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    dir.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                let (_, rest) = stat.rsplit_once(") ")?;
+                Some(rest.starts_with('R'))
+            })
+            .unwrap_or(false)
+    })
+}
+
 /// CPU time (user + system) of `pid` so far, in ns.
 fn cpu_ns(pid: i32) -> i128 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -108,16 +125,26 @@ fn cpu_ns(pid: i32) -> i128 {
     (ticks(11) + ticks(12)) * SEC / hz.max(1)
 }
 
-/// Watches the target's 10 ms sleep loop for half a second.
+/// Watches the target's 10 ms sleep loop for half a second: how many rounds it completes, the
+/// CPU it uses, and in how many of 25 samples some thread of it was runnable (state `R`).
+/// A loop whose sleeps return at once stays runnable and burns CPU; one that sleeps is in
+/// state `S` nearly all the time and uses next to no CPU. Both must agree before we call it
+/// spinning: on a busy machine a sleeper waiting for a CPU is runnable too, and a spinner
+/// gets only a share of a CPU.
 fn watch_timers(t: &mut LineTarget) -> (Timers, String) {
     let cpu0 = cpu_ns(t.pid);
     let wall0 = clock_ns(libc::CLOCK_MONOTONIC);
     let a = t.now().get("ticks");
-    std::thread::sleep(Duration::from_millis(500));
-    let b = t.now().get("ticks");
+    let samples = 25;
+    let mut runnable = 0;
+    for _ in 0..samples {
+        std::thread::sleep(Duration::from_millis(20));
+        runnable += any_thread_runnable(t.pid) as u32;
+    }
+    let rounds = t.now().get("ticks") - a;
     let cpu = (cpu_ns(t.pid) - cpu0) * 100 / (clock_ns(libc::CLOCK_MONOTONIC) - wall0);
-    let rounds = b - a;
-    let seen = if cpu >= 80 || rounds > 1_000 {
+    let spinning = runnable * 2 >= samples && cpu >= 15;
+    let seen = if spinning || rounds > 1_000 {
         Timers::Spin
     } else if rounds <= 1 {
         Timers::Stall
@@ -126,7 +153,10 @@ fn watch_timers(t: &mut LineTarget) -> (Timers, String) {
     };
     (
         seen,
-        format!("{rounds} rounds of a 10 ms sleep in 0.5 s, {cpu}% CPU"),
+        format!(
+            "{rounds} rounds of a 10 ms sleep in 0.5 s, {cpu}% CPU, runnable in \
+             {runnable}/{samples} samples"
+        ),
     )
 }
 
@@ -157,7 +187,7 @@ fn keys(fields: &[Field]) -> String {
 ///
 /// Second instance, a step back: `inject -600s --clock realtime,monotonic`, then `recover`.
 /// Throughout, the sleep loop does what `spec.timers` says.
-fn exercise(spawn: impl Fn() -> LineTarget, spec: &Spec) {
+fn exercise(spawn: impl Fn() -> LineTarget, spec: &Spec, version: &str) {
     let check = |r: &Sample, rt_offset: i128, mono_offset: i128, base: Option<&Sample>| {
         for fl in spec.realtime {
             r.assert_realtime_shift(fl.key, fl.unit, rt_offset, fl.slack);
@@ -237,7 +267,8 @@ fn exercise(spawn: impl Fn() -> LineTarget, spec: &Spec) {
     assert!(status.success(), "{name} exited with {status} after `quit`");
 
     eprintln!(
-        "RESULT {name} (pid {pid}): realtime [{}] and monotonic [{}] skewed, updated live,          recovered; {} threads held {} µs at inject; sleep loop: {}",
+        "RESULT {name} ({version}): realtime [{}] and monotonic [{}] skewed, updated live, recovered; \
+         {} threads held {} µs at inject; sleep loop: {}",
         keys(spec.realtime),
         keys(spec.monotonic),
         injected["threads"],
@@ -267,6 +298,7 @@ fn static_glibc_binary() {
     exercise(
         || LineTarget::spawn("static glibc (cc -static)", Command::new(bin)),
         &C_SPEC,
+        &version_of("ldd", &["--version"]),
     );
 }
 
@@ -276,6 +308,10 @@ fn static_musl_binary() {
     exercise(
         || LineTarget::spawn("static musl (musl-gcc -static)", Command::new(bin)),
         &C_SPEC,
+        &format!(
+            "musl {}",
+            version_of("/usr/lib/x86_64-linux-musl/libc.so", &[])
+        ),
     );
 }
 
@@ -297,6 +333,7 @@ fn go_with_cgo() {
             t
         },
         &GO_SPEC,
+        &version_of("go", &["version"]),
     );
 }
 
@@ -310,6 +347,7 @@ fn go_without_cgo_static() {
             t
         },
         &GO_SPEC,
+        &version_of("go", &["version"]),
     );
 }
 
@@ -331,12 +369,13 @@ fn python() {
             // time.sleep() is clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) since 3.11.
             timers: ABSOLUTE_DEADLINES,
         },
+        &version_of(python.to_str().unwrap(), &["--version"]),
     );
 }
 
 #[test]
 fn jvm() {
-    let java = require("java", "openjdk-17-jre-headless");
+    let java = require("java", "openjdk-17-jdk-headless");
     let classes = java_classes();
     exercise(
         || {
@@ -357,6 +396,7 @@ fn jvm() {
             // deadline.
             timers: ABSOLUTE_DEADLINES,
         },
+        &version_of(java.to_str().unwrap(), &["-version"]),
     );
 }
 
@@ -378,6 +418,10 @@ fn node() {
             // setInterval: libuv's timer heap on uv_now (CLOCK_MONOTONIC).
             timers: TIMER_QUEUE,
         },
+        &format!(
+            "Node {}",
+            version_of(node.to_str().unwrap(), &["--version"])
+        ),
     );
 }
 
@@ -479,5 +523,39 @@ fn thread_churn_at_scale_leaves_no_thread_behind() {
          {} threads churned",
         stops.len(),
         probe.ask("churn")["threads"]
+    );
+}
+
+/// The scope of an injection: the process and the children it forks afterwards see the skew; a
+/// program it execs gets a fresh vDSO and reads real time (the documented gap).
+#[test]
+fn forked_children_inherit_the_skew_exec_starts_clean() {
+    let bash = require("bash", "bash");
+    let spawn = || {
+        let mut cmd = Command::new(&bash);
+        cmd.arg(sources().join("probe.sh"));
+        LineTarget::spawn("bash", cmd)
+    };
+    let mut t = spawn();
+    let r = t.now();
+    for key in ["builtin", "forked", "exec"] {
+        r.assert_realtime_shift(key, 1_000, 0, 0);
+    }
+    inject_json(t.pid, "-600s", "realtime");
+    let r = t.now();
+    r.assert_realtime_shift("builtin", 1_000, MIN10, 0);
+    r.assert_realtime_shift("forked", 1_000, MIN10, 0);
+    r.assert_realtime_shift("exec", 1_000, 0, 0);
+    recover_json(t.pid);
+    let r = t.now();
+    for key in ["builtin", "forked", "exec"] {
+        r.assert_realtime_shift(key, 1_000, 0, 0);
+    }
+    let status = t.quit();
+    assert!(status.success(), "bash exited with {status}");
+    eprintln!(
+        "RESULT {}: $EPOCHREALTIME skewed in the shell and in a forked subshell; `date` \
+         exec'd from it reads real time",
+        version_of(bash.to_str().unwrap(), &["--version"])
     );
 }

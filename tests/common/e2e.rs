@@ -133,6 +133,7 @@ fn go_build(name: &str, cgo: bool) -> PathBuf {
                 .current_dir(sources().join("go"))
                 .env("CGO_ENABLED", if cgo { "1" } else { "0" })
                 .env("GOCACHE", &cache)
+                .env("GOPATH", build_dir().join("gopath"))
                 .env("GOFLAGS", "")
                 .env("GOPROXY", "off")
                 .env("GO111MODULE", "on"),
@@ -156,7 +157,8 @@ once!(java_classes, {
     })
 });
 
-/// `<program> --version`-style output, first line, for the reports.
+/// `<program> --version`-style output for the reports: its first line with a digit and the
+/// word "version" in it, else its first line with a digit.
 pub fn version_of(program: &str, args: &[&str]) -> String {
     match Command::new(program).args(args).output() {
         Ok(o) => {
@@ -165,7 +167,14 @@ pub fn version_of(program: &str, args: &[&str]) -> String {
                 String::from_utf8_lossy(&o.stdout),
                 String::from_utf8_lossy(&o.stderr)
             );
-            text.lines().next().unwrap_or("").trim().to_string()
+            let numbered = |l: &&str| l.chars().any(|c| c.is_ascii_digit());
+            text.lines()
+                .filter(numbered)
+                .find(|l| l.to_lowercase().contains("version"))
+                .or_else(|| text.lines().find(numbered))
+                .unwrap_or("")
+                .trim()
+                .to_string()
         }
         Err(e) => format!("{program}: {e}"),
     }
