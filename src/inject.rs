@@ -114,12 +114,15 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
         was_injected: false,
         restored: 0,
         skipped: Vec::new(),
+        stopped_for: Duration::ZERO,
+        threads: 0,
     };
     match state::find(&target)? {
         Some(existing) if existing.hooks_live || any_jump_left(&target, &existing) => {}
         _ => return Ok(not_injected),
     }
     let _deferred = TerminationDeferred::new();
+    let started = Instant::now();
     let held = StoppedProcess::stop(pid)?;
     // Look again now that nothing moves.
     let target = Target::open(pid)?;
@@ -135,6 +138,8 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
         was_injected: true,
         restored: 0,
         skipped: Vec::new(),
+        stopped_for: Duration::ZERO,
+        threads: held.threads().len(),
     };
     // Offsets first: a hook that cannot be restored then passes the real time through.
     let data_addr = existing.data_addr();
@@ -169,6 +174,7 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
         "mark as recovered",
     )?;
     drop(held);
+    report.stopped_for = started.elapsed();
     Ok(report)
 }
 

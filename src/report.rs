@@ -69,6 +69,11 @@ pub struct RecoverReport {
     pub restored: usize,
     /// Entries left alone because their bytes were no longer our jump (someone else patched them).
     pub skipped: Vec<String>,
+    /// How long the process was held stopped (zero when there was nothing to do).
+    #[serde(serialize_with = "as_micros")]
+    pub stopped_for: Duration,
+    /// Threads held.
+    pub threads: usize,
 }
 
 fn as_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -1544,7 +1544,11 @@ mod tests {
         let timed = Skew::new(off).for_duration(std::time::Duration::from_millis(1500));
         assert_eq!(timed.to_string(), "realtime -600s for 1.5s");
         assert_ne!(timed, Skew::new(off));
-        assert!(serde_json::to_string(&timed).unwrap().contains(r#""duration_ms":1500"#));
+        assert!(
+            serde_json::to_string(&timed)
+                .unwrap()
+                .contains(r#""duration_ms":1500"#)
+        );
     }
 
     #[test]

@@ -11,6 +11,21 @@ pub fn tgkill(pid: i32, tid: i32, sig: Signal) -> nix::Result<()> {
     Errno::result(rc).map(drop)
 }
 
+/// The signals that would end timeskew half-way through changing a target: SIGINT (Ctrl-C),
+/// SIGTERM, SIGHUP, SIGQUIT. Deferred during a change; `inject --duration` waits for them.
+pub fn termination_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
 /// Blocks the signals that would kill us half-way through changing a target (Ctrl-C, SIGTERM,
 /// SIGHUP, SIGQUIT) in the calling thread; the old mask comes back on drop, and a signal that
 /// arrived meanwhile is then delivered — after the target has been left consistent.
@@ -20,15 +35,7 @@ pub struct TerminationDeferred {
 
 impl TerminationDeferred {
     pub fn new() -> Self {
-        let mut set = SigSet::empty();
-        for s in [
-            Signal::SIGINT,
-            Signal::SIGTERM,
-            Signal::SIGHUP,
-            Signal::SIGQUIT,
-        ] {
-            set.add(s);
-        }
+        let set = termination_signals();
         let mut old = SigSet::empty();
         match pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)) {
             Ok(()) => TerminationDeferred { old: Some(old) },

@@ -267,10 +267,9 @@ fn wait_until_unskewed(probe: &mut Probe, limit_ns: i128) -> (i128, i128) {
     }
 }
 
-#[test]
-fn duration_ends_on_time_even_when_timeskew_is_killed() {
-    let mut probe = Probe::spawn(&[]);
-    let t0 = realtime_ns();
+/// Starts `timeskew inject --pid P --offset -600s --duration D` and returns once it has printed
+/// its first line (the injection happened), with the rest of its output to read.
+fn inject_in_background(probe: &Probe, duration: &str) -> (Reaped, BufReader<ChildStdout>) {
     let mut tool = Reaped(
         Command::new(timeskew_bin())
             .args([
@@ -280,18 +279,25 @@ fn duration_ends_on_time_even_when_timeskew_is_killed() {
                 "--offset",
                 "-600s",
                 "--duration",
-                "1500ms",
+                duration,
             ])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
     );
+    let mut out = BufReader::new(tool.0.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(tool.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let t1 = realtime_ns();
+    out.read_line(&mut line).unwrap();
     assert!(line.contains("injected"), "{line}");
+    (tool, out)
+}
+
+#[test]
+fn duration_ends_on_time_even_when_timeskew_is_killed() {
+    let mut probe = Probe::spawn(&[]);
+    let t0 = realtime_ns();
+    let (mut tool, _) = inject_in_background(&probe, "1500ms");
+    let t1 = realtime_ns();
     tool.0.kill().unwrap(); // SIGKILL: no chance to recover
     tool.0.wait().unwrap();
     probe
@@ -348,26 +354,7 @@ fn duration_waits_then_recovers() {
 #[test]
 fn sigterm_during_duration_recovers_at_once() {
     let mut probe = Probe::spawn(&[]);
-    let mut tool = Reaped(
-        Command::new(timeskew_bin())
-            .args([
-                "inject",
-                "--pid",
-                &probe.pid_str(),
-                "--offset",
-                "-600s",
-                "--duration",
-                "1h",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut out = BufReader::new(tool.0.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.contains("injected"), "{line}");
+    let (mut tool, mut out) = inject_in_background(&probe, "1h");
     probe
         .now()
         .assert_realtime_shift("realtime", 1, -600 * SEC, 0);
@@ -377,7 +364,7 @@ fn sigterm_during_duration_recovers_at_once() {
     )
     .unwrap();
     let status = tool.0.wait().unwrap();
-    line.clear();
+    let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert!(line.contains("recovered"), "{line}");
     assert_eq!(status.code(), Some(1));

@@ -354,7 +354,9 @@ pub fn for_each<T>(pids: &[i32], op: impl Fn(i32) -> timeskew::Result<T>) -> Vec
 
 /// Prints the outcomes: for a single `--pid` exactly as before (one line or one JSON object,
 /// an error fails the command); for a selection, one line per target plus a summary, or one
-/// JSON object `{"targets": [...], "succeeded": n, "failed": m}`; any failure → exit 1.
+/// JSON object `{"targets": [...], "succeeded": n, "failed": m, "gone": g}`; any failure makes
+/// the exit status 1. A process found through `--tree`/`--cgroup` that exited before we reached
+/// it is "gone", not a failure: there is nothing left to skew or undo in it.
 pub fn report<T: Serialize>(
     args: &TargetArgs,
     mut outcomes: Vec<Outcome<T>>,
@@ -368,19 +370,31 @@ pub fn report<T: Serialize>(
             Err(e) => Err(CliError::Timeskew(e)),
         };
     }
-    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    let gone = |o: &Outcome<T>| {
+        !args.pids.contains(&o.pid)
+            && matches!(
+                o.result,
+                Err(timeskew::Error::NoSuchProcess { .. } | timeskew::Error::ProcessGone { .. })
+            )
+    };
+    let gone_count = outcomes.iter().filter(|o| gone(o)).count();
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count() - gone_count;
+    let succeeded = outcomes.len() - failed - gone_count;
     if args.json {
         let targets: Vec<serde_json::Value> = outcomes
             .iter()
             .map(|o| match &o.result {
                 Ok(v) => serde_json::json!({"pid": o.pid, "ok": true, "report": v}),
-                Err(e) => serde_json::json!({"pid": o.pid, "ok": false, "error": e.to_string()}),
+                Err(e) => serde_json::json!({
+                    "pid": o.pid, "ok": false, "gone": gone(o), "error": e.to_string()
+                }),
             })
             .collect();
         let summary = serde_json::json!({
             "targets": targets,
-            "succeeded": outcomes.len() - failed,
+            "succeeded": succeeded,
             "failed": failed,
+            "gone": gone_count,
         });
         serde_json::to_writer(&mut *out, &summary).map_err(io::Error::from)?;
         writeln!(out)?;
@@ -388,15 +402,15 @@ pub fn report<T: Serialize>(
         for o in &outcomes {
             match &o.result {
                 Ok(v) => writeln!(out, "{}", human(v))?,
+                Err(_) if gone(o) => writeln!(out, "pid {}: exited meanwhile, skipped", o.pid)?,
                 Err(e) => writeln!(err, "timeskew: {e}")?,
             }
         }
-        writeln!(
-            out,
-            "{} of {} targets succeeded",
-            outcomes.len() - failed,
-            outcomes.len()
-        )?;
+        let mut summary = format!("{succeeded} of {} targets succeeded", outcomes.len());
+        if gone_count > 0 {
+            let _ = write!(summary, ", {gone_count} exited meanwhile");
+        }
+        writeln!(out, "{summary}")?;
     }
     out.flush()?;
     if failed > 0 {
@@ -534,9 +548,11 @@ pub fn format_recover(r: &RecoverReport) -> String {
         return format!("pid {}: not injected, nothing to do", r.pid);
     }
     let mut line = format!(
-        "pid {}: recovered, restored {}",
+        "pid {}: recovered, restored {} (stopped {}, {})",
         r.pid,
-        count(r.restored, "vDSO entry", "vDSO entries")
+        count(r.restored, "vDSO entry", "vDSO entries"),
+        format_duration(r.stopped_for),
+        count(r.threads, "thread", "threads")
     );
     if !r.skipped.is_empty() {
         let _ = write!(
@@ -925,6 +941,76 @@ mod tests {
     }
 
     #[test]
+    fn selection_report_counts_failures_and_processes_that_exited() {
+        let args = TargetArgs {
+            pids: vec![1],
+            tree: true,
+            cgroups: vec![],
+            json: true,
+        };
+        let outcomes = vec![
+            Outcome {
+                pid: 1,
+                result: Ok(status(1, &[(Clock::Realtime, secs(-600))])),
+            },
+            // Found through --tree, gone before we got there: not a failure.
+            Outcome {
+                pid: 2,
+                result: Err(timeskew::Error::NoSuchProcess { pid: 2 }),
+            },
+            Outcome {
+                pid: 3,
+                result: Err(timeskew::Error::Unsupported {
+                    pid: 3,
+                    reason: "it is a 32-bit process".into(),
+                }),
+            },
+        ];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let e = report(&args, outcomes, format_status, &mut out, &mut err).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CliError::Partial {
+                    failed: 1,
+                    total: 3
+                }
+            ),
+            "{e}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (
+                v["succeeded"].as_u64(),
+                v["failed"].as_u64(),
+                v["gone"].as_u64()
+            ),
+            (Some(1), Some(1), Some(1))
+        );
+        assert_eq!(v["targets"][1]["gone"], true);
+        assert_eq!(v["targets"][2]["gone"], false);
+
+        // A pid named with --pid that does not exist is a failure, not "gone".
+        let args = TargetArgs {
+            json: false,
+            pids: vec![1, 2],
+            ..args
+        };
+        let outcomes = vec![Outcome {
+            pid: 2,
+            result: Err::<Status, _>(timeskew::Error::NoSuchProcess { pid: 2 }),
+        }];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        assert!(report(&args, outcomes, format_status, &mut out, &mut err).is_err());
+        assert!(String::from_utf8(err).unwrap().contains("no such process"));
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("0 of 1 targets succeeded")
+        );
+    }
+
+    #[test]
     fn other_subcommands_parse() {
         match parse(&["recover", "--pid", "42", "--json"])
             .unwrap()
@@ -1046,25 +1132,30 @@ mod tests {
             was_injected: false,
             restored: 0,
             skipped: vec![],
+            stopped_for: Duration::ZERO,
+            threads: 0,
         };
         assert_eq!(format_recover(&r), "pid 77: not injected, nothing to do");
         r.was_injected = true;
         r.restored = 3;
+        r.threads = 2;
+        r.stopped_for = Duration::from_micros(420);
         assert_eq!(
             format_recover(&r),
-            "pid 77: recovered, restored 3 vDSO entries"
+            "pid 77: recovered, restored 3 vDSO entries (stopped 0.4 ms, 2 threads)"
         );
         r.restored = 1;
+        r.threads = 1;
         assert_eq!(
             format_recover(&r),
-            "pid 77: recovered, restored 1 vDSO entry"
+            "pid 77: recovered, restored 1 vDSO entry (stopped 0.4 ms, 1 thread)"
         );
         r.restored = 2;
         r.skipped = vec!["__vdso_time".into()];
         assert_eq!(
             format_recover(&r),
-            "pid 77: recovered, restored 2 vDSO entries; left 1 entry alone because someone else \
-             has patched it since: __vdso_time"
+            "pid 77: recovered, restored 2 vDSO entries (stopped 0.4 ms, 1 thread); left 1 entry \
+             alone because someone else has patched it since: __vdso_time"
         );
     }
 
@@ -1143,6 +1234,8 @@ mod tests {
                 was_injected: self.injected,
                 restored: if self.injected { 3 } else { 0 },
                 skipped: vec![],
+                stopped_for: Duration::ZERO,
+                threads: 0,
             })
         }
         fn status(&self, pid: i32) -> timeskew::Result<Status> {
@@ -1232,7 +1325,7 @@ mod tests {
         result.unwrap();
         assert_eq!(
             out,
-            "{\"pid\":8,\"was_injected\":false,\"restored\":0,\"skipped\":[]}\n"
+            "{\"pid\":8,\"was_injected\":false,\"restored\":0,\"skipped\":[],\"stopped_for\":0,\"threads\":0}\n"
         );
         let fake = Fake {
             injected: true,
@@ -1240,7 +1333,10 @@ mod tests {
         };
         let (result, out, _) = run_args(&fake, &["recover", "--pid", "8"]);
         result.unwrap();
-        assert_eq!(out, "pid 8: recovered, restored 3 vDSO entries\n");
+        assert_eq!(
+            out,
+            "pid 8: recovered, restored 3 vDSO entries (stopped 0 µs, 0 threads)\n"
+        );
     }
 
     #[test]

@@ -117,21 +117,8 @@ pub struct Signals {
 }
 
 impl Signals {
-    fn set() -> SigSet {
-        let mut set = SigSet::empty();
-        for s in [
-            Signal::SIGINT,
-            Signal::SIGTERM,
-            Signal::SIGHUP,
-            Signal::SIGQUIT,
-        ] {
-            set.add(s);
-        }
-        set
-    }
-
     pub fn block() -> Result<Signals, CliError> {
-        let set = Self::set();
+        let set = timeskew::termination_signals();
         let old = set
             .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
             .map_err(|e| CliError::io("block termination signals", e.into()))?;
