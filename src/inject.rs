@@ -29,6 +29,7 @@ const PAGES_LEN: u64 = 2 * PAGE_SIZE;
 /// write the jumps; on any error, everything done so far is undone.
 pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
     let target = Target::open(pid)?;
+    let _lock = target.lock()?;
     let params = params_for(pid, skew)?;
     if let Some(existing) = state::find(&target)?
         && existing.hooks_live
@@ -58,6 +59,7 @@ pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
 /// The process is left stopped and traced.
 pub fn inject_traced(pid: i32, skew: &Skew) -> Result<InjectReport> {
     let target = Target::open(pid)?;
+    let _lock = target.lock()?;
     let plan = Plan::new(&target)?;
     let started = Instant::now();
     patch(
@@ -109,6 +111,7 @@ impl Plan {
 /// may be executing in them, or about to return through them, at any moment.
 pub fn recover(pid: i32) -> Result<RecoverReport> {
     let target = Target::open(pid)?;
+    let _lock = target.lock()?;
     let not_injected = RecoverReport {
         pid,
         was_injected: false,

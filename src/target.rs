@@ -9,6 +9,11 @@ use crate::vdso::VdsoImage;
 pub const HOOKED_SYMBOLS: [&str; 3] =
     ["__vdso_clock_gettime", "__vdso_gettimeofday", "__vdso_time"];
 
+/// Held while changing a target; released on drop (or by the kernel if we die).
+pub struct TargetLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
 /// A live, 64-bit user process with a vDSO.
 pub struct Target {
     pub pid: i32,
@@ -65,6 +70,21 @@ impl Target {
             maps,
             vdso,
         })
+    }
+
+    /// Takes the per-target lock that serialises timeskew processes changing the same target.
+    ///
+    /// Two concurrent live updates could otherwise both fill the same spare parameter slot,
+    /// one of them while readers already use it. The lock is an flock on the target's
+    /// `/proc/PID/mem`: no file of our own, released by the kernel if we die, and the inode is
+    /// the same for every timeskew looking at that process (from the same PID namespace).
+    pub fn lock(&self) -> Result<TargetLock> {
+        let file = std::fs::File::open(format!("/proc/{}/mem", self.pid))
+            .map_err(|e| Error::from_io(self.pid, "open /proc/PID/mem to lock the target", e))?;
+        log::debug!("pid {}: waiting for the target lock", self.pid);
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::from_errno(self.pid, self.pid, "lock the target", e))?;
+        Ok(TargetLock { _lock: lock })
     }
 
     /// Re-reads the memory map (after the process has been stopped).

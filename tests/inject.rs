@@ -305,3 +305,42 @@ fn recover_leaves_entries_that_someone_else_changed() {
     assert_eq!(vdso_bytes(probe.pid), original);
     probe.now().assert_realtime_shift("realtime", 1, 0, 0);
 }
+
+#[test]
+fn concurrent_timeskew_runs_on_one_target_take_turns() {
+    let mut probe = Probe::spawn(&[]);
+    let pid = probe.pid_str();
+    timeskew_ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
+    // Another timeskew holds the target's lock (an flock on its /proc/PID/mem)…
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let held = nix::fcntl::Flock::lock(mem, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let mut tool = Reaped(
+        std::process::Command::new(timeskew_bin())
+            .args(["inject", "--pid", &pid, "--offset", "5s"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // … so this one waits in the kernel's flock until it is released (bounded poll).
+    let wchan = format!("/proc/{}/wchan", tool.0.id());
+    let mut waiting = false;
+    for _ in 0..100_000 {
+        if std::fs::read_to_string(&wchan).is_ok_and(|w| w.contains("lock")) {
+            waiting = true;
+            break;
+        }
+        assert!(
+            tool.0.try_wait().unwrap().is_none(),
+            "finished despite the lock"
+        );
+        std::thread::yield_now();
+    }
+    assert!(waiting, "timeskew never waited for the target lock");
+    probe
+        .now()
+        .assert_realtime_shift("realtime", 1, -600 * SEC, 0);
+    drop(held);
+    assert!(tool.0.wait().unwrap().success());
+    probe.now().assert_realtime_shift("realtime", 1, 5 * SEC, 0);
+    timeskew_ok(&["recover", "--pid", &pid]);
+}
