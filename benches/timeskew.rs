@@ -150,7 +150,16 @@ fn stop_times() {
     let (mut idle, mut first, mut live, mut rec, mut held) =
         (vec![], vec![], vec![], vec![], vec![]);
     let mut control = vec![];
+    let (mut fresh, mut fresh_held) = (vec![], vec![]);
     for _ in 0..STOP_ROUNDS {
+        // A first injection into a new process: mmap + mprotect + patch.
+        let mut new = Probe::spawn(&["--threads", "1", "--idle-threads", "4"]);
+        let new_pid = new.pid;
+        fresh.push(gap_us(&mut new, || {
+            let r = timeskew::inject(new_pid, &skew).unwrap();
+            fresh_held.push(r.stopped_for.as_secs_f64() * 1e6);
+        }));
+        drop(new);
         idle.push(gap_us(&mut probe, || {
             std::thread::sleep(Duration::from_millis(5))
         }));
@@ -180,7 +189,12 @@ fn stop_times() {
         println!("| {name} | {:.0} | {worst:.0} | {h} |", median(v.clone()));
     };
     row("no injection (scheduler noise, 5 ms window)", &idle, None);
-    row("inject (pages reused after round 1)", &first, Some(&held));
+    row("first inject (maps the pages)", &fresh, Some(&fresh_held));
+    row(
+        "inject again after recover (pages reused)",
+        &first,
+        Some(&held),
+    );
     row(
         "status (control: same reads as a live update, no ptrace, no write)",
         &control,
