@@ -190,6 +190,16 @@ fn stop_times() {
     };
     row("no injection (scheduler noise, 5 ms window)", &idle, None);
     row("first inject (maps the pages)", &fresh, Some(&fresh_held));
+    if std::env::var_os("TIMESKEW_BENCH_DETAIL").is_some() {
+        eprintln!(
+            "first inject, per round (gap µs, hold µs): {:?}",
+            fresh
+                .iter()
+                .zip(&fresh_held)
+                .map(|(g, h)| (*g as u64, *h as u64))
+                .collect::<Vec<_>>()
+        );
+    }
     row(
         "inject again after recover (pages reused)",
         &first,
@@ -257,7 +267,15 @@ fn main() {
             .unwrap_or_default()
             .trim()
     );
-    per_call_costs();
-    stop_times();
-    memory();
+    // TIMESKEW_BENCH=stop runs only the stop-time part (for investigating it).
+    let only = std::env::var("TIMESKEW_BENCH").unwrap_or_default();
+    if only.is_empty() || only == "calls" {
+        per_call_costs();
+    }
+    if only.is_empty() || only == "stop" {
+        stop_times();
+    }
+    if only.is_empty() || only == "memory" {
+        memory();
+    }
 }

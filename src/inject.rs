@@ -31,19 +31,20 @@ pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
     let target = Target::open(pid)?;
     let _lock = target.lock()?;
     let params = params_for(pid, skew)?;
-    if let Some(existing) = state::find(&target)?
+    let existing = state::find(&target)?;
+    if let Some(existing) = &existing
         && existing.hooks_live
     {
-        update_params(&target, &existing, &params)?;
+        update_params(&target, existing, &params)?;
         return Ok(InjectReport {
             action: InjectAction::Updated,
             stopped_for: Duration::ZERO,
             threads: 0,
-            status: status_of(pid, Some(&reread(&target, &existing)?)),
+            status: status_of(pid, Some(&reread(&target, existing)?)),
         });
     }
-    // Decode and plan while the process still runs: the stop covers only the changes.
-    let plan = Plan::new(&target)?;
+    // Decode, plan and build while the process still runs: the stop covers only the changes.
+    let plan = Plan::new(&target, existing.as_ref())?;
     let _deferred = TerminationDeferred::new();
     let started = Instant::now();
     let held = StoppedProcess::stop(pid)?;
@@ -60,7 +61,7 @@ pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
 pub fn inject_traced(pid: i32, skew: &Skew) -> Result<InjectReport> {
     let target = Target::open(pid)?;
     let _lock = target.lock()?;
-    let plan = Plan::new(&target)?;
+    let plan = Plan::new(&target, state::find(&target)?.as_ref())?;
     let started = Instant::now();
     patch(
         target,
@@ -80,16 +81,20 @@ fn params_for(pid: i32, skew: &Skew) -> Result<Params> {
     Ok(params)
 }
 
-/// What can be worked out before stopping anything: the hook windows and where to run
-/// syscalls from.
+/// What can be worked out before stopping anything: the hook windows, where to run syscalls
+/// from, and the code page for the address it will most likely get — relocating the stubs
+/// with iced takes about as long as everything else under stop together.
 struct Plan {
+    pid: i32,
     hooks: Vec<HookPlan>,
     syscall_insn: u64,
     blob: FakeBlob,
+    /// The code page image built for `.0`.
+    prebuilt: Option<(u64, Vec<u8>)>,
 }
 
 impl Plan {
-    fn new(target: &Target) -> Result<Plan> {
+    fn new(target: &Target, existing: Option<&Existing>) -> Result<Plan> {
         let pid = target.pid;
         let hooks = Native::plan_hooks(&target.vdso, &HOOKED_SYMBOLS)
             .map_err(|(symbol, reason)| unsafe_to_patch(pid, symbol, reason))?;
@@ -99,11 +104,50 @@ impl Plan {
                 reason: "its vDSO contains no syscall instruction to run the injected mmap from"
                     .into(),
             })?;
-        Ok(Plan {
+        let mut plan = Plan {
+            pid,
             hooks,
             syscall_insn,
             blob: fake_clock::blob(),
-        })
+            prebuilt: None,
+        };
+        // Reused pages, or else the first free place (the maps rarely change before we stop).
+        let likely = existing.map(|e| e.code_addr).or_else(|| {
+            let vdso_end = target.vdso.base() + target.vdso.len() as u64;
+            placement::candidates(&target.maps, target.vdso.base(), vdso_end, PAGES_LEN)
+                .first()
+                .copied()
+        });
+        if let Some(addr) = likely {
+            plan.prebuilt = Some((addr, plan.build_code_page(addr)?));
+        }
+        Ok(plan)
+    }
+
+    /// The code page for `code_addr`: prebuilt if we guessed right, else built now.
+    fn code_page(&self, code_addr: u64) -> Result<Vec<u8>> {
+        match &self.prebuilt {
+            Some((addr, page)) if *addr == code_addr => Ok(page.clone()),
+            _ => self.build_code_page(code_addr),
+        }
+    }
+
+    /// The blob with each hook's relocated stub in its slot, for a page at `code_addr`.
+    fn build_code_page(&self, code_addr: u64) -> Result<Vec<u8>> {
+        let blob = &self.blob;
+        let slots = [
+            blob.stub_clock_gettime,
+            blob.stub_gettimeofday,
+            blob.stub_time,
+        ];
+        let mut stubs = Vec::with_capacity(slots.len());
+        for (hook, slot) in self.hooks.iter().zip(slots) {
+            let stub = Native::build_stub(hook, code_addr + slot as u64, blob.stub_capacity)
+                .map_err(|reason| unsafe_to_patch(self.pid, hook.symbol, reason))?;
+            stubs.push(stub);
+        }
+        blob.code_page(&stubs[0], &stubs[1], &stubs[2])
+            .map_err(|reason| unsafe_to_patch(self.pid, self.hooks[0].symbol, reason))
     }
 }
 
@@ -283,7 +327,7 @@ fn patch(
     let pid = target.pid;
     let threads = held.threads().len();
     let mut tx = Transaction::new(held, plan.syscall_insn);
-    let action = match install(&mut tx, &mut target, &plan.blob, &plan.hooks, params) {
+    let action = match install(&mut tx, &mut target, plan, params) {
         Ok(action) => {
             tx.commit();
             action
@@ -305,10 +349,10 @@ fn patch(
 fn install(
     tx: &mut Transaction,
     target: &mut Target,
-    blob: &FakeBlob,
-    plans: &[HookPlan],
+    plan: &Plan,
     params: Params,
 ) -> Result<InjectAction> {
+    let (blob, plans) = (&plan.blob, &plan.hooks);
     let pid = target.pid;
     target.refresh_maps()?;
     // Pages left by an earlier injection (then recovered) are reused, never duplicated.
@@ -318,27 +362,7 @@ fn install(
     };
     fault::point(pid, "after-mmap")?;
 
-    let stub_cg = Native::build_stub(
-        &plans[0],
-        code_addr + blob.stub_clock_gettime as u64,
-        blob.stub_capacity,
-    )
-    .map_err(|reason| unsafe_to_patch(pid, plans[0].symbol, reason))?;
-    let stub_gtod = Native::build_stub(
-        &plans[1],
-        code_addr + blob.stub_gettimeofday as u64,
-        blob.stub_capacity,
-    )
-    .map_err(|reason| unsafe_to_patch(pid, plans[1].symbol, reason))?;
-    let stub_time = Native::build_stub(
-        &plans[2],
-        code_addr + blob.stub_time as u64,
-        blob.stub_capacity,
-    )
-    .map_err(|reason| unsafe_to_patch(pid, plans[2].symbol, reason))?;
-    let code = blob
-        .code_page(&stub_cg, &stub_gtod, &stub_time)
-        .map_err(|reason| unsafe_to_patch(pid, plans[0].symbol, reason))?;
+    let code = plan.code_page(code_addr)?;
     let data_addr = code_addr + DATA_PAGE_OFFSET;
     let data = DataPage {
         patched: false,
