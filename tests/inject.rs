@@ -229,25 +229,7 @@ fn threads_created_and_ended_while_attaching_all_see_the_skew() {
         };
         let off_text = if round % 2 == 0 { "-600s" } else { "1h" };
         timeskew_ok(&["inject", "--pid", &pid, "--offset", off_text]);
-        // A thread born after the injection: wait (bounded) for two more to come and go.
-        let before = realtime_ns();
-        let start = probe.ask("churn")["threads"];
-        let mut fields = probe.ask("churn");
-        for _ in 0..100_000 {
-            if fields["threads"] > start + 2 {
-                break;
-            }
-            fields = probe.ask("churn");
-        }
-        let after = realtime_ns();
-        assert!(fields["threads"] > start + 2, "churn stalled: {fields:?}");
-        let seen = fields["realtime"];
-        assert!(
-            (before + off..=after + off).contains(&seen),
-            "a new thread saw {seen}, expected within [{}, {}]",
-            before + off,
-            after + off
-        );
+        probe.assert_new_threads_see(off);
         probe.now().assert_realtime_shift("realtime", 1, off, 0);
         timeskew_ok(&["recover", "--pid", &pid]);
     }

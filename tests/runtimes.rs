@@ -491,24 +491,7 @@ fn thread_churn_at_scale_leaves_no_thread_behind() {
         stops.push(injected["stopped_for"].as_u64().unwrap());
         let held = held_threads(probe.pid);
         assert!(held.is_empty(), "threads left held after inject: {held:?}");
-        let before = realtime_ns();
-        let start = probe.ask("churn")["threads"];
-        let mut fields = probe.ask("churn");
-        for _ in 0..100_000 {
-            if fields["threads"] > start + 2 {
-                break;
-            }
-            fields = probe.ask("churn");
-        }
-        let after = realtime_ns();
-        assert!(fields["threads"] > start + 2, "churn stalled: {fields:?}");
-        let seen = fields["realtime"];
-        assert!(
-            (before + off..=after + off).contains(&seen),
-            "a thread born after the inject saw {seen}, expected [{}, {}]",
-            before + off,
-            after + off
-        );
+        probe.assert_new_threads_see(off);
         probe.now().assert_realtime_shift("realtime", 1, off, 0);
         timeskew_ok(&["recover", "--pid", &pid]);
         let held = held_threads(probe.pid);

@@ -140,6 +140,30 @@ impl Probe {
         self.ask("stats")
     }
 
+    /// With `--churn`: asserts that threads born from now on read realtime shifted by
+    /// `offset_ns` — waits (bounded) for three more to come and go.
+    pub fn assert_new_threads_see(&mut self, offset_ns: i128) {
+        // `before` first: a thread counted after `start` read its clock after this point.
+        let before = realtime_ns();
+        let start = self.ask("churn")["threads"];
+        let mut fields = self.ask("churn");
+        for _ in 0..100_000 {
+            if fields["threads"] > start + 2 {
+                break;
+            }
+            fields = self.ask("churn");
+        }
+        let after = realtime_ns();
+        assert!(fields["threads"] > start + 2, "churn stalled: {fields:?}");
+        let seen = fields["realtime"];
+        assert!(
+            (before + offset_ns..=after + offset_ns).contains(&seen),
+            "a thread born after the injection saw {seen}, expected within [{}, {}]",
+            before + offset_ns,
+            after + offset_ns
+        );
+    }
+
     /// True while the process runs and answers.
     pub fn alive(&mut self) -> bool {
         if self.child.try_wait().ok().flatten().is_some() || writeln!(self.stdin, "stats").is_err()
