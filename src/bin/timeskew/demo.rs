@@ -423,7 +423,9 @@ fn monotonic(ns: i128) -> String {
 
 /// A difference in seconds with millisecond precision: `-600.000s`, `+0.000s`.
 fn seconds_diff(ns: i128) -> String {
-    format!("{:+.3}s", ns as f64 / NS_PER_S as f64)
+    // Round to whole milliseconds first, so a few µs either way print as +0.000s, not -0.000s.
+    let ms = (ns as f64 / 1e6).round();
+    format!("{:+.3}s", if ms == 0.0 { 0.0 } else { ms / 1e3 })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -848,6 +850,8 @@ mod tests {
     fn differences_and_monotonic_format() {
         assert_eq!(seconds_diff(-600 * S - 12_345), "-600.000s");
         assert_eq!(seconds_diff(3_600 * S + 2_000_000), "+3600.002s");
+        assert_eq!(seconds_diff(-8_000), "+0.000s");
+        assert_eq!(seconds_diff(-600_000), "-0.001s");
         assert_eq!(monotonic(12_345 * S + 678_901_234), "12345.678901234s");
     }
 }
