@@ -191,3 +191,65 @@ impl StoppedProcess {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::signal::{Signal, kill};
+    use nix::sys::wait::waitpid;
+    use nix::unistd::{ForkResult, fork};
+
+    use super::*;
+    use crate::target::{HOOKED_SYMBOLS, Target};
+
+    /// A thread caught inside a patch window is single-stepped to its end before we patch.
+    #[test]
+    fn a_thread_inside_a_hook_window_is_stepped_out() {
+        // SAFETY: the child only loops on clock_gettime (async-signal-safe) until killed.
+        let child = match unsafe { fork() }.unwrap() {
+            ForkResult::Child => loop {
+                let mut ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                // SAFETY: ts is a valid timespec.
+                unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+            },
+            ForkResult::Parent { child } => child,
+        };
+        let _reap = Reap(child);
+        let pid = child.as_raw();
+        let target = Target::open(pid).unwrap();
+        let plans = Native::plan_hooks(&target.vdso, &HOOKED_SYMBOLS).unwrap();
+        let inside = |ip: u64| plans.iter().any(|p| p.contains_strictly(ip));
+        let mut held = StoppedProcess::stop(pid).unwrap();
+        // Walk the looping thread into clock_gettime's window, one instruction at a time.
+        let mut caught = false;
+        for _ in 0..100_000 {
+            if inside(held.ip(child, "test").unwrap()) {
+                caught = true;
+                break;
+            }
+            held.step_once(child, "test").unwrap();
+        }
+        assert!(caught, "the child never entered a hook window");
+        held.step_out_of(inside).unwrap();
+        let ip = held.ip(child, "test").unwrap();
+        assert!(!inside(ip), "still inside at {ip:#x}");
+        let window = &plans[0];
+        assert_eq!(
+            ip,
+            window.addr + window.original.len() as u64,
+            "stopped at the window's end"
+        );
+    }
+
+    /// Kills and reaps the child, also when an assertion fails.
+    struct Reap(Pid);
+
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGKILL);
+            let _ = waitpid(self.0, None);
+        }
+    }
+}
