@@ -15,7 +15,22 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::common::{SEC, clock_ns, realtime_ns, stderr, timeskew};
+use crate::common::{SEC, clock_ns, fields, realtime_ns, stderr, timeskew};
+
+/// The lines `output` produces, read by a thread of their own, so that readers can wait with a
+/// timeout (a stuck target then fails the test instead of hanging it).
+pub fn line_channel(output: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
 
 /// How to get the tools the suites need.
 pub const INSTALL_HINT: &str =
@@ -207,15 +222,7 @@ impl LineTarget {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
         let mut err_pipe = child.stderr.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_channel(stdout);
         let errors = Arc::new(Mutex::new(String::new()));
         let sink = errors.clone();
         std::thread::spawn(move || {
@@ -295,13 +302,7 @@ impl LineTarget {
             "{}: asked {cmd:?}, got {line:?}",
             self.name
         );
-        line.split_whitespace()
-            .skip(1)
-            .filter_map(|kv| {
-                let (k, v) = kv.split_once('=')?;
-                Some((k.to_string(), v.parse::<i128>().ok()?))
-            })
-            .collect()
+        fields(&line)
     }
 
     /// The program's clocks, bracketed by our own realtime and monotonic reads.

@@ -114,14 +114,7 @@ impl Probe {
 
     /// Sends a command and returns the integer `key=value` fields of the reply.
     pub fn ask(&mut self, cmd: &str) -> HashMap<String, i128> {
-        let line = self.ask_line(cmd);
-        line.split_whitespace()
-            .skip(1)
-            .filter_map(|kv| {
-                let (k, v) = kv.split_once('=')?;
-                Some((k.to_string(), v.parse::<i128>().ok()?))
-            })
-            .collect()
+        fields(&self.ask_line(cmd))
     }
 
     /// The probe's clocks, bracketed by our own (unskewed) realtime reads.
@@ -182,6 +175,17 @@ impl Drop for Probe {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The integer `key=value` fields of a reply line (after its first word).
+pub fn fields(line: &str) -> HashMap<String, i128> {
+    line.split_whitespace()
+        .skip(1)
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.parse::<i128>().ok()?))
+        })
+        .collect()
 }
 
 /// One `now` answer.
