@@ -108,7 +108,7 @@ impl Transaction {
                         if ret < 0 {
                             Err(Error::RemoteSyscall {
                                 pid: self.pid(),
-                                tid: 0,
+                                tid: self.held.worker().map_or(0, |t| t.as_raw()),
                                 syscall: "munmap",
                                 errno: nix::errno::Errno::from_raw(-ret as i32),
                                 hint: "",
