@@ -15,7 +15,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::common::{SEC, clock_ns, fields, realtime_ns, stderr, timeskew};
+use crate::common::{SEC, clock_ns, fields, realtime_ns, timeskew_ok};
 
 /// The lines `output` produces, read by a thread of their own, so that readers can wait with a
 /// timeout (a stuck target then fails the test instead of hanging it).
@@ -452,14 +452,7 @@ pub fn status_json(pid: i32) -> serde_json::Value {
 }
 
 pub fn cli_json(args: &[&str]) -> serde_json::Value {
-    let o = timeskew(args);
-    assert!(
-        o.status.success(),
-        "timeskew {args:?} failed: {}\n{}",
-        o.status,
-        stderr(&o)
-    );
-    let text = String::from_utf8_lossy(&o.stdout);
+    let text = timeskew_ok(args);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("timeskew {args:?}: {e}: {text}"))
 }
 
