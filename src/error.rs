@@ -65,6 +65,16 @@ pub enum Error {
         hint: &'static str,
     },
 
+    #[error(
+        "pid {pid}: refusing to run {syscall}() in thread {tid}: {reason}; nothing was changed"
+    )]
+    Seccomp {
+        pid: i32,
+        tid: i32,
+        syscall: &'static str,
+        reason: String,
+    },
+
     #[error("pid {pid}, thread {tid}: ptrace failed while trying to {step}: {source}")]
     Ptrace {
         pid: i32,

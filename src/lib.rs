@@ -28,6 +28,7 @@ pub mod procfs;
 pub mod ptrace;
 pub mod report;
 pub mod run;
+mod seccomp;
 pub mod select;
 pub mod skew;
 mod state;

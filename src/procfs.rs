@@ -127,6 +127,35 @@ pub fn tgid_of(tid: i32) -> Option<i32> {
         .ok()
 }
 
+/// The seccomp state of one thread, from `/proc/PID/task/TID/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeccompStatus {
+    /// `Seccomp:` 0 = off, 1 = strict, 2 = filter (0 on a kernel without seccomp).
+    pub mode: u32,
+    /// `Seccomp_filters:` how many filters apply to the thread (kernels since 5.9).
+    pub filters: Option<u32>,
+}
+
+/// Reads the `Seccomp:` and `Seccomp_filters:` lines of thread `tid` of `pid`.
+pub fn seccomp_status(pid: i32, tid: i32) -> Result<SeccompStatus> {
+    let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .map_err(|e| Error::from_io(pid, "read /proc/PID/task/TID/status", e))?;
+    let field = |name: &str| -> Result<Option<u32>> {
+        match text.lines().find_map(|l| l.strip_prefix(name)) {
+            None => Ok(None),
+            Some(v) => v.trim().parse().map(Some).map_err(|_| Error::Io {
+                pid,
+                step: "parse the seccomp lines of /proc/PID/task/TID/status",
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, text.clone()),
+            }),
+        }
+    };
+    Ok(SeccompStatus {
+        mode: field("Seccomp:")?.unwrap_or(0),
+        filters: field("Seccomp_filters:")?,
+    })
+}
+
 /// `/proc/sys/kernel/yama/ptrace_scope`, or a note that Yama is absent.
 pub fn yama_scope() -> String {
     fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")

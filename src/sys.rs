@@ -279,3 +279,44 @@ pub fn die_by(signal: Signal) -> ! {
     }
     std::process::exit(128 + signo)
 }
+
+// --- seccomp: reading a held thread's filters ---------------------------------------------------
+
+/// `PTRACE_SECCOMP_GET_FILTER` (include/uapi/linux/ptrace.h); neither nix nor libc has it.
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+
+/// The seccomp filter program number `index` (0 = the oldest) of thread `tid`, which the caller
+/// holds in a ptrace-stop. `Err(ENOENT)` past the oldest filter; `EACCES` without CAP_SYS_ADMIN
+/// or when we are under seccomp ourselves; `EMEDIUMTYPE`/`EINVAL` when the kernel cannot give it.
+pub fn ptrace_seccomp_get_filter(
+    tid: nix::unistd::Pid,
+    index: u32,
+) -> nix::Result<Vec<libc::sock_filter>> {
+    // One call into a buffer of the largest size the kernel accepts for a filter: asking for
+    // the length first and then the program could overflow a buffer sized by the first answer
+    // if the filters changed in between.
+    let empty = libc::sock_filter {
+        code: 0,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    };
+    let mut program = vec![empty; crate::seccomp::MAX_FILTER_LEN];
+    // SAFETY: `addr` is an index, not an address; the kernel copies at most BPF_MAXINSNS
+    // instructions (the longest filter it accepts) into `data`, which has room for that many.
+    let rc = unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_FILTER,
+            tid.as_raw(),
+            index as usize as *mut libc::c_void,
+            program.as_mut_ptr().cast::<libc::c_void>(),
+        )
+    };
+    let len = Errno::result(rc)? as usize;
+    if len > program.len() {
+        // Cannot happen (the kernel refuses longer filters); never read beyond what we own.
+        return Err(Errno::E2BIG);
+    }
+    program.truncate(len);
+    Ok(program)
+}
