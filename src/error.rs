@@ -105,6 +105,12 @@ pub enum Error {
         failures: Vec<String>,
     },
 
+    #[error("pid {pid}: {refusal}; nothing was changed")]
+    NegativeClock {
+        pid: i32,
+        refusal: crate::deadline::NegativeClock,
+    },
+
     #[error("{0}")]
     BadSelection(String),
 

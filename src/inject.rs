@@ -75,6 +75,8 @@ pub fn inject_traced(pid: i32, skew: &Skew) -> Result<InjectReport> {
 /// The data-page parameters for `skew` in `pid`, with the deadlines of `--duration`.
 fn params_for(pid: i32, skew: &Skew) -> Result<Params> {
     let mut params = skew.params();
+    // Before anything is changed: no selected clock may read negative in the target.
+    deadline::check_not_negative(pid, &params)?;
     if let Some(duration) = skew.duration() {
         params.expires_ns = deadline::expiries(pid, params.mask, duration)?;
     }

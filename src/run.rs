@@ -59,6 +59,7 @@ use nix::sys::signal::{self, SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpid, gettid};
 
+use crate::deadline;
 use crate::error::Error;
 use crate::inject::inject_traced;
 use crate::procfs;
@@ -152,6 +153,13 @@ pub enum RunError {
         source: Error,
     },
 
+    /// The skew would make a clock read negative (checked before the command starts).
+    #[error("{refusal}; {program} was not started")]
+    NegativeClock {
+        program: String,
+        refusal: crate::deadline::NegativeClock,
+    },
+
     /// Waiting for it failed: its status is unknown.
     #[error("lost track of {program} (pid {pid}): waitpid failed: {}", source.desc())]
     Wait {
@@ -215,6 +223,14 @@ where
 {
     let program = program.as_ref();
     let name = program.to_string_lossy().into_owned();
+    // The command starts in our time namespace: what our clocks read is what it will read.
+    // (Each exec is checked again; this refuses before anything of the user's runs.)
+    if let Ok(Some(refusal)) = deadline::negative_clock(getpid().as_raw(), &skew.params()) {
+        return Err(RunError::NegativeClock {
+            program: name,
+            refusal,
+        });
+    }
     let mut argv = vec![program.to_os_string()];
     argv.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
     let argv: Vec<CString> = argv

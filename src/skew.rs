@@ -553,6 +553,17 @@ impl Clock {
         }
     }
 
+    /// What a reading of the clock counts: `time since boot`, … (for messages).
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            Clock::Realtime | Clock::RealtimeCoarse => "wall-clock time since 1970-01-01 UTC",
+            Clock::Tai => "TAI time since 1970-01-01",
+            Clock::Monotonic | Clock::MonotonicCoarse => "time since boot",
+            Clock::MonotonicRaw => "time since boot, without NTP adjustments",
+            Clock::Boottime => "time since boot, including suspend",
+        }
+    }
+
     /// True for the monotonic/boottime family, whose skew shifts absolute timers: a program that
     /// computes a deadline from the skewed reading and hands it to the kernel (`clock_nanosleep`
     /// with `TIMER_ABSTIME`, `timerfd_settime` with `TFD_TIMER_ABSTIME`, `pthread_cond_timedwait`

@@ -278,3 +278,135 @@ fn a_32_bit_process_is_refused() {
         &["32-bit"],
     );
 }
+
+/// The text between `start` and `end` in `s`, as seconds.
+fn secs_between(s: &str, start: &str, end: &str) -> f64 {
+    let from = s
+        .find(start)
+        .unwrap_or_else(|| panic!("{start:?} not in {s}"))
+        + start.len();
+    let len = s[from..]
+        .find(end)
+        .unwrap_or_else(|| panic!("{end:?} not in {s}"));
+    s[from..from + len]
+        .parse()
+        .unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+/// No clock may read negative (a monotonic clock is the time since boot: CPython's sleep fails,
+/// Node wraps around). The target runs in a time namespace that makes it look booted 30 s ago,
+/// whatever this machine's uptime: -600s on its monotonic clock is refused, with the reading
+/// *it* sees, before anything changes — as a fresh injection and as a live update — and -10s
+/// works.
+#[test]
+fn an_offset_that_would_make_a_clock_negative_is_refused_in_the_targets_view() {
+    let mut shift = (0, 0);
+    let mut probe = Probe::spawn_with(&[], |cmd| shift = in_time_namespace(cmd, 30));
+    let pid = probe.pid_str();
+    let maps_before = maps(probe.pid);
+    let vdso_before = vdso_bytes(probe.pid);
+    let seen = probe.now().get("monotonic");
+    assert!(
+        (29 * SEC..600 * SEC).contains(&seen),
+        "the probe should see a freshly booted machine: {seen}"
+    );
+
+    let refused = |args: &[&str], clock: &str, meaning: &str| {
+        let o = timeskew(args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        let head =
+            format!("timeskew: pid {pid}: refusing --offset -600s for clock {clock}: it reads ");
+        assert!(err.starts_with(&head), "{err}");
+        assert!(err.ends_with("s; nothing was changed\n"), "{err}");
+        let reading = secs_between(&err, "it reads ", &format!("s in this process ({meaning})"));
+        let bound = secs_between(&err, "the most negative offset allowed is -", "s; nothing");
+        assert_eq!(reading, bound, "{err}");
+        // The target's view (about 30 s), not ours.
+        assert!((29.0..600.0).contains(&reading), "{err}");
+        err
+    };
+    refused(
+        &[
+            "inject",
+            "--pid",
+            &pid,
+            "--clock",
+            "monotonic",
+            "--offset",
+            "-600s",
+        ],
+        "monotonic",
+        "time since boot",
+    );
+    refused(
+        &[
+            "inject",
+            "--pid",
+            &pid,
+            "--clock",
+            "realtime,boottime",
+            "--offset",
+            "-600s",
+        ],
+        "boottime",
+        "time since boot, including suspend",
+    );
+    assert_untouched(&mut probe, &maps_before, &vdso_before);
+
+    timeskew_ok(&[
+        "inject",
+        "--pid",
+        &pid,
+        "--clock",
+        "monotonic",
+        "--offset",
+        "-10s",
+    ]);
+    let check = |probe: &mut Probe, offset: i128| {
+        let m0 = clock_ns(libc::CLOCK_MONOTONIC) - shift.0;
+        let r = probe.now();
+        let m1 = clock_ns(libc::CLOCK_MONOTONIC) - shift.0;
+        assert_mono_shift(m0, r.get("monotonic"), m1, offset, "monotonic");
+        r.assert_realtime_shift("realtime", 1, 0, 0);
+    };
+    check(&mut probe, -10 * SEC);
+    // A live update to -600s is refused too, and the -10s skew stays.
+    refused(
+        &[
+            "inject",
+            "--pid",
+            &pid,
+            "--clock",
+            "monotonic",
+            "--offset",
+            "-600s",
+        ],
+        "monotonic",
+        "time since boot",
+    );
+    check(&mut probe, -10 * SEC);
+    timeskew_ok(&["recover", "--pid", &pid]);
+    check(&mut probe, 0);
+}
+
+/// Realtime too: the parser takes up to 100 years, but the wall clock cannot go before 1970.
+#[test]
+fn a_realtime_offset_before_1970_is_refused() {
+    let mut probe = Probe::spawn(&[]);
+    let pid = probe.pid_str();
+    let maps_before = maps(probe.pid);
+    let vdso_before = vdso_bytes(probe.pid);
+    let err = fails_with(
+        &["inject", "--pid", &pid, "--offset", "-36500d"],
+        &[],
+        &[&format!(
+            "timeskew: pid {pid}: refusing --offset -3153600000s for clock realtime: it reads "
+        )],
+    );
+    assert!(
+        err.contains("s in this process (wall-clock time since 1970-01-01 UTC), so the most negative offset allowed is -17"),
+        "{err}"
+    );
+    assert_untouched(&mut probe, &maps_before, &vdso_before);
+}

@@ -805,3 +805,48 @@ fn library_run_returns_when_the_command_ends_and_lets_go_of_what_it_left_running
         "no longer traced once run returned:\n{status}"
     );
 }
+
+/// An offset that would make a clock read negative is refused before the command starts: here
+/// timeskew (and so the command) runs in a time namespace that looks booted 30 s ago, whatever
+/// this machine's uptime. Realtime cannot go before 1970 either.
+#[test]
+fn an_offset_that_would_make_a_clock_negative_is_refused_before_the_command_starts() {
+    let run_in_namespace = |offset: &str| {
+        let mut cmd = run_cmd(&[
+            "--clock",
+            "realtime,monotonic",
+            "--offset",
+            offset,
+            "--",
+            "sh",
+            "-c",
+            "echo started",
+        ]);
+        in_time_namespace(&mut cmd, 30);
+        cmd.stdin(Stdio::null()).output().expect("run timeskew")
+    };
+    let out = run_in_namespace("-600s");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert_eq!(stdout(&out), "", "the command must not start");
+    assert!(
+        err.starts_with("timeskew: refusing --offset -600s for clock monotonic: it reads 3")
+            && err.contains(
+                "s in this process (time since boot), so the most negative offset allowed is -3"
+            )
+            && err.ends_with("s; sh was not started\n"),
+        "{err}"
+    );
+    let out = run_in_namespace("-10s");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "started\n");
+
+    let (out, _, _) = run_to_end(&["--offset", "-36500d", "--", "sh", "-c", "echo started"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    assert!(
+        stderr(&out).contains("for clock realtime: it reads 17"),
+        "{}",
+        stderr(&out)
+    );
+}

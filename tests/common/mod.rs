@@ -74,7 +74,15 @@ pub struct Probe {
 
 impl Probe {
     pub fn spawn(args: &[&str]) -> Probe {
-        let mut child = Command::new(example("probe"))
+        Probe::spawn_with(args, |_| {})
+    }
+
+    /// [`spawn`](Probe::spawn), with the command set up further by `setup` first (e.g.
+    /// [`in_time_namespace`]).
+    pub fn spawn_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Probe {
+        let mut cmd = Command::new(example("probe"));
+        setup(&mut cmd);
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -300,6 +308,37 @@ pub fn write_mem(pid: i32, addr: u64, bytes: &[u8]) {
         .open(format!("/proc/{pid}/mem"))
         .unwrap();
     std::os::unix::fs::FileExt::write_all_at(&mem, bytes, addr).unwrap();
+}
+
+/// Makes `cmd` start in a new time namespace where the monotonic and boottime clocks read
+/// `uptime_s` seconds (as on a machine that booted `uptime_s` seconds ago), whatever our own
+/// uptime. Returns how much less (ns) they read there than here: `(monotonic, boottime)`.
+/// Needs root (CAP_SYS_TIME); the exec moves the child into the namespace.
+pub fn in_time_namespace(cmd: &mut Command, uptime_s: i64) -> (i128, i128) {
+    use std::os::unix::process::CommandExt;
+    let back = |clock| (clock_ns(clock) / SEC) as i64 - uptime_s;
+    let (mono, boot) = (back(libc::CLOCK_MONOTONIC), back(libc::CLOCK_BOOTTIME));
+    let offsets = format!("monotonic {} 0\nboottime {} 0\n", -mono, -boot);
+    // SAFETY: between fork and exec only async-signal-safe calls, on data prepared before.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWTIME) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let fd = libc::open(c"/proc/self/timens_offsets".as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, offsets.as_ptr().cast(), offsets.len());
+            let write_error = std::io::Error::last_os_error();
+            libc::close(fd);
+            if n != offsets.len() as isize {
+                return Err(write_error);
+            }
+            Ok(())
+        });
+    }
+    (mono as i128 * SEC, boot as i128 * SEC)
 }
 
 /// Any child process, killed and reaped when dropped.

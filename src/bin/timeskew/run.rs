@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::io::{self, Write};
 
 use clap::{ArgAction, Args};
-use timeskew::run::{NotSkewed, RunReport};
+use timeskew::run::{NotSkewed, RunError, RunReport};
 use timeskew::{ClockSet, Offset, Skew};
 
 use crate::cli::timer_warning;
@@ -68,13 +68,24 @@ impl RunArgs {
 /// Runs the command and ends timeskew the way it ended: this never returns.
 pub fn run(args: &RunArgs, err: &mut impl Write) -> ! {
     let skew = args.skew();
-    if let Some(warning) = timer_warning(&skew) {
-        let _ = writeln!(err, "timeskew: warning: {warning}");
-    }
     let (program, rest) = args
         .command
         .split_first()
         .expect("clap requires at least CMD");
+    // run_with refuses this too; checked first here so that the refusal comes alone, without
+    // the timer warning.
+    let me = std::process::id() as i32;
+    if let Ok(Some(refusal)) = timeskew::deadline::negative_clock(me, &skew.params()) {
+        let e = RunError::NegativeClock {
+            program: program.to_string_lossy().into_owned(),
+            refusal,
+        };
+        let _ = writeln!(err, "timeskew: {e}");
+        std::process::exit(e.exit_code())
+    }
+    if let Some(warning) = timer_warning(&skew) {
+        let _ = writeln!(err, "timeskew: warning: {warning}");
+    }
     let result = timeskew::run::run_with(program, rest, &skew, |n: &NotSkewed<'_>| {
         let _ = writeln!(io::stderr(), "timeskew: warning: {}", not_skewed(n));
     });
