@@ -91,6 +91,18 @@ struct Spec<'a> {
 const MIN10: i128 = -600 * SEC;
 const HOUR: i128 = 3600 * SEC;
 
+/// The step back of [`exercise`]'s second instance: -600 s, or on a machine up for less than
+/// that, 5 s less than its uptime. timeskew refuses an offset that would make a clock read
+/// negative (CLOCK_MONOTONIC is the time since boot), and a target we spawn reads the same
+/// clocks as we do (same time namespace), already past our reading by the time we inject. Any
+/// step of a few seconds or more shows what a step back does to the runtime's timers: each
+/// watch lasts half a second. Returns the offset in ns and as `--offset` text.
+fn step_back() -> (i128, String) {
+    let uptime_s = clock_ns(libc::CLOCK_MONOTONIC) / SEC;
+    let back_s = (uptime_s - 5).clamp(1, 600);
+    (-back_s * SEC, format!("-{back_s}s"))
+}
+
 /// Whether any thread of `pid` is running or waiting for a CPU (state `R`) right now.
 fn any_thread_runnable(pid: i32) -> bool {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -185,7 +197,8 @@ fn keys(fields: &[Field]) -> String {
 /// 4. `recover`: real time again, monotonic back to the real elapsed time;
 /// 5. the process still answers, and exits cleanly on `quit`.
 ///
-/// Second instance, a step back: `inject -600s --clock realtime,monotonic`, then `recover`.
+/// Second instance, a step back: `inject -600s --clock realtime,monotonic` (less on a machine
+/// that booted less than ten minutes ago: [`step_back`]), then `recover`.
 /// Throughout, the sleep loop does what `spec.timers` says.
 fn exercise(spawn: impl Fn() -> LineTarget, spec: &Spec, version: &str) {
     let check = |r: &Sample, rt_offset: i128, mono_offset: i128, base: Option<&Sample>| {
@@ -245,13 +258,14 @@ fn exercise(spawn: impl Fn() -> LineTarget, spec: &Spec, version: &str) {
 
     let mut t = spawn();
     let pid = t.pid;
+    let (back, back_text) = step_back();
     let b0 = t.now();
-    inject_json(pid, "-600s", "realtime,monotonic");
+    inject_json(pid, &back_text, "realtime,monotonic");
     let b1 = t.now();
-    check(&b1, MIN10, MIN10, Some(&b0));
+    check(&b1, back, back, Some(&b0));
     log.push(expect_timers(
         &mut t,
-        "realtime,monotonic -600s",
+        &format!("realtime,monotonic {back_text}"),
         spec.timers.backward,
     ));
     recover_json(pid);
