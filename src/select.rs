@@ -29,8 +29,26 @@ impl Selection {
 
     /// The process ids selected right now, sorted and without duplicates. A named pid that does
     /// not exist is kept (the operation on it reports the error); a cgroup path that is not a
-    /// cgroup is an error.
+    /// cgroup is an error, and so is naming this process (or one of its threads) itself.
+    ///
+    /// Processes found through `tree` or `cgroups` leave out this process (a `--tree` from a
+    /// shell includes the timeskew it runs; a process cannot trace itself) and zombies (they
+    /// have exited: nothing is left to skew or recover in them).
     pub fn resolve(&self) -> Result<Vec<i32>> {
+        let me = std::process::id() as i32;
+        for &pid in &self.pids {
+            if pid == me || crate::procfs::tgid_of(pid) == Some(me) {
+                let what = if pid == me {
+                    "this timeskew process itself".to_string()
+                } else {
+                    format!("a thread of this timeskew process ({me})")
+                };
+                return Err(Error::BadSelection(format!(
+                    "--pid {pid} is {what}: timeskew changes other processes, it cannot stop \
+                     and patch itself; give the pid of the process to skew"
+                )));
+            }
+        }
         let mut out: BTreeSet<i32> = self.pids.iter().copied().collect();
         for cg in &self.cgroups {
             out.extend(cgroup_pids(cg)?);
@@ -49,8 +67,30 @@ impl Selection {
                 }
             }
         }
-        Ok(out.into_iter().collect())
+        Ok(out
+            .into_iter()
+            .filter(|&pid| self.pids.contains(&pid) || (pid != me && !is_zombie(pid)))
+            .collect())
     }
+}
+
+/// True when `pid` has exited: it no longer exists, or it is a zombie without a live thread (a
+/// process whose main thread alone has exited is a zombie leader but still runs).
+pub fn has_exited(pid: i32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid)
+}
+
+/// A zombie (or dead) process, waiting to be reaped: state Z or X and at most one thread.
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .unwrap_or("");
+    matches!(state, "Z" | "X")
+        && fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count()) <= 1
 }
 
 /// Parent → children, from every `/proc/PID/stat` (the `children` files need a kernel option).
@@ -123,24 +163,95 @@ mod tests {
         assert_eq!(ppid_of("garbage"), None);
     }
 
-    #[test]
-    fn tree_of_this_process_includes_its_children() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
+    /// A parent process whose child we know: `bash` starts a child that waits for a byte on
+    /// the parent's stdin, prints its pid and becomes `sleep`, which never reaps it. Writing to
+    /// the returned stdin (or dropping it) ends the child, which then stays a zombie.
+    fn parent_with_child() -> (std::process::Child, i32) {
+        use std::io::BufRead;
+        let script = "exec 3<&0; head -c1 <&3 >/dev/null & echo $!; exec sleep 30 3<&-";
+        let mut parent = std::process::Command::new("bash")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let me = std::process::id() as i32;
-        let sel = Selection {
-            pids: vec![me],
+        let mut line = String::new();
+        std::io::BufReader::new(parent.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (parent, line.trim().parse().unwrap())
+    }
+
+    fn tree(pid: i32) -> Selection {
+        Selection {
+            pids: vec![pid],
             tree: true,
             cgroups: vec![],
-        };
-        let pids = sel.resolve().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        }
+    }
+
+    #[test]
+    fn tree_includes_children() {
+        let (mut parent, child) = parent_with_child();
+        let root = parent.id() as i32;
+        let pids = tree(root).resolve().unwrap();
+        // The child ends with its stdin; init reaps it once the parent is gone.
+        drop(parent.stdin.take());
+        parent.kill().unwrap();
+        parent.wait().unwrap();
+        assert_eq!(pids, vec![root.min(child), root.max(child)]);
+    }
+
+    #[test]
+    fn a_zombie_child_is_not_selected_but_a_named_one_is() {
+        let (mut parent, child) = parent_with_child();
+        drop(parent.stdin.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !is_zombie(child) && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let zombie = is_zombie(child) && has_exited(child);
+        let from_tree = tree(parent.id() as i32).resolve().unwrap();
+        let named = Selection::pid(child).resolve().unwrap();
+        parent.kill().unwrap();
+        parent.wait().unwrap();
+        assert!(zombie, "pid {child} should be a zombie");
+        assert_eq!(from_tree, vec![parent.id() as i32]);
+        assert_eq!(named, vec![child]);
+        assert!(!has_exited(std::process::id() as i32));
+        assert!(has_exited(parent.id() as i32));
+    }
+
+    #[test]
+    fn this_process_is_left_out_of_a_tree_and_refused_by_name() {
+        let me = std::process::id() as i32;
+        let parent = nix::unistd::getppid().as_raw();
+        let pids = tree(parent).resolve().unwrap();
+        assert!(pids.contains(&parent) && !pids.contains(&me), "{pids:?}");
+        let e = Selection::pid(me).resolve().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "--pid {me} is this timeskew process itself: timeskew changes other processes, \
+                 it cannot stop and patch itself; give the pid of the process to skew"
+            )
+        );
+        // A thread of ours is refused the same way.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let live = rx.recv().unwrap();
+        let e = Selection::pid(live).resolve().unwrap_err().to_string();
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
         assert!(
-            pids.contains(&me) && pids.contains(&(child.id() as i32)),
-            "{pids:?}"
+            e.starts_with(&format!(
+                "--pid {live} is a thread of this timeskew process ({me}): "
+            )),
+            "{e}"
         );
     }
 

@@ -419,3 +419,131 @@ fn every_repeats_rounds_and_count_stops() {
     );
     probe.now().assert_realtime_shift("realtime", 1, 0, 0);
 }
+
+/// `--every` must be longer than `--duration` (each round skews for the duration, then
+/// recovers): an equal or shorter period is a usage error naming both, and nothing is injected.
+#[test]
+fn every_not_longer_than_duration_is_a_usage_error() {
+    let mut probe = Probe::spawn(&[]);
+    for every in ["1s", "2s"] {
+        let o = timeskew(&[
+            "inject",
+            "--pid",
+            &probe.pid_str(),
+            "--offset",
+            "-600s",
+            "--duration",
+            "2s",
+            "--every",
+            every,
+            "--count",
+            "2",
+        ]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "--every {every}: {err}");
+        assert!(
+            err.starts_with(&format!(
+                "error: --every {every} must be longer than --duration 2s: "
+            )),
+            "{err}"
+        );
+        assert_eq!(stdout(&o), "");
+    }
+    let st = timeskew_ok(&["status", "--pid", &probe.pid_str(), "--json"]);
+    assert!(st.contains("\"injected\":false"), "{st}");
+    probe.now().assert_realtime_shift("realtime", 1, 0, 0);
+}
+
+/// A parent whose child we know, alive until we close the parent's stdin, then a zombie: bash
+/// starts a child that waits for stdin to close, prints its pid and becomes `sleep`, which
+/// never reaps it.
+fn parent_of_a_child_that_ends_with_stdin() -> (Reaped, i32) {
+    let script = "exec 3<&0; head -c1 <&3 >/dev/null & echo $!; exec sleep 60 3<&-";
+    let mut parent = Reaped(
+        Command::new("bash")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(parent.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (parent, line.trim().parse().unwrap())
+}
+
+fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// F10: a child that has exited but is not reaped yet has nothing to recover: `recover --tree`
+/// leaves it out and succeeds.
+#[test]
+fn recover_tree_with_an_unreaped_zombie_child_succeeds() {
+    let (mut parent, child) = parent_of_a_child_that_ends_with_stdin();
+    let root = parent.0.id().to_string();
+    let out = timeskew_ok(&["inject", "--pid", &root, "--tree", "--offset", "-600s"]);
+    assert!(out.contains(&format!("pid {child}: injected")), "{out}");
+    drop(parent.0.stdin.take());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while state(child) != Some('Z') && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(state(child), Some('Z'), "pid {child} should be a zombie");
+    for command in ["recover", "status"] {
+        let o = timeskew(&[command, "--pid", &root, "--tree"]);
+        assert!(
+            o.status.success(),
+            "{command} --tree: {}\n{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        assert!(
+            stdout(&o).ends_with("1 of 1 targets succeeded\n"),
+            "{}",
+            stdout(&o)
+        );
+    }
+}
+
+/// F12: `--pid $$ --tree` from a shell includes the timeskew it runs: timeskew leaves itself
+/// out (instead of failing to trace itself with a misleading "permission denied"); naming its
+/// own pid is a clear error.
+#[test]
+fn a_selection_never_includes_timeskew_itself() {
+    let script = format!(
+        "{ts} inject --pid $$ --tree --offset 1h; echo \"rc=$?\"; \
+         {ts} recover --pid $$ --tree; echo \"rc=$?\"",
+        ts = timeskew_bin()
+    );
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert_eq!(err, "", "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(lines[0].contains(": injected, realtime +3600s"), "{text}");
+    assert_eq!(lines[1..3], ["1 of 1 targets succeeded", "rc=0"], "{text}");
+    assert!(lines[3].contains(": recovered"), "{text}");
+    assert_eq!(lines[4..], ["1 of 1 targets succeeded", "rc=0"], "{text}");
+
+    // `exec` gives timeskew the shell's pid: `--pid $$` is timeskew itself.
+    let script = format!("exec {} inject --pid $$ --offset 1h", timeskew_bin());
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is this timeskew process itself: timeskew changes other processes"),
+        "{}",
+        stderr(&out)
+    );
+}

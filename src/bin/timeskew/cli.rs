@@ -91,7 +91,7 @@ pub struct Cli {
 pub enum Command {
     /// Skew the clocks of a running process (or change the skew of an injected one)
     #[command(after_help = INJECT_EXAMPLES)]
-    Inject(InjectArgs),
+    Inject(CheckedInjectArgs),
     /// Undo an injection: the process reads real time again
     #[command(after_help = RECOVER_EXAMPLES)]
     Recover(TargetArgs),
@@ -143,6 +143,28 @@ pub struct InjectArgs {
 }
 
 impl InjectArgs {
+    /// What clap cannot check flag by flag: `--every` must leave room for `--duration` (each
+    /// round skews for the duration, then recovers; the next starts `--every` after the
+    /// previous one started, so an equal or shorter period would run rounds back to back).
+    fn check(&self) -> Result<(), clap::Error> {
+        if let (Some(every), Some(duration)) = (self.every, self.duration)
+            && every <= duration
+        {
+            let show = |d: Duration| Offset::from_nanos(d.as_nanos() as i64);
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--every {} must be longer than --duration {}: each round skews for \
+                     --duration, then recovers, and the next round starts --every after the \
+                     previous one started; give a longer --every or a shorter --duration",
+                    show(every),
+                    show(duration)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The skew these arguments ask for: realtime unless `--clock` says otherwise.
     pub fn skew(&self) -> Skew {
         let skew = self
@@ -153,6 +175,49 @@ impl InjectArgs {
             Some(d) => skew.for_duration(d),
             None => skew,
         }
+    }
+}
+
+/// [`InjectArgs`], checked as a whole once clap has parsed each flag: a failed check is a usage
+/// error like clap's own (exit status 2, with the usage line).
+#[derive(Debug)]
+pub struct CheckedInjectArgs(pub InjectArgs);
+
+impl std::ops::Deref for CheckedInjectArgs {
+    type Target = InjectArgs;
+    fn deref(&self) -> &InjectArgs {
+        &self.0
+    }
+}
+
+impl clap::FromArgMatches for CheckedInjectArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Self::from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn from_arg_matches_mut(matches: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        let args = InjectArgs::from_arg_matches_mut(matches)?;
+        args.check()?;
+        Ok(CheckedInjectArgs(args))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)?;
+        self.0.check()
+    }
+}
+
+impl Args for CheckedInjectArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        InjectArgs::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        InjectArgs::augment_args_for_update(cmd)
+    }
+
+    fn group_id() -> Option<clap::Id> {
+        InjectArgs::group_id()
     }
 }
 
@@ -356,7 +421,8 @@ pub fn for_each<T>(pids: &[i32], op: impl Fn(i32) -> timeskew::Result<T>) -> Vec
 /// an error fails the command); for a selection, one line per target plus a summary, or one
 /// JSON object `{"targets": [...], "succeeded": n, "failed": m, "gone": g}`; any failure makes
 /// the exit status 1. A process found through `--tree`/`--cgroup` that exited before we reached
-/// it is "gone", not a failure: there is nothing left to skew or undo in it.
+/// it (or became a zombie, not yet reaped by its parent) is "gone", not a failure: there is
+/// nothing left to skew or undo in it.
 pub fn report<T: Serialize>(
     args: &TargetArgs,
     mut outcomes: Vec<Outcome<T>>,
@@ -370,13 +436,7 @@ pub fn report<T: Serialize>(
             Err(e) => Err(CliError::Timeskew(e)),
         };
     }
-    let gone = |o: &Outcome<T>| {
-        !args.pids.contains(&o.pid)
-            && matches!(
-                o.result,
-                Err(timeskew::Error::NoSuchProcess { .. } | timeskew::Error::ProcessGone { .. })
-            )
-    };
+    let gone = |o: &Outcome<T>| !args.pids.contains(&o.pid) && is_gone(o.pid, &o.result);
     let gone_count = outcomes.iter().filter(|o| gone(o)).count();
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count() - gone_count;
     let succeeded = outcomes.len() - failed - gone_count;
@@ -420,6 +480,17 @@ pub fn report<T: Serialize>(
         });
     }
     Ok(())
+}
+
+/// Whether `result`, a failure on `pid`, only says that the process has exited: it vanished
+/// while we worked, or it is a zombie now (e.g. `recover --tree` with a child its parent has not
+/// reaped yet, refused as a zombie).
+pub fn is_gone<T>(pid: i32, result: &timeskew::Result<T>) -> bool {
+    match result {
+        Ok(_) => false,
+        Err(timeskew::Error::NoSuchProcess { .. } | timeskew::Error::ProcessGone { .. }) => true,
+        Err(_) => timeskew::select::has_exited(pid),
+    }
 }
 
 /// Writes `value` as one line of JSON, or as `human` text.
@@ -623,7 +694,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{args:?}: {e}"))
             .command
         {
-            Command::Inject(a) => a,
+            Command::Inject(a) => a.0,
             other => panic!("{args:?} parsed as {other:?}"),
         }
     }
@@ -941,6 +1012,93 @@ mod tests {
     }
 
     #[test]
+    fn every_must_be_longer_than_duration() {
+        let with = |duration: &str, every: &str| {
+            parse(&[
+                "inject",
+                "--pid",
+                "1",
+                "--offset",
+                "1s",
+                "--duration",
+                duration,
+                "--every",
+                every,
+            ])
+        };
+        for (duration, every) in [("2s", "1s"), ("2s", "2s"), ("1m", "59.5s")] {
+            let e = with(duration, every).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{e}");
+            assert_eq!(e.exit_code(), 2);
+            let text = e.to_string();
+            assert!(
+                text.contains("--every ") && text.contains("must be longer than --duration "),
+                "{text}"
+            );
+        }
+        let e = with("2s", "1s").unwrap_err().to_string();
+        assert!(
+            e.starts_with("error: --every 1s must be longer than --duration 2s: "),
+            "{e}"
+        );
+        match with("2s", "2.001s").unwrap().command {
+            Command::Inject(a) => assert_eq!(a.every, Some(Duration::from_millis(2001))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_zombie_found_through_a_tree_is_gone_not_a_failure() {
+        // Our own child, exited and not reaped yet: a zombie until the `wait` below.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let zombie = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !zombie() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let was_zombie = zombie();
+        let refused = || -> timeskew::Result<RecoverReport> {
+            Err(timeskew::Error::Unsupported {
+                pid,
+                reason: "it is a zombie (it has exited and waits to be reaped)".into(),
+            })
+        };
+        let args = TargetArgs {
+            pids: vec![1],
+            tree: true,
+            cgroups: vec![],
+            json: false,
+        };
+        let outcomes = vec![Outcome {
+            pid,
+            result: refused(),
+        }];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let reported = report(&args, outcomes, format_recover, &mut out, &mut err);
+        let gone_while_zombie = is_gone(pid, &refused());
+        child.wait().unwrap();
+        assert!(was_zombie, "pid {pid} should have become a zombie");
+        assert!(gone_while_zombie);
+        assert!(reported.is_ok(), "{reported:?}");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "pid {pid}: exited meanwhile, skipped\n0 of 1 targets succeeded, 1 exited meanwhile\n"
+            )
+        );
+        assert!(err.is_empty());
+        // Reaped: gone as well; a live process that fails is not.
+        assert!(is_gone(pid, &refused()));
+        let me = std::process::id() as i32;
+        assert!(!is_gone(me, &refused()));
+        assert!(!is_gone(pid, &Ok(())));
+    }
+
+    #[test]
     fn selection_report_counts_failures_and_processes_that_exited() {
         let args = TargetArgs {
             pids: vec![1],
@@ -958,8 +1116,9 @@ mod tests {
                 pid: 2,
                 result: Err(timeskew::Error::NoSuchProcess { pid: 2 }),
             },
+            // A live process that cannot be skewed: a failure.
             Outcome {
-                pid: 3,
+                pid: std::process::id() as i32,
                 result: Err(timeskew::Error::Unsupported {
                     pid: 3,
                     reason: "it is a 32-bit process".into(),

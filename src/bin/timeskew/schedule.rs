@@ -11,8 +11,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::cli::{
-    Backend, CliError, InjectArgs, Outcome, for_each, format_inject, format_recover, report,
-    resolve, timer_warning,
+    Backend, CliError, InjectArgs, Outcome, for_each, format_inject, format_recover, is_gone,
+    report, resolve, timer_warning,
 };
 
 /// Runs `timeskew inject` as its arguments say.
@@ -86,8 +86,8 @@ pub fn inject(
     Ok(())
 }
 
-/// Recovers the targets this round injected; a target that has exited meanwhile is not an
-/// error (there is nothing left to undo).
+/// Recovers the targets this round injected; a target that has exited meanwhile (a zombie
+/// included) is not an error (there is nothing left to undo).
 fn recover_all(
     targets: &crate::cli::TargetArgs,
     pids: &[i32],
@@ -97,12 +97,7 @@ fn recover_all(
 ) -> Result<(), CliError> {
     let outcomes: Vec<Outcome<_>> = for_each(pids, |pid| backend.recover(pid))
         .into_iter()
-        .filter(|o| {
-            !matches!(
-                o.result,
-                Err(timeskew::Error::NoSuchProcess { .. } | timeskew::Error::ProcessGone { .. })
-            )
-        })
+        .filter(|o| !is_gone(o.pid, &o.result))
         .collect();
     if outcomes.is_empty() {
         return Ok(());
