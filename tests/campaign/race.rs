@@ -1,0 +1,170 @@
+//! Attack 3: 2–3 timeskew processes racing on one target (inject with different offsets, live
+//! update, recover), 300 rounds. They take turns through the flock on /proc/PID/mem, so each
+//! must exit 0 (F9: spurious "its code changed while timeskew was attaching"), the target stays
+//! alive and unharmed, and what it reads and what `status` says is the state left by the
+//! command that finished last.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+#[derive(Clone, Copy, Debug)]
+enum Cmd {
+    InjectBack,
+    InjectAhead,
+    Recover,
+}
+
+impl Cmd {
+    fn args(self, pid: i32) -> Vec<String> {
+        match self {
+            Cmd::InjectBack => inject_args(pid, "-600s", None),
+            Cmd::InjectAhead => inject_args(pid, "+1h", Some("realtime,monotonic")),
+            Cmd::Recover => recover_args(pid),
+        }
+    }
+
+    fn leaves(self) -> Skew {
+        match self {
+            Cmd::InjectBack => Skew::rt(-MIN10),
+            Cmd::InjectAhead => Skew::rt_mono(HOUR, HOUR),
+            Cmd::Recover => Skew::NONE,
+        }
+    }
+}
+
+#[test]
+fn racing_timeskew_processes_take_turns_and_the_last_one_wins() {
+    let _serial = serial();
+    let n = rounds(300);
+    let budget = Budget::new(Duration::from_secs(60) + Duration::from_millis(500) * n as u32);
+    let started = Instant::now();
+    let mut rng = Rng::new(301);
+    let mut failures = Failures::default();
+    let target = || {
+        Proc::target(
+            "crowd",
+            &[args(&["-t", "2"]), offsets(&[-MIN10, HOUR], &[HOUR])].concat(),
+        )
+    };
+    let mut t = target();
+    let mut close_finishes = 0;
+    let mut done = 0;
+    for round in 0..n {
+        if budget.over() {
+            failures.add(
+                "budget exhausted",
+                format!("stopped after {round} of {n} rounds"),
+            );
+            break;
+        }
+        if !t.alive() {
+            t = target();
+        }
+        let k = 2 + rng.below(2);
+        let cmds: Vec<Cmd> = (0..k)
+            .map(|_| [Cmd::InjectBack, Cmd::InjectAhead, Cmd::Recover][rng.below(3)])
+            .collect();
+        let pid = t.pid;
+        // Start them together; each waiter notes when its process ended.
+        let procs: Vec<(Cmd, Vec<String>, Proc, Instant)> = cmds
+            .iter()
+            .map(|c| {
+                let a = c.args(pid);
+                let t0 = Instant::now();
+                (*c, a.clone(), ts_start(&a), t0)
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut ended: Vec<(Cmd, TsRun, Instant)> = std::thread::scope(|s| {
+            let hs: Vec<_> = procs
+                .into_iter()
+                .map(|(c, a, mut p, t0)| {
+                    s.spawn(move || {
+                        p.wait_until(deadline);
+                        let at = Instant::now();
+                        (c, ts_finish(p, &a, t0, deadline), at)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        ended.sort_by_key(|e| e.2);
+        let what = format!(
+            "round {round}: {}",
+            ended
+                .iter()
+                .map(|(c, r, _)| format!("{c:?} ({})", r.how()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for (_, r, _) in &ended {
+            if !r.ok() {
+                failures.add(
+                    if r.hung() {
+                        "timeskew hung"
+                    } else {
+                        "timeskew failed"
+                    },
+                    format!("{what}: {}", r.summary()),
+                );
+            }
+        }
+        let result = (|| -> Result<(), (String, String)> {
+            let p = unharmed(&mut t, Duration::from_millis(500))?;
+            let s = status_of(pid).map_err(|e| ("status failed".to_string(), e))?;
+            let last = ended.last().unwrap();
+            let want = last.0.leaves();
+            if s == want && want.matches_reading(p.reads()) {
+                return Ok(());
+            }
+            // Two ends within 1 ms cannot be ordered from outside: accept the state of either.
+            if ended.len() >= 2 {
+                let prev = &ended[ended.len() - 2];
+                let other = prev.0.leaves();
+                if last.2 - prev.2 < Duration::from_millis(1)
+                    && s == other
+                    && other.matches_reading(p.reads())
+                {
+                    close_finishes += 1;
+                    return Ok(());
+                }
+            }
+            Err((
+                "final state is not the last command's".into(),
+                format!(
+                    "{what}: expected {want:?}; status says {s:?}, the target reads {:?}; the \
+                     last two ended {:?} apart",
+                    p.reads(),
+                    ended
+                        .len()
+                        .checked_sub(2)
+                        .map(|i| last.2 - ended[i].2)
+                        .unwrap_or_default()
+                ),
+            ))
+        })();
+        if let Err((kind, detail)) = result {
+            failures.add(&kind, detail);
+            if !t.alive() {
+                continue;
+            }
+        }
+        done += 1;
+    }
+    report(
+        "attack 3: timeskew processes racing on one target",
+        &format!(
+            "rounds {done}/{n} in {:.1} s; rounds whose last two ended within 1 ms (either \
+             state accepted): {close_finishes}\nfailures: {}",
+            started.elapsed().as_secs_f64(),
+            failures.summary()
+        ),
+    );
+    assert_eq!(
+        failures.count,
+        0,
+        "racing timeskews: {}",
+        failures.summary()
+    );
+}
