@@ -234,9 +234,14 @@ mod tests {
     /// `boot_s` seconds less than ours. Spawn returns after its exec, which moves it into the
     /// namespace.
     pub(crate) fn in_time_namespace(mono_s: i64, boot_s: i64) -> std::process::Child {
-        let offsets =
-            std::ffi::CString::new(format!("monotonic {} 0\nboottime {} 0\n", -mono_s, -boot_s))
-                .unwrap();
+        // A namespace's offsets count from the initial namespace's clocks, not from ours.
+        let (own_mono, own_boot) = read_offsets("self");
+        let offsets = std::ffi::CString::new(format!(
+            "monotonic {} 0\nboottime {} 0\n",
+            own_mono / SEC - mono_s,
+            own_boot / SEC - boot_s
+        ))
+        .unwrap();
         let mut cmd = std::process::Command::new("sleep");
         cmd.arg("60");
         // SAFETY: only async-signal-safe calls between fork and exec; `offsets` is prepared.

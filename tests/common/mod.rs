@@ -318,7 +318,23 @@ pub fn in_time_namespace(cmd: &mut Command, uptime_s: i64) -> (i128, i128) {
     use std::os::unix::process::CommandExt;
     let back = |clock| (clock_ns(clock) / SEC) as i64 - uptime_s;
     let (mono, boot) = (back(libc::CLOCK_MONOTONIC), back(libc::CLOCK_BOOTTIME));
-    let offsets = format!("monotonic {} 0\nboottime {} 0\n", -mono, -boot);
+    // A namespace's offsets count from the initial namespace's clocks, not from ours (when this
+    // test runs in a time namespace of its own).
+    let own = |name: &str| -> i64 {
+        std::fs::read_to_string("/proc/self/timens_offsets")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.first() == Some(&name)).then(|| f.get(1)?.parse().ok())?
+            })
+            .unwrap_or(0)
+    };
+    let offsets = format!(
+        "monotonic {} 0\nboottime {} 0\n",
+        own("monotonic") - mono,
+        own("boottime") - boot
+    );
     // SAFETY: between fork and exec only async-signal-safe calls, on data prepared before.
     unsafe {
         cmd.pre_exec(move || {
