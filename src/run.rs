@@ -30,6 +30,11 @@
 //!   the caller is told (pid, program, reason) through the `on_not_skewed` callback of
 //!   [`run_with`]; [`run`] logs a warning. Killing the user's build or test run because one
 //!   32-bit helper cannot be skewed would be worse than a loud warning; [`RunReport`] counts both.
+//! - **Privileges.** The kernel does not grant a program exec'd under a tracer that lacks
+//!   CAP_SYS_PTRACE (timeskew run by a non-root user) what its setuid/setgid bits or file
+//!   capabilities would give it: it runs with the caller's privileges. Nothing can change that
+//!   rule, so each such program is reported ([`Notice::PrivilegesDropped`]; a warning from the
+//!   binary) instead of failing later without a clue.
 //! - **Signals.** HUP, INT, QUIT, USR1, USR2, ALRM and TERM sent to timeskew are relayed to the
 //!   command, once: not when the kernel sent them (a terminal's Ctrl-C or hangup goes to the whole
 //!   foreground process group, which holds the command too), not when a process of the command's
@@ -130,6 +135,39 @@ pub struct NotSkewed<'a> {
     pub error: &'a Error,
 }
 
+/// A program that started without the privileges its setuid/setgid bits or file capabilities
+/// give it, because it was exec'd under a tracer that lacks CAP_SYS_PTRACE.
+#[derive(Debug)]
+pub struct PrivilegesDropped<'a> {
+    pub pid: i32,
+    /// The program's path (`/proc/PID/exe`).
+    pub program: &'a str,
+    /// What it went without: `its setuid bit (owner uid 0)`, `its file capabilities
+    /// (cap_net_raw)`, joined with `and`.
+    pub lost: &'a str,
+}
+
+impl std::fmt::Display for PrivilegesDropped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} ({}) runs without {}: the kernel does not grant them to a program started \
+             under a tracer without CAP_SYS_PTRACE (timeskew run by a non-root user); run \
+             timeskew as root, or give it CAP_SYS_PTRACE, if the program needs them",
+            self.pid, self.program, self.lost
+        )
+    }
+}
+
+/// What [`run_with_notices`] tells its caller while the command runs.
+#[derive(Debug)]
+pub enum Notice<'a> {
+    /// A program runs with the real clocks: the injection into it failed.
+    NotSkewed(NotSkewed<'a>),
+    /// A program runs without its setuid/setgid/file-capability privileges.
+    PrivilegesDropped(PrivilegesDropped<'a>),
+}
+
 /// Why the command could not be run (once it runs, [`run`] only fails if it loses track of it).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -200,13 +238,14 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    run_with(program, args, skew, |n: &NotSkewed<'_>| {
-        log::warn!(
+    run_with_notices(program, args, skew, |notice: &Notice<'_>| match notice {
+        Notice::NotSkewed(n) => log::warn!(
             "pid {} ({}) runs with the real clocks: {}",
             n.pid,
             n.program,
             n.error
-        )
+        ),
+        Notice::PrivilegesDropped(p) => log::warn!("{p}"),
     })
 }
 
@@ -215,7 +254,26 @@ pub fn run_with<I, S>(
     program: impl AsRef<OsStr>,
     args: I,
     skew: &Skew,
-    on_not_skewed: impl FnMut(&NotSkewed<'_>) + Send,
+    mut on_not_skewed: impl FnMut(&NotSkewed<'_>) + Send,
+) -> Result<RunReport, RunError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_with_notices(program, args, skew, |notice: &Notice<'_>| {
+        if let Notice::NotSkewed(n) = notice {
+            on_not_skewed(n)
+        }
+    })
+}
+
+/// [`run`], calling `on_notice` for each program that runs unskewed and each that runs without
+/// the privileges of its setuid/setgid bits or file capabilities.
+pub fn run_with_notices<I, S>(
+    program: impl AsRef<OsStr>,
+    args: I,
+    skew: &Skew,
+    on_notice: impl FnMut(&Notice<'_>) + Send,
 ) -> Result<RunReport, RunError>
 where
     I: IntoIterator<Item = S>,
@@ -270,7 +328,7 @@ where
                     &old_mask,
                     &old_sigchld,
                     &waited,
-                    on_not_skewed,
+                    on_notice,
                 )
             });
         match tracer {
@@ -328,7 +386,7 @@ fn trace(
     mask: &SigSet,
     sigchld: &libc::sigaction,
     waited: &SigSet,
-    on_not_skewed: impl FnMut(&NotSkewed<'_>),
+    on_notice: impl FnMut(&Notice<'_>),
 ) -> Result<RunReport, RunError> {
     let child = sys::fork_held(argv, mask, sigchld).map_err(|source| RunError::Start {
         program: name.to_string(),
@@ -377,7 +435,8 @@ fn trace(
         not_skewed: 0,
         recent: Vec::new(),
         older: Vec::new(),
-        on_not_skewed,
+        privileges_drop: !has_cap_sys_ptrace(),
+        on_notice,
     };
     let lost = |source| RunError::Wait {
         program: name.to_string(),
@@ -434,10 +493,12 @@ struct Tracer<'a, F> {
     /// the round before: a signal sent to the whole process group reaches it without us.
     recent: Vec<(Signal, i32)>,
     older: Vec<(Signal, i32)>,
-    on_not_skewed: F,
+    /// We lack CAP_SYS_PTRACE: setuid/setgid/file capabilities do not apply to traced execs.
+    privileges_drop: bool,
+    on_notice: F,
 }
 
-impl<F: FnMut(&NotSkewed<'_>)> Tracer<'_, F> {
+impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
     /// Handles every stop and exit already reported, without blocking.
     fn drain(&mut self) -> Result<(), Errno> {
         let flags = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD | WaitPidFlag::WNOHANG;
@@ -545,6 +606,15 @@ impl<F: FnMut(&NotSkewed<'_>)> Tracer<'_, F> {
         let program = std::fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "?".into());
+        if self.privileges_drop
+            && let Some(lost) = privileges_lost(pid.as_raw())
+        {
+            (self.on_notice)(&Notice::PrivilegesDropped(PrivilegesDropped {
+                pid: pid.as_raw(),
+                program: &program,
+                lost: &lost,
+            }));
+        }
         match inject_traced(pid.as_raw(), self.skew) {
             Ok(report) => {
                 self.skewed += 1;
@@ -571,11 +641,11 @@ impl<F: FnMut(&NotSkewed<'_>)> Tracer<'_, F> {
                     return;
                 }
                 self.not_skewed += 1;
-                (self.on_not_skewed)(&NotSkewed {
+                (self.on_notice)(&Notice::NotSkewed(NotSkewed {
                     pid: pid.as_raw(),
                     program: &program,
                     error: &error,
-                });
+                }));
             }
         }
     }
@@ -672,6 +742,148 @@ impl<F: FnMut(&NotSkewed<'_>)> Tracer<'_, F> {
     }
 }
 
+/// CAP_SYS_PTRACE's bit in the capability sets.
+const CAP_SYS_PTRACE: u32 = 19;
+
+/// Whether this process has CAP_SYS_PTRACE in its effective set (root normally has).
+fn has_cap_sys_ptrace() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status_field(&status, "CapEff:")
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .is_none_or(|caps| caps & (1 << CAP_SYS_PTRACE) != 0)
+}
+
+fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+}
+
+/// What the program `pid` has just exec'd would have gained and did not: the owner of a
+/// setuid file that is not its effective uid, the group of a setgid file that is not its
+/// effective gid, file capabilities missing from its permitted set. `None` when nothing.
+fn privileges_lost(pid: i32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let exe = format!("/proc/{pid}/exe");
+    let meta = std::fs::metadata(&exe).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    // `Uid:`/`Gid:` list real, effective, saved and filesystem ids.
+    let effective = |name| {
+        status_field(&status, name)?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u32>()
+            .ok()
+    };
+    let mut lost = Vec::new();
+    if meta.mode() & libc::S_ISUID != 0 && effective("Uid:") != Some(meta.uid()) {
+        lost.push(format!("its setuid bit (owner uid {})", meta.uid()));
+    }
+    let setgid = libc::S_ISGID | libc::S_IXGRP;
+    if meta.mode() & setgid == setgid && effective("Gid:") != Some(meta.gid()) {
+        lost.push(format!("its setgid bit (group gid {})", meta.gid()));
+    }
+    if let Some(file_caps) = file_capabilities(&exe) {
+        let permitted = status_field(&status, "CapPrm:")
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .unwrap_or(0);
+        let missing = file_caps & !permitted;
+        if missing != 0 {
+            lost.push(format!(
+                "its file capabilities ({})",
+                capability_names(missing)
+            ));
+        }
+    }
+    (!lost.is_empty()).then(|| lost.join(" and "))
+}
+
+/// The permitted set of a file's `security.capability` attribute, if it has one.
+fn file_capabilities(path: &str) -> Option<u64> {
+    let path = CString::new(path).ok()?;
+    let mut buf = [0u8; 32];
+    // SAFETY: valid NUL-terminated strings and a buffer of the length given.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"security.capability".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    parse_file_capabilities(buf.get(..usize::try_from(n).ok()?)?)
+}
+
+/// `struct vfs_cap_data` (revision 1, 2 or 3, little-endian): the permitted set.
+fn parse_file_capabilities(data: &[u8]) -> Option<u64> {
+    let word = |i: usize| {
+        data.get(i * 4..i * 4 + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    match word(0)? & 0xff00_0000 {
+        0x0100_0000 => word(1).map(u64::from),
+        0x0200_0000 | 0x0300_0000 => Some(u64::from(word(1)?) | u64::from(word(3)?) << 32),
+        _ => None,
+    }
+}
+
+/// `cap_net_raw, cap_sys_admin` for a capability mask.
+fn capability_names(mask: u64) -> String {
+    const NAMES: [&str; 41] = [
+        "cap_chown",
+        "cap_dac_override",
+        "cap_dac_read_search",
+        "cap_fowner",
+        "cap_fsetid",
+        "cap_kill",
+        "cap_setgid",
+        "cap_setuid",
+        "cap_setpcap",
+        "cap_linux_immutable",
+        "cap_net_bind_service",
+        "cap_net_broadcast",
+        "cap_net_admin",
+        "cap_net_raw",
+        "cap_ipc_lock",
+        "cap_ipc_owner",
+        "cap_sys_module",
+        "cap_sys_rawio",
+        "cap_sys_chroot",
+        "cap_sys_ptrace",
+        "cap_sys_pacct",
+        "cap_sys_admin",
+        "cap_sys_boot",
+        "cap_sys_nice",
+        "cap_sys_resource",
+        "cap_sys_time",
+        "cap_sys_tty_config",
+        "cap_mknod",
+        "cap_lease",
+        "cap_audit_write",
+        "cap_audit_control",
+        "cap_setfcap",
+        "cap_mac_override",
+        "cap_mac_admin",
+        "cap_syslog",
+        "cap_wake_alarm",
+        "cap_block_suspend",
+        "cap_audit_read",
+        "cap_perfmon",
+        "cap_bpf",
+        "cap_checkpoint_restore",
+    ];
+    (0..64)
+        .filter(|bit| mask & (1u64 << bit) != 0)
+        .map(|bit| {
+            NAMES
+                .get(bit)
+                .map_or_else(|| format!("capability {bit}"), |n| n.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn is_stop_signal(signal: Signal) -> bool {
     matches!(
         signal,
@@ -727,6 +939,29 @@ mod tests {
             core_dumped: false,
         };
         assert_eq!(killed.shell_code(), 143);
+    }
+
+    #[test]
+    fn file_capabilities_are_parsed_and_named() {
+        // setcap cap_net_raw+ep: revision 2, effective flag, permitted bit 13.
+        let mut v2 = vec![0x01, 0, 0, 0x02];
+        v2.extend([0x00, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(parse_file_capabilities(&v2), Some(1 << 13));
+        let mut v3 = v2.clone();
+        v3[3] = 0x03;
+        v3.extend([0, 0, 0, 0]); // rootid
+        v3[12] = 0x01; // permitted bit 32 (cap_mac_override)
+        assert_eq!(parse_file_capabilities(&v3), Some(1 << 13 | 1 << 32));
+        assert_eq!(parse_file_capabilities(&[0, 0, 0, 0x07]), None);
+        assert_eq!(parse_file_capabilities(&[]), None);
+        assert_eq!(capability_names(1 << 13), "cap_net_raw");
+        assert_eq!(
+            capability_names(1 << 21 | 1 << 63),
+            "cap_sys_admin, capability 63"
+        );
+        // A program without setuid bits or capabilities loses nothing.
+        assert_eq!(privileges_lost(getpid().as_raw()), None);
+        assert!(has_cap_sys_ptrace(), "the tests run as root");
     }
 
     #[test]

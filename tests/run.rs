@@ -284,7 +284,7 @@ fn static_glibc() -> &'static Path {
     CELL.get_or_init(|| {
         assert!(
             on_path("cc"),
-            "cc not found: apt-get install build-essential"
+            "cc not found: apt-get install build-essential (`sudo scripts/test.sh` installs what the suites need)"
         );
         build("clocks-static-glibc", "clocks.c (cc -static)", |out| {
             let mut cmd = Command::new("cc");
@@ -301,7 +301,7 @@ fn static_musl() -> &'static Path {
     CELL.get_or_init(|| {
         assert!(
             on_path("musl-gcc"),
-            "musl-gcc not found: apt-get install musl-tools"
+            "musl-gcc not found: apt-get install musl-tools (`sudo scripts/test.sh` installs what the suites need)"
         );
         build("clocks-static-musl", "clocks.c (musl-gcc -static)", |out| {
             let mut cmd = Command::new("musl-gcc");
@@ -318,7 +318,7 @@ fn static_go() -> &'static Path {
     CELL.get_or_init(|| {
         assert!(
             on_path("go"),
-            "go not found on PATH: apt-get install golang-go (scripts/install-test-deps.sh, run by .ci/run, installs it)"
+            "go not found on PATH: apt-get install golang-go (`sudo scripts/test.sh` installs what the suites need)"
         );
         let gocache = build_dir().join("gocache");
         let gopath = build_dir().join("gopath");
@@ -413,7 +413,7 @@ fn program_32bit() -> &'static Path {
     CELL.get_or_init(|| {
         assert!(
             on_path("as") && on_path("ld"),
-            "as/ld not found: apt-get install binutils"
+            "as/ld not found: apt-get install binutils (`sudo scripts/test.sh` installs what the suites need)"
         );
         let object = build_dir().join(format!("exit32.{}.o", std::process::id()));
         let status = Command::new("as")
@@ -849,4 +849,122 @@ fn an_offset_that_would_make_a_clock_negative_is_refused_before_the_command_star
         "{}",
         stderr(&out)
     );
+}
+
+/// Prints what the kernel gave it: its effective uid and its permitted capabilities.
+const PRIVILEGE_PROBE: &str = r#"#include <stdio.h>
+#include <unistd.h>
+int main(void) {
+    char line[256], prm[64] = "?";
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "CapPrm: %63s", prm) == 1)
+            break;
+    printf("euid=%d capprm=%s\n", (int)geteuid(), prm);
+    return 0;
+}
+"#;
+
+/// A directory removed with what it holds when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// F13: run by a non-root user, a setuid-root program and a program with a file capability start
+/// without those privileges — the kernel's rule for programs exec'd under a tracer without
+/// CAP_SYS_PTRACE. timeskew cannot change that rule; it says so, naming each program. As root
+/// nothing is lost and nothing is said.
+#[test]
+fn privileges_a_traced_program_goes_without_are_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        on_path("cc"),
+        "cc not found: apt-get install build-essential"
+    );
+    let dir = TempDir(std::env::temp_dir().join(format!("timeskew-privs-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let source = dir.0.join("probe.c");
+    std::fs::write(&source, PRIVILEGE_PROBE).unwrap();
+    let (suid, caps) = (dir.0.join("suid"), dir.0.join("caps"));
+    let built = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&suid)
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(built.success(), "cc probe.c failed");
+    std::fs::copy(&suid, &caps).unwrap();
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    // `setcap cap_net_raw+ep caps`: vfs_cap_data revision 2, effective, permitted bit 13.
+    let mut cap_data: Vec<u8> = vec![0x01, 0, 0, 0x02, 0x00, 0x20, 0, 0];
+    cap_data.resize(20, 0);
+    let path = std::ffi::CString::new(caps.to_str().unwrap()).unwrap();
+    // SAFETY: valid NUL-terminated strings and a buffer of the length given.
+    let set = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            c"security.capability".as_ptr(),
+            cap_data.as_ptr().cast(),
+            cap_data.len(),
+            0,
+        )
+    };
+    assert_eq!(set, 0, "setxattr: {}", std::io::Error::last_os_error());
+    let script = format!("{}; {}", suid.display(), caps.display());
+    let as_nobody = |cmd: &mut Command| -> std::process::Output {
+        cmd.uid(65534)
+            .gid(65534)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    // Natively, as nobody: the setuid bit and the capability work.
+    let native = as_nobody(Command::new("sh").args(["-c", &script]));
+    let text = stdout(&native);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.len() == 2
+            && lines[0].starts_with("euid=0 capprm=")
+            && lines[1] == "euid=65534 capprm=0000000000002000",
+        "{text}{}",
+        stderr(&native)
+    );
+
+    // Under `timeskew run`, as nobody: neither, and a warning for each.
+    let out = as_nobody(run_cmd(&["--offset", "-1d", "--", "sh", "-c", &script]).current_dir("/"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "euid=65534 capprm=0000000000000000\neuid=65534 capprm=0000000000000000\n"
+    );
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    let tail = ": the kernel does not grant them to a program started under a tracer without \
+                CAP_SYS_PTRACE (timeskew run by a non-root user); run timeskew as root, or give \
+                it CAP_SYS_PTRACE, if the program needs them";
+    for (line, program, lost) in [
+        (lines[0], &suid, "its setuid bit (owner uid 0)"),
+        (lines[1], &caps, "its file capabilities (cap_net_raw)"),
+    ] {
+        assert!(
+            line.starts_with("timeskew: warning: pid ")
+                && line.ends_with(&format!(
+                    "({}) runs without {lost}{tail}",
+                    program.display()
+                )),
+            "{line}"
+        );
+    }
+
+    // As root: nothing lost, nothing said.
+    let (out, _, _) = run_to_end(&["--offset", "-1d", "--", "sh", "-c", &script]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
 }

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::io::{self, Write};
 
 use clap::{ArgAction, Args};
-use timeskew::run::{NotSkewed, RunError, RunReport};
+use timeskew::run::{NotSkewed, Notice, RunError, RunReport};
 use timeskew::{ClockSet, Offset, Skew};
 
 use crate::cli::timer_warning;
@@ -20,6 +20,8 @@ Signals: Ctrl-C, Ctrl-Z and fg work as without timeskew; HUP, INT, QUIT, USR1, U
 sent to timeskew are passed to CMD (once). timeskew exits with CMD's exit status, or is killed by
 the signal that killed CMD; 125 if timeskew failed, 126 if CMD could not be executed, 127 if it was
 not found. A program that cannot be skewed (e.g. 32-bit) runs with the real clocks, with a warning.
+Run by a non-root user, setuid/setgid programs and programs with file capabilities run without
+those privileges (the kernel's rule for traced programs), with a warning naming each.
 If timeskew itself is killed, CMD carries on; programs it execs afterwards are not skewed.
 
 OFFSET and CLOCK are as for inject; the default offset is 0s (then `timeskew inject --pid` can
@@ -86,8 +88,12 @@ pub fn run(args: &RunArgs, err: &mut impl Write) -> ! {
     if let Some(warning) = timer_warning(&skew) {
         let _ = writeln!(err, "timeskew: warning: {warning}");
     }
-    let result = timeskew::run::run_with(program, rest, &skew, |n: &NotSkewed<'_>| {
-        let _ = writeln!(io::stderr(), "timeskew: warning: {}", not_skewed(n));
+    let result = timeskew::run::run_with_notices(program, rest, &skew, |n: &Notice<'_>| {
+        let line = match n {
+            Notice::NotSkewed(n) => not_skewed(n),
+            Notice::PrivilegesDropped(p) => p.to_string(),
+        };
+        let _ = writeln!(io::stderr(), "timeskew: warning: {line}");
     });
     match result {
         Ok(report) => {
