@@ -306,6 +306,19 @@ impl Proc {
         }
     }
 
+    /// Blocks in waitpid until the process ends (someone must make sure it does).
+    pub fn wait_blocking(&mut self) -> Option<i32> {
+        if self.status.is_none() {
+            let mut st = 0;
+            // SAFETY: plain waitpid on our own child.
+            let r = unsafe { libc::waitpid(self.pid, &mut st, 0) };
+            if r == self.pid {
+                self.status = Some(st);
+            }
+        }
+        self.status
+    }
+
     pub fn signal(&self, sig: i32) {
         if self.status.is_none() {
             // SAFETY: our child, not yet reaped: the pid is still ours.
@@ -833,10 +846,12 @@ pub struct Failures {
 }
 
 impl Failures {
+    /// Counts a failure; the first 3 of each kind (15 in all) are kept as examples.
     pub fn add(&mut self, kind: &str, detail: String) {
         self.count += 1;
-        *self.kinds.entry(kind.to_string()).or_default() += 1;
-        if self.examples.len() < 12 {
+        let seen = self.kinds.entry(kind.to_string()).or_default();
+        *seen += 1;
+        if *seen <= 3 && self.examples.len() < 15 {
             self.examples.push(format!("[{kind}] {detail}"));
         }
     }

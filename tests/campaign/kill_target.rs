@@ -208,13 +208,17 @@ fn a_thread_that_execs_during_the_operation_never_hangs_timeskew() {
     let n = rounds(100);
     let started = Instant::now();
     let mut failures = Failures::default();
-    let mut t = Proc::start_talking(
-        "threadexec",
-        std::process::Command::new(target_bin("threadexec")).arg("1000000000"),
-    );
-    if let Err(e) = t.line_starting("ready", Instant::now() + Duration::from_secs(5)) {
-        panic!("threadexec did not start: {e}");
-    }
+    let start = || {
+        let mut t = Proc::start_talking(
+            "threadexec",
+            std::process::Command::new(target_bin("threadexec")).arg("1000000000"),
+        );
+        if let Err(e) = t.line_starting("ready", Instant::now() + Duration::from_secs(5)) {
+            panic!("threadexec did not start: {e}");
+        }
+        t
+    };
+    let mut t = start();
     let (mut ok, mut refused) = (0, 0);
     let mut times = Vec::new();
     let mut done = 0;
@@ -245,14 +249,18 @@ fn a_thread_that_execs_during_the_operation_never_hangs_timeskew() {
         } else {
             refused += 1;
         }
+        done += 1;
         if !t.alive() {
-            failures.add("target died", format!("round {round}: {}", t.state()));
-            break;
+            failures.add(
+                "target died",
+                format!("round {round}: {}; {}", t.state(), tail(&t)),
+            );
+            t = start();
+            continue;
         }
         if let Err(held) = released_within(t.pid, Duration::from_millis(500)) {
             failures.add("left stopped or traced", format!("round {round}: {held}"));
         }
-        done += 1;
     }
     report(
         "attack 2b: a thread execs during inject",

@@ -149,10 +149,12 @@ fn attack(op: Op, issue_rounds: usize, seed: u64) {
             unharmed(t, Duration::from_millis(500))?;
             let s = status_agrees(t)?;
             if s != Skew::NONE && s != Skew::rt(-MIN10) {
-                return Err((
-                    "neither real nor skewed".into(),
-                    format!("status and target say {s:?}"),
-                ));
+                let kind = if s.injected && s.rt == 0 {
+                    "left half-recovered (injected, offsets zeroed)"
+                } else {
+                    "neither real nor skewed"
+                };
+                return Err((kind.into(), format!("status and target say {s:?}")));
             }
             if s.injected {
                 left_injected += 1;

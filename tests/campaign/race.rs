@@ -44,7 +44,11 @@ fn racing_timeskew_processes_take_turns_and_the_last_one_wins() {
     let target = || {
         Proc::target(
             "crowd",
-            &[args(&["-t", "2"]), offsets(&[-MIN10, HOUR], &[HOUR])].concat(),
+            &[
+                args(&["-t", "2", "-s", "100"]),
+                offsets(&[-MIN10, HOUR], &[HOUR]),
+            ]
+            .concat(),
         )
     };
     let mut t = target();
@@ -76,17 +80,37 @@ fn racing_timeskew_processes_take_turns_and_the_last_one_wins() {
             })
             .collect();
         let deadline = Instant::now() + Duration::from_secs(10);
+        // Each waiter blocks in waitpid (woken by the exit itself); a watchdog kills whatever
+        // still runs at the deadline, which ends those waits.
+        let pids: Vec<i32> = procs.iter().map(|p| p.2.pid).collect();
         let mut ended: Vec<(Cmd, TsRun, Instant)> = std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel();
             let hs: Vec<_> = procs
                 .into_iter()
                 .map(|(c, a, mut p, t0)| {
+                    let tx = tx.clone();
                     s.spawn(move || {
-                        p.wait_until(deadline);
+                        p.wait_blocking();
                         let at = Instant::now();
-                        (c, ts_finish(p, &a, t0, deadline), at)
+                        let _ = tx.send(p.pid);
+                        (c, ts_finish(p, &a, t0, at), at)
                     })
                 })
                 .collect();
+            let mut running = pids.clone();
+            while !running.is_empty() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(pid) => running.retain(|p| *p != pid),
+                    Err(_) => {
+                        for pid in &running {
+                            // SAFETY: our children, whose waiters have not reaped them yet.
+                            unsafe { libc::kill(*pid, libc::SIGKILL) };
+                        }
+                        break;
+                    }
+                }
+            }
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         ended.sort_by_key(|e| e.2);

@@ -60,14 +60,18 @@ fn signal_storm_cycles_never_crash_or_read_a_bad_value() {
                 );
             } else if !r.ok() {
                 refusals += 1;
-                let key = r
-                    .message()
-                    .split(|c: char| c.is_ascii_digit())
-                    .next()
-                    .unwrap_or("")
-                    .chars()
-                    .take(80)
-                    .collect::<String>();
+                // The message with its numbers blanked, as a kind.
+                let mut key = String::new();
+                for c in r.message().chars() {
+                    if c.is_ascii_digit() {
+                        if !key.ends_with('N') {
+                            key.push('N');
+                        }
+                    } else {
+                        key.push(c);
+                    }
+                }
+                let key: String = key.chars().take(120).collect();
                 *refusal_kinds.entry(key).or_default() += 1;
             }
             if !t.alive() {

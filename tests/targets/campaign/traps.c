@@ -64,7 +64,12 @@ int main(int argc, char **argv) {
     parse_offsets(argc, argv, "1", opt);
     crash_handlers(0);
     extra_command = trap_command;
-    signal(SIGTRAP, on_trap);
+    // SA_NODEFER: SIGTRAP stays unblocked while the handler runs, so a thread's SigBlk in
+    // /proc does not flicker with every int3.
+    struct sigaction sa = {0};
+    sa.sa_handler = on_trap;
+    sa.sa_flags = SA_NODEFER;
+    sigaction(SIGTRAP, &sa, NULL);
     if (!single && start_workers(1, int3_loop) != 0) return 1;
     sigset_t s;
     sigemptyset(&s);
