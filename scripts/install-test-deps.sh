@@ -2,7 +2,7 @@
 # Installs what the end-to-end suites (tests/runtimes.rs, tests/servers.rs) need on a fresh
 # Debian 12 machine: the toolchains that build the test targets and the servers they skew.
 # Idempotent: packages already present are left alone, and apt is not touched at all when
-# nothing is missing. Run as root (CI does, from .ci/run).
+# nothing is missing. Run as root; `sudo scripts/test.sh` (and so .ci/run) runs it first.
 set -euo pipefail
 
 packages=(

@@ -33,8 +33,8 @@ pub fn line_channel(output: impl Read + Send + 'static) -> Receiver<String> {
 }
 
 /// How to get the tools the suites need.
-pub const INSTALL_HINT: &str =
-    "run scripts/install-test-deps.sh as root (.ci/run does), or apt-get install";
+pub const INSTALL_HINT: &str = "`sudo scripts/test.sh` installs what the suites need and runs \
+     them all; or run `sudo scripts/install-test-deps.sh`, or apt-get install";
 
 /// `tests/targets/` in the source tree.
 pub fn sources() -> PathBuf {
