@@ -5,7 +5,9 @@
 //! 2. how long a target is stopped, seen from inside as the longest gap between two clock reads
 //!    of a spinning thread: first injection, live update, recover — and the same gap with no
 //!    injection at all, for the scheduler's own noise;
-//! 3. memory the injection adds to the target (Rss from /proc/PID/smaps_rollup).
+//! 3. memory the injection adds to the target (Rss from /proc/PID/smaps_rollup);
+//! 4. what `timeskew run` adds to each program start: a loop of fork + exec of `/bin/true`,
+//!    timed round by round from inside, natively and under `timeskew run`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -245,7 +247,124 @@ fn memory() {
     );
 }
 
+/// The environment variable that turns this binary into the exec loop of [`exec_costs`].
+const SPAWN_ENV: &str = "TIMESKEW_BENCH_SPAWN";
+const SPAWNS: usize = 300;
+const SPAWN_ROUNDS: usize = 3;
+
+/// The exec loop: `n` times spawn `/bin/true` (posix_spawn: a vfork and an exec) and wait for
+/// it; prints each round's wall time in µs on one line.
+fn spawn_loop(n: usize) {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        let status = Command::new("/bin/true").status().expect("run /bin/true");
+        assert!(status.success());
+        times.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    let line: Vec<String> = times.iter().map(|t| format!("{t:.1}")).collect();
+    println!("{}", line.join(" "));
+}
+
+/// Runs the exec loop (this binary again), natively or under `timeskew run`: the round times
+/// in µs, the first tenth left out (caches warming up), and the CPU time (user + system, µs)
+/// of the whole tree — the loop, every /bin/true, and timeskew when it runs it.
+fn spawn_times(under_run: bool) -> (Vec<f64>, f64) {
+    let me = std::env::current_exe().expect("bench exe path");
+    let mut cmd = if under_run {
+        let mut c = Command::new(common::timeskew_bin());
+        c.args(["run", "--offset", "-600s", "--"]).arg(&me);
+        c
+    } else {
+        Command::new(&me)
+    };
+    let mut child = cmd
+        .env(SPAWN_ENV, SPAWNS.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run the exec loop");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut text)
+        .expect("read the exec loop's output");
+    // wait4 rather than Child::wait: its rusage counts the whole tree, reaped level by level.
+    let mut status = 0;
+    // SAFETY: rusage is plain data the kernel fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers; the pid is our own child, not reaped yet.
+    let waited = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert!(
+        waited > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "exec loop failed: status {status:#x}"
+    );
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    let cpu = us(usage.ru_utime) + us(usage.ru_stime);
+    let times = text
+        .split_whitespace()
+        .skip(SPAWNS / 10)
+        .map(|v| v.parse().expect("a time"))
+        .collect();
+    (times, cpu)
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn exec_costs() {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let (mut native, mut run) = (Vec::new(), Vec::new());
+    let (mut native_cpu, mut run_cpu) = (Vec::new(), Vec::new());
+    for _ in 0..SPAWN_ROUNDS {
+        let (times, cpu) = spawn_times(false);
+        native.extend(times);
+        native_cpu.push(cpu / SPAWNS as f64);
+        let (times, cpu) = spawn_times(true);
+        run.extend(times);
+        run_cpu.push(cpu / SPAWNS as f64);
+    }
+    let base = median(native.clone());
+    println!(
+        "\n## Cost of an exec under `timeskew run` (µs; spawn + exec + exit of /bin/true, \
+         {SPAWN_ROUNDS}×{SPAWNS} rounds each way; load average before: {})",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!("| | median | p90 | p99 | worst |");
+    println!("|---|---|---|---|---|");
+    for (name, v) in [("native", &native), ("under `timeskew run`", &run)] {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            median(v.to_vec()),
+            percentile(v.to_vec(), 0.9),
+            percentile(v.to_vec(), 0.99),
+            percentile(v.to_vec(), 1.0)
+        );
+    }
+    println!(
+        "| added by `run` (minus the native median) | **{:.0}** | {:.0} | {:.0} | {:.0} |",
+        median(run.clone()) - base,
+        percentile(run.clone(), 0.9) - base,
+        percentile(run.clone(), 0.99) - base,
+        percentile(run.clone(), 1.0) - base
+    );
+    let (n, r) = (median(native_cpu), median(run_cpu));
+    println!(
+        "\nCPU time per round (user + system, all processes, median of {SPAWN_ROUNDS} loops): \
+         native {n:.0} µs, under `timeskew run` {r:.0} µs: **{:.0} µs** added — the part of \
+         the cost that does not depend on how busy the machine is.",
+        r - n
+    );
+}
+
 fn main() {
+    if let Some(n) = std::env::var(SPAWN_ENV).ok().and_then(|v| v.parse().ok()) {
+        spawn_loop(n);
+        return;
+    }
     // `cargo bench` passes --bench; any filter argument is ignored: the run is one report.
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -267,7 +386,7 @@ fn main() {
             .unwrap_or_default()
             .trim()
     );
-    // TIMESKEW_BENCH=stop runs only the stop-time part (for investigating it).
+    // TIMESKEW_BENCH=calls|stop|memory|exec runs only that part (for investigating it).
     let only = std::env::var("TIMESKEW_BENCH").unwrap_or_default();
     if only.is_empty() || only == "calls" {
         per_call_costs();
@@ -277,5 +396,8 @@ fn main() {
     }
     if only.is_empty() || only == "memory" {
         memory();
+    }
+    if only.is_empty() || only == "exec" {
+        exec_costs();
     }
 }
