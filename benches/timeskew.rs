@@ -278,6 +278,8 @@ fn spawn_times(under_run: bool) -> (Vec<f64>, f64) {
     } else {
         Command::new(&me)
     };
+    // Reaped by the wait4 below (which Child does not know about).
+    #[allow(clippy::zombie_processes)]
     let mut child = cmd
         .env(SPAWN_ENV, SPAWNS.to_string())
         .stdin(Stdio::null())
