@@ -1049,12 +1049,15 @@ pub struct Hold {
 
 impl Hold {
     /// Half the delays uniform over 0–3 ms (or to the end of the hold, if later), half over the
-    /// measured hold ±0.25 ms.
+    /// measured hold ±0.25 ms; never beyond 50 ms (a timeskew that hangs would otherwise
+    /// stretch the window to the calibration's deadline).
     pub fn pick_delay_ms(&self, rng: &mut Rng) -> f64 {
+        let end = self.end_ms.min(50.0);
+        let start = self.start_ms.min(end);
         if self.seen == 0 || rng.below(2) == 0 {
-            rng.range(0.0, (self.end_ms + 0.5).max(3.0))
+            rng.range(0.0, (end + 0.5).max(3.0))
         } else {
-            rng.range((self.start_ms - 0.25).max(0.0), self.end_ms + 0.25)
+            rng.range((start - 0.25).max(0.0), end + 0.25)
         }
     }
 
@@ -1097,7 +1100,7 @@ pub fn watch_hold(pid: i32, args: &[String]) -> (Option<(f64, f64)>, TsRun) {
                 last = Some(ms);
             }
         }
-        if p.try_reap().is_some() || t0.elapsed() > Duration::from_secs(5) {
+        if p.try_reap().is_some() || t0.elapsed() > Duration::from_secs(2) {
             break;
         }
     }

@@ -102,9 +102,10 @@ fn sigkill_of_the_target_never_hangs_timeskew() {
         // timeskew must not depend on it.
         let (mut ts_status, mut ts_ended_at) = (None, None);
         let mut target_status = None;
+        let mut hung: Option<String> = None;
         loop {
             let now = Instant::now();
-            if ts_status.is_none() {
+            if ts_status.is_none() && hung.is_none() {
                 ts_status = p.try_reap();
                 if ts_status.is_some() {
                     ts_ended_at = Some(now);
@@ -114,27 +115,33 @@ fn sigkill_of_the_target_never_hangs_timeskew() {
                 target_status = t.try_reap();
             }
             let ts_done = ts_status.is_some() || now >= killed_at + Duration::from_secs(1);
+            if ts_done && ts_status.is_none() && hung.is_none() {
+                // Hung. Note where, then kill it: a traced target may not be reapable until
+                // its tracer is gone.
+                hung = Some(format!(
+                    "timeskew {} still running 1 s after the kill (wchan {}); target {}, \
+                     threads {:?}",
+                    p.pid,
+                    wchan(p.pid),
+                    t.state(),
+                    tasks(t.pid)
+                ));
+                p.signal(libc::SIGKILL);
+            }
             let t_done = target_status.is_some() || now >= killed_at + Duration::from_secs(2);
             if ts_done && t_done {
                 break;
             }
             std::thread::sleep(Duration::from_micros(100));
         }
+        if let Some(h) = hung {
+            failures.add("timeskew hung", format!("{what}: {h}"));
+            drop(p);
+            done += 1;
+            continue;
+        }
         match ts_status {
-            None => {
-                let detail = format!(
-                    "{what}: timeskew {} still running 1 s after the kill (wchan {}); target {}, \
-                     threads {:?}",
-                    p.pid,
-                    wchan(p.pid),
-                    t.state(),
-                    tasks(t.pid)
-                );
-                failures.add("timeskew hung", detail);
-                drop(p);
-                done += 1;
-                continue;
-            }
+            None => unreachable!("neither ended nor hung"),
             Some(st) => {
                 let run = ts_finish(p, &a, t0, Instant::now());
                 let ended = ts_ended_at.unwrap_or(killed_at);

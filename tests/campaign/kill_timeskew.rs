@@ -140,7 +140,11 @@ fn attack(op: Op, issue_rounds: usize, seed: u64) {
         match lock_target(pid, Duration::from_secs(5)) {
             Ok(lock) => drop(lock),
             Err(e) => {
-                if t.alive() {
+                // A target that is dying has no /proc/PID/mem any more: its death is counted
+                // below.
+                if t.wait_until(Instant::now() + Duration::from_secs(1))
+                    .is_none()
+                {
                     failures.add("lock never released", format!("{what}: {e}"));
                 }
             }

@@ -204,11 +204,24 @@ struct Cgroup {
 impl Cgroup {
     fn new(v2: bool) -> Cgroup {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let root = PathBuf::from(if v2 {
-            "/sys/fs/cgroup/unified"
+        // v2: the `unified` mount of a hybrid machine, or /sys/fs/cgroup itself on a pure v2
+        // one; v1: the freezer hierarchy.
+        let root = if v2 {
+            ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.join("cgroup.controllers").exists())
+                .expect("no cgroup v2 hierarchy at /sys/fs/cgroup/unified or /sys/fs/cgroup")
         } else {
-            "/sys/fs/cgroup/freezer"
-        });
+            let p = PathBuf::from("/sys/fs/cgroup/freezer");
+            assert!(
+                p.join("freezer.state").exists() || p.join("cgroup.procs").exists(),
+                "no cgroup v1 freezer at {} (mount -t cgroup -o freezer freezer {})",
+                p.display(),
+                p.display()
+            );
+            p
+        };
         let path = root.join(format!(
             "timeskew-campaign-{}-{}",
             std::process::id(),
