@@ -39,6 +39,29 @@ pub enum Error {
     #[error("pid {pid}: the process exited while timeskew was trying to {step}")]
     ProcessGone { pid: i32, step: &'static str },
 
+    #[error(
+        "pid {pid}: thread {tid} did not respond while timeskew was trying to {step} ({detail}); \
+         every thread was let go and nothing was changed — retry when it is not blocked in the kernel"
+    )]
+    Stuck {
+        pid: i32,
+        tid: i32,
+        step: &'static str,
+        detail: String,
+    },
+
+    #[error(
+        "pid {pid}: the process started a new program (execve) while timeskew was changing it; the \
+         new program is not skewed — run timeskew again"
+    )]
+    Execed { pid: i32 },
+
+    #[error(
+        "pid {tid} is a thread of process {tgid}, not a process: timeskew changes every thread of \
+         a process at once — use --pid {tgid}"
+    )]
+    IsAThread { tid: i32, tgid: i32 },
+
     #[error("pid {pid}: cannot skew this process: {reason}")]
     Unsupported { pid: i32, reason: String },
 
@@ -63,6 +86,16 @@ pub enum Error {
         syscall: &'static str,
         errno: Errno,
         hint: &'static str,
+    },
+
+    #[error(
+        "pid {pid}: the injected {syscall}() in thread {tid} did not run as expected: {detail}"
+    )]
+    RemoteSyscallLost {
+        pid: i32,
+        tid: i32,
+        syscall: &'static str,
+        detail: String,
     },
 
     #[error(

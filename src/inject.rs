@@ -28,8 +28,8 @@ const PAGES_LEN: u64 = 2 * PAGE_SIZE;
 /// stopped. Otherwise every thread is held for the short time it takes to map the pages and
 /// write the jumps; on any error, everything done so far is undone.
 pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
-    let target = Target::open(pid)?;
-    let _lock = target.lock()?;
+    let _lock = Target::lock(pid)?;
+    let mut target = Target::open(pid)?;
     let params = params_for(pid, skew)?;
     let existing = state::find(&target)?;
     if let Some(existing) = &existing
@@ -46,9 +46,51 @@ pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
     // Decode, plan and build while the process still runs: the stop covers only the changes.
     let plan = Plan::new(&target, existing.as_ref())?;
     let _deferred = TerminationDeferred::new();
-    let started = Instant::now();
-    let held = StoppedProcess::stop(pid)?;
+    let (held, started) = hold_clear_of(&mut target, &plan.hooks)?;
     patch(target, &plan, params, held, started)
+}
+
+/// Attempts at finding every thread clear of the hook windows, and the pause after a miss.
+const WINDOW_ATTEMPTS: u32 = 40;
+const WINDOW_PAUSE: Duration = Duration::from_micros(250);
+
+/// Stops every thread at a moment when none is executing inside a hook window and no signal
+/// handler is running on top of code interrupted inside one; otherwise lets them all go and
+/// tries again a moment later (bounded), since both last only nanoseconds to microseconds.
+fn hold_clear_of(target: &mut Target, hooks: &[HookPlan]) -> Result<(StoppedProcess, Instant)> {
+    let inside = |ip: u64| hooks.iter().any(|h| h.contains_strictly(ip));
+    let first = Instant::now();
+    let mut why = String::new();
+    for attempt in 0..WINDOW_ATTEMPTS {
+        let started = Instant::now();
+        let held = StoppedProcess::stop(target.pid)?;
+        target.refresh_maps()?;
+        // The plan was made from the vDSO read before stopping: a program exec'd meanwhile has
+        // another one.
+        let vdso_now = target.maps.iter().find(|m| m.path == "[vdso]");
+        if vdso_now.is_none_or(|m| {
+            (m.start, (m.end - m.start) as usize) != (target.vdso.base(), target.vdso.len())
+        }) {
+            return Err(Error::Execed { pid: target.pid });
+        }
+        match held.window_in_use(&target.mem, &target.maps, inside)? {
+            None => return Ok((held, started)),
+            Some(reason) => {
+                log::debug!("pid {}: attempt {attempt}: {reason}", target.pid);
+                why = reason;
+            }
+        }
+        drop(held);
+        std::thread::sleep(WINDOW_PAUSE * (attempt + 1).min(8));
+    }
+    Err(unsafe_to_patch(
+        target.pid,
+        "vDSO entry",
+        format!(
+            "{why} — still so after {WINDOW_ATTEMPTS} attempts in {} ms; retry",
+            first.elapsed().as_millis()
+        ),
+    ))
 }
 
 /// Injects into `pid`, a single-threaded process that the calling thread already traces and
@@ -59,17 +101,16 @@ pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
 /// syscall-exit stop (PTRACE_SYSCALL), where no instruction of the new program has run yet.
 /// The process is left stopped and traced.
 pub fn inject_traced(pid: i32, skew: &Skew) -> Result<InjectReport> {
+    let _lock = Target::lock(pid)?;
     let target = Target::open(pid)?;
-    let _lock = target.lock()?;
     let plan = Plan::new(&target, state::find(&target)?.as_ref())?;
     let started = Instant::now();
-    patch(
-        target,
-        &plan,
-        params_for(pid, skew)?,
-        StoppedProcess::adopt(pid),
-        started,
-    )
+    let held = StoppedProcess::adopt(pid);
+    let inside = |ip: u64| plan.hooks.iter().any(|h| h.contains_strictly(ip));
+    if let Some(reason) = held.window_in_use(&target.mem, &target.maps, inside)? {
+        return Err(unsafe_to_patch(pid, "vDSO entry", reason));
+    }
+    patch(target, &plan, params_for(pid, skew)?, held, started)
 }
 
 /// The data-page parameters for `skew` in `pid`, with the deadlines of `--duration`.
@@ -156,8 +197,8 @@ impl Plan {
 /// Puts the original vDSO code back and zeroes the offsets. The pages stay mapped: a thread
 /// may be executing in them, or about to return through them, at any moment.
 pub fn recover(pid: i32) -> Result<RecoverReport> {
+    let _lock = Target::lock(pid)?;
     let target = Target::open(pid)?;
-    let _lock = target.lock()?;
     let not_injected = RecoverReport {
         pid,
         was_injected: false,
@@ -172,7 +213,7 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
     }
     let _deferred = TerminationDeferred::new();
     let started = Instant::now();
-    let held = StoppedProcess::stop(pid)?;
+    let mut held = StoppedProcess::stop(pid)?;
     // Look again now that nothing moves.
     let target = Target::open(pid)?;
     let Some(existing) = state::find(&target)? else {
@@ -222,6 +263,7 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
         &0u32.to_le_bytes(),
         "mark as recovered",
     )?;
+    held.check_alive("finish the recovery")?;
     drop(held);
     report.stopped_for = started.elapsed();
     Ok(report)
@@ -328,7 +370,7 @@ fn patch(
 ) -> Result<InjectReport> {
     let pid = target.pid;
     let threads = held.threads().len();
-    let mut tx = Transaction::new(held, plan.syscall_insn);
+    let mut tx = Transaction::new(held, target.mem, plan.syscall_insn);
     let action = match install(&mut tx, &mut target, plan, params) {
         Ok(action) => {
             tx.commit();
@@ -382,23 +424,14 @@ fn install(
     };
 
     if generation == 0 {
+        // The code page was mapped read+execute and is never writable: the write is forced
+        // through /proc/PID/mem, as for the vDSO (W^X policies such as MemoryDenyWriteExecute
+        // and PR_SET_MDWE forbid making writable memory executable, not this).
+        let tid = tx.worker()?;
         tx.mem()
-            .write_data(code_addr, &code, "write the trampoline code")?;
+            .write_code(code_addr, &code, tid, "write the trampoline code")?;
         tx.mem()
             .write_data(data_addr, &data.encode(), "write the data page")?;
-        let ret = tx.syscall(
-            libc::SYS_mprotect,
-            [
-                code_addr,
-                PAGE_SIZE,
-                (libc::PROT_READ | libc::PROT_EXEC) as u64,
-                0,
-                0,
-                0,
-            ],
-            "mprotect",
-        )?;
-        check_syscall(tx, ret, "mprotect")?;
     } else {
         // Reused pages: the code must be exactly what we would write (same vDSO, same build).
         let current = tx.mem().read(
@@ -421,8 +454,7 @@ fn install(
     }
     fault::point(pid, "before-patch")?;
 
-    tx.held()
-        .step_out_of(|ip| plans.iter().any(|p| p.contains_strictly(ip)))?;
+    // No thread is inside a window: checked when the threads were stopped (hold_clear_of).
     let entries = [
         blob.entry_clock_gettime,
         blob.entry_gettimeofday,
@@ -466,6 +498,7 @@ fn install(
         "mark the hooks as installed",
     )?;
     fault::point(pid, "before-commit")?;
+    tx.held().check_alive("finish the injection")?;
     Ok(if generation == 0 {
         InjectAction::Injected
     } else {
@@ -473,38 +506,70 @@ fn install(
     })
 }
 
-/// Maps the two pages read-write at the nearest free place, trying a few.
+/// Maps the code page (read+execute, never writable) and the data page (read-write, never
+/// executable) side by side at the nearest free place, trying a few.
 fn map_pages(tx: &mut Transaction, target: &Target) -> Result<u64> {
     let pid = target.pid;
     let vdso_end = target.vdso.base() + target.vdso.len() as u64;
     let candidates = placement::candidates(&target.maps, target.vdso.base(), vdso_end, PAGES_LEN);
     for addr in candidates {
-        let ret = tx.syscall(
-            libc::SYS_mmap,
-            [
-                addr,
-                PAGES_LEN,
-                (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
-                u64::MAX, // fd -1
-                0,
-            ],
-            "mmap",
-        )?;
-        if ret == -(Errno::EEXIST as i64) {
+        // Both mappings, and unmapping them again on rollback, must be allowed.
+        tx.check_allowed(&[
+            (libc::SYS_mmap, mmap_args(addr, CODE_PROT), "mmap"),
+            (
+                libc::SYS_mmap,
+                mmap_args(addr + DATA_PAGE_OFFSET, DATA_PROT),
+                "mmap",
+            ),
+            (libc::SYS_munmap, [addr, PAGE_SIZE, 0, 0, 0, 0], "munmap"),
+        ])?;
+        let Some(code) = map_page(tx, addr, CODE_PROT)? else {
             continue;
-        }
-        check_syscall(tx, ret, "mmap")?;
-        let got = ret as u64;
-        tx.mapped(got, PAGES_LEN);
-        if got != addr {
+        };
+        if code != addr {
             // A kernel older than 4.17 treats MAP_FIXED_NOREPLACE as a hint.
             return Err(Error::NoPlacement { pid });
         }
-        log::debug!("pid {pid}: trampoline pages at {got:#x}");
-        return Ok(got);
+        let data_at = addr + DATA_PAGE_OFFSET;
+        let data = map_page(tx, data_at, DATA_PROT)?;
+        if data != Some(data_at) {
+            // The guard-page gap was checked free a moment ago and every thread is held.
+            return Err(Error::NoPlacement { pid });
+        }
+        log::debug!("pid {pid}: trampoline pages at {addr:#x}");
+        return Ok(addr);
     }
     Err(Error::NoPlacement { pid })
+}
+
+/// The code page: read+execute, never writable (its bytes are written through /proc/PID/mem).
+const CODE_PROT: i32 = libc::PROT_READ | libc::PROT_EXEC;
+/// The data page: read-write, never executable.
+const DATA_PROT: i32 = libc::PROT_READ | libc::PROT_WRITE;
+
+/// The arguments of mmap for one anonymous private page at exactly `addr`.
+fn mmap_args(addr: u64, prot: i32) -> [u64; 6] {
+    [
+        addr,
+        PAGE_SIZE,
+        prot as u64,
+        (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+        u64::MAX, // fd -1
+        0,
+    ]
+}
+
+/// One anonymous private page at exactly `addr` with `prot`, registered for undo; `None` if
+/// something is mapped there already.
+fn map_page(tx: &mut Transaction, addr: u64, prot: i32) -> Result<Option<u64>> {
+    let ret = tx.syscall(libc::SYS_mmap, mmap_args(addr, prot), "mmap")?;
+    if ret == -(Errno::EEXIST as i64) {
+        return Ok(None);
+    }
+    check_syscall(tx, ret, "mmap")?;
+    let got = ret as u64;
+    tx.mapped(got, PAGE_SIZE);
+    Ok(Some(got))
 }
 
 fn check_syscall(tx: &Transaction, ret: i64, name: &'static str) -> Result<()> {

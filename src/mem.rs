@@ -20,11 +20,19 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteMemory {
     pid: i32,
+    /// A live thread of `pid` to reach the address space through: a leader that has exited
+    /// (`pthread_exit` in `main`) keeps no memory map of its own.
+    via: i32,
 }
 
 impl RemoteMemory {
     pub fn new(pid: i32) -> Self {
-        RemoteMemory { pid }
+        RemoteMemory { pid, via: pid }
+    }
+
+    /// The address space of `pid`, reached through its thread `tid`.
+    pub fn through(pid: i32, tid: i32) -> Self {
+        RemoteMemory { pid, via: tid }
     }
 
     pub fn pid(&self) -> i32 {
@@ -39,7 +47,7 @@ impl RemoteMemory {
             len,
         }];
         match process_vm_readv(
-            Pid::from_raw(self.pid),
+            Pid::from_raw(self.via),
             &mut [std::io::IoSliceMut::new(&mut buf)],
             &remote,
         ) {
@@ -61,7 +69,7 @@ impl RemoteMemory {
                 base: addr as usize,
                 len: bytes.len(),
             }];
-            match process_vm_writev(Pid::from_raw(self.pid), &[IoSlice::new(bytes)], &remote) {
+            match process_vm_writev(Pid::from_raw(self.via), &[IoSlice::new(bytes)], &remote) {
                 Ok(n) if n == bytes.len() => return Ok(()),
                 Ok(n) => return Err(self.short(step, n, bytes.len())),
                 Err(Errno::ENOSYS) => log::debug!("process_vm_writev: ENOSYS, using /proc/PID/mem"),
@@ -121,7 +129,7 @@ impl RemoteMemory {
         OpenOptions::new()
             .read(true)
             .write(write)
-            .open(format!("/proc/{}/mem", self.pid))
+            .open(format!("/proc/{}/task/{}/mem", self.pid, self.via))
             .map_err(|e| Error::from_io(self.pid, step, e))
     }
 

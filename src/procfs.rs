@@ -78,7 +78,13 @@ pub fn threads(pid: i32) -> Result<Vec<i32>> {
 
 /// Parses `/proc/PID/maps`.
 pub fn maps(pid: i32) -> Result<Vec<Mapping>> {
-    let text = fs::read_to_string(format!("/proc/{pid}/maps"))
+    maps_of(pid, pid)
+}
+
+/// Parses the memory map of `pid` as its thread `tid` shows it (`/proc/PID/task/TID/maps`): the
+/// same for every live thread, empty for an exited leader.
+pub fn maps_of(pid: i32, tid: i32) -> Result<Vec<Mapping>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/maps"))
         .map_err(|e| Error::from_io(pid, "read /proc/PID/maps", e))?;
     Ok(text.lines().filter_map(parse_maps_line).collect())
 }
@@ -161,6 +167,105 @@ pub fn yama_scope() -> String {
     fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "Yama not enabled".into())
+}
+
+/// What the kernel reports a thread to be waiting in (`/proc/PID/task/TID/wchan`), for messages.
+pub fn wchan(pid: i32, tid: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan"))
+        .ok()
+        .filter(|s| !s.is_empty() && s != "0")
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Why `pid` is frozen by a cgroup freezer, if it is: a thread of a frozen (or freezing)
+/// cgroup never reports a ptrace stop until it is thawed, so it is checked before attaching.
+/// Looks at the v2 cgroup (its `cgroup.freeze` and every ancestor's) and the v1 `freezer`
+/// hierarchy (`freezer.state`, which includes what a parent imposes).
+pub fn frozen_by(pid: i32) -> Option<String> {
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if id == "0" && controllers.is_empty() {
+            let Some(dir) = cgroup_dir(&mounts, None, path) else {
+                continue;
+            };
+            // cgroup.freeze is the cgroup's own setting; a frozen ancestor freezes it too.
+            let mut d = Some(dir.as_path());
+            while let Some(cur) = d {
+                let file = cur.join("cgroup.freeze");
+                match fs::read_to_string(&file) {
+                    Ok(v) if v.trim() == "1" => {
+                        return Some(format!(
+                            "cgroup v2 freezer: {} is 1; thaw it with `echo 0 > {}`",
+                            file.display(),
+                            file.display()
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+                d = cur.parent();
+            }
+        } else if controllers.split(',').any(|c| c == "freezer") {
+            let Some(dir) = cgroup_dir(&mounts, Some("freezer"), path) else {
+                continue;
+            };
+            let file = dir.join("freezer.state");
+            if let Ok(v) = fs::read_to_string(&file)
+                && v.trim() != "THAWED"
+            {
+                return Some(format!(
+                    "cgroup v1 freezer: {} is {}; thaw it with `echo THAWED > {}`",
+                    file.display(),
+                    v.trim(),
+                    file.display()
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The directory of cgroup `path` in the hierarchy mounted for `controller` (v1), or the
+/// cgroup2 mount (`None`), as this process sees it in `/proc/self/mountinfo`.
+fn cgroup_dir(mountinfo: &str, controller: Option<&str>, path: &str) -> Option<std::path::PathBuf> {
+    for line in mountinfo.lines() {
+        // id parent major:minor root mountpoint options... - fstype source superoptions
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let right: Vec<&str> = right.split(' ').collect();
+        let (Some(root), Some(mountpoint), Some(fstype)) =
+            (fields.get(3), fields.get(4), right.first())
+        else {
+            continue;
+        };
+        let matches = match controller {
+            None => *fstype == "cgroup2",
+            Some(c) => {
+                *fstype == "cgroup"
+                    && right
+                        .get(2)
+                        .is_some_and(|opts| opts.split(',').any(|o| o == c))
+            }
+        };
+        if !matches {
+            continue;
+        }
+        let rel = if *root == "/" {
+            path
+        } else {
+            path.strip_prefix(root)?
+        };
+        return Some(std::path::Path::new(mountpoint).join(rel.trim_start_matches('/')));
+    }
+    None
 }
 
 #[cfg(test)]

@@ -17,10 +17,6 @@
 //! kernel/seccomp.c), so every instruction the kernel accepts is interpreted, exactly, and
 //! everything else is "cannot tell".
 
-// `check` has no caller until inject.rs runs it before its first injected call (being wired
-// in separately); until then only the tests use this module.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use libc::sock_filter;
 use nix::errno::Errno;
 use nix::unistd::Pid;

@@ -17,6 +17,9 @@ pub struct TargetLock {
 /// A live, 64-bit user process with a vDSO.
 pub struct Target {
     pub pid: i32,
+    /// A live thread through which the memory and maps are read (`pid` unless the leader
+    /// has exited).
+    pub via: i32,
     pub mem: RemoteMemory,
     pub maps: Vec<Mapping>,
     pub vdso: VdsoImage,
@@ -25,32 +28,18 @@ pub struct Target {
 impl Target {
     /// Checks that `pid` is something we can skew and reads its vDSO (without stopping it).
     pub fn open(pid: i32) -> Result<Target> {
-        if pid <= 0 {
-            return Err(Error::NoSuchProcess { pid });
-        }
-        let info = procfs::task_info(pid, None)?;
+        let via = live_thread(pid)?;
         let unsupported = |reason: &str| Error::Unsupported {
             pid,
             reason: reason.to_string(),
         };
-        if info.is_kernel_thread {
-            return Err(unsupported(&format!(
-                "it is a kernel thread ({}), which has no user-space clock to skew",
-                info.comm
-            )));
-        }
-        if matches!(info.state, 'Z' | 'X') && procfs::threads(pid)?.len() <= 1 {
-            return Err(unsupported(
-                "it is a zombie (it has exited and waits to be reaped)",
-            ));
-        }
-        let maps = procfs::maps(pid)?;
+        let maps = procfs::maps_of(pid, via)?;
         let Some(vdso_map) = maps.iter().find(|m| m.path == "[vdso]") else {
             return Err(unsupported(
                 "it has no vDSO (booted with vdso=0, or a process that unmapped it)",
             ));
         };
-        let mem = RemoteMemory::new(pid);
+        let mem = RemoteMemory::through(pid, via);
         let bytes = mem.read(
             vdso_map.start,
             (vdso_map.end - vdso_map.start) as usize,
@@ -66,30 +55,84 @@ impl Target {
             .map_err(|reason| Error::VdsoParse { pid, reason })?;
         Ok(Target {
             pid,
+            via,
             mem,
             maps,
             vdso,
         })
     }
 
-    /// Takes the per-target lock that serialises timeskew processes changing the same target.
+    /// Takes the per-target lock that serialises timeskew processes changing the same target;
+    /// taken before the target is read, so what a process reads is what it changes.
     ///
     /// Two concurrent live updates could otherwise both fill the same spare parameter slot,
     /// one of them while readers already use it. The lock is an flock on the target's
-    /// `/proc/PID/mem`: no file of our own, released by the kernel if we die, and the inode is
-    /// the same for every timeskew looking at that process (from the same PID namespace).
-    pub fn lock(&self) -> Result<TargetLock> {
-        let file = std::fs::File::open(format!("/proc/{}/mem", self.pid))
-            .map_err(|e| Error::from_io(self.pid, "open /proc/PID/mem to lock the target", e))?;
-        log::debug!("pid {}: waiting for the target lock", self.pid);
+    /// `/proc/PID` directory: no file of our own, released by the kernel if we die, and the inode
+    /// is the same for every timeskew looking at that process (from the same PID namespace) while
+    /// any of them holds it open. (Not `/proc/PID/mem`: it cannot be opened once the leader
+    /// thread has exited, while the other threads still run.)
+    pub fn lock(pid: i32) -> Result<TargetLock> {
+        live_thread(pid)?;
+        let file = std::fs::File::open(format!("/proc/{pid}")).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NoSuchProcess { pid },
+            _ => Error::from_io(pid, "open /proc/PID to lock the target", e),
+        })?;
+        log::debug!("pid {pid}: waiting for the target lock");
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::from_errno(self.pid, self.pid, "lock the target", e))?;
+            .map_err(|(_, e)| Error::from_errno(pid, pid, "lock the target", e))?;
         Ok(TargetLock { _lock: lock })
     }
 
     /// Re-reads the memory map (after the process has been stopped).
     pub fn refresh_maps(&mut self) -> Result<()> {
-        self.maps = procfs::maps(self.pid)?;
+        self.maps = procfs::maps_of(self.pid, self.via)?;
         Ok(())
+    }
+}
+
+/// Checks that `pid` is a user process with a live thread and returns the thread to reach its
+/// memory through: `pid` itself, unless its leader has exited (`pthread_exit` in `main`) and
+/// keeps no memory map of its own while its other threads run on.
+fn live_thread(pid: i32) -> Result<i32> {
+    check_is_process(pid)?;
+    let info = procfs::task_info(pid, None)?;
+    let unsupported = |reason: &str| Error::Unsupported {
+        pid,
+        reason: reason.to_string(),
+    };
+    if info.is_kernel_thread {
+        return Err(unsupported(&format!(
+            "it is a kernel thread ({}), which has no user-space clock to skew",
+            info.comm
+        )));
+    }
+    let via = if matches!(info.state, 'Z' | 'X') {
+        let live = procfs::threads(pid)?.into_iter().find(|&t| {
+            t != pid && procfs::task_info(pid, Some(t)).is_ok_and(|i| !matches!(i.state, 'Z' | 'X'))
+        });
+        match live {
+            Some(t) => t,
+            None => {
+                return Err(unsupported(
+                    "it is a zombie (it has exited and waits to be reaped)",
+                ));
+            }
+        }
+    } else {
+        pid
+    };
+    Ok(via)
+}
+
+/// `pid` must name a process (a thread group), not one of its threads: the lock, the memory and
+/// every thread are per process, and a thread id would slip past another timeskew's lock.
+fn check_is_process(pid: i32) -> Result<()> {
+    if pid <= 0 {
+        return Err(Error::NoSuchProcess { pid });
+    }
+    match procfs::tgid_of(pid) {
+        Some(tgid) if tgid != pid => Err(Error::IsAThread { tid: pid, tgid }),
+        Some(_) => Ok(()),
+        None => Err(Error::NoSuchProcess { pid }),
     }
 }

@@ -26,8 +26,7 @@ pub struct Transaction {
 }
 
 impl Transaction {
-    pub fn new(held: StoppedProcess, syscall_insn: u64) -> Self {
-        let mem = RemoteMemory::new(held.pid());
+    pub fn new(held: StoppedProcess, mem: RemoteMemory, syscall_insn: u64) -> Self {
         Transaction {
             held,
             mem,
@@ -59,6 +58,18 @@ impl Transaction {
     /// Runs a syscall in the target.
     pub fn syscall(&mut self, nr: i64, args: [u64; 6], name: &'static str) -> Result<i64> {
         self.held.syscall(self.syscall_insn, nr, args, name)
+    }
+
+    /// Fails unless the worker thread's seccomp filters allow each of `calls` (number,
+    /// arguments, name) — checked up front for a whole step, including the calls its undo may
+    /// need later (munmap), before there is anything to undo.
+    pub fn check_allowed(&self, calls: &[(i64, [u64; 6], &'static str)]) -> Result<()> {
+        let ip = <crate::arch::Native as crate::arch::Arch>::after_syscall(self.syscall_insn);
+        let planned: Vec<crate::seccomp::PlannedSyscall> = calls
+            .iter()
+            .map(|&(nr, args, name)| crate::seccomp::PlannedSyscall { name, nr, args, ip })
+            .collect();
+        crate::seccomp::check(self.pid(), self.worker()?, &planned)
     }
 
     /// Registers pages mapped at `addr` to be unmapped on rollback.

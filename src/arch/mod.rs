@@ -31,6 +31,8 @@ impl HookPlan {
 pub trait Registers: Clone + std::fmt::Debug {
     fn instruction_pointer(&self) -> u64;
     fn set_instruction_pointer(&mut self, ip: u64);
+    /// The stack pointer: saved contexts of interrupted code (signal frames) lie above it.
+    fn stack_pointer(&self) -> u64;
 }
 
 /// Everything the injector needs to know about an instruction set.

@@ -1,15 +1,46 @@
 //! `StoppedProcess`: every thread of a process seized and stopped, released in `Drop`.
+//!
+//! No wait here can be stranded: every `waitpid` is non-blocking and polled against a deadline;
+//! a thread that dies while held is reaped (a group leader's exit, and an execve by another
+//! thread, wait for that), also while we are blocked attaching; an exec is reported as an event;
+//! and a thread that does not stop because it sits in an uninterruptible wait or a frozen cgroup
+//! makes us let go of everything instead of keeping the other threads stopped.
 
 use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::ptrace;
+use nix::sys::ptrace::{self, Options};
 use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 use crate::procfs;
+
+/// The options every thread is seized with: syscall stops told apart from SIGTRAP (remote
+/// syscalls run with PTRACE_SYSCALL), and an exec reported as an event. Not
+/// PTRACE_O_TRACEEXIT: a thread killed while we attach would then wait at its exit stop for
+/// us, who may be blocked attaching to the thread whose execve killed it (see
+/// [`reap_exited`]); without it, a killed thread becomes a zombie that polling reaps.
+fn seize_options() -> Options {
+    Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_TRACEEXEC
+}
+
+/// How long all threads together may take to reach their stop. A runnable thread stops within
+/// microseconds to a few scheduler ticks; one that has not after this is blocked in the kernel.
+const STOP_DEADLINE: Duration = Duration::from_millis(600);
+/// While collecting stops, threads that have not stopped are checked this often for an
+/// uninterruptible wait; finding one lets every thread go at once.
+const STUCK_CHECK: Duration = Duration::from_millis(20);
+/// How long we wait, holding nothing, for a thread in an uninterruptible wait to leave it.
+const UNINTERRUPTIBLE_WAIT: Duration = Duration::from_millis(800);
+/// Whole attempts at stopping the process when a thread turns out to be stuck.
+const STOP_ATTEMPTS: usize = 4;
+/// How long `Drop` keeps trying to detach or reap threads that are on their way out.
+const RELEASE_DEADLINE: Duration = Duration::from_millis(300);
 
 /// One thread we hold in a ptrace-stop.
 #[derive(Debug)]
@@ -32,54 +63,162 @@ pub struct StoppedProcess {
     owned: bool,
 }
 
-/// How a thread reported after we asked it to stop or step.
+/// How a thread reported.
+#[derive(Debug)]
 pub(crate) enum Report {
-    /// Stopped by PTRACE_INTERRUPT (an event stop) or by a single-step trap (a SIGTRAP
-    /// signal-delivery-stop): ours, nothing to re-deliver.
-    Trap { signal_stop: bool },
-    /// A real signal arrived; the thread is in signal-delivery-stop.
+    /// Stopped by PTRACE_INTERRUPT (an event stop): ours, nothing to re-deliver.
+    Interrupted,
+    /// A syscall-entry or -exit stop (PTRACE_SYSCALL with TRACESYSGOOD).
+    Syscall,
+    /// A real signal arrived (a SIGTRAP too: we never single-step, so it is the target's own);
+    /// the thread is in signal-delivery-stop.
     Signal(Signal),
     /// Job-control stop of the whole process.
     GroupStop(Signal),
-    /// The thread is gone.
+    /// The thread is about to exit (PTRACE_EVENT_EXIT); it still needs detaching.
+    Exiting,
+    /// The process replaced its program (PTRACE_EVENT_EXEC).
+    Exec,
+    /// The thread is gone (reaped).
     Exited,
 }
 
-/// Waits for `tid` to report and classifies the stop.
-pub(crate) fn wait_stop(pid: i32, tid: Pid, step: &'static str) -> Result<Report> {
+/// Classifies a wait status; `None` for "nothing yet".
+fn classify(status: WaitStatus) -> Option<Report> {
+    Some(match status {
+        WaitStatus::StillAlive => return None,
+        WaitStatus::PtraceEvent(_, Signal::SIGTRAP, libc::PTRACE_EVENT_STOP) => Report::Interrupted,
+        WaitStatus::PtraceEvent(_, sig, libc::PTRACE_EVENT_STOP) => Report::GroupStop(sig),
+        WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_EXIT) => Report::Exiting,
+        WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_EXEC) => Report::Exec,
+        // Other events (fork/clone, only when a caller's own options ask for them): stopped.
+        WaitStatus::PtraceEvent(..) => Report::Interrupted,
+        WaitStatus::PtraceSyscall(_) => Report::Syscall,
+        WaitStatus::Stopped(_, sig) => Report::Signal(sig),
+        WaitStatus::Exited(..) | WaitStatus::Signaled(..) => Report::Exited,
+        WaitStatus::Continued(_) => return None,
+    })
+}
+
+/// One non-blocking look at `tid`.
+fn poll(pid: i32, tid: Pid, step: &'static str) -> Result<Option<Report>> {
     loop {
-        match waitpid(tid, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::PtraceEvent(_, Signal::SIGTRAP, libc::PTRACE_EVENT_STOP)) => {
-                return Ok(Report::Trap { signal_stop: false });
-            }
-            Ok(WaitStatus::PtraceEvent(_, sig, libc::PTRACE_EVENT_STOP)) => {
-                return Ok(Report::GroupStop(sig));
-            }
-            Ok(WaitStatus::Stopped(_, Signal::SIGTRAP)) => {
-                return Ok(Report::Trap { signal_stop: true });
-            }
-            Ok(WaitStatus::Stopped(_, sig)) => return Ok(Report::Signal(sig)),
-            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => return Ok(Report::Exited),
-            Ok(other) => {
-                log::debug!("pid {pid} thread {tid}: ignoring wait status {other:?}");
-            }
+        match waitpid(tid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+            Ok(status) => return Ok(classify(status)),
             Err(Errno::EINTR) => {}
-            Err(Errno::ECHILD) => return Ok(Report::Exited),
+            Err(Errno::ECHILD) => return Ok(Some(Report::Exited)),
             Err(e) => return Err(Error::from_errno(pid, tid.as_raw(), step, e)),
         }
     }
 }
 
+/// Pauses between polls: yield at first (a stop usually takes microseconds), then sleep a
+/// little longer each round, up to 1 ms.
+fn backoff(round: &mut u32) {
+    *round += 1;
+    if *round < 50 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_micros(
+            u64::from((*round - 49) * 20).min(1000),
+        ));
+    }
+}
+
+/// Waits for `tid` to report, at most until `deadline`; then the thread is named as stuck.
+pub(crate) fn wait_stop(
+    pid: i32,
+    tid: Pid,
+    step: &'static str,
+    deadline: Instant,
+) -> Result<Report> {
+    let mut round = 0;
+    loop {
+        if let Some(report) = poll(pid, tid, step)? {
+            return Ok(report);
+        }
+        if Instant::now() >= deadline {
+            return Err(stuck(pid, tid.as_raw(), step));
+        }
+        backoff(&mut round);
+    }
+}
+
+/// The error for a thread that did not report in time, with what the kernel says it is doing.
+fn stuck(pid: i32, tid: i32, step: &'static str) -> Error {
+    let state = procfs::task_info(pid, Some(tid))
+        .map(|i| i.state)
+        .unwrap_or('?');
+    Error::Stuck {
+        pid,
+        tid,
+        step,
+        detail: format!(
+            "state {state}, waiting in {}{}",
+            procfs::wchan(pid, tid),
+            if state == 'D' {
+                ", an uninterruptible wait"
+            } else {
+                ""
+            }
+        ),
+    }
+}
+
+/// What ended one attempt at stopping every thread.
+enum Attempt {
+    Held(StoppedProcess),
+    /// A thread would not stop (uninterruptible wait): everything was let go; try again.
+    Stuck(Error),
+}
+
 impl StoppedProcess {
     /// Seizes and interrupts every thread of `pid`, re-reading `/proc/PID/task` until a pass finds
     /// no thread we do not hold. Threads that exit meanwhile are skipped; zombie threads (which
-    /// run no code) are left alone. On error, everything seized so far is released.
+    /// run no code) are left alone. A frozen process is refused before anything is touched; a
+    /// thread in an uninterruptible wait is waited for without holding anything, and if one
+    /// enters such a wait while the others are stopping, all are let go and we start again
+    /// (bounded). On error, everything seized so far is released.
     pub fn stop(pid: i32) -> Result<StoppedProcess> {
+        if let Some(why) = procfs::frozen_by(pid) {
+            return Err(Error::Unsupported {
+                pid,
+                reason: format!("it is frozen ({why})"),
+            });
+        }
+        let mut last = None;
+        for attempt in 0..STOP_ATTEMPTS {
+            wait_while_uninterruptible(pid)?;
+            match Self::try_stop(pid)? {
+                Attempt::Held(held) => return Ok(held),
+                Attempt::Stuck(e) => {
+                    log::debug!("pid {pid}: attempt {attempt} to stop every thread: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("at least one attempt ran"))
+    }
+
+    fn try_stop(pid: i32) -> Result<Attempt> {
+        let watch = SeizeWatch::default();
+        std::thread::scope(|scope| {
+            let reaper = scope.spawn(|| reap_exited(pid, &watch));
+            let outcome = Self::seize_all(pid, &watch);
+            watch.done.store(true, Ordering::Release);
+            reaper.thread().unpark();
+            outcome
+        })
+    }
+
+    /// The seize-and-collect passes of [`try_stop`], watched by [`reap_exited`].
+    fn seize_all(pid: i32, watch: &SeizeWatch) -> Result<Attempt> {
         let mut held = StoppedProcess {
             pid,
             threads: Vec::new(),
             owned: true,
         };
+        let deadline = Instant::now() + STOP_DEADLINE;
         let mut seen: HashSet<i32> = HashSet::new();
         loop {
             let tids = procfs::threads(pid)?;
@@ -91,28 +230,43 @@ impl StoppedProcess {
             // stop in parallel, which keeps the total stop time short.
             let mut batch = Vec::new();
             for tid in fresh {
-                if let Some(t) = held.seize(tid)? {
+                watch.set_seizing(Some(Instant::now()));
+                let seized = held.seize(tid);
+                watch.set_seizing(None);
+                if let Some(t) = seized? {
+                    if let Ok(mut list) = watch.seized.lock() {
+                        list.push(t);
+                    }
                     batch.push(t);
                 }
             }
-            for tid in batch {
-                held.collect_stop(tid)?;
+            if let Some(e) = held.collect_stops(batch, deadline)? {
+                return Ok(Attempt::Stuck(e));
             }
         }
+        // One more look at every thread: a thread that exec'd after another was collected has
+        // taken over the leader's id, and its exec event is only seen here.
+        if !held.threads.is_empty() {
+            held.check_alive("stop every thread")?;
+        }
         if held.threads.is_empty() {
+            // Every thread we seized went away, yet the process is listed: a thread exec'd.
+            if procfs::threads(pid).is_ok_and(|t| !t.is_empty()) {
+                return Err(Error::Execed { pid });
+            }
             return Err(Error::Unsupported {
                 pid,
                 reason: "it has no live thread (zombie)".into(),
             });
         }
         log::debug!("pid {pid}: holding {} threads", held.threads.len());
-        Ok(held)
+        Ok(Attempt::Held(held))
     }
 
-    /// Borrows a single-threaded process that the calling thread already traces and that sits in
-    /// a ptrace-stop (for instance at PTRACE_EVENT_EXEC, where `timeskew run` injects). When
-    /// dropped it stays traced and stopped; signals that arrived while we used it are sent again
-    /// so the caller's own wait loop sees them.
+    /// Borrows a single-threaded process that the calling thread already traces (with
+    /// PTRACE_O_TRACESYSGOOD) and that sits in a ptrace-stop (for instance at PTRACE_EVENT_EXEC,
+    /// where `timeskew run` injects). When dropped it stays traced and stopped; signals that
+    /// arrived while we used it are sent again so the caller's own wait loop sees them.
     pub fn adopt(pid: i32) -> StoppedProcess {
         StoppedProcess {
             pid,
@@ -134,7 +288,7 @@ impl StoppedProcess {
             return Ok(None);
         }
         let t = Pid::from_raw(tid);
-        match ptrace::seize(t, ptrace::Options::empty()) {
+        match ptrace::seize(t, seize_options()) {
             Ok(()) => {}
             Err(Errno::ESRCH) => return Ok(None),
             Err(e) => return Err(Error::from_errno(pid, tid, "attach with PTRACE_SEIZE", e)),
@@ -155,9 +309,53 @@ impl StoppedProcess {
         }
     }
 
-    fn collect_stop(&mut self, tid: Pid) -> Result<()> {
-        match wait_stop(self.pid, tid, "wait for the thread to stop")? {
-            Report::Trap { signal_stop } => self.thread_mut(tid).in_signal_stop = signal_stop,
+    /// Polls every thread of `batch` until each has stopped (or gone). Returns `Some(error)`
+    /// when a thread sits in an uninterruptible wait, so the caller lets everything go.
+    fn collect_stops(&mut self, batch: Vec<Pid>, deadline: Instant) -> Result<Option<Error>> {
+        let pid = self.pid;
+        let step = "wait for the thread to stop";
+        let mut waiting = batch;
+        let mut round = 0;
+        let mut next_check = Instant::now() + STUCK_CHECK;
+        while !waiting.is_empty() {
+            let mut still = Vec::with_capacity(waiting.len());
+            for tid in waiting {
+                match poll(pid, tid, step)? {
+                    None => still.push(tid),
+                    Some(report) => self.record_stop(tid, report)?,
+                }
+            }
+            waiting = still;
+            if waiting.is_empty() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= next_check {
+                next_check = now + STUCK_CHECK;
+                if let Some(&tid) = waiting.iter().find(|t| {
+                    procfs::task_info(pid, Some(t.as_raw())).is_ok_and(|i| i.state == 'D')
+                }) {
+                    return Ok(Some(stuck(pid, tid.as_raw(), step)));
+                }
+                if let Some(why) = procfs::frozen_by(pid) {
+                    return Err(Error::Unsupported {
+                        pid,
+                        reason: format!("it is frozen ({why})"),
+                    });
+                }
+            }
+            if now >= deadline {
+                return Err(stuck(pid, waiting[0].as_raw(), step));
+            }
+            backoff(&mut round);
+        }
+        Ok(None)
+    }
+
+    /// Records how a thread we interrupted reported.
+    fn record_stop(&mut self, tid: Pid, report: Report) -> Result<()> {
+        match report {
+            Report::Interrupted | Report::Syscall => self.thread_mut(tid).in_signal_stop = false,
             Report::Signal(sig) => {
                 let t = self.thread_mut(tid);
                 t.pending.push(sig);
@@ -172,7 +370,65 @@ impl StoppedProcess {
                     ),
                 });
             }
+            Report::Exiting => {
+                // Let it finish exiting; nothing of it is left to change.
+                let _ = ptrace::detach(tid, None);
+                self.forget(tid);
+            }
+            Report::Exec => return Err(Error::Execed { pid: self.pid }),
             Report::Exited => self.forget(tid),
+        }
+        Ok(())
+    }
+
+    /// Records a report that came while we were running code in a held thread; `Err` if the
+    /// thread cannot be used any more.
+    pub(crate) fn note(&mut self, tid: Pid, report: &Report, step: &'static str) -> Result<()> {
+        match report {
+            Report::Interrupted | Report::Syscall => {
+                self.thread_mut(tid).in_signal_stop = false;
+                Ok(())
+            }
+            Report::Signal(sig) | Report::GroupStop(sig) => {
+                let t = self.thread_mut(tid);
+                t.pending.push(*sig);
+                t.in_signal_stop = matches!(report, Report::Signal(_));
+                Ok(())
+            }
+            Report::Exiting => {
+                let _ = ptrace::detach(tid, None);
+                self.forget(tid);
+                Err(Error::ProcessGone {
+                    pid: self.pid,
+                    step,
+                })
+            }
+            Report::Exec => Err(Error::Execed { pid: self.pid }),
+            Report::Exited => {
+                self.forget(tid);
+                Err(Error::ProcessGone {
+                    pid: self.pid,
+                    step,
+                })
+            }
+        }
+    }
+
+    /// Fails if the process is being torn down (killed while held: its threads have left their
+    /// stops for their exit stops). Checked before declaring a change done, since writes to a
+    /// dying process's memory still succeed until its threads are let go.
+    pub(crate) fn check_alive(&mut self, step: &'static str) -> Result<()> {
+        let tids: Vec<Pid> = self.threads.iter().map(|t| t.tid).collect();
+        for tid in tids {
+            if let Some(report) = poll(self.pid, tid, step)? {
+                self.note(tid, &report, step)?;
+            }
+        }
+        if self.threads.is_empty() {
+            return Err(Error::ProcessGone {
+                pid: self.pid,
+                step,
+            });
         }
         Ok(())
     }
@@ -185,13 +441,19 @@ impl StoppedProcess {
         &self.threads
     }
 
+    /// The held thread `tid`; only threads we hold are looked up, and a miss (which would be a
+    /// bug) gets a dummy entry rather than a panic, since this runs during cleanup too.
     pub(crate) fn thread_mut(&mut self, tid: Pid) -> &mut HeldThread {
-        let idx = self
-            .threads
-            .iter()
-            .position(|t| t.tid == tid)
-            .expect("only threads we hold are looked up");
-        &mut self.threads[idx]
+        if let Some(idx) = self.threads.iter().position(|t| t.tid == tid) {
+            return &mut self.threads[idx];
+        }
+        log::warn!("pid {}: thread {tid} is not held", self.pid);
+        self.threads.push(HeldThread {
+            tid,
+            pending: Vec::new(),
+            in_signal_stop: false,
+        });
+        self.threads.last_mut().expect("just pushed")
     }
 
     /// Drops a thread that exited: there is nothing left to detach.
@@ -208,6 +470,127 @@ impl StoppedProcess {
             .or_else(|| self.threads.first())
             .map(|t| t.tid)
     }
+
+    /// Lets one thread go: PTRACE_DETACH (with its first pending signal when it sits in a
+    /// signal-delivery-stop). A thread that is not in a stop any more is on its way out (killed
+    /// while held): it is detached at its exit stop or reaped as a zombie, so no traced zombie of
+    /// ours is left for a group leader's exit to wait on.
+    fn release(&self, t: HeldThread, deadline: Instant) {
+        let mut pending = t.pending.into_iter();
+        // PTRACE_DETACH delivers its signal only from a signal-delivery-stop.
+        let first = if t.in_signal_stop {
+            pending.next()
+        } else {
+            None
+        };
+        let mut round = 0;
+        loop {
+            match ptrace::detach(t.tid, first) {
+                Ok(()) => break,
+                Err(Errno::ESRCH) => {}
+                Err(e) => {
+                    log::warn!("pid {}: detaching thread {} failed: {e}", self.pid, t.tid);
+                    break;
+                }
+            }
+            match poll(self.pid, t.tid, "release a thread") {
+                Ok(Some(Report::Exited)) | Err(_) => return,
+                Ok(Some(_)) => continue, // stopped again (exit event): detach now works
+                Ok(None) if Instant::now() >= deadline => {
+                    log::warn!(
+                        "pid {}: thread {} neither stopped nor exited; the kernel lets it go when \
+                         timeskew exits",
+                        self.pid,
+                        t.tid
+                    );
+                    return;
+                }
+                Ok(None) => backoff(&mut round),
+            }
+        }
+        for sig in pending {
+            // Further signals cannot ride on the detach: send them to the same thread.
+            if let Err(e) = crate::sys::tgkill(self.pid, t.tid.as_raw(), sig) {
+                log::warn!("pid {}: re-delivering {sig} failed: {e}", self.pid);
+            }
+        }
+    }
+}
+
+/// What the reaper sees of the thread that seizes.
+#[derive(Default)]
+struct SeizeWatch {
+    /// Every thread seized so far.
+    seized: Mutex<Vec<Pid>>,
+    /// When the PTRACE_SEIZE under way started, if one is.
+    seizing_since: Mutex<Option<Instant>>,
+    done: AtomicBool,
+}
+
+impl SeizeWatch {
+    fn set_seizing(&self, since: Option<Instant>) {
+        if let Ok(mut s) = self.seizing_since.lock() {
+            *s = since;
+        }
+    }
+
+    /// A PTRACE_SEIZE has been under way for longer than a seize takes unless it is blocked.
+    fn seize_blocked(&self) -> bool {
+        self.seizing_since
+            .lock()
+            .is_ok_and(|s| s.is_some_and(|t| t.elapsed() >= SEIZE_BLOCKED))
+    }
+}
+
+/// A PTRACE_SEIZE that takes this long is blocked on the target's `cred_guard_mutex`.
+const SEIZE_BLOCKED: Duration = Duration::from_millis(5);
+
+/// Reaps threads we seized that have exited, while the other thread of ours is blocked
+/// seizing.
+///
+/// A thread that calls execve while we attach kills every other thread and waits — holding the
+/// process's `cred_guard_mutex` — until they are released; a traced thread is released only when
+/// its tracer reaps it, and PTRACE_SEIZE of any further thread blocks on that very mutex. Any
+/// thread of the tracer's process may reap its tracees; only zombies are reaped here (a ptrace
+/// stop would be reported to `waitid` too, and those belong to the seizing thread).
+fn reap_exited(pid: i32, watch: &SeizeWatch) {
+    while !watch.done.load(Ordering::Acquire) {
+        if watch.seize_blocked() {
+            let tids: Vec<Pid> = watch.seized.lock().map(|l| l.clone()).unwrap_or_default();
+            for tid in tids {
+                let zombie = procfs::task_info(pid, Some(tid.as_raw()))
+                    .is_ok_and(|i| matches!(i.state, 'Z' | 'X'));
+                if !zombie {
+                    continue;
+                }
+                let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::__WALL;
+                if let Ok(status) = waitid(Id::Pid(tid), flags) {
+                    log::debug!("pid {pid}: reaped thread {tid} ({status:?})");
+                }
+            }
+        }
+        std::thread::park_timeout(Duration::from_millis(1));
+    }
+}
+
+/// Waits (holding nothing) while a thread of `pid` is in an uninterruptible wait, such as a
+/// vfork parent waiting for its child: it could not stop, and every other thread would stay
+/// stopped meanwhile. Refuses if it lasts.
+fn wait_while_uninterruptible(pid: i32) -> Result<()> {
+    let deadline = Instant::now() + UNINTERRUPTIBLE_WAIT;
+    let mut round = 0;
+    loop {
+        let busy = procfs::threads(pid)?
+            .into_iter()
+            .find(|&tid| procfs::task_info(pid, Some(tid)).is_ok_and(|i| i.state == 'D'));
+        let Some(tid) = busy else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            return Err(stuck(pid, tid, "stop every thread"));
+        }
+        backoff(&mut round);
+    }
 }
 
 impl Drop for StoppedProcess {
@@ -222,24 +605,10 @@ impl Drop for StoppedProcess {
             }
             return;
         }
-        for t in self.threads.drain(..) {
-            let mut pending = t.pending.into_iter();
-            // PTRACE_DETACH delivers its signal only from a signal-delivery-stop.
-            let first = if t.in_signal_stop {
-                pending.next()
-            } else {
-                None
-            };
-            match ptrace::detach(t.tid, first) {
-                Ok(()) | Err(Errno::ESRCH) => {}
-                Err(e) => log::warn!("pid {}: detaching thread {} failed: {e}", self.pid, t.tid),
-            }
-            for sig in pending {
-                // Further signals cannot ride on the detach: send them to the same thread.
-                if let Err(e) = crate::sys::tgkill(self.pid, t.tid.as_raw(), sig) {
-                    log::warn!("pid {}: re-delivering {sig} failed: {e}", self.pid);
-                }
-            }
+        let deadline = Instant::now() + RELEASE_DEADLINE;
+        let threads: Vec<HeldThread> = self.threads.drain(..).collect();
+        for t in threads {
+            self.release(t, deadline);
         }
     }
 }

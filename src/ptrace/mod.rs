@@ -1,7 +1,9 @@
-//! Holding a process still: seize and interrupt every thread, single-step, run a syscall inside
-//! a stopped thread, and let everything go again — on every path, including errors and panics.
+//! Holding a process still: seize and interrupt every thread, check none is using a hook
+//! window, run a syscall inside a stopped thread, and let everything go again — on every path,
+//! including errors and panics.
 
 mod hold;
 mod syscall;
+mod windows;
 
 pub use hold::{HeldThread, StoppedProcess};

@@ -1,6 +1,18 @@
-//! Running code in a held thread: single steps, and a syscall executed on our behalf from a
-//! `syscall` instruction that already exists in the target, with the full register set saved
-//! and restored exactly.
+//! A syscall executed inside a held thread, from a `syscall` instruction that already exists in
+//! the target, with the full register set saved and restored exactly.
+//!
+//! It runs under PTRACE_SYSCALL, never a single step: a single-step trap is a *forced* SIGTRAP,
+//! and the kernel forces one on a thread that blocks or ignores SIGTRAP by resetting its handler
+//! and unblocking it — the target's own SIGTRAP handling would be lost. The sequence:
+//! 1. registers set for the call (`orig_rax = -1`: no restart logic for our registers);
+//! 2. PTRACE_SYSCALL → syscall-entry stop; PTRACE_SYSCALL → syscall-exit stop; result read;
+//! 3. the saved registers written back *at the exit stop*, then PTRACE_INTERRUPT + PTRACE_CONT:
+//!    the thread takes the interrupt trap on its way back to user space, before any instruction
+//!    of it runs, in the signal path where the kernel then applies the syscall-restart logic to
+//!    the restored registers exactly as it would have for the original stop. From step 3 on, the
+//!    thread is right even if timeskew vanishes.
+
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::ptrace;
@@ -9,13 +21,14 @@ use nix::unistd::Pid;
 use super::hold::{Report, StoppedProcess, wait_stop};
 use crate::arch::{Arch, Native, Registers};
 use crate::error::{Error, Result};
+use crate::seccomp::{self, PlannedSyscall};
 
 type Regs = <Native as Arch>::Regs;
 
-/// A step is retried this often when signals keep arriving before the instruction runs.
-const MAX_STEP_ATTEMPTS: usize = 64;
-/// Instructions a thread may need to leave a hook window (windows are a few instructions).
-const MAX_STEPS_OUT: usize = 16;
+/// The syscall is retried this often when signals keep arriving before it runs.
+const MAX_ATTEMPTS: usize = 64;
+/// How long one stop of the worker thread may take (an mmap, a scheduler delay).
+const STOP_DEADLINE: Duration = Duration::from_millis(500);
 
 /// Saved registers of one thread, written back on `restore` or, failing that, on drop.
 struct RegsGuard {
@@ -35,14 +48,18 @@ impl RegsGuard {
         })
     }
 
-    fn regs(&self) -> Regs {
-        self.saved.expect("present until restored")
+    /// The saved registers (present until `restore`, which consumes the guard).
+    fn regs(&self) -> Option<Regs> {
+        self.saved
     }
 
     fn restore(mut self) -> Result<()> {
-        let saved = self.saved.take().expect("present until restored");
-        Native::set_regs(self.tid, &saved)
-            .map_err(|e| Error::from_errno(self.pid, self.tid.as_raw(), "restore registers", e))
+        match self.saved.take() {
+            Some(saved) => Native::set_regs(self.tid, &saved).map_err(|e| {
+                Error::from_errno(self.pid, self.tid.as_raw(), "restore registers", e)
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -60,12 +77,24 @@ impl Drop for RegsGuard {
     }
 }
 
+/// How to let a held thread run until its next stop.
+#[derive(Clone, Copy)]
+enum Resume {
+    /// Until the next syscall-entry or -exit stop.
+    Syscall,
+    /// Until the next stop of any other kind (our pending interrupt).
+    Cont,
+}
+
 impl StoppedProcess {
-    /// Executes one instruction in `tid`. A signal that arrives instead is kept for
-    /// re-delivery; the caller looks at the instruction pointer to see whether it ran.
-    fn step_once(&mut self, tid: Pid, step: &'static str) -> Result<()> {
+    /// Resumes `tid` without delivering anything and waits for its next report.
+    fn resume_and_wait(&mut self, tid: Pid, how: Resume, step: &'static str) -> Result<Report> {
         let pid = self.pid();
-        match ptrace::step(tid, None) {
+        let resumed = match how {
+            Resume::Syscall => ptrace::syscall(tid, None),
+            Resume::Cont => ptrace::cont(tid, None),
+        };
+        match resumed {
             Ok(()) => {}
             Err(Errno::ESRCH) => {
                 self.forget(tid);
@@ -73,29 +102,12 @@ impl StoppedProcess {
             }
             Err(e) => return Err(Error::from_errno(pid, tid.as_raw(), step, e)),
         }
-        match wait_stop(pid, tid, step)? {
-            Report::Trap { signal_stop } => self.thread_mut(tid).in_signal_stop = signal_stop,
-            Report::Signal(sig) | Report::GroupStop(sig) => {
-                let t = self.thread_mut(tid);
-                t.pending.push(sig);
-                t.in_signal_stop = true;
-            }
-            Report::Exited => {
-                self.forget(tid);
-                return Err(Error::ProcessGone { pid, step });
-            }
-        }
-        Ok(())
-    }
-
-    fn ip(&self, tid: Pid, step: &'static str) -> Result<u64> {
-        Native::get_regs(tid)
-            .map(|r| r.instruction_pointer())
-            .map_err(|e| Error::from_errno(self.pid(), tid.as_raw(), step, e))
+        wait_stop(pid, tid, step, Instant::now() + STOP_DEADLINE)
     }
 
     /// Runs syscall `nr` in a held thread from the syscall instruction at `insn` and returns the
-    /// raw result (negative errno on failure). The thread's registers are restored exactly.
+    /// raw result (negative errno on failure). The thread's registers are restored exactly and it
+    /// is left held, as before.
     pub fn syscall(
         &mut self,
         insn: u64,
@@ -108,11 +120,16 @@ impl StoppedProcess {
             pid,
             step: "run an injected syscall",
         })?;
+        // A seccomp filter could kill, trap or block the thread on this very call: know first.
+        let planned = PlannedSyscall {
+            name,
+            nr,
+            args,
+            ip: Native::after_syscall(insn),
+        };
+        seccomp::check(pid, tid, &[planned])?;
         let guard = RegsGuard::save(pid, tid)?;
-        let outcome = self.run_syscall(tid, &guard, insn, nr, &args, name);
-        let restored = guard.restore();
-        let ret = outcome?;
-        restored?;
+        let ret = self.run_syscall(tid, guard, insn, nr, &args, name)?;
         log::debug!("pid {pid}: injected {name} in thread {tid} returned {ret:#x}");
         Ok(ret)
     }
@@ -120,136 +137,90 @@ impl StoppedProcess {
     fn run_syscall(
         &mut self,
         tid: Pid,
-        guard: &RegsGuard,
+        guard: RegsGuard,
         insn: u64,
         nr: i64,
         args: &[u64; 6],
         name: &'static str,
     ) -> Result<i64> {
         let pid = self.pid();
-        let mut regs = guard.regs();
+        let step = "run the injected syscall";
+        let Some(mut regs) = guard.regs() else {
+            return Err(Error::ProcessGone { pid, step });
+        };
         Native::prepare_syscall(&mut regs, insn, nr, args);
         Native::set_regs(tid, &regs)
             .map_err(|e| Error::from_errno(pid, tid.as_raw(), "set up the injected syscall", e))?;
         let done = Native::after_syscall(insn);
-        for _ in 0..MAX_STEP_ATTEMPTS {
-            self.step_once(tid, "run the injected syscall")?;
-            let after = Native::get_regs(tid)
-                .map_err(|e| Error::from_errno(pid, tid.as_raw(), "read the syscall result", e))?;
-            let ip = after.instruction_pointer();
-            if ip == done {
-                return Ok(Native::syscall_return(&after));
+        let unexpected = |ip: u64, stop: &str| {
+            log::warn!(
+                "pid {pid}: {name}: thread {tid} at {ip:#x} at its {stop}, expected {done:#x}"
+            );
+            Error::RemoteSyscallLost {
+                pid,
+                tid: tid.as_raw(),
+                syscall: name,
+                detail: format!("the thread stopped at {ip:#x} instead of {done:#x} ({stop})"),
             }
-            if ip != insn {
-                return Err(Error::Ptrace {
-                    pid,
-                    tid: tid.as_raw(),
-                    step: "run the injected syscall",
-                    source: Errno::EFAULT,
-                })
-                .inspect_err(|_| {
-                    log::warn!(
-                        "pid {pid}: {name}: thread {tid} ended at {ip:#x}, expected {done:#x}"
-                    )
-                });
-            }
-            // A signal or an interrupt stop came first; the instruction has not run yet.
-        }
-        Err(Error::Ptrace {
-            pid,
-            tid: tid.as_raw(),
-            step: "run the injected syscall (signals kept arriving)",
-            source: Errno::EAGAIN,
-        })
-    }
-
-    /// Single-steps every thread whose instruction pointer satisfies `inside` until it does
-    /// not: nobody may be half-way through instructions we are about to overwrite.
-    pub fn step_out_of(&mut self, inside: impl Fn(u64) -> bool) -> Result<()> {
-        let tids: Vec<Pid> = self.threads().iter().map(|t| t.tid).collect();
-        for tid in tids {
-            let mut steps = 0;
-            while inside(self.ip(tid, "read the instruction pointer")?) {
-                if steps == MAX_STEPS_OUT {
-                    return Err(Error::UnsafeToPatch {
-                        pid: self.pid(),
-                        symbol: "vDSO entry",
-                        reason: format!(
-                            "thread {tid} is still inside the instructions to be replaced after \
-                             {MAX_STEPS_OUT} single steps"
-                        ),
-                    });
-                }
-                log::debug!(
-                    "pid {}: stepping thread {tid} out of a hook window",
-                    self.pid()
-                );
-                self.step_once(tid, "step a thread out of a hook window")?;
-                steps += 1;
-            }
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use nix::sys::signal::{Signal, kill};
-    use nix::sys::wait::waitpid;
-    use nix::unistd::{ForkResult, fork};
-
-    use super::*;
-    use crate::target::{HOOKED_SYMBOLS, Target};
-
-    /// A thread caught inside a patch window is single-stepped to its end before we patch.
-    #[test]
-    fn a_thread_inside_a_hook_window_is_stepped_out() {
-        // SAFETY: the child only loops on clock_gettime (async-signal-safe) until killed.
-        let child = match unsafe { fork() }.unwrap() {
-            ForkResult::Child => loop {
-                let mut ts = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                };
-                // SAFETY: ts is a valid timespec.
-                unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-            },
-            ForkResult::Parent { child } => child,
         };
-        let _reap = Reap(child);
-        let pid = child.as_raw();
-        let target = Target::open(pid).unwrap();
-        let plans = Native::plan_hooks(&target.vdso, &HOOKED_SYMBOLS).unwrap();
-        let inside = |ip: u64| plans.iter().any(|p| p.contains_strictly(ip));
-        let mut held = StoppedProcess::stop(pid).unwrap();
-        // Walk the looping thread into clock_gettime's window, one instruction at a time.
-        let mut caught = false;
-        for _ in 0..100_000 {
-            if inside(held.ip(child, "test").unwrap()) {
-                caught = true;
+
+        // Into the syscall. A signal may stop the thread first: the instruction has not run yet
+        // (the signal is kept for re-delivery), so resume again.
+        let mut entered = false;
+        for _ in 0..MAX_ATTEMPTS {
+            let report = self.resume_and_wait(tid, Resume::Syscall, step)?;
+            if matches!(report, Report::Syscall) {
+                entered = true;
                 break;
             }
-            held.step_once(child, "test").unwrap();
+            self.note(tid, &report, step)?;
         }
-        assert!(caught, "the child never entered a hook window");
-        held.step_out_of(inside).unwrap();
-        let ip = held.ip(child, "test").unwrap();
-        assert!(!inside(ip), "still inside at {ip:#x}");
-        let window = &plans[0];
-        assert_eq!(
-            ip,
-            window.addr + window.original.len() as u64,
-            "stopped at the window's end"
-        );
+        if !entered {
+            return Err(Error::RemoteSyscallLost {
+                pid,
+                tid: tid.as_raw(),
+                syscall: name,
+                detail: format!("signals kept arriving before it could run ({MAX_ATTEMPTS} tries)"),
+            });
+        }
+        let ip = self.ip(tid, step)?;
+        if ip != done {
+            return Err(unexpected(ip, "syscall-entry stop"));
+        }
+
+        // Out of it: the next report is its exit stop (signals are only taken after it).
+        let report = self.resume_and_wait(tid, Resume::Syscall, step)?;
+        if !matches!(report, Report::Syscall) {
+            self.note(tid, &report, step)?;
+            return Err(Error::RemoteSyscallLost {
+                pid,
+                tid: tid.as_raw(),
+                syscall: name,
+                detail: format!("it stopped with {report:?} instead of leaving the syscall"),
+            });
+        }
+        let after = Native::get_regs(tid)
+            .map_err(|e| Error::from_errno(pid, tid.as_raw(), "read the syscall result", e))?;
+        if after.instruction_pointer() != done {
+            return Err(unexpected(after.instruction_pointer(), "syscall-exit stop"));
+        }
+        let ret = Native::syscall_return(&after);
+
+        // Registers back while still at the exit stop, then trap again on the way out.
+        guard.restore()?;
+        match ptrace::interrupt(tid) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => return Err(Error::ProcessGone { pid, step }),
+            Err(e) => return Err(Error::from_errno(pid, tid.as_raw(), step, e)),
+        }
+        let report = self.resume_and_wait(tid, Resume::Cont, step)?;
+        self.note(tid, &report, step)?;
+        Ok(ret)
     }
 
-    /// Kills and reaps the child, also when an assertion fails.
-    struct Reap(Pid);
-
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = kill(self.0, Signal::SIGKILL);
-            let _ = waitpid(self.0, None);
-        }
+    pub(crate) fn ip(&self, tid: Pid, step: &'static str) -> Result<u64> {
+        Native::get_regs(tid)
+            .map(|r| r.instruction_pointer())
+            .map_err(|e| Error::from_errno(self.pid(), tid.as_raw(), step, e))
     }
 }
