@@ -135,7 +135,7 @@ fn sigkill_of_the_target_never_hangs_timeskew() {
             std::thread::sleep(Duration::from_micros(100));
         }
         if let Some(h) = hung {
-            failures.add("timeskew hung", format!("{what}: {h}"));
+            failures.add(&format!("timeskew hung ({case:?})"), format!("{what}: {h}"));
             drop(p);
             done += 1;
             continue;
