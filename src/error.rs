@@ -144,6 +144,12 @@ pub enum Error {
         refusal: crate::deadline::NegativeClock,
     },
 
+    /// An error of a change made in a helper process (the command line makes each change in a
+    /// process of its own session, so that killing the command cannot interrupt it): the
+    /// helper's own message, or what became of the helper.
+    #[error("{message}")]
+    Helper { pid: i32, message: String },
+
     #[error("{0}")]
     BadSelection(String),
 

@@ -32,7 +32,19 @@ pub(crate) fn point(pid: i32, step: &'static str) -> Result<()> {
             let _ = kill(target, Signal::SIGUSR1);
         }
         "sigint-self" => {
-            let _ = raise(Signal::SIGINT);
+            // The command line makes changes in a helper process; Ctrl-C reaches the command
+            // (named by the helper in TIMESKEW_TOOL_PID), not the helper.
+            match std::env::var("TIMESKEW_TOOL_PID")
+                .ok()
+                .and_then(|p| p.parse().ok())
+            {
+                Some(tool) => {
+                    let _ = kill(Pid::from_raw(tool), Signal::SIGINT);
+                }
+                None => {
+                    let _ = raise(Signal::SIGINT);
+                }
+            }
         }
         other => log::warn!("TIMESKEW_FAULT: unknown action {other:?}"),
     }

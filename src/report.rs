@@ -2,26 +2,26 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::skew::{Clock, Offset};
 
 /// The skew a process currently has for one clock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClockOffset {
     pub clock: Clock,
     pub offset: Offset,
 }
 
 /// What `status` finds in a process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub pid: i32,
     /// The vDSO entries currently jump to our fakes.
     pub injected: bool,
     /// Address of the code page, if timeskew pages exist in the process (also after recover);
     /// in JSON a hex string such as `"0x7f3ca2c30000"`.
-    #[serde(serialize_with = "as_hex")]
+    #[serde(serialize_with = "as_hex", deserialize_with = "from_hex")]
     pub trampoline: Option<u64>,
     /// Layout version of the data page, if present.
     pub layout_version: Option<u32>,
@@ -31,12 +31,16 @@ pub struct Status {
     pub generation: u64,
     /// With `--duration`: time left until the skew ends by itself (zero once it has ended and
     /// real time passes through). `None`: no deadline. In JSON, `expires_in_ms`.
-    #[serde(rename = "expires_in_ms", serialize_with = "as_millis")]
+    #[serde(
+        rename = "expires_in_ms",
+        serialize_with = "as_millis",
+        deserialize_with = "from_millis"
+    )]
     pub expires_in: Option<Duration>,
 }
 
 /// How `inject` reached its result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InjectAction {
     /// Fresh pages mapped and the vDSO patched.
@@ -48,11 +52,11 @@ pub enum InjectAction {
 }
 
 /// What `inject` did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InjectReport {
     pub action: InjectAction,
     /// How long the process was held stopped (zero for a live update).
-    #[serde(serialize_with = "as_micros")]
+    #[serde(serialize_with = "as_micros", deserialize_with = "from_micros")]
     pub stopped_for: Duration,
     /// Threads held while patching (zero for a live update).
     pub threads: usize,
@@ -60,7 +64,7 @@ pub struct InjectReport {
 }
 
 /// What `recover` did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecoverReport {
     pub pid: i32,
     /// False when the process was not injected: nothing to do.
@@ -70,7 +74,7 @@ pub struct RecoverReport {
     /// Entries left alone because their bytes were no longer our jump (someone else patched them).
     pub skipped: Vec<String>,
     /// How long the process was held stopped (zero when there was nothing to do).
-    #[serde(serialize_with = "as_micros")]
+    #[serde(serialize_with = "as_micros", deserialize_with = "from_micros")]
     pub stopped_for: Duration,
     /// Threads held.
     pub threads: usize,
@@ -92,4 +96,25 @@ fn as_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, 
         Some(d) => s.serialize_u64(d.as_millis() as u64),
         None => s.serialize_none(),
     }
+}
+
+// The inverses, so a report can travel as JSON from the helper process that made the change
+// (see the binary's `isolate.rs`) and come out equal.
+
+fn from_micros<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_micros)
+}
+
+fn from_hex<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let digits = text.strip_prefix("0x").unwrap_or(&text);
+    u64::from_str_radix(digits, 16)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn from_millis<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
 }

@@ -157,6 +157,14 @@ impl Serialize for Offset {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Offset {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// What was wrong with an offset's text; see [`ParseOffsetError::kind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -492,7 +500,9 @@ fn limit_text() -> String {
 /// Text form: the kebab-case [`name`](Clock::name) (`monotonic-raw`) or the C name
 /// (`CLOCK_MONOTONIC_RAW`), case-insensitive, with `_` and `-` interchangeable. Serialized as the
 /// kebab-case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 #[repr(u32)]
 pub enum Clock {

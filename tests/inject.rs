@@ -301,9 +301,9 @@ fn concurrent_timeskew_runs_on_one_target_take_turns() {
     let mut probe = Probe::spawn(&[]);
     let pid = probe.pid_str();
     timeskew_ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
-    // Another timeskew holds the target's lock (an flock on its /proc/PID/mem)…
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-    let held = nix::fcntl::Flock::lock(mem, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    // Another timeskew holds the target's lock (an flock on its /proc/PID directory)…
+    let dir = std::fs::File::open(format!("/proc/{pid}")).unwrap();
+    let held = nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive).unwrap();
     let mut tool = Reaped(
         std::process::Command::new(timeskew_bin())
             .args(["inject", "--pid", &pid, "--offset", "5s"])
@@ -311,11 +311,15 @@ fn concurrent_timeskew_runs_on_one_target_take_turns() {
             .spawn()
             .unwrap(),
     );
-    // … so this one waits in the kernel's flock until it is released (bounded poll).
-    let wchan = format!("/proc/{}/wchan", tool.0.id());
+    // … so this one — its helper process, which makes the change — waits in the kernel's flock
+    // until it is released (bounded poll).
+    let children = format!("/proc/{0}/task/{0}/children", tool.0.id());
     let mut waiting = false;
     for _ in 0..100_000 {
-        if std::fs::read_to_string(&wchan).is_ok_and(|w| w.contains("lock")) {
+        let helpers = std::fs::read_to_string(&children).unwrap_or_default();
+        if helpers.split_whitespace().any(|h| {
+            std::fs::read_to_string(format!("/proc/{h}/wchan")).is_ok_and(|w| w.contains("lock"))
+        }) {
             waiting = true;
             break;
         }

@@ -112,16 +112,14 @@ fn poll(pid: i32, tid: Pid, step: &'static str) -> Result<Option<Report>> {
     }
 }
 
-/// Pauses between polls: yield at first (a stop usually takes microseconds), then sleep a
-/// little longer each round, up to 1 ms.
+/// Pauses between polls. Sleeping (not spinning) matters: the threads we wait for need a CPU to
+/// reach their stop, and on a small machine we would be taking it from them.
 fn backoff(round: &mut u32) {
     *round += 1;
-    if *round < 50 {
+    if *round < 3 {
         std::thread::yield_now();
     } else {
-        std::thread::sleep(Duration::from_micros(
-            u64::from((*round - 49) * 20).min(1000),
-        ));
+        std::thread::sleep(Duration::from_micros(u64::from(*round * 10).min(500)));
     }
 }
 

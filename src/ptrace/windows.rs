@@ -69,3 +69,149 @@ impl StoppedProcess {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    use nix::sys::ptrace;
+    use nix::sys::signal::{Signal, kill};
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    use nix::unistd::{ForkResult, Pid, fork, pipe};
+
+    use super::*;
+    use crate::arch::HookPlan;
+    use crate::target::{HOOKED_SYMBOLS, Target};
+
+    static HANDLER_FD: AtomicI32 = AtomicI32::new(-1);
+
+    extern "C" fn announce_and_spin(_: libc::c_int) {
+        let fd = HANDLER_FD.load(Ordering::Relaxed);
+        // SAFETY: write(2) is async-signal-safe; the buffer is a static byte string.
+        unsafe { libc::write(fd, b"h".as_ptr().cast(), 1) };
+        loop {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// A child that spins on clock_gettime; SIGUSR1 runs a handler that writes one byte to
+    /// `fd` and then spins forever (a handler still running on top of the interrupted code).
+    fn spinning_child(fd: i32) -> Pid {
+        // SAFETY: the child only installs a handler and loops on clock_gettime until killed.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                HANDLER_FD.store(fd, Ordering::Relaxed);
+                // SAFETY: the handler only calls write(2) and spins.
+                unsafe {
+                    libc::signal(
+                        libc::SIGUSR1,
+                        announce_and_spin as *const () as libc::sighandler_t,
+                    )
+                };
+                loop {
+                    let mut ts = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    };
+                    // SAFETY: ts is a valid timespec.
+                    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+                }
+            }
+            ForkResult::Parent { child } => child,
+        }
+    }
+
+    /// Traces `child` and single-steps it until it sits strictly inside a hook window.
+    fn walk_into_a_window(child: Pid, plans: &[HookPlan]) {
+        ptrace::seize(child, ptrace::Options::empty()).unwrap();
+        ptrace::interrupt(child).unwrap();
+        waitpid(child, Some(WaitPidFlag::__WALL)).unwrap();
+        for _ in 0..100_000 {
+            let ip = Native::get_regs(child).unwrap().instruction_pointer();
+            if plans.iter().any(|p| p.contains_strictly(ip)) {
+                return;
+            }
+            ptrace::step(child, None).unwrap();
+            waitpid(child, Some(WaitPidFlag::__WALL)).unwrap();
+        }
+        panic!("the child never entered a hook window");
+    }
+
+    fn check(child: Pid, plans: &[HookPlan]) -> Option<String> {
+        let pid = child.as_raw();
+        let target = Target::open(pid).unwrap();
+        let held = StoppedProcess::stop(pid).unwrap();
+        let maps = crate::procfs::maps(pid).unwrap();
+        let inside = |ip: u64| plans.iter().any(|p| p.contains_strictly(ip));
+        held.window_in_use(&target.mem, &maps, inside).unwrap()
+    }
+
+    #[test]
+    fn a_thread_executing_inside_a_window_is_seen() {
+        let child = spinning_child(-1);
+        let _reap = Reap(child);
+        let target = Target::open(child.as_raw()).unwrap();
+        let plans = Native::plan_hooks(&target.vdso, &HOOKED_SYMBOLS).unwrap();
+        walk_into_a_window(child, &plans);
+        let ip = Native::get_regs(child).unwrap().instruction_pointer();
+        let maps = crate::procfs::maps(child.as_raw()).unwrap();
+        let inside = |ip: u64| plans.iter().any(|p| p.contains_strictly(ip));
+        // Stopped by this thread's own ptrace calls: borrowed as a one-thread hold.
+        let held = StoppedProcess::adopt(child.as_raw());
+        let why = held
+            .window_in_use(&target.mem, &maps, inside)
+            .unwrap()
+            .expect("a thread inside a window must be seen");
+        assert!(
+            why.contains("executing inside") && why.contains(&format!("{ip:#x}")),
+            "{why}"
+        );
+        drop(held);
+        ptrace::detach(child, None).unwrap();
+    }
+
+    #[test]
+    fn a_signal_handler_running_on_top_of_a_window_is_seen() {
+        let (read_end, write_end) = pipe().unwrap();
+        let child = spinning_child(write_end.as_raw_fd());
+        drop(write_end);
+        let _reap = Reap(child);
+        let target = Target::open(child.as_raw()).unwrap();
+        let plans = Native::plan_hooks(&target.vdso, &HOOKED_SYMBOLS).unwrap();
+        assert_eq!(check(child, &plans), None, "a plain spinning loop is clear");
+        walk_into_a_window(child, &plans);
+        let interrupted_at = Native::get_regs(child).unwrap().instruction_pointer();
+        // The signal is taken before the next instruction: its frame saves an address inside
+        // the window, and the handler then spins on top of it.
+        kill(child, Signal::SIGUSR1).unwrap();
+        ptrace::cont(child, None).unwrap();
+        let status = waitpid(child, Some(WaitPidFlag::__WALL)).unwrap();
+        assert!(
+            matches!(
+                status,
+                nix::sys::wait::WaitStatus::Stopped(_, Signal::SIGUSR1)
+            ),
+            "{status:?}"
+        );
+        ptrace::detach(child, Some(Signal::SIGUSR1)).unwrap();
+        let mut byte = [0u8; 1];
+        std::fs::File::from(read_end).read_exact(&mut byte).unwrap();
+        let why = check(child, &plans).expect("the saved context must be seen");
+        assert!(
+            why.contains("signal handler") && why.contains(&format!("{interrupted_at:#x}")),
+            "{why}"
+        );
+    }
+
+    /// Kills and reaps the child, also when an assertion fails.
+    struct Reap(Pid);
+
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGKILL);
+            let _ = waitpid(self.0, None);
+        }
+    }
+}

@@ -342,26 +342,12 @@ pub fn error_report(error: &CliError, verbose: bool) -> String {
     report
 }
 
-/// The operations the commands run; [`Live`] is the real library, tests use a fake.
+/// The operations the commands run; the binary uses `isolate::Isolated` (the library, each change
+/// made in a helper process), tests use a fake.
 pub trait Backend {
     fn inject(&self, pid: i32, skew: &Skew) -> timeskew::Result<InjectReport>;
     fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport>;
     fn status(&self, pid: i32) -> timeskew::Result<Status>;
-}
-
-/// The real thing: [`timeskew::inject`], [`timeskew::recover`], [`timeskew::status`].
-pub struct Live;
-
-impl Backend for Live {
-    fn inject(&self, pid: i32, skew: &Skew) -> timeskew::Result<InjectReport> {
-        timeskew::inject(pid, skew)
-    }
-    fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport> {
-        timeskew::recover(pid)
-    }
-    fn status(&self, pid: i32) -> timeskew::Result<Status> {
-        timeskew::status(pid)
-    }
 }
 
 /// Runs `command`: results to `out`, warnings to `err`.

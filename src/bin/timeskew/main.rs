@@ -5,6 +5,7 @@
 
 mod cli;
 mod demo;
+mod isolate;
 mod run;
 mod schedule;
 
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
 
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr();
-    match cli::run(&cli.command, &cli::Live, &mut out, &mut err) {
+    match cli::run(&cli.command, &isolate::Isolated, &mut out, &mut err) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = out.flush();

@@ -1,0 +1,276 @@
+//! Each change to a target is made by a helper process in a Unix session of its own.
+//!
+//! While a change is under way, a thread of the target may be stopped with a system call of ours
+//! set up in its registers. If the process holding it (its ptrace tracer) were killed right then,
+//! the kernel would let the thread run on with those registers. SIGKILL cannot be caught, so the
+//! command the user started does not hold the target itself: it forks a helper, which calls
+//! `setsid()` and ignores the terminal and termination signals, makes the change (finishing it or
+//! rolling it back), reports the result on a pipe and exits. Killing `timeskew`, its process
+//! group or its terminal session does not reach the helper; the command itself answers Ctrl-C and
+//! SIGTERM within a second whatever the helper does. The helper lives for the few milliseconds of
+//! the change, holding the target's lock, so the next timeskew waits for it.
+//!
+//! Reading (`status`) needs no helper.
+
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, pthread_sigmask, signal};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork, pipe, setsid};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use timeskew::{InjectReport, RecoverReport, Skew, Status};
+
+use crate::cli::Backend;
+
+/// After a termination signal, how long the command still waits for the helper's answer before
+/// it ends anyway (the helper finishes on its own).
+const GRACE: Duration = Duration::from_millis(500);
+
+/// The real library, each change made in a helper process.
+pub struct Isolated;
+
+impl Backend for Isolated {
+    fn inject(&self, pid: i32, skew: &Skew) -> timeskew::Result<InjectReport> {
+        in_helper(pid, || timeskew::inject(pid, skew))
+    }
+    fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport> {
+        in_helper(pid, || timeskew::recover(pid))
+    }
+    fn status(&self, pid: i32) -> timeskew::Result<Status> {
+        timeskew::status(pid)
+    }
+}
+
+/// What the helper sends back: the report, or the error told apart as far as the command's
+/// output needs (a process that is gone is reported differently in selections).
+#[derive(Serialize, serde::Deserialize)]
+enum Answer<T> {
+    Done(T),
+    NoSuchProcess,
+    Gone { step: String },
+    Failed { message: String },
+}
+
+/// Runs `op` (a change to `pid`) in a helper process and returns its result.
+fn in_helper<T: Serialize + DeserializeOwned>(
+    pid: i32,
+    op: impl FnOnce() -> timeskew::Result<T>,
+) -> timeskew::Result<T> {
+    // fork() copies only the calling thread: another thread's lock (the allocator's, stderr's)
+    // could stay locked forever in the helper. The command is single-threaded when it changes
+    // targets; should that ever not hold, the change is made here instead.
+    if !single_threaded() {
+        log::debug!("pid {pid}: not single-threaded; changing the target in this process");
+        return op();
+    }
+    let helper_error = |message: String| timeskew::Error::Helper { pid, message };
+    let (read_end, write_end) =
+        pipe().map_err(|e| helper_error(format!("pid {pid}: cannot create a pipe: {e}")))?;
+    let tool = std::process::id();
+    // SAFETY: the process is single-threaded (checked above), so the child may run any code.
+    match unsafe { fork() } {
+        Err(e) => Err(helper_error(format!(
+            "pid {pid}: cannot start the helper process: {e}"
+        ))),
+        Ok(ForkResult::Child) => {
+            drop(read_end);
+            helper(tool, write_end, op)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(write_end);
+            let answer = await_answer(pid, child, read_end);
+            reap(child);
+            answer
+        }
+    }
+}
+
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
+}
+
+/// The helper: its own session, deaf to the signals that end a command, the change, the answer.
+fn helper<T: Serialize>(tool: u32, out: OwnedFd, op: impl FnOnce() -> timeskew::Result<T>) -> ! {
+    if let Err(e) = setsid() {
+        log::warn!("helper: setsid failed: {e}");
+    }
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGPIPE,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+    ] {
+        // SAFETY: SIG_IGN installs no handler of ours.
+        if let Err(e) = unsafe { signal(sig, SigHandler::SigIgn) } {
+            log::warn!("helper: cannot ignore {sig}: {e}");
+        }
+    }
+    // SAFETY: single-threaded (the only thread fork() copied).
+    unsafe { std::env::set_var("TIMESKEW_TOOL_PID", tool.to_string()) };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(op));
+    let answer = match result {
+        Ok(Ok(report)) => Answer::Done(report),
+        Ok(Err(timeskew::Error::NoSuchProcess { .. })) => Answer::NoSuchProcess,
+        Ok(Err(timeskew::Error::ProcessGone { step, .. })) => Answer::Gone { step: step.into() },
+        Ok(Err(e)) => Answer::Failed {
+            message: e.to_string(),
+        },
+        // The transaction was rolled back while unwinding.
+        Err(_) => Answer::Failed {
+            message: "the helper process panicked; the change was rolled back".into(),
+        },
+    };
+    let mut file = std::fs::File::from(out);
+    if let Err(e) = serde_json::to_writer(&mut file, &answer) {
+        // The command was killed meanwhile: the change is made all the same.
+        log::debug!("helper: cannot report to the command: {e}");
+    }
+    drop(file);
+    // SAFETY: _exit ends the process at once; nothing of the parent's state is flushed twice.
+    unsafe { libc::_exit(0) }
+}
+
+/// Reads the helper's answer. A termination signal (deferred meanwhile) ends the wait after a
+/// short grace; then the signal takes effect as usual.
+fn await_answer<T: DeserializeOwned>(pid: i32, child: Pid, from: OwnedFd) -> timeskew::Result<T> {
+    let _deferred = Deferred::new();
+    let mut file = std::fs::File::from(from);
+    let mut bytes = Vec::new();
+    let mut grace: Option<Instant> = None;
+    loop {
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(50u16)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) => {
+                let mut chunk = [0u8; 4096];
+                match file.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(timeskew::Error::Helper {
+                            pid,
+                            message: format!("pid {pid}: cannot read the helper's answer: {e}"),
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                return Err(timeskew::Error::Helper {
+                    pid,
+                    message: format!("pid {pid}: cannot wait for the helper: {e}"),
+                });
+            }
+        }
+        if grace.is_none() && termination_pending() {
+            grace = Some(Instant::now() + GRACE);
+        }
+        if grace.is_some_and(|g| Instant::now() >= g) {
+            return Err(timeskew::Error::Helper {
+                pid,
+                message: format!(
+                    "pid {pid}: interrupted; helper process {child} finishes the change on its \
+                     own — check with `timeskew status --pid {pid}`"
+                ),
+            });
+        }
+    }
+    match serde_json::from_slice::<Answer<T>>(&bytes) {
+        Ok(Answer::Done(report)) => Ok(report),
+        Ok(Answer::NoSuchProcess) => Err(timeskew::Error::NoSuchProcess { pid }),
+        Ok(Answer::Gone { step }) => Err(timeskew::Error::ProcessGone {
+            pid,
+            // A handful of distinct texts per run, kept for the error's lifetime.
+            step: Box::leak(step.into_boxed_str()),
+        }),
+        Ok(Answer::Failed { message }) => Err(timeskew::Error::Helper { pid, message }),
+        Err(_) => Err(timeskew::Error::Helper {
+            pid,
+            message: format!(
+                "pid {pid}: helper process {child} ended without an answer ({}); check with \
+                 `timeskew status --pid {pid}`",
+                describe_end(child)
+            ),
+        }),
+    }
+}
+
+fn termination_pending() -> bool {
+    let mut pending = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending fills the sigset_t we pass; it is read only if that succeeded.
+    if unsafe { libc::sigpending(pending.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: initialised by the successful sigpending above.
+    let pending = unsafe { pending.assume_init() };
+    timeskew::termination_signals()
+        .iter()
+        // SAFETY: sigismember reads the initialised set.
+        .any(|s| unsafe { libc::sigismember(&pending, s as libc::c_int) } == 1)
+}
+
+/// How a helper that sent no answer ended (it is reaped here).
+fn describe_end(child: Pid) -> String {
+    match waitpid(child, None) {
+        Ok(WaitStatus::Exited(_, code)) => format!("exit status {code}"),
+        Ok(WaitStatus::Signaled(_, sig, _)) => format!("killed by {sig}"),
+        Ok(other) => format!("{other:?}"),
+        Err(e) => format!("not waitable: {e}"),
+    }
+}
+
+/// Reaps the helper, which exits right after answering. One that outlives a deferred Ctrl-C
+/// is left to finish; init reaps it once we are gone.
+fn reap(child: Pid) {
+    let deadline = Instant::now() + REAP_WAIT;
+    loop {
+        match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(200))
+            }
+            _ => return,
+        }
+    }
+}
+
+/// How long the helper may take to exit after its answer.
+const REAP_WAIT: Duration = Duration::from_millis(100);
+
+/// Blocks the termination signals while the helper works; the old mask comes back on drop, and
+/// a signal that arrived meanwhile is delivered then.
+struct Deferred(Option<SigSet>);
+
+impl Deferred {
+    fn new() -> Deferred {
+        let mut old = SigSet::empty();
+        match pthread_sigmask(
+            SigmaskHow::SIG_BLOCK,
+            Some(&timeskew::termination_signals()),
+            Some(&mut old),
+        ) {
+            Ok(()) => Deferred(Some(old)),
+            Err(e) => {
+                log::warn!("cannot defer termination signals: {e}");
+                Deferred(None)
+            }
+        }
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        if let Some(old) = self.0.take()
+            && let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)
+        {
+            log::warn!("cannot restore the signal mask: {e}");
+        }
+    }
+}
