@@ -162,7 +162,10 @@ impl Error {
     pub(crate) fn from_errno(pid: i32, tid: i32, step: &'static str, errno: Errno) -> Error {
         match errno {
             Errno::ESRCH => Error::ProcessGone { pid, step },
-            Errno::EPERM | Errno::EACCES => match crate::procfs::tracer_of(pid) {
+            // The thread that failed may be the one traced (strace -p on a single thread).
+            Errno::EPERM | Errno::EACCES => match crate::procfs::tracer_of(tid)
+                .or_else(|| crate::procfs::tracer_of(pid))
+            {
                 // Another process traces it; a thread of ours (timeskew run) is not "another".
                 Some((tracer_pid, tracer_name))
                     if crate::procfs::tgid_of(tracer_pid) != Some(std::process::id() as i32) =>

@@ -112,6 +112,31 @@ fn already_traced_names_the_tracer() {
     assert_untouched(&mut probe, &m, &v);
 }
 
+/// A tracer on one thread only (`strace -p TID`) is named too, not "run as root" (F12).
+#[test]
+fn a_tracer_of_one_thread_is_named() {
+    use nix::sys::ptrace;
+    let mut probe = Probe::spawn(&["--threads", "2"]);
+    let (m, v) = (maps(probe.pid), vdso_bytes(probe.pid));
+    let worker: i32 = std::fs::read_dir(format!("/proc/{}/task", probe.pid))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .find(|&t| t != probe.pid)
+        .expect("the probe has worker threads");
+    let tid = nix::unistd::Pid::from_raw(worker);
+    ptrace::seize(tid, ptrace::Options::empty()).unwrap();
+    let err = fails_with(
+        &["inject", "--pid", &probe.pid_str(), "--offset", "1s"],
+        &[],
+        &["already traced by pid", &nix::unistd::gettid().to_string()],
+    );
+    assert!(!err.contains("Run timeskew as root"), "{err}");
+    ptrace::interrupt(tid).unwrap();
+    nix::sys::wait::waitpid(tid, Some(nix::sys::wait::WaitPidFlag::__WALL)).unwrap();
+    ptrace::detach(tid, None).unwrap();
+    assert_untouched(&mut probe, &m, &v);
+}
+
 #[test]
 fn seccomp_denied_mmap_is_reported_and_nothing_changes() {
     let mut probe = Probe::spawn(&["--seccomp-deny-mmap", "--threads", "2"]);
