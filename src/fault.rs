@@ -4,13 +4,27 @@
 //! - `usr1@<step>`: send the target SIGUSR1 while it is held (the signal must not be lost);
 //! - `sigint-self@<step>`: Ctrl-C the tool itself there (the target must not be left half-done).
 //!
-//! Unset in normal use, where a point costs one getenv.
+//! Compiled only with the `fault-injection` feature, which the test builds turn on (the crate
+//! is its own dev-dependency with that feature); in any other build a point is an empty inline
+//! function and the release binary ignores the variable.
 
+#[cfg(feature = "fault-injection")]
 use nix::sys::signal::{Signal, kill, raise};
+#[cfg(feature = "fault-injection")]
 use nix::unistd::Pid;
 
-use crate::error::{Error, Result};
+#[cfg(feature = "fault-injection")]
+use crate::error::Error;
+use crate::error::Result;
 
+/// Without the `fault-injection` feature: nothing.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn point(_pid: i32, _step: &'static str) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(feature = "fault-injection")]
 pub(crate) fn point(pid: i32, step: &'static str) -> Result<()> {
     let Some(spec) = std::env::var_os("TIMESKEW_FAULT") else {
         return Ok(());
@@ -53,6 +67,7 @@ pub(crate) fn point(pid: i32, step: &'static str) -> Result<()> {
 
 /// SIGKILL is asynchronous: wait until the kernel has torn the threads down (the process is a
 /// zombie or gone), so the next step sees it dead.
+#[cfg(feature = "fault-injection")]
 fn wait_until_dead(pid: i32) {
     for _ in 0..5000 {
         match crate::procfs::task_info(pid, None) {

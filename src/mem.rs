@@ -147,8 +147,10 @@ impl RemoteMemory {
 
 /// `TIMESKEW_FORCE_PROC_MEM=1` takes the `/proc/PID/mem` path for data writes, as on kernels
 /// without `process_vm_writev`, so that path is tested too.
+/// Honoured only with the `fault-injection` feature (test builds).
 fn force_proc_mem() -> bool {
-    std::env::var_os("TIMESKEW_FORCE_PROC_MEM").is_some_and(|v| v == "1")
+    cfg!(feature = "fault-injection")
+        && std::env::var_os("TIMESKEW_FORCE_PROC_MEM").is_some_and(|v| v == "1")
 }
 
 #[cfg(test)]
