@@ -6,8 +6,28 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
 /// `tgkill(2)`: a signal to one thread of a process.
 pub fn tgkill(pid: i32, tid: i32, sig: Signal) -> nix::Result<()> {
+    tgkill_raw(pid, tid, sig as libc::c_int)
+}
+
+/// `tgkill(2)` with a raw signal number: real-time signals have no `Signal` value in nix.
+pub fn tgkill_raw(pid: i32, tid: i32, sig: libc::c_int) -> nix::Result<()> {
     // SAFETY: tgkill takes three integers and touches no memory of ours.
-    let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig as libc::c_int) };
+    let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
+    Errno::result(rc).map(drop)
+}
+
+/// `PTRACE_DETACH` delivering raw signal `sig` (0 for none): nix's takes only the signals it
+/// can name, not the real-time ones a target may have been stopped with.
+pub fn ptrace_detach(tid: nix::unistd::Pid, sig: libc::c_int) -> nix::Result<()> {
+    // SAFETY: PTRACE_DETACH reads no memory of ours; the signal is passed as the data word.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_DETACH,
+            tid.as_raw(),
+            std::ptr::null_mut::<libc::c_void>(),
+            sig as libc::c_long as *mut libc::c_void,
+        )
+    };
     Errno::result(rc).map(drop)
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::ptrace::{self, Options};
 use nix::sys::signal::Signal;
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
@@ -47,7 +47,7 @@ const RELEASE_DEADLINE: Duration = Duration::from_millis(300);
 pub struct HeldThread {
     pub tid: Pid,
     /// Signals that arrived while we held the thread; re-delivered when we let go.
-    pub(crate) pending: Vec<Signal>,
+    pub(crate) pending: Vec<i32>,
     /// The thread sits in a signal-delivery-stop (rather than an event stop), so a signal given
     /// to PTRACE_DETACH is delivered.
     pub(crate) in_signal_stop: bool,
@@ -72,9 +72,9 @@ pub(crate) enum Report {
     Syscall,
     /// A real signal arrived (a SIGTRAP too: we never single-step, so it is the target's own);
     /// the thread is in signal-delivery-stop.
-    Signal(Signal),
+    Signal(i32),
     /// Job-control stop of the whole process.
-    GroupStop(Signal),
+    GroupStop(i32),
     /// The thread is about to exit (PTRACE_EVENT_EXIT); it still needs detaching.
     Exiting,
     /// The process replaced its program (PTRACE_EVENT_EXEC).
@@ -83,32 +83,52 @@ pub(crate) enum Report {
     Exited,
 }
 
-/// Classifies a wait status; `None` for "nothing yet".
-fn classify(status: WaitStatus) -> Option<Report> {
-    Some(match status {
-        WaitStatus::StillAlive => return None,
-        WaitStatus::PtraceEvent(_, Signal::SIGTRAP, libc::PTRACE_EVENT_STOP) => Report::Interrupted,
-        WaitStatus::PtraceEvent(_, sig, libc::PTRACE_EVENT_STOP) => Report::GroupStop(sig),
-        WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_EXIT) => Report::Exiting,
-        WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_EXEC) => Report::Exec,
+/// Classifies a raw wait status (read with libc's `waitpid`: nix's `WaitStatus` has no room for
+/// real-time signals, and a target stopped by SIGRTMIN+n must not make us fail); `None` for
+/// "nothing yet".
+fn classify(status: libc::c_int) -> Option<Report> {
+    if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+        return Some(Report::Exited);
+    }
+    if !libc::WIFSTOPPED(status) {
+        return None; // continued
+    }
+    let sig = libc::WSTOPSIG(status);
+    let event = (status >> 16) & 0xff;
+    Some(match event {
+        0 if sig == libc::SIGTRAP | 0x80 => Report::Syscall,
+        0 => Report::Signal(sig),
+        libc::PTRACE_EVENT_STOP if sig == libc::SIGTRAP => Report::Interrupted,
+        libc::PTRACE_EVENT_STOP => Report::GroupStop(sig),
+        libc::PTRACE_EVENT_EXIT => Report::Exiting,
+        libc::PTRACE_EVENT_EXEC => Report::Exec,
         // Other events (fork/clone, only when a caller's own options ask for them): stopped.
-        WaitStatus::PtraceEvent(..) => Report::Interrupted,
-        WaitStatus::PtraceSyscall(_) => Report::Syscall,
-        WaitStatus::Stopped(_, sig) => Report::Signal(sig),
-        WaitStatus::Exited(..) | WaitStatus::Signaled(..) => Report::Exited,
-        WaitStatus::Continued(_) => return None,
+        _ => Report::Interrupted,
     })
 }
 
 /// One non-blocking look at `tid`.
 fn poll(pid: i32, tid: Pid, step: &'static str) -> Result<Option<Report>> {
     loop {
-        match waitpid(tid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
-            Ok(status) => return Ok(classify(status)),
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid writes the status into the integer we pass.
+        let rc = unsafe { libc::waitpid(tid.as_raw(), &mut status, libc::__WALL | libc::WNOHANG) };
+        match Errno::result(rc) {
+            Ok(0) => return Ok(None),
+            Ok(_) => return Ok(classify(status)),
             Err(Errno::EINTR) => {}
             Err(Errno::ECHILD) => return Ok(Some(Report::Exited)),
             Err(e) => return Err(Error::from_errno(pid, tid.as_raw(), step, e)),
         }
+    }
+}
+
+/// A signal number for messages: its name, or `SIGRTMIN+n`.
+pub(crate) fn signal_name(sig: i32) -> String {
+    match Signal::try_from(sig) {
+        Ok(s) => s.to_string(),
+        Err(_) if sig >= libc::SIGRTMIN() => format!("SIGRTMIN+{}", sig - libc::SIGRTMIN()),
+        Err(_) => format!("signal {sig}"),
     }
 }
 
@@ -363,7 +383,8 @@ impl StoppedProcess {
                 return Err(Error::Unsupported {
                     pid: self.pid,
                     reason: format!(
-                        "it is stopped by job control ({sig}); resume it first (kill -CONT {})",
+                        "it is stopped by job control ({}); resume it first (kill -CONT {})",
+                        signal_name(sig),
                         self.pid
                     ),
                 });
@@ -470,47 +491,78 @@ impl StoppedProcess {
     }
 
     /// Lets one thread go: PTRACE_DETACH (with its first pending signal when it sits in a
-    /// signal-delivery-stop). A thread that is not in a stop any more is on its way out (killed
-    /// while held): it is detached at its exit stop or reaped as a zombie, so no traced zombie of
-    /// ours is left for a group leader's exit to wait on.
-    fn release(&self, t: HeldThread, deadline: Instant) {
-        let mut pending = t.pending.into_iter();
+    /// signal-delivery-stop), the other pending signals sent after it. `false` when the thread
+    /// is not in a stop any more: it is on its way out (killed while held).
+    fn release(&self, t: &mut HeldThread) -> bool {
         // PTRACE_DETACH delivers its signal only from a signal-delivery-stop.
-        let first = if t.in_signal_stop {
-            pending.next()
+        let first = if t.in_signal_stop && !t.pending.is_empty() {
+            Some(t.pending.remove(0))
         } else {
             None
         };
-        let mut round = 0;
-        loop {
-            match ptrace::detach(t.tid, first) {
-                Ok(()) => break,
-                Err(Errno::ESRCH) => {}
-                Err(e) => {
-                    log::warn!("pid {}: detaching thread {} failed: {e}", self.pid, t.tid);
-                    break;
+        match crate::sys::ptrace_detach(t.tid, first.unwrap_or(0)) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => {
+                if let Some(sig) = first {
+                    t.pending.insert(0, sig);
                 }
+                return false;
             }
-            match poll(self.pid, t.tid, "release a thread") {
-                Ok(Some(Report::Exited)) | Err(_) => return,
-                Ok(Some(_)) => continue, // stopped again (exit event): detach now works
-                Ok(None) if Instant::now() >= deadline => {
-                    log::warn!(
-                        "pid {}: thread {} neither stopped nor exited; the kernel lets it go when \
-                         timeskew exits",
-                        self.pid,
-                        t.tid
-                    );
-                    return;
-                }
-                Ok(None) => backoff(&mut round),
+            Err(e) => log::warn!("pid {}: detaching thread {} failed: {e}", self.pid, t.tid),
+        }
+        for sig in t.pending.drain(..) {
+            // Further signals cannot ride on the detach: send them to the same thread.
+            let name = signal_name(sig);
+            match crate::sys::tgkill_raw(self.pid, t.tid.as_raw(), sig) {
+                Ok(()) => {}
+                // The thread is gone, and the signal with it.
+                Err(Errno::ESRCH) => log::debug!("pid {}: {name} not re-delivered: gone", self.pid),
+                Err(e) => log::warn!("pid {}: re-delivering {name} failed: {e}", self.pid),
             }
         }
-        for sig in pending {
-            // Further signals cannot ride on the detach: send them to the same thread.
-            if let Err(e) = crate::sys::tgkill(self.pid, t.tid.as_raw(), sig) {
-                log::warn!("pid {}: re-delivering {sig} failed: {e}", self.pid);
+        true
+    }
+
+    /// Threads that were not in a stop when we let go are dying: each is reaped as a zombie (or
+    /// detached if it stops again), round-robin, so that no traced zombie of ours is left for
+    /// a group leader's exit to wait on — the leader can only be reaped after the others.
+    fn reap_dying(&self, mut dying: Vec<HeldThread>) {
+        let deadline = Instant::now() + RELEASE_DEADLINE;
+        let mut round = 0;
+        while !dying.is_empty() {
+            let mut still = Vec::new();
+            for mut t in dying {
+                match poll(self.pid, t.tid, "release a thread") {
+                    Ok(Some(Report::Exited)) | Err(_) => {}
+                    Ok(Some(_)) => {
+                        if !self.release(&mut t) {
+                            still.push(t);
+                        }
+                    }
+                    Ok(None) => still.push(t),
+                }
             }
+            dying = still;
+            if dying.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                // Gone or going: nothing of ours is left in it. Otherwise say so.
+                let level = if procfs::task_info(self.pid, None).is_ok_and(|i| i.state != 'Z') {
+                    log::Level::Warn
+                } else {
+                    log::Level::Debug
+                };
+                log::log!(
+                    level,
+                    "pid {}: {} thread(s) neither stopped nor exited; the kernel lets them go \
+                     when this process exits",
+                    self.pid,
+                    dying.len()
+                );
+                return;
+            }
+            backoff(&mut round);
         }
     }
 }
@@ -596,17 +648,26 @@ impl Drop for StoppedProcess {
         if !self.owned {
             for t in self.threads.drain(..) {
                 for sig in t.pending {
-                    if let Err(e) = crate::sys::tgkill(self.pid, t.tid.as_raw(), sig) {
-                        log::warn!("pid {}: re-queueing {sig} failed: {e}", self.pid);
+                    if let Err(e) = crate::sys::tgkill_raw(self.pid, t.tid.as_raw(), sig) {
+                        log::warn!(
+                            "pid {}: re-queueing {} failed: {e}",
+                            self.pid,
+                            signal_name(sig)
+                        );
                     }
                 }
             }
             return;
         }
-        let deadline = Instant::now() + RELEASE_DEADLINE;
         let threads: Vec<HeldThread> = self.threads.drain(..).collect();
-        for t in threads {
-            self.release(t, deadline);
+        let mut dying = Vec::new();
+        for mut t in threads {
+            if !self.release(&mut t) {
+                dying.push(t);
+            }
+        }
+        if !dying.is_empty() {
+            self.reap_dying(dying);
         }
     }
 }

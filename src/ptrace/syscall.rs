@@ -68,7 +68,14 @@ impl Drop for RegsGuard {
         if let Some(saved) = self.saved.take()
             && let Err(e) = Native::set_regs(self.tid, &saved)
         {
-            log::warn!(
+            // ESRCH: the thread is no longer in a stop — killed, and dying with the process.
+            let level = if e == Errno::ESRCH {
+                log::Level::Debug
+            } else {
+                log::Level::Warn
+            };
+            log::log!(
+                level,
                 "pid {}: restoring registers of thread {} failed: {e}",
                 self.pid,
                 self.tid
@@ -153,7 +160,7 @@ impl StoppedProcess {
             .map_err(|e| Error::from_errno(pid, tid.as_raw(), "set up the injected syscall", e))?;
         let done = Native::after_syscall(insn);
         let unexpected = |ip: u64, stop: &str| {
-            log::warn!(
+            log::debug!(
                 "pid {pid}: {name}: thread {tid} at {ip:#x} at its {stop}, expected {done:#x}"
             );
             Error::RemoteSyscallLost {
