@@ -42,3 +42,4 @@ pub use inject::{inject, inject_traced, recover, status};
 pub use report::{ClockOffset, InjectAction, InjectReport, RecoverReport, Status};
 pub use skew::{Clock, ClockSet, Offset, OffsetErrorKind, ParseClockError, ParseOffsetError, Skew};
 pub use sys::termination_signals;
+pub use target::TargetLock;

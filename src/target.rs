@@ -9,9 +9,38 @@ use crate::vdso::VdsoImage;
 pub const HOOKED_SYMBOLS: [&str; 3] =
     ["__vdso_clock_gettime", "__vdso_gettimeofday", "__vdso_time"];
 
-/// Held while changing a target; released on drop (or by the kernel if we die).
+/// The per-target lock that makes timeskew processes changing one target take turns, held
+/// while changing it; released on drop (or by the kernel when the last process holding it —
+/// including a child that inherited it — exits).
+///
+/// While this process holds a target's lock, the operations on that target take no lock of
+/// their own: a caller can hold it across several operations, or beyond one (the command line
+/// holds it until it has printed its report and exits, so the order in which racing commands
+/// finish is the order of their changes).
 pub struct TargetLock {
-    _lock: nix::fcntl::Flock<std::fs::File>,
+    pid: i32,
+    /// `None` when this process already held the lock: nothing to release then.
+    lock: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+/// The targets whose lock this process holds.
+static HELD: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+impl TargetLock {
+    /// Takes the lock of process `pid`, waiting for any other timeskew changing it.
+    pub fn acquire(pid: i32) -> Result<TargetLock> {
+        Target::lock(pid)
+    }
+}
+
+impl Drop for TargetLock {
+    fn drop(&mut self) {
+        if self.lock.take().is_some()
+            && let Ok(mut held) = HELD.lock()
+        {
+            held.retain(|&p| p != self.pid);
+        }
+    }
 }
 
 /// A live, 64-bit user process with a vDSO.
@@ -73,6 +102,9 @@ impl Target {
     /// thread has exited, while the other threads still run.)
     pub fn lock(pid: i32) -> Result<TargetLock> {
         live_thread(pid)?;
+        if HELD.lock().is_ok_and(|h| h.contains(&pid)) {
+            return Ok(TargetLock { pid, lock: None });
+        }
         let file = std::fs::File::open(format!("/proc/{pid}")).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::NoSuchProcess { pid },
             _ => Error::from_io(pid, "open /proc/PID to lock the target", e),
@@ -80,7 +112,13 @@ impl Target {
         log::debug!("pid {pid}: waiting for the target lock");
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| Error::from_errno(pid, pid, "lock the target", e))?;
-        Ok(TargetLock { _lock: lock })
+        if let Ok(mut held) = HELD.lock() {
+            held.push(pid);
+        }
+        Ok(TargetLock {
+            pid,
+            lock: Some(lock),
+        })
     }
 
     /// Re-reads the memory map (after the process has been stopped).

@@ -142,10 +142,10 @@ fn separate_timeskew_processes_see_update_and_undo_each_other() {
         serde_json::from_str(&timeskew_ok(&["status", "--pid", &pid, "--json"])).unwrap();
     assert_eq!(st["injected"], true);
     assert_eq!(st["layout_version"], 1);
-    assert!(
-        st["trampoline"].as_str().unwrap().starts_with("0x7f"),
-        "{st}"
-    );
+    // Near the vDSO (within jump reach), wherever ASLR put it.
+    let tramp = st["trampoline"].as_str().unwrap();
+    let addr = u64::from_str_radix(tramp.trim_start_matches("0x"), 16).unwrap();
+    assert!(addr.abs_diff(vdso_base(probe.pid)) < 2 << 30, "{st}");
     assert_eq!(st["clocks"][0]["clock"], "realtime");
     assert_eq!(st["clocks"][0]["offset"], "-600s");
     timeskew_ok(&["inject", "--pid", &pid, "--offset", "5s"]);
@@ -311,15 +311,11 @@ fn concurrent_timeskew_runs_on_one_target_take_turns() {
             .spawn()
             .unwrap(),
     );
-    // … so this one — its helper process, which makes the change — waits in the kernel's flock
-    // until it is released (bounded poll).
-    let children = format!("/proc/{0}/task/{0}/children", tool.0.id());
+    // … so this one waits in the kernel's flock until it is released (bounded poll).
+    let wchan = format!("/proc/{}/wchan", tool.0.id());
     let mut waiting = false;
     for _ in 0..100_000 {
-        let helpers = std::fs::read_to_string(&children).unwrap_or_default();
-        if helpers.split_whitespace().any(|h| {
-            std::fs::read_to_string(format!("/proc/{h}/wchan")).is_ok_and(|w| w.contains("lock"))
-        }) {
+        if std::fs::read_to_string(&wchan).is_ok_and(|w| w.contains("lock")) {
             waiting = true;
             break;
         }

@@ -348,6 +348,8 @@ pub trait Backend {
     fn inject(&self, pid: i32, skew: &Skew) -> timeskew::Result<InjectReport>;
     fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport>;
     fn status(&self, pid: i32) -> timeskew::Result<Status>;
+    /// Lets go of the target locks held since the last changes (see `isolate.rs`).
+    fn release_locks(&self) {}
 }
 
 /// Runs `command`: results to `out`, warnings to `err`.

@@ -8,10 +8,12 @@
 //! rolling it back), reports the result on a pipe and exits. Killing `timeskew`, its process
 //! group or its terminal session does not reach the helper; the command itself answers Ctrl-C and
 //! SIGTERM within a second whatever the helper does. The helper lives for the few milliseconds of
-//! the change, holding the target's lock, so the next timeskew waits for it.
+//! the change. The command takes the target's lock before forking; the helper inherits it, so
+//! the lock is held until both have let go of it and the next timeskew waits for them.
 //!
 //! Reading (`status`) needs no helper.
 
+use std::cell::RefCell;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -22,7 +24,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe, setsid};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use timeskew::{InjectReport, RecoverReport, Skew, Status};
+use timeskew::{InjectReport, RecoverReport, Skew, Status, TargetLock};
 
 use crate::cli::Backend;
 
@@ -31,17 +33,40 @@ use crate::cli::Backend;
 const GRACE: Duration = Duration::from_millis(500);
 
 /// The real library, each change made in a helper process.
-pub struct Isolated;
+///
+/// The command takes the target's lock itself before starting the helper (which inherits it)
+/// and keeps it until it has reported and exits, or until `release_locks`: racing commands then
+/// finish in the order of their changes, and the last to finish has the last word.
+#[derive(Default)]
+pub struct Isolated {
+    locks: RefCell<Vec<TargetLock>>,
+}
+
+impl Isolated {
+    fn locked<T: Serialize + DeserializeOwned>(
+        &self,
+        pid: i32,
+        op: impl FnOnce() -> timeskew::Result<T>,
+    ) -> timeskew::Result<T> {
+        let lock = TargetLock::acquire(pid)?;
+        let result = in_helper(pid, op);
+        self.locks.borrow_mut().push(lock);
+        result
+    }
+}
 
 impl Backend for Isolated {
     fn inject(&self, pid: i32, skew: &Skew) -> timeskew::Result<InjectReport> {
-        in_helper(pid, || timeskew::inject(pid, skew))
+        self.locked(pid, || timeskew::inject(pid, skew))
     }
     fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport> {
-        in_helper(pid, || timeskew::recover(pid))
+        self.locked(pid, || timeskew::recover(pid))
     }
     fn status(&self, pid: i32) -> timeskew::Result<Status> {
         timeskew::status(pid)
+    }
+    fn release_locks(&self) {
+        self.locks.borrow_mut().clear();
     }
 }
 

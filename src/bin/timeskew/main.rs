@@ -22,9 +22,11 @@ fn main() -> ExitCode {
     )
     .init();
 
+    // Holds the target locks until the report is printed (dropped at the end of main).
+    let backend = isolate::Isolated::default();
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr();
-    match cli::run(&cli.command, &isolate::Isolated, &mut out, &mut err) {
+    match cli::run(&cli.command, &backend, &mut out, &mut err) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = out.flush();

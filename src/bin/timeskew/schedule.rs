@@ -63,8 +63,11 @@ pub fn inject(
             // Nothing was injected (one target that failed): nothing to wait for.
             return outcome;
         }
+        // Others may change the targets while we wait (a `recover` from another shell).
+        backend.release_locks();
         let interrupted = signals.wait(duration)?;
         recover_all(&args.targets, &ok, backend, out, err)?;
+        backend.release_locks();
         if let Some(sig) = interrupted {
             return Err(CliError::Interrupted(sig));
         }
