@@ -501,15 +501,39 @@ struct Tracer<'a, F> {
 impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
     /// Handles every stop and exit already reported, without blocking.
     fn drain(&mut self) -> Result<(), Errno> {
-        let flags = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD | WaitPidFlag::WNOHANG;
+        let flags = libc::__WALL | libc::__WNOTHREAD | libc::WNOHANG;
         loop {
-            match waitpid(None, Some(flags)) {
-                Ok(WaitStatus::StillAlive) => return Ok(()),
-                Ok(status) => self.handle(status),
+            let mut status: libc::c_int = 0;
+            // SAFETY: waitpid writes the status into the integer we pass. Raw, because nix's
+            // WaitStatus cannot hold a real-time signal and the stop would be lost with it.
+            let rc = unsafe { libc::waitpid(-1, &mut status, flags) };
+            match Errno::result(rc) {
+                Ok(0) => return Ok(()),
+                Ok(pid) => {
+                    let pid = Pid::from_raw(pid);
+                    match WaitStatus::from_raw(pid, status) {
+                        Ok(status) => self.handle(status),
+                        Err(_) => self.handle_realtime(pid, status),
+                    }
+                }
                 Err(Errno::EINTR) => {}
                 Err(Errno::ECHILD) if self.outcome.is_some() => return Ok(()),
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// A stop or an end involving a real-time signal (SIGRTMIN+n), which nix cannot name: the
+    /// signal is passed on to the tracee, or a command it ended ends with 128 + its number.
+    fn handle_realtime(&mut self, pid: Pid, status: libc::c_int) {
+        if libc::WIFSTOPPED(status) {
+            let sig = libc::WSTOPSIG(status);
+            log::trace!("pid {pid}: stopped by signal {sig}");
+            if let Err(e) = sys::ptrace_cont(pid, sig) {
+                log::debug!("pid {pid}: PTRACE_CONT with signal {sig} failed: {e}");
+            }
+        } else if libc::WIFSIGNALED(status) && pid == self.main {
+            self.outcome = Some(ExitOutcome::Exited(128 + libc::WTERMSIG(status)));
         }
     }
 

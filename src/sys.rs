@@ -16,6 +16,20 @@ pub fn tgkill_raw(pid: i32, tid: i32, sig: libc::c_int) -> nix::Result<()> {
     Errno::result(rc).map(drop)
 }
 
+/// `PTRACE_CONT` delivering raw signal `sig` (0 for none), real-time signals included.
+pub fn ptrace_cont(tid: nix::unistd::Pid, sig: libc::c_int) -> nix::Result<()> {
+    // SAFETY: PTRACE_CONT reads no memory of ours; the signal is passed as the data word.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_CONT,
+            tid.as_raw(),
+            std::ptr::null_mut::<libc::c_void>(),
+            sig as libc::c_long as *mut libc::c_void,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
 /// `PTRACE_DETACH` delivering raw signal `sig` (0 for none): nix's takes only the signals it
 /// can name, not the real-time ones a target may have been stopped with.
 pub fn ptrace_detach(tid: nix::unistd::Pid, sig: libc::c_int) -> nix::Result<()> {

@@ -968,3 +968,27 @@ fn privileges_a_traced_program_goes_without_are_reported() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stderr(&out), "");
 }
+
+/// Real-time signals (SIGRTMIN+n) reach the command and its handlers, and one that ends the
+/// command ends `run` with 128 + its number, as the shell would show it (nix cannot name these
+/// signals; they used to make `run` lose track of the command).
+#[test]
+fn real_time_signals_are_passed_on() {
+    let (out, _, _) = run_to_end(&[
+        "--offset",
+        "1s",
+        "--",
+        "bash",
+        "-c",
+        "trap 'echo got' RTMIN; kill -s RTMIN $$; echo done",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "got\ndone\n",
+        "{out:?}"
+    );
+    let (out, _, _) = run_to_end(&["--", "bash", "-c", "kill -s RTMIN+2 $$"]);
+    let rtmin2 = libc::SIGRTMIN() + 2;
+    assert_eq!(out.status.code(), Some(128 + rtmin2), "{out:?}");
+}

@@ -730,11 +730,11 @@ pub fn released_within(pid: i32, within: Duration) -> Result<(), String> {
     }
 }
 
-/// Takes timeskew's per-target lock (flock LOCK_EX on /proc/PID/mem) within `within`: once we
-/// hold it, no timeskew (or its helper) is changing the target. Dropping the File unlocks.
+/// Takes timeskew's per-target lock (flock LOCK_EX on the /proc/PID directory) within `within`:
+/// once we hold it, no timeskew (or its helper, which inherits the command's lock) is changing
+/// the target. Dropping the File unlocks.
 pub fn lock_target(pid: i32, within: Duration) -> Result<File, String> {
-    let f =
-        File::open(format!("/proc/{pid}/mem")).map_err(|e| format!("open /proc/{pid}/mem: {e}"))?;
+    let f = File::open(format!("/proc/{pid}")).map_err(|e| format!("open /proc/{pid}: {e}"))?;
     let deadline = Instant::now() + within;
     loop {
         // SAFETY: flock on a descriptor we own.
@@ -743,11 +743,11 @@ pub fn lock_target(pid: i32, within: Duration) -> Result<File, String> {
         }
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(format!("flock /proc/{pid}/mem: {e}"));
+            return Err(format!("flock /proc/{pid}: {e}"));
         }
         if Instant::now() >= deadline {
             return Err(format!(
-                "the lock on /proc/{pid}/mem was still held {within:?} later"
+                "the lock on /proc/{pid} was still held {within:?} later"
             ));
         }
         std::thread::sleep(Duration::from_micros(200));

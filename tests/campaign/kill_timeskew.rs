@@ -1,7 +1,7 @@
 //! Attack 1: SIGKILL of timeskew at random moments of a first injection, of a re-injection
 //! after recover, and of a recover (1,000 rounds in all: 400 + 300 + 300). Nothing may harm
-//! the target: timeskew makes its changes in a helper of its own session, holding the flock on
-//! /proc/PID/mem, so once we hold that lock the change is finished or rolled back.
+//! the target: timeskew makes its changes in a helper of its own session, which inherits the
+//! command's flock on /proc/PID, so once we hold that lock the change is finished or rolled back.
 
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
@@ -140,8 +140,8 @@ fn attack(op: Op, issue_rounds: usize, seed: u64) {
         match lock_target(pid, Duration::from_secs(5)) {
             Ok(lock) => drop(lock),
             Err(e) => {
-                // A target that is dying has no /proc/PID/mem any more: its death is counted
-                // below.
+                // A target that is dying and reaped has no /proc/PID any more: its death is
+                // counted below.
                 if t.wait_until(Instant::now() + Duration::from_secs(1))
                     .is_none()
                 {

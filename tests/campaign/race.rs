@@ -1,5 +1,5 @@
 //! Attack 3: 2–3 timeskew processes racing on one target (inject with different offsets, live
-//! update, recover), 300 rounds. They take turns through the flock on /proc/PID/mem, so each
+//! update, recover), 300 rounds. They take turns through the flock on /proc/PID, so each
 //! must exit 0 (F9: spurious "its code changed while timeskew was attaching"), the target stays
 //! alive and unharmed, and what it reads and what `status` says is the state left by the
 //! command that finished last.
