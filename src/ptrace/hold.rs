@@ -17,6 +17,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 
+use super::events::ChildEvents;
 use crate::error::{Error, Result};
 use crate::procfs;
 
@@ -61,6 +62,8 @@ pub struct StoppedProcess {
     /// False for a thread the caller already traces ([`StoppedProcess::adopt`]): we leave it
     /// stopped and traced when done.
     owned: bool,
+    /// What wakes our polls when a thread stops.
+    events: ChildEvents,
 }
 
 /// How a thread reported.
@@ -132,33 +135,14 @@ pub(crate) fn signal_name(sig: i32) -> String {
     }
 }
 
-/// Pauses between polls. Sleeping (not spinning) matters: the threads we wait for need a CPU to
-/// reach their stop, and on a small machine we would be taking it from them.
+/// Pauses between looks at threads we do not hold (nothing to be woken by): yield at first,
+/// then sleep a little longer each round.
 fn backoff(round: &mut u32) {
     *round += 1;
     if *round < 3 {
         std::thread::yield_now();
     } else {
         std::thread::sleep(Duration::from_micros(u64::from(*round * 10).min(500)));
-    }
-}
-
-/// Waits for `tid` to report, at most until `deadline`; then the thread is named as stuck.
-pub(crate) fn wait_stop(
-    pid: i32,
-    tid: Pid,
-    step: &'static str,
-    deadline: Instant,
-) -> Result<Report> {
-    let mut round = 0;
-    loop {
-        if let Some(report) = poll(pid, tid, step)? {
-            return Ok(report);
-        }
-        if Instant::now() >= deadline {
-            return Err(stuck(pid, tid.as_raw(), step));
-        }
-        backoff(&mut round);
     }
 }
 
@@ -220,9 +204,11 @@ impl StoppedProcess {
 
     fn try_stop(pid: i32) -> Result<Attempt> {
         let watch = SeizeWatch::default();
+        // Before the reaper starts: it inherits the signal mask.
+        let events = ChildEvents::new(pid);
         std::thread::scope(|scope| {
             let reaper = scope.spawn(|| reap_exited(pid, &watch));
-            let outcome = Self::seize_all(pid, &watch);
+            let outcome = Self::seize_all(pid, &watch, events);
             watch.done.store(true, Ordering::Release);
             reaper.thread().unpark();
             outcome
@@ -230,11 +216,12 @@ impl StoppedProcess {
     }
 
     /// The seize-and-collect passes of [`try_stop`], watched by [`reap_exited`].
-    fn seize_all(pid: i32, watch: &SeizeWatch) -> Result<Attempt> {
+    fn seize_all(pid: i32, watch: &SeizeWatch, events: ChildEvents) -> Result<Attempt> {
         let mut held = StoppedProcess {
             pid,
             threads: Vec::new(),
             owned: true,
+            events,
         };
         let deadline = Instant::now() + STOP_DEADLINE;
         let mut seen: HashSet<i32> = HashSet::new();
@@ -294,6 +281,8 @@ impl StoppedProcess {
                 in_signal_stop: false,
             }],
             owned: false,
+            // The caller's own loop waits for SIGCHLD: we must not take it.
+            events: ChildEvents::none(),
         }
     }
 
@@ -365,7 +354,7 @@ impl StoppedProcess {
             if now >= deadline {
                 return Err(stuck(pid, waiting[0].as_raw(), step));
             }
-            backoff(&mut round);
+            self.events.pause(&mut round);
         }
         Ok(None)
     }
@@ -430,6 +419,25 @@ impl StoppedProcess {
                     step,
                 })
             }
+        }
+    }
+
+    /// Waits for `tid` to report, at most until `deadline`; then the thread is named as stuck.
+    pub(crate) fn wait_stop(
+        &mut self,
+        tid: Pid,
+        step: &'static str,
+        deadline: Instant,
+    ) -> Result<Report> {
+        let mut round = 0;
+        loop {
+            if let Some(report) = poll(self.pid, tid, step)? {
+                return Ok(report);
+            }
+            if Instant::now() >= deadline {
+                return Err(stuck(self.pid, tid.as_raw(), step));
+            }
+            self.events.pause(&mut round);
         }
     }
 
@@ -526,7 +534,7 @@ impl StoppedProcess {
     /// Threads that were not in a stop when we let go are dying: each is reaped as a zombie (or
     /// detached if it stops again), round-robin, so that no traced zombie of ours is left for
     /// a group leader's exit to wait on — the leader can only be reaped after the others.
-    fn reap_dying(&self, mut dying: Vec<HeldThread>) {
+    fn reap_dying(&mut self, mut dying: Vec<HeldThread>) {
         let deadline = Instant::now() + RELEASE_DEADLINE;
         let mut round = 0;
         while !dying.is_empty() {
@@ -562,7 +570,7 @@ impl StoppedProcess {
                 );
                 return;
             }
-            backoff(&mut round);
+            self.events.pause(&mut round);
         }
     }
 }

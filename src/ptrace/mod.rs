@@ -2,6 +2,7 @@
 //! window, run a syscall inside a stopped thread, and let everything go again — on every path,
 //! including errors and panics.
 
+mod events;
 mod hold;
 mod syscall;
 mod windows;

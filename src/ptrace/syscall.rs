@@ -18,7 +18,7 @@ use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::unistd::Pid;
 
-use super::hold::{Report, StoppedProcess, wait_stop};
+use super::hold::{Report, StoppedProcess};
 use crate::arch::{Arch, Native, Registers};
 use crate::error::{Error, Result};
 use crate::seccomp::{self, PlannedSyscall};
@@ -109,7 +109,7 @@ impl StoppedProcess {
             }
             Err(e) => return Err(Error::from_errno(pid, tid.as_raw(), step, e)),
         }
-        wait_stop(pid, tid, step, Instant::now() + STOP_DEADLINE)
+        self.wait_stop(tid, step, Instant::now() + STOP_DEADLINE)
     }
 
     /// Runs syscall `nr` in a held thread from the syscall instruction at `insn` and returns the

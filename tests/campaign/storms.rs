@@ -636,3 +636,63 @@ fn all_threads_in_main(pid: i32, state: char, within: Duration) -> Result<(), St
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// Ctrl-C and SIGTERM end timeskew within a second even while its change cannot finish (the
+/// target's main thread sits in an uninterruptible vfork wait for 3 s), and the target is left
+/// unharmed: the helper that makes the change goes on alone and refuses or finishes.
+#[test]
+fn termination_signals_end_timeskew_within_a_second_while_the_target_is_stuck() {
+    let _serial = serial();
+    let mut failures = Failures::default();
+    let mut t = Proc::target(
+        "vforkwait",
+        &[args(&["-s", "3", "-t", "1"]), offsets(&[-MIN10], &[])].concat(),
+    );
+    let pid = t.pid;
+    let mut ends = Vec::new();
+    for (round, sig) in [libc::SIGTERM, libc::SIGINT].into_iter().enumerate() {
+        if let Err(e) = all_threads_in_main(pid, 'D', Duration::from_secs(5)) {
+            failures.add("main thread never in D", format!("round {round}: {e}"));
+            continue;
+        }
+        let a = inject_args(pid, "-600s", None);
+        let p = ts_start(&a);
+        // Let it get into the wait for the stuck thread, then interrupt it.
+        std::thread::sleep(Duration::from_millis(100));
+        p.signal(sig);
+        let sent = Instant::now();
+        let r = ts_finish(p, &a, sent, sent + Duration::from_secs(3));
+        let took = sent.elapsed();
+        ends.push(took.as_secs_f64() * 1e3);
+        if r.hung() || took > Duration::from_secs(1) {
+            failures.add(
+                "not ended within 1 s",
+                format!(
+                    "{}: {:.0} ms; {}",
+                    signame(sig),
+                    took.as_secs_f64() * 1e3,
+                    r.summary()
+                ),
+            );
+        }
+        // The helper finishes on its own; then the target must be as it was or skewed, unharmed.
+        if let Err(e) = lock_target(pid, Duration::from_secs(6)) {
+            failures.add("lock never released", e);
+        }
+        if let Err((kind, detail)) = unharmed(&mut t, Duration::from_secs(1)) {
+            failures.add(&kind, format!("round {round}: {detail}"));
+        }
+    }
+    let r = ts(&recover_args(pid), Duration::from_secs(8));
+    if !r.ok() || status_of(pid) != Ok(Skew::NONE) {
+        failures.add("could not recover at the end", r.summary());
+    }
+    report(
+        "attack 5g: Ctrl-C / SIGTERM while the target is stuck",
+        &format!(
+            "signals 2; ended after the signal: {ends:.0?} ms\nfailures: {}",
+            failures.summary()
+        ),
+    );
+    assert_eq!(failures.count, 0, "termination: {}", failures.summary());
+}
