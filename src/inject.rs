@@ -62,8 +62,8 @@ fn hold_clear_of(target: &mut Target, hooks: &[HookPlan]) -> Result<(StoppedProc
     let first = Instant::now();
     let mut why = String::new();
     for attempt in 0..WINDOW_ATTEMPTS {
-        let started = Instant::now();
         let held = StoppedProcess::stop(target.pid)?;
+        let started = held.held_since();
         target.refresh_maps()?;
         // The plan was made from the vDSO read before stopping: a program exec'd meanwhile has
         // another one.
@@ -212,8 +212,8 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
         _ => return Ok(not_injected),
     }
     let _deferred = TerminationDeferred::new();
-    let started = Instant::now();
     let mut held = StoppedProcess::stop(pid)?;
+    let started = held.held_since();
     // Look again now that nothing moves.
     let target = Target::open(pid)?;
     let Some(existing) = state::find(&target)? else {

@@ -11,9 +11,10 @@
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask, raise};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::time::TimeSpec;
 
 /// The longest a wait sleeps without news (the deadline checks run at least this often).
 const MAX_NAP: Duration = Duration::from_millis(1);
@@ -68,13 +69,15 @@ impl ChildEvents {
             std::thread::yield_now();
             return;
         }
+        // Growing naps, so that a SIGCHLD taken by another thread of a library caller costs
+        // little; the signalfd ends a nap as soon as a stop is reported to us.
+        let nap = Duration::from_micros(u64::from(*round * 20)).min(MAX_NAP);
         let Some(fd) = &self.fd else {
-            std::thread::sleep(Duration::from_micros(u64::from(*round * 10)).min(MAX_NAP));
+            std::thread::sleep(nap);
             return;
         };
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        let nap = PollTimeout::try_from(MAX_NAP).unwrap_or(PollTimeout::NONE);
-        if let Err(e) = poll(&mut fds, nap) {
+        if let Err(e) = ppoll(&mut fds, Some(TimeSpec::from_duration(nap)), None) {
             log::debug!("poll on the SIGCHLD signalfd: {e}");
         }
         // Drain: the signal stays pending until read, and poll would return at once.

@@ -64,6 +64,8 @@ pub struct StoppedProcess {
     owned: bool,
     /// What wakes our polls when a thread stops.
     events: ChildEvents,
+    /// When the first thread was seized: the process has been (partly) held since.
+    since: Instant,
 }
 
 /// How a thread reported.
@@ -222,6 +224,7 @@ impl StoppedProcess {
             threads: Vec::new(),
             owned: true,
             events,
+            since: Instant::now(),
         };
         let deadline = Instant::now() + STOP_DEADLINE;
         let mut seen: HashSet<i32> = HashSet::new();
@@ -283,6 +286,7 @@ impl StoppedProcess {
             owned: false,
             // The caller's own loop waits for SIGCHLD: we must not take it.
             events: ChildEvents::none(),
+            since: Instant::now(),
         }
     }
 
@@ -301,6 +305,9 @@ impl StoppedProcess {
             Err(e) => return Err(Error::from_errno(pid, tid, "attach with PTRACE_SEIZE", e)),
         }
         // Held from here on: Drop detaches it whatever happens next.
+        if self.threads.is_empty() {
+            self.since = Instant::now();
+        }
         self.threads.push(HeldThread {
             tid: t,
             pending: Vec::new(),
@@ -462,6 +469,11 @@ impl StoppedProcess {
 
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// When the first thread was seized (not counting the checks before).
+    pub fn held_since(&self) -> Instant {
+        self.since
     }
 
     pub fn threads(&self) -> &[HeldThread] {
