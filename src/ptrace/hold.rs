@@ -302,6 +302,14 @@ impl StoppedProcess {
         match ptrace::seize(t, seize_options()) {
             Ok(()) => {}
             Err(Errno::ESRCH) => return Ok(None),
+            // The kernel answers EPERM for a thread that exited since we listed it (it has an
+            // exit state): gone, not a permission problem.
+            Err(Errno::EPERM)
+                if !procfs::task_info(pid, Some(tid))
+                    .is_ok_and(|i| !matches!(i.state, 'Z' | 'X')) =>
+            {
+                return Ok(None);
+            }
             Err(e) => return Err(Error::from_errno(pid, tid, "attach with PTRACE_SEIZE", e)),
         }
         // Held from here on: Drop detaches it whatever happens next.
