@@ -1386,10 +1386,8 @@ mod tests {
         assert_eq!(unsafe { libc::clock_getcpuclockid(0, &mut proc_clock) }, 0);
         let mut thread_clock: libc::clockid_t = 0;
         // SAFETY: valid out pointer; pthread_self is a live thread.
-        assert_eq!(
-            unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut thread_clock) },
-            0
-        );
+        let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut thread_clock) };
+        assert_eq!(rc, 0);
         assert!(
             proc_clock < 0 && thread_clock < 0,
             "{proc_clock} {thread_clock}"
@@ -2409,9 +2407,7 @@ mod tests {
         assert!(total_steps > 0);
         TRACE_HI.store(0, Ordering::Relaxed);
         // SAFETY: restores the disposition saved above.
-        assert_eq!(
-            unsafe { libc::sigaction(libc::SIGTRAP, &previous, std::ptr::null_mut()) },
-            0
-        );
+        let rc = unsafe { libc::sigaction(libc::SIGTRAP, &previous, std::ptr::null_mut()) };
+        assert_eq!(rc, 0);
     }
 }

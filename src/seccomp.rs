@@ -1057,6 +1057,7 @@ mod tests {
         // SAFETY: the child runs only `child_main`, which makes plain system calls on memory
         // prepared above and never returns.
         match unsafe { nix::unistd::fork() }.expect("fork") {
+            // SAFETY: we are the freshly forked child; see above.
             nix::unistd::ForkResult::Child => unsafe { child_main(&programs, strict, probes, fds) },
             nix::unistd::ForkResult::Parent { child } => {
                 drop(ready_wr);

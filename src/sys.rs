@@ -237,6 +237,8 @@ pub fn fork_held(
     // SAFETY: the child runs only `held_child_exec`, which makes async-signal-safe calls on
     // memory prepared above and never returns.
     match unsafe { nix::unistd::fork() }? {
+        // SAFETY: we are the freshly forked child, and the pointers are the child's copies of
+        // the memory prepared above (see `held_child_exec`).
         nix::unistd::ForkResult::Child => unsafe {
             held_child_exec(
                 program.as_ptr(),

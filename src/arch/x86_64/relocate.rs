@@ -666,10 +666,8 @@ mod tests {
         };
         let mut ours = real;
         // SAFETY: valid out-pointer, null timezone.
-        assert_eq!(
-            unsafe { libc::gettimeofday(&mut real, std::ptr::null_mut()) },
-            0
-        );
+        let rc = unsafe { libc::gettimeofday(&mut real, std::ptr::null_mut()) };
+        assert_eq!(rc, 0);
         assert_eq!(gettimeofday(&mut ours, std::ptr::null_mut()), 0);
         let us = |t: &libc::timeval| t.tv_sec as i128 * 1_000_000 + t.tv_usec as i128;
         assert!((0..50_000).contains(&(us(&ours) - us(&real))));

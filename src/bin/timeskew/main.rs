@@ -3,6 +3,8 @@
 //! Exit status: 0 on success, 1 when a command fails (one line `timeskew: <error>` on stderr,
 //! plus its causes with `-v`), 2 for usage errors (clap's own message).
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod cli;
 mod demo;
 mod isolate;
