@@ -1545,6 +1545,55 @@ mod tests {
         assert!(out.is_empty() && err.is_empty());
     }
 
+    /// Over several rounds the summary counts the failures out of every injection attempted
+    /// (it said "2 of 2" for 2 failures out of 6).
+    #[test]
+    fn rounds_count_failures_out_of_all_attempts() {
+        struct OneRefuses(Fake);
+        impl Backend for OneRefuses {
+            fn inject(&self, pid: i32, skew: &Skew) -> timeskew::Result<InjectReport> {
+                if pid == 2 {
+                    return Err(timeskew::Error::Unsupported {
+                        pid,
+                        reason: "test".into(),
+                    });
+                }
+                self.0.inject(pid, skew)
+            }
+            fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport> {
+                self.0.recover(pid)
+            }
+            fn status(&self, pid: i32) -> timeskew::Result<Status> {
+                self.0.status(pid)
+            }
+        }
+        let backend = OneRefuses(Fake {
+            calls: RefCell::new(Vec::new()),
+            injected: true,
+        });
+        let cli = parse(&[
+            "inject",
+            "--pid",
+            "1",
+            "--pid",
+            "2",
+            "--pid",
+            "3",
+            "--offset",
+            "1s",
+            "--duration",
+            "1ms",
+            "--every",
+            "2ms",
+            "--count",
+            "2",
+        ])
+        .unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let e = run(&cli.command, &backend, &mut out, &mut err).unwrap_err();
+        assert_eq!(e.to_string(), "2 of 6 targets failed (see above)");
+    }
+
     #[test]
     fn library_errors_pass_through() {
         let fake = Fake::default();

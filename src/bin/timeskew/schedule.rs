@@ -31,7 +31,8 @@ pub fn inject(
         (Some(_), count) => count,
     };
     let mut round = 0u64;
-    let mut failed = 0usize;
+    // Over all rounds: injections that failed, out of all attempted.
+    let (mut failed, mut attempted) = (0usize, 0usize);
     loop {
         let started = Instant::now();
         let pids = resolve(&args.targets)?;
@@ -48,6 +49,7 @@ pub fn inject(
             }
         }
         let outcome = report(&args.targets, injected, format_inject, out, err);
+        attempted += pids.len();
         failed += match &outcome {
             Err(CliError::Partial { failed, .. }) => *failed,
             Err(_) => 1,
@@ -83,7 +85,7 @@ pub fn inject(
     if failed > 0 {
         return Err(CliError::Partial {
             failed,
-            total: failed,
+            total: attempted,
         });
     }
     Ok(())
