@@ -17,16 +17,14 @@
 //! timeskew run is bounded.
 
 mod common;
-#[path = "common/e2e.rs"]
-mod e2e;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::e2e::*;
 use common::*;
-use e2e::*;
 
 /// How long one timeskew run may take before the test fails (it must never hang).
 const TIMESKEW_TIMEOUT: Duration = Duration::from_secs(60);

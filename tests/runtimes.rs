@@ -9,14 +9,12 @@
 //! Results are documented in docs/runtimes.md.
 
 mod common;
-#[path = "common/e2e.rs"]
-mod e2e;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::e2e::*;
 use common::*;
-use e2e::*;
 
 /// A clock field of a target's `now` answer: its name, its unit in ns, and extra slack in ns
 /// beyond the exact bracket (for clocks that are not read exactly).

@@ -8,17 +8,13 @@
 //! free loopback ports with a temporary data directory. Results: docs/runtimes.md.
 
 mod common;
-#[path = "common/e2e.rs"]
-mod e2e;
-#[path = "common/servers.rs"]
-mod servers;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::e2e::*;
+use common::servers::*;
 use common::*;
-use e2e::*;
-use servers::*;
 
 const MIN10: i128 = -600 * SEC;
 const HOUR: i128 = 3600 * SEC;

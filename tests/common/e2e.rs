@@ -15,7 +15,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::common::{SEC, clock_ns, fields, realtime_ns, timeskew_ok};
+use super::{SEC, clock_ns, fields, realtime_ns, timeskew_ok};
 
 /// The lines `output` produces, read by a thread of their own, so that readers can wait with a
 /// timeout (a stuck target then fails the test instead of hanging it).

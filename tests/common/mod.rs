@@ -2,6 +2,11 @@
 //! child killed *and reaped* when the handle drops.
 #![allow(dead_code)]
 
+/// End-to-end helpers: toolchains, targets that answer on stdin/stdout, samples.
+pub mod e2e;
+/// Real servers (Redis, PostgreSQL, etcd) started on loopback for the server suite.
+pub mod servers;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use crate::e2e::{INSTALL_HINT, line_channel, require};
+use super::e2e::{INSTALL_HINT, line_channel, require};
 
 /// A directory under /tmp, removed when dropped.
 pub struct TempDir(PathBuf);
