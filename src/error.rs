@@ -6,8 +6,9 @@ use nix::errno::Errno;
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What can go wrong while inspecting or changing a target process.
+/// What can go wrong while inspecting or changing a target process. New variants may be added.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("pid {pid}: no such process")]
     NoSuchProcess { pid: i32 },
@@ -153,6 +154,8 @@ pub enum Error {
     #[error("{0}")]
     BadSelection(String),
 
+    /// A failure point of the tests (`TIMESKEW_FAULT`); only with the `fault-injection` feature.
+    #[cfg(feature = "fault-injection")]
     #[error("test fault injected at step `{step}`")]
     InjectedFault { step: &'static str },
 }
