@@ -371,21 +371,20 @@ fn patch(
     let pid = target.pid;
     let threads = held.threads().len();
     let mut tx = Transaction::new(held, target.mem, plan.syscall_insn);
-    let action = match install(&mut tx, &mut target, plan, params) {
-        Ok(action) => {
+    let (action, written) = match install(&mut tx, &mut target, plan, params) {
+        Ok(done) => {
             tx.commit();
-            action
+            done
         }
         Err(e) => return Err(tx.abort(e)),
     };
     let stopped_for = started.elapsed();
     log::info!("pid {pid}: held {threads} threads for {stopped_for:?}");
-    let existing = state::find(&Target::open(pid)?)?;
     Ok(InjectReport {
         action,
         stopped_for,
         threads,
-        status: status_of(pid, existing.as_ref()),
+        status: status_of(pid, Some(&written)),
     })
 }
 
@@ -395,7 +394,7 @@ fn install(
     target: &mut Target,
     plan: &Plan,
     params: Params,
-) -> Result<InjectAction> {
+) -> Result<(InjectAction, Existing)> {
     let (blob, plans) = (&plan.blob, &plan.hooks);
     let pid = target.pid;
     target.refresh_maps()?;
@@ -499,11 +498,21 @@ fn install(
     )?;
     fault::point(pid, "before-commit")?;
     tx.held().check_alive("finish the injection")?;
-    Ok(if generation == 0 {
+    let action = if generation == 0 {
         InjectAction::Injected
     } else {
         InjectAction::Repatched
-    })
+    };
+    // What the target now holds, for the report: no need to read it back.
+    let written = Existing {
+        code_addr,
+        data: DataPage {
+            patched: true,
+            ..data
+        },
+        hooks_live: true,
+    };
+    Ok((action, written))
 }
 
 /// Maps the code page (read+execute, never writable) and the data page (read-write, never
