@@ -244,9 +244,7 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
         let current = target
             .mem
             .read(p.addr, Native::JUMP_LEN, "read a patched vDSO entry")?;
-        let ours = Native::decode_jump(&current, p.addr)
-            .is_some_and(|d| d & !(PAGE_SIZE - 1) == code_page);
-        if ours {
+        if state::is_our_jump(&current, p.addr, code_page) {
             target
                 .mem
                 .write_code(p.addr, &p.original, tid, "restore the original vDSO bytes")?;
@@ -314,13 +312,11 @@ fn status_of(pid: i32, existing: Option<&Existing>) -> Status {
 }
 
 fn any_jump_left(target: &Target, existing: &Existing) -> bool {
-    existing.data.patches.iter().any(|p| {
-        target
-            .vdso
-            .slice(p.addr, Native::JUMP_LEN)
-            .and_then(|b| Native::decode_jump(b, p.addr))
-            .is_some_and(|d| d & !(PAGE_SIZE - 1) == existing.code_addr)
-    })
+    existing
+        .data
+        .patches
+        .iter()
+        .any(|p| state::jump_in_image(target, p, existing.code_addr))
 }
 
 fn reread(target: &Target, existing: &Existing) -> Result<Existing> {

@@ -105,15 +105,26 @@ fn read_pages(target: &Target, code: u64) -> Result<Option<DataPage>> {
     Ok(Some(data))
 }
 
+/// Whether `bytes`, read at `at`, are our jump: one into the code page at `code_addr`. The one
+/// test for "still ours" — a patch someone else wrote over ours is left alone.
+pub fn is_our_jump(bytes: &[u8], at: u64, code_addr: u64) -> bool {
+    Native::decode_jump(bytes, at).is_some_and(|d| d & !(PAGE_SIZE - 1) == code_addr)
+}
+
+/// Whether the vDSO image (as read) still holds our jump at patch `p`.
+pub fn jump_in_image(target: &Target, p: &crate::layout::Patch, code_addr: u64) -> bool {
+    target
+        .vdso
+        .slice(p.addr, Native::JUMP_LEN)
+        .is_some_and(|b| is_our_jump(b, p.addr, code_addr))
+}
+
 fn with_liveness(target: &Target, code_addr: u64, data: DataPage) -> Result<Existing> {
     let hooks_live = !data.patches.is_empty()
-        && data.patches.iter().all(|p| {
-            target
-                .vdso
-                .slice(p.addr, Native::JUMP_LEN)
-                .and_then(|b| Native::decode_jump(b, p.addr))
-                .is_some_and(|d| d & !(PAGE_SIZE - 1) == code_addr)
-        });
+        && data
+            .patches
+            .iter()
+            .all(|p| jump_in_image(target, p, code_addr));
     Ok(Existing {
         code_addr,
         data,
