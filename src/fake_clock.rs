@@ -31,11 +31,12 @@
 #[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(include_str!("../fake_clock/x86_64.S"));
 
-/// Distance from the start of the code page to the data page the fakes read.
-pub const DATA_PAGE_OFFSET: u64 = 4096;
+/// Distance from the start of the code page to the data page the fakes read: the data page
+/// directly follows the code page.
+pub const DATA_PAGE_OFFSET: u64 = crate::layout::PAGE_SIZE;
 
-/// Size of the code page [`FakeBlob::code_page`] builds.
-pub const CODE_PAGE_LEN: usize = 4096;
+/// Size of the code page [`FakeBlob::code_page`] builds: one page.
+pub const CODE_PAGE_LEN: usize = crate::layout::PAGE_SIZE as usize;
 
 /// Magic at offset 0 of the blob.
 pub const BLOB_MAGIC: [u8; 8] = *b"TSKFAKE1";
@@ -233,7 +234,7 @@ mod tests {
     const US: i128 = 1_000_000;
     const HOUR_NS: i64 = 3600 * 1_000_000_000;
     const CENTURY_NS: i64 = 100 * 31_557_600 * 1_000_000_000; // 100 Julian years
-    const PAGE: usize = 4096;
+    const PAGE: usize = crate::layout::PAGE_SIZE as usize;
 
     // ---- the genuine vDSO of this process --------------------------------------------------
 
