@@ -63,13 +63,9 @@ impl Transaction {
     /// Fails unless the worker thread's seccomp filters allow each of `calls` (number,
     /// arguments, name) — checked up front for a whole step, including the calls its undo may
     /// need later (munmap), before there is anything to undo.
-    pub fn check_allowed(&self, calls: &[(i64, [u64; 6], &'static str)]) -> Result<()> {
-        let ip = <crate::arch::Native as crate::arch::Arch>::after_syscall(self.syscall_insn);
-        let planned: Vec<crate::seccomp::PlannedSyscall> = calls
-            .iter()
-            .map(|&(nr, args, name)| crate::seccomp::PlannedSyscall { name, nr, args, ip })
-            .collect();
-        crate::seccomp::check(self.pid(), self.worker()?, &planned)
+    pub fn check_allowed(&mut self, calls: &[(i64, [u64; 6], &'static str)]) -> Result<()> {
+        let tid = self.worker()?;
+        self.held.check_syscalls(tid, self.syscall_insn, calls)
     }
 
     /// Registers pages mapped at `addr` to be unmapped on rollback.

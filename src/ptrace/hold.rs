@@ -66,6 +66,8 @@ pub struct StoppedProcess {
     events: ChildEvents,
     /// When the first thread was seized: the process has been (partly) held since.
     since: Instant,
+    /// Threads found without seccomp filters: nothing can add one while we hold them all.
+    pub(crate) seccomp_free: Vec<Pid>,
 }
 
 /// How a thread reported.
@@ -225,6 +227,7 @@ impl StoppedProcess {
             owned: true,
             events,
             since: Instant::now(),
+            seccomp_free: Vec::new(),
         };
         let deadline = Instant::now() + STOP_DEADLINE;
         let mut seen: HashSet<i32> = HashSet::new();
@@ -287,6 +290,7 @@ impl StoppedProcess {
             // The caller's own loop waits for SIGCHLD: we must not take it.
             events: ChildEvents::none(),
             since: Instant::now(),
+            seccomp_free: Vec::new(),
         }
     }
 

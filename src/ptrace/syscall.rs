@@ -128,13 +128,7 @@ impl StoppedProcess {
             step: "run an injected syscall",
         })?;
         // A seccomp filter could kill, trap or block the thread on this very call: know first.
-        let planned = PlannedSyscall {
-            name,
-            nr,
-            args,
-            ip: Native::after_syscall(insn),
-        };
-        seccomp::check(pid, tid, &[planned])?;
+        self.check_syscalls(tid, insn, &[(nr, args, name)])?;
         let guard = RegsGuard::save(pid, tid)?;
         let ret = self.run_syscall(tid, guard, insn, nr, &args, name)?;
         log::debug!("pid {pid}: injected {name} in thread {tid} returned {ret:#x}");
@@ -223,6 +217,31 @@ impl StoppedProcess {
         let report = self.resume_and_wait(tid, Resume::Cont, step)?;
         self.note(tid, &report, step)?;
         Ok(ret)
+    }
+
+    /// Fails unless `tid`'s seccomp filters allow each of `calls` (number, arguments, name) run
+    /// from the syscall instruction at `insn`. A thread without filters is remembered as such
+    /// for the rest of the hold.
+    pub(crate) fn check_syscalls(
+        &mut self,
+        tid: Pid,
+        insn: u64,
+        calls: &[(i64, [u64; 6], &'static str)],
+    ) -> Result<()> {
+        if self.seccomp_free.contains(&tid) {
+            return Ok(());
+        }
+        let pid = self.pid();
+        if crate::procfs::seccomp_status(pid, tid.as_raw())?.mode == 0 {
+            self.seccomp_free.push(tid);
+            return Ok(());
+        }
+        let ip = Native::after_syscall(insn);
+        let planned: Vec<PlannedSyscall> = calls
+            .iter()
+            .map(|&(nr, args, name)| PlannedSyscall { name, nr, args, ip })
+            .collect();
+        seccomp::check(pid, tid, &planned)
     }
 
     pub(crate) fn ip(&self, tid: Pid, step: &'static str) -> Result<u64> {
