@@ -43,5 +43,5 @@ pub use error::{Error, Result};
 pub use inject::{inject, inject_traced, recover, status};
 pub use report::{ClockOffset, InjectAction, InjectReport, RecoverReport, Status};
 pub use skew::{Clock, ClockSet, Offset, OffsetErrorKind, ParseClockError, ParseOffsetError, Skew};
-pub use sys::termination_signals;
+pub use sys::{TerminationDeferred, termination_signals};
 pub use target::TargetLock;

@@ -18,28 +18,26 @@ pub fn tgkill_raw(pid: i32, tid: i32, sig: libc::c_int) -> nix::Result<()> {
 
 /// `PTRACE_CONT` delivering raw signal `sig` (0 for none), real-time signals included.
 pub fn ptrace_cont(tid: nix::unistd::Pid, sig: libc::c_int) -> nix::Result<()> {
-    // SAFETY: PTRACE_CONT reads no memory of ours; the signal is passed as the data word.
-    let rc = unsafe {
-        libc::ptrace(
-            libc::PTRACE_CONT,
-            tid.as_raw(),
-            std::ptr::null_mut::<libc::c_void>(),
-            sig as libc::c_long as *mut libc::c_void,
-        )
-    };
-    Errno::result(rc).map(drop)
+    ptrace_word(libc::PTRACE_CONT, tid, sig)
 }
 
 /// `PTRACE_DETACH` delivering raw signal `sig` (0 for none): nix's takes only the signals it
 /// can name, not the real-time ones a target may have been stopped with.
 pub fn ptrace_detach(tid: nix::unistd::Pid, sig: libc::c_int) -> nix::Result<()> {
-    // SAFETY: PTRACE_DETACH reads no memory of ours; the signal is passed as the data word.
+    ptrace_word(libc::PTRACE_DETACH, tid, sig)
+}
+
+/// A ptrace request that takes no address and a plain number as its data word (a signal to
+/// deliver, or 0).
+fn ptrace_word(request: libc::c_uint, tid: nix::unistd::Pid, data: libc::c_int) -> nix::Result<()> {
+    // SAFETY: PTRACE_CONT, PTRACE_DETACH and PTRACE_LISTEN read and write no memory of ours: the
+    // address is ignored and the data word is a number, not a pointer.
     let rc = unsafe {
         libc::ptrace(
-            libc::PTRACE_DETACH,
+            request,
             tid.as_raw(),
             std::ptr::null_mut::<libc::c_void>(),
-            sig as libc::c_long as *mut libc::c_void,
+            data as libc::c_long as *mut libc::c_void,
         )
     };
     Errno::result(rc).map(drop)
@@ -102,16 +100,7 @@ impl Drop for TerminationDeferred {
 /// `PTRACE_LISTEN`: leaves a tracee in its group-stop (job control) while the tracer keeps
 /// receiving its events; nix has no wrapper.
 pub fn ptrace_listen(tid: nix::unistd::Pid) -> nix::Result<()> {
-    // SAFETY: PTRACE_LISTEN takes no addresses (addr and data are ignored, passed as 0).
-    let rc = unsafe {
-        libc::ptrace(
-            libc::PTRACE_LISTEN,
-            tid.as_raw(),
-            std::ptr::null_mut::<libc::c_void>(),
-            std::ptr::null_mut::<libc::c_void>(),
-        )
-    };
-    Errno::result(rc).map(drop)
+    ptrace_word(libc::PTRACE_LISTEN, tid, 0)
 }
 
 /// A signal taken with [`sigtimedwait`]: number, `si_code` and sender.

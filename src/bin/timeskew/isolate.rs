@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, pthread_sigmask, signal};
+use nix::sys::signal::{SigHandler, Signal, signal};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe, setsid};
 use serde::Serialize;
@@ -166,7 +166,8 @@ fn helper<T: Serialize>(tool: u32, out: OwnedFd, op: impl FnOnce() -> timeskew::
 /// Reads the helper's answer. A termination signal (deferred meanwhile) ends the wait after a
 /// short grace; then the signal takes effect as usual.
 fn await_answer<T: DeserializeOwned>(pid: i32, child: Pid, from: OwnedFd) -> timeskew::Result<T> {
-    let _deferred = Deferred::new();
+    // Signals that arrive meanwhile are delivered when this guard drops.
+    let _deferred = timeskew::TerminationDeferred::new();
     let mut file = std::fs::File::from(from);
     let mut bytes = Vec::new();
     let mut grace: Option<Instant> = None;
@@ -268,34 +269,3 @@ fn reap(child: Pid) {
 
 /// How long the helper may take to exit after its answer.
 const REAP_WAIT: Duration = Duration::from_millis(100);
-
-/// Blocks the termination signals while the helper works; the old mask comes back on drop, and
-/// a signal that arrived meanwhile is delivered then.
-struct Deferred(Option<SigSet>);
-
-impl Deferred {
-    fn new() -> Deferred {
-        let mut old = SigSet::empty();
-        match pthread_sigmask(
-            SigmaskHow::SIG_BLOCK,
-            Some(&timeskew::termination_signals()),
-            Some(&mut old),
-        ) {
-            Ok(()) => Deferred(Some(old)),
-            Err(e) => {
-                log::warn!("cannot defer termination signals: {e}");
-                Deferred(None)
-            }
-        }
-    }
-}
-
-impl Drop for Deferred {
-    fn drop(&mut self) {
-        if let Some(old) = self.0.take()
-            && let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)
-        {
-            log::warn!("cannot restore the signal mask: {e}");
-        }
-    }
-}
