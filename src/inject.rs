@@ -358,7 +358,7 @@ fn update_params(target: &Target, existing: &Existing, params: &Params) -> Resul
 
 /// Holds the process and installs the hooks (mapping fresh pages, or reusing recovered ones).
 fn patch(
-    mut target: Target,
+    target: Target,
     plan: &Plan,
     params: Params,
     held: StoppedProcess,
@@ -367,7 +367,7 @@ fn patch(
     let pid = target.pid;
     let threads = held.threads().len();
     let mut tx = Transaction::new(held, target.mem, plan.syscall_insn);
-    let (action, written) = match install(&mut tx, &mut target, plan, params) {
+    let (action, written) = match install(&mut tx, &target, plan, params) {
         Ok(done) => {
             tx.commit();
             done
@@ -385,15 +385,16 @@ fn patch(
 }
 
 /// The steps under stop. Each one that changes the target registers its undo with `tx`.
+/// `target`'s maps were read while its threads were held (`hold_clear_of`, or `Target::open`
+/// of a process already stopped for `inject_traced`).
 fn install(
     tx: &mut Transaction,
-    target: &mut Target,
+    target: &Target,
     plan: &Plan,
     params: Params,
 ) -> Result<(InjectAction, Existing)> {
     let (blob, plans) = (&plan.blob, &plan.hooks);
     let pid = target.pid;
-    target.refresh_maps()?;
     // Pages left by an earlier injection (then recovered) are reused, never duplicated.
     let (code_addr, generation) = match state::find(target)? {
         Some(e) => (e.code_addr, e.data.generation + 1),
