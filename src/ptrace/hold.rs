@@ -381,31 +381,22 @@ impl StoppedProcess {
     /// Records how a thread we interrupted reported.
     fn record_stop(&mut self, tid: Pid, report: Report) -> Result<()> {
         match report {
-            Report::Interrupted | Report::Syscall => self.thread_mut(tid).in_signal_stop = false,
-            Report::Signal(sig) => {
-                let t = self.thread_mut(tid);
-                t.pending.push(sig);
-                t.in_signal_stop = true;
+            Report::GroupStop(sig) => Err(Error::Unsupported {
+                pid: self.pid,
+                reason: format!(
+                    "it is stopped by job control ({}); resume it first (kill -CONT {})",
+                    signal_name(sig),
+                    self.pid
+                ),
+            }),
+            // A thread that exits while we attach is simply not held: nothing of it is left
+            // to change (`note` lets it go and forgets it).
+            Report::Exiting | Report::Exited => {
+                let _ = self.note(tid, &report, "wait for the thread to stop");
+                Ok(())
             }
-            Report::GroupStop(sig) => {
-                return Err(Error::Unsupported {
-                    pid: self.pid,
-                    reason: format!(
-                        "it is stopped by job control ({}); resume it first (kill -CONT {})",
-                        signal_name(sig),
-                        self.pid
-                    ),
-                });
-            }
-            Report::Exiting => {
-                // Let it finish exiting; nothing of it is left to change.
-                let _ = ptrace::detach(tid, None);
-                self.forget(tid);
-            }
-            Report::Exec => return Err(Error::Execed { pid: self.pid }),
-            Report::Exited => self.forget(tid),
+            other => self.note(tid, &other, "wait for the thread to stop"),
         }
-        Ok(())
     }
 
     /// Records a report that came while we were running code in a held thread; `Err` if the
