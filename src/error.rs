@@ -142,7 +142,7 @@ pub enum Error {
     #[error("pid {pid}: {refusal}; nothing was changed")]
     NegativeClock {
         pid: i32,
-        refusal: crate::deadline::NegativeClock,
+        refusal: crate::skew::deadline::NegativeClock,
     },
 
     /// An error of a change made in a helper process (the command line makes each change in a
@@ -166,12 +166,13 @@ impl Error {
         match errno {
             Errno::ESRCH => Error::ProcessGone { pid, step },
             // The thread that failed may be the one traced (strace -p on a single thread).
-            Errno::EPERM | Errno::EACCES => match crate::procfs::tracer_of(tid)
-                .or_else(|| crate::procfs::tracer_of(pid))
+            Errno::EPERM | Errno::EACCES => match crate::target::procfs::tracer_of(tid)
+                .or_else(|| crate::target::procfs::tracer_of(pid))
             {
                 // Another process traces it; a thread of ours (timeskew run) is not "another".
                 Some((tracer_pid, tracer_name))
-                    if crate::procfs::tgid_of(tracer_pid) != Some(std::process::id() as i32) =>
+                    if crate::target::procfs::tgid_of(tracer_pid)
+                        != Some(std::process::id() as i32) =>
                 {
                     Error::AlreadyTraced {
                         pid,
@@ -183,7 +184,7 @@ impl Error {
                     pid,
                     step,
                     source: errno,
-                    yama: crate::procfs::yama_scope(),
+                    yama: crate::target::procfs::yama_scope(),
                 },
             },
             _ => Error::Ptrace {

@@ -70,7 +70,7 @@ pub(crate) fn point(pid: i32, step: &'static str) -> Result<()> {
 #[cfg(feature = "fault-injection")]
 fn wait_until_dead(pid: i32) {
     for _ in 0..5000 {
-        match crate::procfs::task_info(pid, None) {
+        match crate::target::procfs::task_info(pid, None) {
             Ok(info) if info.state != 'Z' && info.state != 'X' => std::thread::yield_now(),
             _ => return,
         }

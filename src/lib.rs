@@ -18,30 +18,25 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod arch;
-pub mod deadline;
 pub mod error;
 pub mod fake_clock;
 mod fault;
-pub mod inject;
-pub mod layout;
-pub mod mem;
-mod placement;
-pub mod procfs;
+pub mod ops;
+mod patch;
 pub mod ptrace;
 pub mod report;
 pub mod run;
 mod seccomp;
 pub mod select;
+pub mod signals;
 pub mod skew;
-mod state;
-mod sys;
-mod target;
-mod transaction;
+pub mod state;
+pub mod target;
 pub mod vdso;
 
 pub use error::{Error, Result};
-pub use inject::{inject, inject_traced, recover, status};
+pub use ops::{inject, inject_traced, recover, status};
 pub use report::{ClockOffset, InjectAction, InjectReport, RecoverReport, Status};
+pub use signals::{TerminationDeferred, termination_signals};
 pub use skew::{Clock, ClockSet, Offset, OffsetErrorKind, ParseClockError, ParseOffsetError, Skew};
-pub use sys::{TerminationDeferred, termination_signals};
 pub use target::TargetLock;

@@ -37,7 +37,7 @@ impl Selection {
     pub fn resolve(&self) -> Result<Vec<i32>> {
         let me = std::process::id() as i32;
         for &pid in &self.pids {
-            if pid == me || crate::procfs::tgid_of(pid) == Some(me) {
+            if pid == me || crate::target::procfs::tgid_of(pid) == Some(me) {
                 let what = if pid == me {
                     "this timeskew process itself".to_string()
                 } else {

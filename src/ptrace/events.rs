@@ -83,7 +83,7 @@ impl ChildEvents {
         // Drain: the signal stays pending until read, and poll would return at once.
         while let Ok(Some(info)) = fd.read_signal() {
             if self.tracees != 0
-                && crate::procfs::tgid_of(info.ssi_pid as i32) != Some(self.tracees)
+                && crate::target::procfs::tgid_of(info.ssi_pid as i32) != Some(self.tracees)
             {
                 self.foreign = true;
             }

@@ -3,8 +3,9 @@
 //! including errors and panics.
 
 mod events;
-mod hold;
-mod syscall;
+pub(crate) mod raw;
+pub(crate) mod remote_syscall;
+mod stop;
 mod windows;
 
-pub use hold::{HeldThread, StoppedProcess};
+pub(crate) use stop::StoppedProcess;

@@ -8,8 +8,8 @@
 
 use crate::arch::{Arch, Native, Registers};
 use crate::error::{Error, Result};
-use crate::mem::RemoteMemory;
-use crate::procfs::Mapping;
+use crate::target::mem::RemoteMemory;
+use crate::target::procfs::Mapping;
 
 use super::StoppedProcess;
 
@@ -143,7 +143,7 @@ mod tests {
         let pid = child.as_raw();
         let target = Target::open(pid).unwrap();
         let held = StoppedProcess::stop(pid).unwrap();
-        let maps = crate::procfs::maps(pid).unwrap();
+        let maps = crate::target::procfs::maps_of(pid, pid).unwrap();
         let inside = |ip: u64| plans.iter().any(|p| p.contains_strictly(ip));
         held.window_in_use(&target.mem, &maps, inside).unwrap()
     }
@@ -156,7 +156,7 @@ mod tests {
         let plans = Native::plan_hooks(&target.vdso, &HOOKED_SYMBOLS).unwrap();
         walk_into_a_window(child, &plans);
         let ip = Native::get_regs(child).unwrap().instruction_pointer();
-        let maps = crate::procfs::maps(child.as_raw()).unwrap();
+        let maps = crate::target::procfs::maps_of(child.as_raw(), child.as_raw()).unwrap();
         let inside = |ip: u64| plans.iter().any(|p| p.contains_strictly(ip));
         // Stopped by this thread's own ptrace calls: borrowed as a one-thread hold.
         let held = StoppedProcess::adopt(child.as_raw());

@@ -18,7 +18,7 @@ use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::unistd::Pid;
 
-use super::hold::{Report, StoppedProcess};
+use super::stop::{Report, StoppedProcess};
 use crate::arch::{Arch, Native, Registers};
 use crate::error::{Error, Result};
 use crate::seccomp::{self, PlannedSyscall};
@@ -232,7 +232,7 @@ impl StoppedProcess {
             return Ok(());
         }
         let pid = self.pid();
-        if crate::procfs::seccomp_status(pid, tid.as_raw())?.mode == 0 {
+        if crate::target::procfs::seccomp_status(pid, tid.as_raw())?.mode == 0 {
             self.seccomp_free.push(tid);
             return Ok(());
         }

@@ -76,11 +76,6 @@ pub fn threads(pid: i32) -> Result<Vec<i32>> {
     Ok(tids)
 }
 
-/// Parses `/proc/PID/maps`.
-pub fn maps(pid: i32) -> Result<Vec<Mapping>> {
-    maps_of(pid, pid)
-}
-
 /// Parses the memory map of `pid` as its thread `tid` shows it (`/proc/PID/task/TID/maps`): the
 /// same for every live thread, empty for an exited leader.
 pub fn maps_of(pid: i32, tid: i32) -> Result<Vec<Mapping>> {
@@ -304,7 +299,7 @@ mod tests {
     fn own_process() {
         let me = std::process::id() as i32;
         assert!(threads(me).unwrap().contains(&me));
-        assert!(maps(me).unwrap().iter().any(|m| m.path == "[vdso]"));
+        assert!(maps_of(me, me).unwrap().iter().any(|m| m.path == "[vdso]"));
         assert!(!task_info(me, None).unwrap().is_kernel_thread);
         assert!(matches!(
             task_info(i32::MAX, None),

@@ -1,9 +1,12 @@
 //! A target process, checked and with its vDSO read: the starting point of every operation.
 
+pub(crate) mod mem;
+pub(crate) mod procfs;
+
 use crate::error::{Error, Result};
-use crate::mem::RemoteMemory;
-use crate::procfs::{self, Mapping};
+use crate::target::mem::RemoteMemory;
 use crate::vdso::VdsoImage;
+use procfs::Mapping;
 
 /// The vDSO entries we redirect, in the order their patch records are stored.
 pub const HOOKED_SYMBOLS: [&str; 3] =

@@ -29,6 +29,7 @@
 //! generation changed meanwhile. A writer that dies half-way leaves the active slot intact.
 
 use crate::error::{Error, Result};
+use crate::target::mem::RemoteMemory;
 
 pub const PAGE_SIZE: u64 = 4096;
 pub const DATA_MAGIC: [u8; 8] = *b"TSKWDATA";
@@ -275,6 +276,27 @@ pub(crate) fn get_u32(buf: &[u8], at: usize) -> u32 {
 }
 pub(crate) fn get_u64(buf: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(buf[at..at + 8].try_into().expect("8-byte slice"))
+}
+
+/// Writes `params` into the inactive slot, then bumps the generation: readers see either the
+/// old or the new parameters, never a mix, and a writer dying half-way changes nothing.
+pub(crate) fn write_slot(
+    mem: &RemoteMemory,
+    data_addr: u64,
+    generation: u64,
+    params: &Params,
+) -> Result<()> {
+    let next = generation.wrapping_add(1);
+    mem.write_data(
+        data_addr + slot_offset(next) as u64,
+        &params.encode_slot(),
+        "write the new offsets",
+    )?;
+    mem.write_data(
+        data_addr + OFF_GENERATION as u64,
+        &next.to_le_bytes(),
+        "publish the new offsets",
+    )
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
-use crate::mem::RemoteMemory;
 use crate::ptrace::StoppedProcess;
+use crate::target::mem::RemoteMemory;
 
 /// How to take one step back.
 #[derive(Debug)]

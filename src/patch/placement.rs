@@ -1,8 +1,8 @@
 //! Where the trampoline pages go: a free range close enough to the vDSO for `jmp rel32` and
 //! for the relocated RIP-relative instructions to still reach the vvar pages.
 
-use crate::layout::PAGE_SIZE;
-use crate::procfs::Mapping;
+use crate::state::data_page::PAGE_SIZE;
+use crate::target::procfs::Mapping;
 
 /// ±2 GiB, less a margin for the vvar pages below the vDSO and the size of the vDSO itself.
 const REACH: u64 = (2 << 30) - (64 << 20);

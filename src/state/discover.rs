@@ -7,7 +7,7 @@
 use crate::arch::{Arch, Native};
 use crate::error::{Error, Result};
 use crate::fake_clock::{self, DATA_PAGE_OFFSET};
-use crate::layout::{DataPage, PAGE_SIZE};
+use crate::state::data_page::{DataPage, PAGE_SIZE};
 use crate::target::{HOOKED_SYMBOLS, Target};
 
 /// An injection found in a target.
@@ -112,7 +112,7 @@ pub fn is_our_jump(bytes: &[u8], at: u64, code_addr: u64) -> bool {
 }
 
 /// Whether the vDSO image (as read) still holds our jump at patch `p`.
-pub fn jump_in_image(target: &Target, p: &crate::layout::Patch, code_addr: u64) -> bool {
+pub fn jump_in_image(target: &Target, p: &crate::state::data_page::Patch, code_addr: u64) -> bool {
     target
         .vdso
         .slice(p.addr, Native::JUMP_LEN)

@@ -64,12 +64,15 @@ use nix::sys::signal::{self, SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpid, gettid};
 
-use crate::deadline;
 use crate::error::Error;
-use crate::inject::inject_traced;
-use crate::procfs;
+use crate::ops::inject::inject_traced;
+use crate::ptrace::raw;
+use crate::signals::{self, SigInfo};
 use crate::skew::Skew;
-use crate::sys::{self, SigInfo};
+use crate::skew::deadline;
+use crate::target::procfs;
+
+mod held_child;
 
 /// Signals timeskew relays to the command instead of dying of them.
 pub const RELAYED: [Signal; 7] = [
@@ -110,7 +113,7 @@ impl ExitOutcome {
     pub fn exit_like(self) -> ! {
         match self {
             ExitOutcome::Exited(code) => std::process::exit(code),
-            ExitOutcome::Signaled { signal, .. } => sys::die_by(signal),
+            ExitOutcome::Signaled { signal, .. } => signals::die_by(signal),
         }
     }
 }
@@ -195,7 +198,7 @@ pub enum RunError {
     #[error("{refusal}; {program} was not started")]
     NegativeClock {
         program: String,
-        refusal: crate::deadline::NegativeClock,
+        refusal: crate::skew::deadline::NegativeClock,
     },
 
     /// Waiting for it failed: its status is unknown.
@@ -309,7 +312,7 @@ where
     let mut old_mask = SigSet::empty();
     pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&waited), Some(&mut old_mask))
         .map_err(|e| start_error("blocking signals", e))?;
-    let old_sigchld = match sys::sigchld_default() {
+    let old_sigchld = match signals::sigchld_default() {
         Ok(old) => old,
         Err(e) => {
             restore_mask(&old_mask);
@@ -341,7 +344,7 @@ where
     });
 
     // Signals meant for the command that arrived after it ended have nobody to go to.
-    while let Ok(Some(info)) = sys::sigtimedwait(&waited, Duration::ZERO) {
+    while let Ok(Some(info)) = signals::sigtimedwait(&waited, Duration::ZERO) {
         if info.signal != Signal::SIGCHLD {
             log::debug!(
                 "{name} has ended: dropping {} from pid {}",
@@ -350,7 +353,7 @@ where
             );
         }
     }
-    if let Err(e) = sys::sigchld_restore(&old_sigchld) {
+    if let Err(e) = signals::sigchld_restore(&old_sigchld) {
         log::warn!("could not restore the SIGCHLD disposition: {e}");
     }
     restore_mask(&old_mask);
@@ -388,7 +391,7 @@ fn trace(
     waited: &SigSet,
     on_notice: impl FnMut(&Notice<'_>),
 ) -> Result<RunReport, RunError> {
-    let child = sys::fork_held(argv, mask, sigchld).map_err(|source| RunError::Start {
+    let child = held_child::fork_held(argv, mask, sigchld).map_err(|source| RunError::Start {
         program: name.to_string(),
         step: "fork",
         source,
@@ -448,7 +451,7 @@ fn trace(
         if tracer.outcome.is_some() {
             break;
         }
-        let woke = sys::sigtimedwait(waited, FALLBACK_WAKEUP);
+        let woke = signals::sigtimedwait(waited, FALLBACK_WAKEUP);
         std::mem::swap(&mut tracer.older, &mut tracer.recent);
         tracer.recent.clear();
         match woke {
@@ -529,7 +532,7 @@ impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
         if libc::WIFSTOPPED(status) {
             let sig = libc::WSTOPSIG(status);
             log::trace!("pid {pid}: stopped by signal {sig}");
-            if let Err(e) = sys::ptrace_cont(pid, sig) {
+            if let Err(e) = raw::ptrace_cont(pid, sig) {
                 log::debug!("pid {pid}: PTRACE_CONT with signal {sig} failed: {e}");
             }
         } else if libc::WIFSIGNALED(status) && pid == self.main {
@@ -556,7 +559,7 @@ impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
             // A signal on its way to the tracee: pass it on.
             WaitStatus::Stopped(pid, signal) => {
                 if RELAYED.contains(&signal) && self.in_command(pid) {
-                    let sender = ptrace::getsiginfo(pid).map_or(0, |si| sys::sender(&si));
+                    let sender = ptrace::getsiginfo(pid).map_or(0, |si| signals::sender(&si));
                     self.recent.push((signal, sender));
                 }
                 self.resume(pid, Some(signal));
@@ -678,7 +681,7 @@ impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
     /// to us). When the command itself stops, stop ourselves the same way so the shell sees the
     /// job stopped, and continue the command when we are continued.
     fn group_stop(&mut self, pid: Pid, signal: Signal) {
-        match sys::ptrace_listen(pid) {
+        match raw::ptrace_listen(pid) {
             Ok(()) => {}
             Err(Errno::ESRCH) => return,
             Err(e) => {
@@ -693,7 +696,7 @@ impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
         log::debug!("the command stopped ({signal}): stopping timeskew too");
         // Directed at this thread, so it stops before the call returns (a stop signal in an
         // orphaned process group is discarded: then we do not stop, and neither should it).
-        if let Err(e) = sys::tgkill(getpid().as_raw(), self.me.as_raw(), signal) {
+        if let Err(e) = raw::tgkill(getpid().as_raw(), self.me.as_raw(), signal) {
             log::warn!("could not stop timeskew with {signal}: {e}");
         }
         log::debug!("timeskew continued: continuing the command");

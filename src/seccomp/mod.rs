@@ -73,7 +73,7 @@ pub(crate) fn check(pid: i32, tid: Pid, calls: &[PlannedSyscall]) -> Result<()> 
     let Some(first) = calls.first() else {
         return Ok(());
     };
-    let status = crate::procfs::seccomp_status(pid, tid.as_raw())?;
+    let status = crate::target::procfs::seccomp_status(pid, tid.as_raw())?;
     match status.mode {
         0 => Ok(()),
         1 => match calls.iter().find(|c| !STRICT_ALLOWED.contains(&c.nr)) {
@@ -147,7 +147,7 @@ fn refuse(pid: i32, tid: Pid, call: &PlannedSyscall, reason: String) -> Error {
 fn read_filters(pid: i32, tid: Pid, first: &PlannedSyscall) -> Result<Vec<Vec<sock_filter>>> {
     let mut filters = Vec::new();
     for index in 0..MAX_FILTERS {
-        match crate::sys::ptrace_seccomp_get_filter(tid, index) {
+        match crate::ptrace::raw::ptrace_seccomp_get_filter(tid, index) {
             Ok(program) => filters.push(program),
             // Past the oldest filter.
             Err(Errno::ENOENT) => break,

@@ -4,12 +4,14 @@
 //! Everything a user types goes through the parsers here (`--offset`, `--clock`), so their error
 //! messages quote the input and point at the byte that is wrong.
 
+pub mod deadline;
+
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Serialize, Serializer};
 
-use crate::layout::Params;
+use crate::state::data_page::Params;
 
 const NS_PER_US: i64 = 1_000;
 const NS_PER_MS: i64 = 1_000_000;

@@ -3,7 +3,7 @@
 //! The blob is written in assembly (`fake_clock/x86_64.S`) and linked into this binary between
 //! the symbols `timeskew_fake_start` and `timeskew_fake_end`. It is position independent: the
 //! injector copies it verbatim to offset 0 of a fresh page in the target and maps the data page
-//! (see [`crate::layout`]) exactly [`DATA_PAGE_OFFSET`] bytes above it, where the fakes find it
+//! (see [`crate::state::data_page`]) exactly [`DATA_PAGE_OFFSET`] bytes above it, where the fakes find it
 //! RIP-relatively.
 //!
 //! Each fake calls the genuine vDSO function through a *stub slot* inside the blob. The injector
@@ -16,7 +16,7 @@
 //! `clock_gettime` slot instead.
 //!
 //! Every fake applies the skew of clock id n only while the real reading is below the slot's
-//! `deadlines[n]` ([`crate::layout`]); `gettimeofday` and `time` use `deadlines[0]`.
+//! `deadlines[n]` ([`crate::state::data_page`]); `gettimeofday` and `time` use `deadlines[0]`.
 //!
 //! Header of the blob (all little-endian, read with `from_le_bytes`), [`HEADER_LEN`] bytes:
 //!
@@ -29,14 +29,14 @@
 //! ```
 
 #[cfg(target_arch = "x86_64")]
-core::arch::global_asm!(include_str!("../fake_clock/x86_64.S"));
+core::arch::global_asm!(include_str!("x86_64.S"));
 
 /// Distance from the start of the code page to the data page the fakes read: the data page
 /// directly follows the code page.
-pub const DATA_PAGE_OFFSET: u64 = crate::layout::PAGE_SIZE;
+pub const DATA_PAGE_OFFSET: u64 = crate::state::data_page::PAGE_SIZE;
 
 /// Size of the code page [`FakeBlob::code_page`] builds: one page.
-pub const CODE_PAGE_LEN: usize = crate::layout::PAGE_SIZE as usize;
+pub const CODE_PAGE_LEN: usize = crate::state::data_page::PAGE_SIZE as usize;
 
 /// Magic at offset 0 of the blob.
 pub const BLOB_MAGIC: [u8; 8] = *b"TSKFAKE1";
@@ -220,7 +220,7 @@ mod tests {
     //! i128 nanoseconds), never from the assembly's own arithmetic.
 
     use super::*;
-    use crate::layout::{self, DataPage, Params};
+    use crate::state::data_page::{self as layout, DataPage, Params};
     use std::cell::Cell;
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -234,7 +234,7 @@ mod tests {
     const US: i128 = 1_000_000;
     const HOUR_NS: i64 = 3600 * 1_000_000_000;
     const CENTURY_NS: i64 = 100 * 31_557_600 * 1_000_000_000; // 100 Julian years
-    const PAGE: usize = crate::layout::PAGE_SIZE as usize;
+    const PAGE: usize = crate::state::data_page::PAGE_SIZE as usize;
 
     // ---- the genuine vDSO of this process --------------------------------------------------
 

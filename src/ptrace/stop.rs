@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 
 use super::events::ChildEvents;
 use crate::error::{Error, Result};
-use crate::procfs;
+use crate::target::procfs;
 
 /// The options every thread is seized with: syscall stops told apart from SIGTRAP (remote
 /// syscalls run with PTRACE_SYSCALL), and an exec reported as an event. Not
@@ -523,7 +523,7 @@ impl StoppedProcess {
         } else {
             None
         };
-        match crate::sys::ptrace_detach(t.tid, first.unwrap_or(0)) {
+        match crate::ptrace::raw::ptrace_detach(t.tid, first.unwrap_or(0)) {
             Ok(()) => {}
             Err(Errno::ESRCH) => {
                 if let Some(sig) = first {
@@ -536,7 +536,7 @@ impl StoppedProcess {
         for sig in t.pending.drain(..) {
             // Further signals cannot ride on the detach: send them to the same thread.
             let name = signal_name(sig);
-            match crate::sys::tgkill_raw(self.pid, t.tid.as_raw(), sig) {
+            match crate::ptrace::raw::tgkill_raw(self.pid, t.tid.as_raw(), sig) {
                 Ok(()) => {}
                 // The thread is gone, and the signal with it.
                 Err(Errno::ESRCH) => log::debug!("pid {}: {name} not re-delivered: gone", self.pid),
@@ -671,7 +671,7 @@ impl Drop for StoppedProcess {
         if !self.owned {
             for t in self.threads.drain(..) {
                 for sig in t.pending {
-                    if let Err(e) = crate::sys::tgkill_raw(self.pid, t.tid.as_raw(), sig) {
+                    if let Err(e) = crate::ptrace::raw::tgkill_raw(self.pid, t.tid.as_raw(), sig) {
                         log::warn!(
                             "pid {}: re-queueing {} failed: {e}",
                             self.pid,

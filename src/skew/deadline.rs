@@ -10,8 +10,8 @@ use std::time::Duration;
 use nix::time::{ClockId, clock_gettime};
 
 use crate::error::{Error, Result};
-use crate::layout::{MAX_CLOCK_ID, NEVER, Params};
 use crate::skew::{Clock, Offset};
+use crate::state::data_page::{MAX_CLOCK_ID, NEVER, Params};
 
 /// Clock ids whose readings a time namespace shifts by its monotonic offset…
 const MONOTONIC_FAMILY: [u32; 3] = [1, 4, 6]; // MONOTONIC, MONOTONIC_RAW, MONOTONIC_COARSE

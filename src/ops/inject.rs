@@ -1,0 +1,140 @@
+//! `inject`: a live update of an injected process, or the hooks installed under one short stop.
+
+use std::time::{Duration, Instant};
+
+use crate::arch::HookPlan;
+use crate::error::{Error, Result};
+use crate::ops::status::status_of;
+use crate::patch::install::patch;
+use crate::patch::plan::Plan;
+use crate::patch::unsafe_to_patch;
+use crate::ptrace::StoppedProcess;
+use crate::report::{InjectAction, InjectReport};
+use crate::signals::TerminationDeferred;
+use crate::skew::{Skew, deadline};
+use crate::state::data_page::{DataPage, PAGE_SIZE, Params, write_slot};
+use crate::state::{self, Existing};
+use crate::target::Target;
+
+/// Skews the clocks of process `pid` (all its threads) as `skew` says.
+///
+/// A process that is already injected has its parameters replaced in place, without being
+/// stopped. Otherwise every thread is held for the short time it takes to map the pages and
+/// write the jumps; on any error, everything done so far is undone.
+pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
+    let _lock = Target::lock(pid)?;
+    let mut target = Target::open(pid)?;
+    let params = params_for(pid, skew)?;
+    let existing = state::find(&target)?;
+    if let Some(existing) = &existing
+        && existing.hooks_live
+    {
+        update_params(&target, existing, &params)?;
+        return Ok(InjectReport {
+            action: InjectAction::Updated,
+            stopped_for: Duration::ZERO,
+            threads: 0,
+            status: status_of(pid, Some(&reread(&target, existing)?)),
+        });
+    }
+    // Decode, plan and build while the process still runs: the stop covers only the changes.
+    let plan = Plan::new(&target, existing.as_ref())?;
+    let _deferred = TerminationDeferred::new();
+    let (held, started) = hold_clear_of(&mut target, &plan.hooks)?;
+    patch(target, &plan, params, held, started)
+}
+
+/// Attempts at finding every thread clear of the hook windows, and the pause after a miss.
+const WINDOW_ATTEMPTS: u32 = 40;
+const WINDOW_PAUSE: Duration = Duration::from_micros(250);
+
+/// Stops every thread at a moment when none is executing inside a hook window and no signal
+/// handler is running on top of code interrupted inside one; otherwise lets them all go and
+/// tries again a moment later (bounded), since both last only nanoseconds to microseconds.
+fn hold_clear_of(target: &mut Target, hooks: &[HookPlan]) -> Result<(StoppedProcess, Instant)> {
+    let inside = |ip: u64| hooks.iter().any(|h| h.contains_strictly(ip));
+    let first = Instant::now();
+    let mut why = String::new();
+    for attempt in 0..WINDOW_ATTEMPTS {
+        let held = StoppedProcess::stop(target.pid)?;
+        let started = held.held_since();
+        target.refresh_maps()?;
+        // The plan was made from the vDSO read before stopping: a program exec'd meanwhile has
+        // another one.
+        let vdso_now = target.maps.iter().find(|m| m.path == "[vdso]");
+        if vdso_now.is_none_or(|m| {
+            (m.start, (m.end - m.start) as usize) != (target.vdso.base(), target.vdso.len())
+        }) {
+            return Err(Error::Execed { pid: target.pid });
+        }
+        match held.window_in_use(&target.mem, &target.maps, inside)? {
+            None => return Ok((held, started)),
+            Some(reason) => {
+                log::debug!("pid {}: attempt {attempt}: {reason}", target.pid);
+                why = reason;
+            }
+        }
+        drop(held);
+        std::thread::sleep(WINDOW_PAUSE * (attempt + 1).min(8));
+    }
+    Err(unsafe_to_patch(
+        target.pid,
+        "vDSO entry",
+        format!(
+            "{why} — still so after {WINDOW_ATTEMPTS} attempts in {} ms; retry",
+            first.elapsed().as_millis()
+        ),
+    ))
+}
+
+/// Injects into `pid`, a single-threaded process that the calling thread already traces and
+/// that sits in a ptrace-stop from which a single step runs user code: a signal-delivery,
+/// interrupt or syscall-exit stop. Not an event stop *inside* a syscall (PTRACE_EVENT_EXEC,
+/// _FORK): resuming from there, the kernel stores that syscall's return value over the
+/// injected syscall number — `timeskew run` first moves from the exec event to the
+/// syscall-exit stop (PTRACE_SYSCALL), where no instruction of the new program has run yet.
+/// The process is left stopped and traced.
+pub fn inject_traced(pid: i32, skew: &Skew) -> Result<InjectReport> {
+    let _lock = Target::lock(pid)?;
+    let target = Target::open(pid)?;
+    let plan = Plan::new(&target, state::find(&target)?.as_ref())?;
+    let started = Instant::now();
+    let held = StoppedProcess::adopt(pid);
+    let inside = |ip: u64| plan.hooks.iter().any(|h| h.contains_strictly(ip));
+    if let Some(reason) = held.window_in_use(&target.mem, &target.maps, inside)? {
+        return Err(unsafe_to_patch(pid, "vDSO entry", reason));
+    }
+    patch(target, &plan, params_for(pid, skew)?, held, started)
+}
+
+/// The data-page parameters for `skew` in `pid`, with the deadlines of `--duration`.
+fn params_for(pid: i32, skew: &Skew) -> Result<Params> {
+    let mut params = skew.params();
+    // Before anything is changed: no selected clock may read negative in the target.
+    deadline::check_not_negative(pid, &params)?;
+    if let Some(duration) = skew.duration() {
+        params.expires_ns = deadline::expiries(pid, params.mask, duration)?;
+    }
+    Ok(params)
+}
+
+fn reread(target: &Target, existing: &Existing) -> Result<Existing> {
+    let data_addr = existing.data_addr();
+    let page = target
+        .mem
+        .read(data_addr, PAGE_SIZE as usize, "read back the data page")?;
+    Ok(Existing {
+        data: DataPage::decode(target.pid, data_addr, &page)?,
+        ..existing.clone()
+    })
+}
+
+/// Live update: the data page only, no ptrace stop.
+fn update_params(target: &Target, existing: &Existing, params: &Params) -> Result<()> {
+    write_slot(
+        &target.mem,
+        existing.data_addr(),
+        existing.data.generation,
+        params,
+    )
+}

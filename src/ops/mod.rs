@@ -1,0 +1,9 @@
+//! The three operations of the library, one file each.
+
+pub(crate) mod inject;
+pub(crate) mod recover;
+pub(crate) mod status;
+
+pub use inject::{inject, inject_traced};
+pub use recover::recover;
+pub use status::status;

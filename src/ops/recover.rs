@@ -1,0 +1,93 @@
+//! `recover`: the original vDSO bytes back wherever our jump remains, the offsets zeroed.
+
+use std::time::Duration;
+
+use crate::arch::{Arch, Native};
+use crate::error::{Error, Result};
+use crate::ptrace::StoppedProcess;
+use crate::report::RecoverReport;
+use crate::signals::TerminationDeferred;
+use crate::state::data_page::{OFF_PATCHED, Params, write_slot};
+use crate::state::{self, Existing};
+use crate::target::Target;
+
+/// Puts the original vDSO code back and zeroes the offsets. The pages stay mapped: a thread
+/// may be executing in them, or about to return through them, at any moment.
+pub fn recover(pid: i32) -> Result<RecoverReport> {
+    let _lock = Target::lock(pid)?;
+    let target = Target::open(pid)?;
+    let not_injected = RecoverReport {
+        pid,
+        was_injected: false,
+        restored: 0,
+        skipped: Vec::new(),
+        stopped_for: Duration::ZERO,
+        threads: 0,
+    };
+    match state::find(&target)? {
+        Some(existing) if existing.hooks_live || any_jump_left(&target, &existing) => {}
+        _ => return Ok(not_injected),
+    }
+    let _deferred = TerminationDeferred::new();
+    let mut held = StoppedProcess::stop(pid)?;
+    let started = held.held_since();
+    // Look again now that nothing moves.
+    let target = Target::open(pid)?;
+    let Some(existing) = state::find(&target)? else {
+        return Ok(not_injected);
+    };
+    let tid = held.worker().ok_or(Error::ProcessGone {
+        pid,
+        step: "pick a stopped thread",
+    })?;
+    let mut report = RecoverReport {
+        pid,
+        was_injected: true,
+        restored: 0,
+        skipped: Vec::new(),
+        stopped_for: Duration::ZERO,
+        threads: held.threads().len(),
+    };
+    // Offsets first: a hook that cannot be restored then passes the real time through.
+    let data_addr = existing.data_addr();
+    write_slot(
+        &target.mem,
+        data_addr,
+        existing.data.generation,
+        &Params::default(),
+    )?;
+    let code_page = existing.code_addr;
+    for p in &existing.data.patches {
+        let current = target
+            .mem
+            .read(p.addr, Native::JUMP_LEN, "read a patched vDSO entry")?;
+        if state::is_our_jump(&current, p.addr, code_page) {
+            target
+                .mem
+                .write_code(p.addr, &p.original, tid, "restore the original vDSO bytes")?;
+            report.restored += 1;
+        } else {
+            report.skipped.push(format!(
+                "{:#x}: no longer our jump (bytes {current:02x?}), left as it is",
+                p.addr
+            ));
+        }
+    }
+    target.mem.write_data(
+        data_addr + OFF_PATCHED as u64,
+        &0u32.to_le_bytes(),
+        "mark as recovered",
+    )?;
+    held.check_alive("finish the recovery")?;
+    drop(held);
+    report.stopped_for = started.elapsed();
+    Ok(report)
+}
+
+fn any_jump_left(target: &Target, existing: &Existing) -> bool {
+    existing
+        .data
+        .patches
+        .iter()
+        .any(|p| state::jump_in_image(target, p, existing.code_addr))
+}

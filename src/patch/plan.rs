@@ -1,0 +1,79 @@
+//! Before the stop: the hook windows, where to run syscalls from, and the code page built for
+//! the address it will most likely get.
+
+use crate::arch::{Arch, HookPlan, Native};
+use crate::error::{Error, Result};
+use crate::fake_clock::{self, FakeBlob};
+use crate::patch::{PAGES_LEN, placement, unsafe_to_patch};
+use crate::state::Existing;
+use crate::target::{HOOKED_SYMBOLS, Target};
+
+/// What can be worked out before stopping anything: the hook windows, where to run syscalls
+/// from, and the code page for the address it will most likely get — relocating the stubs
+/// with iced takes about as long as everything else under stop together.
+pub(crate) struct Plan {
+    pid: i32,
+    pub(crate) hooks: Vec<HookPlan>,
+    pub(crate) syscall_insn: u64,
+    pub(crate) blob: FakeBlob,
+    /// The code page image built for `.0`.
+    prebuilt: Option<(u64, Vec<u8>)>,
+}
+
+impl Plan {
+    pub(crate) fn new(target: &Target, existing: Option<&Existing>) -> Result<Plan> {
+        let pid = target.pid;
+        let hooks = Native::plan_hooks(&target.vdso, &HOOKED_SYMBOLS)
+            .map_err(|(symbol, reason)| unsafe_to_patch(pid, symbol, reason))?;
+        let syscall_insn =
+            Native::find_syscall_instruction(&target.vdso).ok_or(Error::Unsupported {
+                pid,
+                reason: "its vDSO contains no syscall instruction to run the injected mmap from"
+                    .into(),
+            })?;
+        let mut plan = Plan {
+            pid,
+            hooks,
+            syscall_insn,
+            blob: fake_clock::blob(),
+            prebuilt: None,
+        };
+        // Reused pages, or else the first free place (the maps rarely change before we stop).
+        let likely = existing.map(|e| e.code_addr).or_else(|| {
+            let vdso_end = target.vdso.base() + target.vdso.len() as u64;
+            placement::candidates(&target.maps, target.vdso.base(), vdso_end, PAGES_LEN)
+                .first()
+                .copied()
+        });
+        if let Some(addr) = likely {
+            plan.prebuilt = Some((addr, plan.build_code_page(addr)?));
+        }
+        Ok(plan)
+    }
+
+    /// The code page for `code_addr`: prebuilt if we guessed right, else built now.
+    pub(crate) fn code_page(&self, code_addr: u64) -> Result<Vec<u8>> {
+        match &self.prebuilt {
+            Some((addr, page)) if *addr == code_addr => Ok(page.clone()),
+            _ => self.build_code_page(code_addr),
+        }
+    }
+
+    /// The blob with each hook's relocated stub in its slot, for a page at `code_addr`.
+    fn build_code_page(&self, code_addr: u64) -> Result<Vec<u8>> {
+        let blob = &self.blob;
+        let slots = [
+            blob.stub_clock_gettime,
+            blob.stub_gettimeofday,
+            blob.stub_time,
+        ];
+        let mut stubs = Vec::with_capacity(slots.len());
+        for (hook, slot) in self.hooks.iter().zip(slots) {
+            let stub = Native::build_stub(hook, code_addr + slot as u64, blob.stub_capacity)
+                .map_err(|reason| unsafe_to_patch(self.pid, hook.symbol, reason))?;
+            stubs.push(stub);
+        }
+        blob.code_page(&stubs[0], &stubs[1], &stubs[2])
+            .map_err(|reason| unsafe_to_patch(self.pid, self.hooks[0].symbol, reason))
+    }
+}
