@@ -1,9 +1,74 @@
 //! Per-architecture code behind one small trait: how a jump looks, how displaced instructions
 //! are relocated, how a syscall is run in a stopped thread. x86_64 now; aarch64 goes beside it.
 
+use std::ops::{Index, IndexMut};
+
 use crate::vdso::VdsoImage;
 
 pub mod x86_64;
+
+/// The vDSO functions timeskew redirects. Their order is the order of the data page's patch
+/// records and of the fake-clock blob's entry and stub tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Entry {
+    ClockGettime,
+    Gettimeofday,
+    Time,
+}
+
+impl Entry {
+    /// Every entry, in table order.
+    pub const ALL: [Entry; 3] = [Entry::ClockGettime, Entry::Gettimeofday, Entry::Time];
+
+    /// The C function the entry implements, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Entry::ClockGettime => "clock_gettime",
+            Entry::Gettimeofday => "gettimeofday",
+            Entry::Time => "time",
+        }
+    }
+}
+
+/// One value per hooked entry, indexed by [`Entry`] instead of by position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PerEntry<T>(pub [T; 3]);
+
+impl<T> PerEntry<T> {
+    /// Builds the table from a function of each entry.
+    pub fn from_fn(mut f: impl FnMut(Entry) -> T) -> Self {
+        PerEntry(Entry::ALL.map(&mut f))
+    }
+
+    /// Each entry with its value, in table order.
+    pub fn iter(&self) -> impl Iterator<Item = (Entry, &T)> {
+        Entry::ALL.into_iter().zip(self.0.iter())
+    }
+
+    /// The values, in table order.
+    pub fn values(&self) -> &[T] {
+        &self.0
+    }
+
+    /// The table with `f` applied to every value.
+    pub fn map<U>(self, mut f: impl FnMut(Entry, T) -> U) -> PerEntry<U> {
+        let mut entries = Entry::ALL.into_iter();
+        PerEntry(self.0.map(|v| f(entries.next().expect("three entries"), v)))
+    }
+}
+
+impl<T> Index<Entry> for PerEntry<T> {
+    type Output = T;
+    fn index(&self, entry: Entry) -> &T {
+        &self.0[entry as usize]
+    }
+}
+
+impl<T> IndexMut<Entry> for PerEntry<T> {
+    fn index_mut(&mut self, entry: Entry) -> &mut T {
+        &mut self.0[entry as usize]
+    }
+}
 
 /// The architecture this build injects into (same as the host: we only patch our own kind).
 #[cfg(target_arch = "x86_64")]
@@ -43,14 +108,15 @@ pub trait Arch {
     /// Length of the jump written over each entry.
     const JUMP_LEN: usize;
 
-    /// Plans hooks for `symbols` of `image`: decodes each entry's first instructions and refuses
+    /// The vDSO symbol of each hooked entry (`__vdso_clock_gettime` here, `__kernel_…` on
+    /// aarch64).
+    const SYMBOLS: PerEntry<&'static str>;
+
+    /// Plans the hook of every entry of `image`: decodes each entry's first instructions and refuses
     /// (with a reason naming the symbol) when the window holds a branch, call, ret or syscall,
     /// when any branch anywhere in the vDSO text lands strictly inside a window, or when the
     /// function is shorter than the window.
-    fn plan_hooks(
-        image: &VdsoImage,
-        symbols: &[&'static str],
-    ) -> Result<Vec<HookPlan>, (&'static str, String)>;
+    fn plan_hooks(image: &VdsoImage) -> Result<PerEntry<HookPlan>, (&'static str, String)>;
 
     /// Machine code for the stub at `stub_addr`: the window's instructions relocated (RIP-relative
     /// operands fixed up) followed by a jump back to `plan.addr + window length`. Fails if the

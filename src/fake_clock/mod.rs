@@ -28,6 +28,8 @@
 //! 0x20 u32 offset of the time stub slot
 //! ```
 
+use crate::arch::PerEntry;
+
 #[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(include_str!("x86_64.S"));
 
@@ -53,20 +55,12 @@ pub const FILL_BYTE: u8 = 0xcc;
 pub struct FakeBlob {
     /// The blob as assembled, header included, stub slots still filled with `int3`.
     pub bytes: &'static [u8],
-    /// Offset of the fake `clock_gettime(clockid_t, struct timespec *)`: the jump target for
-    /// `__vdso_clock_gettime`.
-    pub entry_clock_gettime: usize,
-    /// Offset of the fake `gettimeofday(struct timeval *, struct timezone *)`: the jump target
-    /// for `__vdso_gettimeofday`.
-    pub entry_gettimeofday: usize,
-    /// Offset of the fake `time(time_t *)`: the jump target for `__vdso_time`.
-    pub entry_time: usize,
-    /// Offset of the slot that must receive the displaced prologue of `__vdso_clock_gettime`.
-    pub stub_clock_gettime: usize,
-    /// Offset of the slot that must receive the displaced prologue of `__vdso_gettimeofday`.
-    pub stub_gettimeofday: usize,
-    /// Offset of the slot that must receive the displaced prologue of `__vdso_time`.
-    pub stub_time: usize,
+    /// Offset of each fake (`clock_gettime(clockid_t, struct timespec *)`,
+    /// `gettimeofday(struct timeval *, struct timezone *)`, `time(time_t *)`): the jump target
+    /// of its vDSO entry.
+    pub entries: PerEntry<usize>,
+    /// Offset of the slot that must receive the displaced prologue of each vDSO entry.
+    pub stubs: PerEntry<usize>,
     /// Bytes available in each stub slot.
     pub stub_capacity: usize,
 }
@@ -126,40 +120,48 @@ fn parse(bytes: &'static [u8]) -> Result<FakeBlob, String> {
     }
     let b = FakeBlob {
         bytes,
-        entry_clock_gettime: read_u32(bytes, 0x08)?,
-        entry_gettimeofday: read_u32(bytes, 0x0c)?,
-        entry_time: read_u32(bytes, 0x10)?,
-        stub_clock_gettime: read_u32(bytes, 0x14)?,
-        stub_gettimeofday: read_u32(bytes, 0x18)?,
+        entries: PerEntry([
+            read_u32(bytes, 0x08)?,
+            read_u32(bytes, 0x0c)?,
+            read_u32(bytes, 0x10)?,
+        ]),
+        stubs: PerEntry([
+            read_u32(bytes, 0x14)?,
+            read_u32(bytes, 0x18)?,
+            read_u32(bytes, 0x20)?,
+        ]),
         stub_capacity: read_u32(bytes, 0x1c)?,
-        stub_time: read_u32(bytes, 0x20)?,
     };
-    for (name, entry) in [
-        ("clock_gettime", b.entry_clock_gettime),
-        ("gettimeofday", b.entry_gettimeofday),
-        ("time", b.entry_time),
-    ] {
-        if entry < HEADER_LEN || entry >= bytes.len() {
-            return Err(format!("{name} entry {entry:#x} outside the blob's code"));
+    for (entry, &at) in b.entries.iter() {
+        if at < HEADER_LEN || at >= bytes.len() {
+            return Err(format!(
+                "{} entry {at:#x} outside the blob's code",
+                entry.name()
+            ));
         }
     }
     if b.stub_capacity == 0 {
         return Err("stub slot capacity is 0".into());
     }
-    let slots = b.stub_slots();
-    for (name, slot) in slots {
+    for (entry, &slot) in b.stubs.iter() {
         let end = slot.checked_add(b.stub_capacity);
         if slot < HEADER_LEN || end.is_none_or(|e| e > bytes.len()) {
             return Err(format!(
-                "{name} stub slot {slot:#x}+{:#x} outside the blob",
+                "{} stub slot {slot:#x}+{:#x} outside the blob",
+                entry.name(),
                 b.stub_capacity
             ));
         }
     }
+    let slots: Vec<_> = b.stubs.iter().collect();
     for (i, (a, x)) in slots.iter().enumerate() {
         for (c, y) in &slots[i + 1..] {
-            if x.abs_diff(*y) < b.stub_capacity {
-                return Err(format!("the {a} and {c} stub slots overlap"));
+            if x.abs_diff(**y) < b.stub_capacity {
+                return Err(format!(
+                    "the {} and {} stub slots overlap",
+                    a.name(),
+                    c.name()
+                ));
             }
         }
     }
@@ -167,34 +169,18 @@ fn parse(bytes: &'static [u8]) -> Result<FakeBlob, String> {
 }
 
 impl FakeBlob {
-    /// The stub slots by name, in the order of `HOOKED_SYMBOLS` (clock_gettime, gettimeofday,
-    /// time).
-    fn stub_slots(&self) -> [(&'static str, usize); 3] {
-        [
-            ("clock_gettime", self.stub_clock_gettime),
-            ("gettimeofday", self.stub_gettimeofday),
-            ("time", self.stub_time),
-        ]
-    }
-
-    /// Builds the code page image: the blob at offset 0 with `stub_clock_gettime`,
-    /// `stub_gettimeofday` and `stub_time` written into their slots, and `int3` everywhere else.
+    /// Builds the code page image: the blob at offset 0 with each entry's stub written into
+    /// its slot, and `int3` everywhere else.
     ///
     /// Each stub must already be relocated for its final address in the target
-    /// (`code_addr + self.stub_clock_gettime`, `code_addr + self.stub_gettimeofday`,
-    /// `code_addr + self.stub_time`) and end in a jump back into the genuine vDSO function. A
-    /// stub must be non-empty (an empty slot would trap) and at most
+    /// (`code_addr + self.stubs[entry]`) and end in a jump back into the genuine vDSO function.
+    /// A stub must be non-empty (an empty slot would trap) and at most
     /// [`FakeBlob::stub_capacity`] bytes long.
-    pub fn code_page(
-        &self,
-        stub_clock_gettime: &[u8],
-        stub_gettimeofday: &[u8],
-        stub_time: &[u8],
-    ) -> Result<Vec<u8>, String> {
+    pub fn code_page(&self, stubs: PerEntry<&[u8]>) -> Result<Vec<u8>, String> {
         let mut page = vec![FILL_BYTE; CODE_PAGE_LEN];
         page[..self.bytes.len()].copy_from_slice(self.bytes);
-        let stubs = [stub_clock_gettime, stub_gettimeofday, stub_time];
-        for ((name, slot), stub) in self.stub_slots().into_iter().zip(stubs) {
+        for (entry, &stub) in stubs.iter() {
+            let (name, slot) = (entry.name(), self.stubs[entry]);
             if stub.is_empty() {
                 return Err(format!("the {name} stub is empty"));
             }
@@ -220,6 +206,7 @@ mod tests {
     //! i128 nanoseconds), never from the assembly's own arithmetic.
 
     use super::*;
+    use crate::arch::Entry;
     use crate::state::data_page::{self as layout, DataPage, Params};
     use std::cell::Cell;
     use std::sync::OnceLock;
@@ -423,7 +410,7 @@ mod tests {
             assert_eq!(data.len(), PAGE);
             let blob = blob();
             let code = blob
-                .code_page(stub_cg, stub_gtod, stub_time)
+                .code_page(PerEntry([stub_cg, stub_gtod, stub_time]))
                 .expect("code page");
             // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
             let base = unsafe {
@@ -486,7 +473,7 @@ mod tests {
             // while self lives; it follows the C ABI with this signature.
             unsafe {
                 std::mem::transmute::<usize, ClockGettimeFn>(
-                    self.addr(self.blob.entry_clock_gettime),
+                    self.addr(self.blob.entries[Entry::ClockGettime]),
                 )
             }
         }
@@ -495,14 +482,16 @@ mod tests {
             // SAFETY: as for clock_gettime.
             unsafe {
                 std::mem::transmute::<usize, GettimeofdayFn>(
-                    self.addr(self.blob.entry_gettimeofday),
+                    self.addr(self.blob.entries[Entry::Gettimeofday]),
                 )
             }
         }
 
         fn time(&self) -> TimeFn {
             // SAFETY: as for clock_gettime.
-            unsafe { std::mem::transmute::<usize, TimeFn>(self.addr(self.blob.entry_time)) }
+            unsafe {
+                std::mem::transmute::<usize, TimeFn>(self.addr(self.blob.entries[Entry::Time]))
+            }
         }
 
         /// The aligned 8-byte word at `off` in the data page.
@@ -674,13 +663,13 @@ mod tests {
         assert_eq!(&b.bytes[..8], b"TSKFAKE1");
         assert_eq!(HEADER_LEN, 0x24);
         assert_eq!(b.stub_capacity, 64);
-        for e in [b.entry_clock_gettime, b.entry_gettimeofday, b.entry_time] {
+        for &e in b.entries.values() {
             assert!(e >= HEADER_LEN);
             assert_eq!(e % 16, 0, "entry {e:#x} not 16-byte aligned");
             assert_ne!(b.bytes[e], FILL_BYTE, "entry {e:#x} points at int3 padding");
         }
-        let slots = [b.stub_clock_gettime, b.stub_gettimeofday, b.stub_time];
-        assert!(slots.is_sorted(), "slots in HOOKED_SYMBOLS order");
+        let slots = b.stubs.0;
+        assert!(slots.is_sorted(), "slots in Entry order");
         for s in slots {
             assert!(
                 b.bytes[s..s + b.stub_capacity]
@@ -723,7 +712,7 @@ mod tests {
         bad[0x20..0x24].copy_from_slice(&(0x10u32).to_le_bytes());
         assert!(parse(leak(bad)).unwrap_err().contains("time stub slot"));
         let mut bad = good.clone();
-        let overlapping = blob().stub_gettimeofday as u32 + 63;
+        let overlapping = blob().stubs[Entry::Gettimeofday] as u32 + 63;
         bad[0x20..0x24].copy_from_slice(&overlapping.to_le_bytes());
         let err = parse(leak(bad)).unwrap_err();
         assert!(
@@ -744,30 +733,34 @@ mod tests {
         let s1 = [1u8, 2, 3];
         let s2 = vec![7u8; 64];
         let s3 = [9u8; 10];
-        let page = b.code_page(&s1, &s2, &s3).unwrap();
+        let page = b.code_page(PerEntry([&s1, &s2, &s3])).unwrap();
         assert_eq!(page.len(), 4096);
         assert_eq!(
-            &page[..b.stub_clock_gettime],
-            &b.bytes[..b.stub_clock_gettime]
+            &page[..b.stubs[Entry::ClockGettime]],
+            &b.bytes[..b.stubs[Entry::ClockGettime]]
         );
-        let c = b.stub_clock_gettime;
+        let c = b.stubs[Entry::ClockGettime];
         assert_eq!(&page[c..c + 3], &s1);
         assert!(page[c + 3..c + 64].iter().all(|&x| x == 0xcc));
-        let g = b.stub_gettimeofday;
+        let g = b.stubs[Entry::Gettimeofday];
         assert_eq!(&page[g..g + 64], &s2[..]);
-        let t = b.stub_time;
+        let t = b.stubs[Entry::Time];
         assert_eq!(&page[t..t + 10], &s3);
         assert!(page[t + 10..t + 64].iter().all(|&x| x == 0xcc));
         assert!(page[b.bytes.len()..].iter().all(|&x| x == 0xcc));
 
-        let err = b.code_page(&[0x90; 65], &s1, &s3).unwrap_err();
+        let err = b.code_page(PerEntry([&[0x90; 65], &s1, &s3])).unwrap_err();
         assert!(err.contains("clock_gettime stub is 65 bytes"), "{err}");
-        let err = b.code_page(&s1, &[0x90; 65], &s3).unwrap_err();
+        let err = b.code_page(PerEntry([&s1, &[0x90; 65], &s3])).unwrap_err();
         assert!(err.contains("gettimeofday stub is 65 bytes"), "{err}");
-        let err = b.code_page(&s1, &s3, &[0x90; 65]).unwrap_err();
+        let err = b.code_page(PerEntry([&s1, &s3, &[0x90; 65]])).unwrap_err();
         assert!(err.contains("time stub is 65 bytes"), "{err}");
-        assert!(b.code_page(&[], &s1, &s3).unwrap_err().contains("empty"));
-        let err = b.code_page(&s1, &s3, &[]).unwrap_err();
+        assert!(
+            b.code_page(PerEntry([&[], &s1, &s3]))
+                .unwrap_err()
+                .contains("empty")
+        );
+        let err = b.code_page(PerEntry([&s1, &s3, &[]])).unwrap_err();
         assert!(err.contains("time stub is empty"), "{err}");
     }
 
@@ -777,14 +770,8 @@ mod tests {
     fn fake_clock_code_is_position_independent() {
         use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Mnemonic};
         let b = blob();
-        let code_start = b
-            .entry_clock_gettime
-            .min(b.entry_gettimeofday)
-            .min(b.entry_time);
-        let code_end = b
-            .stub_clock_gettime
-            .min(b.stub_gettimeofday)
-            .min(b.stub_time);
+        let code_start = *b.entries.values().iter().min().unwrap();
+        let code_end = *b.stubs.values().iter().min().unwrap();
         let base = 0x7000_0000_0000u64;
         let mut d = Decoder::with_ip(
             64,
@@ -816,8 +803,7 @@ mod tests {
                 );
                 if insn.is_call_near() {
                     assert!(
-                        [b.stub_clock_gettime, b.stub_gettimeofday, b.stub_time]
-                            .contains(&((t - base) as usize)),
+                        b.stubs.values().contains(&((t - base) as usize)),
                         "call to something other than a stub slot: {insn}"
                     );
                     calls += 1;
@@ -1920,7 +1906,7 @@ mod tests {
             tv_nsec: 0,
         };
         let (r, rsp, ok) = probe(
-            inj.addr(inj.blob.entry_clock_gettime),
+            inj.addr(inj.blob.entries[Entry::ClockGettime]),
             1,
             &raw mut ts as usize,
         );
@@ -1943,7 +1929,7 @@ mod tests {
             tv_usec: 0,
         };
         let (r, rsp, ok) = probe(
-            inj.addr(inj.blob.entry_gettimeofday),
+            inj.addr(inj.blob.entries[Entry::Gettimeofday]),
             &raw mut tv as usize,
             0,
         );
@@ -1953,7 +1939,7 @@ mod tests {
 
         // time(), fast path (realtime not selected): it returns what the time stub returned,
         // the stub's entry rsp. Its frame is one push.
-        let (r, rsp, ok) = probe(inj.addr(inj.blob.entry_time), 0, 0);
+        let (r, rsp, ok) = probe(inj.addr(inj.blob.entries[Entry::Time]), 0, 0);
         assert!(ok, "time (fast path) clobbered a callee-saved register");
         assert_eq!(r % 16, 8, "genuine time entered with a misaligned stack");
         assert_eq!(
@@ -1965,7 +1951,11 @@ mod tests {
         // the fast path, the value passes the whole computation unchanged.
         inj.publish(&params(1, &[(0, 0)]));
         let mut t: u64 = 0;
-        let (r, rsp, ok) = probe(inj.addr(inj.blob.entry_time), &raw mut t as usize, 0);
+        let (r, rsp, ok) = probe(
+            inj.addr(inj.blob.entries[Entry::Time]),
+            &raw mut t as usize,
+            0,
+        );
         assert!(ok);
         assert_eq!(rsp - r, 24, "time (fast path, selected) stack depth");
         assert_eq!(t, r, "*tloc");
@@ -1973,7 +1963,11 @@ mod tests {
         // clock_gettime stub stored its entry rsp as the seconds and 0 ns.
         inj.publish(&params(1, &[(0, 500_000_000)]));
         let mut t: u64 = 0;
-        let (r, rsp, ok) = probe(inj.addr(inj.blob.entry_time), &raw mut t as usize, 0);
+        let (r, rsp, ok) = probe(
+            inj.addr(inj.blob.entries[Entry::Time]),
+            &raw mut t as usize,
+            0,
+        );
         assert!(ok, "time (slow path) clobbered a callee-saved register");
         assert_eq!(
             r % 16,
@@ -2318,18 +2312,23 @@ mod tests {
         let cases: [(&str, usize, usize, usize); 4] = [
             (
                 "clock_gettime(REALTIME)",
-                inj.blob.entry_clock_gettime,
+                inj.blob.entries[Entry::ClockGettime],
                 0,
                 ts_ptr,
             ),
             (
                 "clock_gettime(MONOTONIC)",
-                inj.blob.entry_clock_gettime,
+                inj.blob.entries[Entry::ClockGettime],
                 1,
                 ts_ptr,
             ),
-            ("gettimeofday", inj.blob.entry_gettimeofday, tv_ptr, 0),
-            ("time", inj.blob.entry_time, 0, 0),
+            (
+                "gettimeofday",
+                inj.blob.entries[Entry::Gettimeofday],
+                tv_ptr,
+                0,
+            ),
+            ("time", inj.blob.entries[Entry::Time], 0, 0),
         ];
         let mut total_steps = 0;
         for variant in 0..LAP_VARIANTS {

@@ -40,7 +40,7 @@ pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
     // Decode, plan and build while the process still runs: the stop covers only the changes.
     let plan = Plan::new(&target, existing.as_ref())?;
     let _deferred = TerminationDeferred::new();
-    let (held, started) = hold_clear_of(&mut target, &plan.hooks)?;
+    let (held, started) = hold_clear_of(&mut target, plan.hooks.values())?;
     patch(target, &plan, params, held, started)
 }
 
@@ -100,7 +100,7 @@ pub fn inject_traced(pid: i32, skew: &Skew) -> Result<InjectReport> {
     let plan = Plan::new(&target, state::find(&target)?.as_ref())?;
     let started = Instant::now();
     let held = StoppedProcess::adopt(pid);
-    let inside = |ip: u64| plan.hooks.iter().any(|h| h.contains_strictly(ip));
+    let inside = |ip: u64| plan.hooks.values().iter().any(|h| h.contains_strictly(ip));
     if let Some(reason) = held.window_in_use(&target.mem, &target.maps, inside)? {
         return Err(unsafe_to_patch(pid, "vDSO entry", reason));
     }

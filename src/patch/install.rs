@@ -73,6 +73,7 @@ fn install(
         vdso_base: target.vdso.base(),
         code_addr,
         patches: plans
+            .values()
             .iter()
             .map(|p| Patch {
                 addr: p.addr,
@@ -114,12 +115,7 @@ fn install(
     fault::point(pid, "before-patch")?;
 
     // No thread is inside a window: checked when the threads were stopped (hold_clear_of).
-    let entries = [
-        blob.entry_clock_gettime,
-        blob.entry_gettimeofday,
-        blob.entry_time,
-    ];
-    for (plan, entry) in plans.iter().zip(entries) {
+    for (entry, plan) in plans.iter() {
         // The image was read before the process stopped: check nothing changed since.
         let now = tx
             .mem()
@@ -131,13 +127,14 @@ fn install(
                 "its code changed while timeskew was attaching".into(),
             ));
         }
-        let jump = Native::encode_jump(plan.addr, code_addr + entry as u64).ok_or_else(|| {
-            unsafe_to_patch(
-                pid,
-                plan.symbol,
-                "the trampoline is out of jump range".into(),
-            )
-        })?;
+        let jump = Native::encode_jump(plan.addr, code_addr + blob.entries[entry] as u64)
+            .ok_or_else(|| {
+                unsafe_to_patch(
+                    pid,
+                    plan.symbol,
+                    "the trampoline is out of jump range".into(),
+                )
+            })?;
         tx.patch_code(plan.addr, &jump, plan.original.clone())?;
         fault::point(pid, "patch")?;
         let back = tx

@@ -1,19 +1,19 @@
 //! Before the stop: the hook windows, where to run syscalls from, and the code page built for
 //! the address it will most likely get.
 
-use crate::arch::{Arch, HookPlan, Native};
+use crate::arch::{Arch, Entry, HookPlan, Native, PerEntry};
 use crate::error::{Error, Result};
 use crate::fake_clock::{self, FakeBlob};
 use crate::patch::{PAGES_LEN, placement, unsafe_to_patch};
 use crate::state::Existing;
-use crate::target::{HOOKED_SYMBOLS, Target};
+use crate::target::Target;
 
 /// What can be worked out before stopping anything: the hook windows, where to run syscalls
 /// from, and the code page for the address it will most likely get — relocating the stubs
 /// with iced takes about as long as everything else under stop together.
 pub(crate) struct Plan {
     pid: i32,
-    pub(crate) hooks: Vec<HookPlan>,
+    pub(crate) hooks: PerEntry<HookPlan>,
     pub(crate) syscall_insn: u64,
     pub(crate) blob: FakeBlob,
     /// The code page image built for `.0`.
@@ -23,7 +23,7 @@ pub(crate) struct Plan {
 impl Plan {
     pub(crate) fn new(target: &Target, existing: Option<&Existing>) -> Result<Plan> {
         let pid = target.pid;
-        let hooks = Native::plan_hooks(&target.vdso, &HOOKED_SYMBOLS)
+        let hooks = Native::plan_hooks(&target.vdso)
             .map_err(|(symbol, reason)| unsafe_to_patch(pid, symbol, reason))?;
         let syscall_insn =
             Native::find_syscall_instruction(&target.vdso).ok_or(Error::Unsupported {
@@ -62,18 +62,14 @@ impl Plan {
     /// The blob with each hook's relocated stub in its slot, for a page at `code_addr`.
     fn build_code_page(&self, code_addr: u64) -> Result<Vec<u8>> {
         let blob = &self.blob;
-        let slots = [
-            blob.stub_clock_gettime,
-            blob.stub_gettimeofday,
-            blob.stub_time,
-        ];
-        let mut stubs = Vec::with_capacity(slots.len());
-        for (hook, slot) in self.hooks.iter().zip(slots) {
-            let stub = Native::build_stub(hook, code_addr + slot as u64, blob.stub_capacity)
+        let mut stubs: PerEntry<Vec<u8>> = PerEntry::default();
+        for (entry, hook) in self.hooks.iter() {
+            let slot = code_addr + blob.stubs[entry] as u64;
+            stubs[entry] = Native::build_stub(hook, slot, blob.stub_capacity)
                 .map_err(|reason| unsafe_to_patch(self.pid, hook.symbol, reason))?;
-            stubs.push(stub);
         }
-        blob.code_page(&stubs[0], &stubs[1], &stubs[2])
-            .map_err(|reason| unsafe_to_patch(self.pid, self.hooks[0].symbol, reason))
+        let first = Entry::ALL[0];
+        blob.code_page(PerEntry::from_fn(|entry| stubs[entry].as_slice()))
+            .map_err(|reason| unsafe_to_patch(self.pid, self.hooks[first].symbol, reason))
     }
 }

@@ -83,7 +83,7 @@ mod tests {
 
     use super::*;
     use crate::arch::HookPlan;
-    use crate::target::{HOOKED_SYMBOLS, Target};
+    use crate::target::Target;
 
     static HANDLER_FD: AtomicI32 = AtomicI32::new(-1);
 
@@ -153,7 +153,7 @@ mod tests {
         let child = spinning_child(-1);
         let _reap = Reap(child);
         let target = Target::open(child.as_raw()).unwrap();
-        let plans = Native::plan_hooks(&target.vdso, &HOOKED_SYMBOLS).unwrap();
+        let plans = Native::plan_hooks(&target.vdso).unwrap().0;
         walk_into_a_window(child, &plans);
         let ip = Native::get_regs(child).unwrap().instruction_pointer();
         let maps = crate::target::procfs::maps_of(child.as_raw(), child.as_raw()).unwrap();
@@ -179,7 +179,7 @@ mod tests {
         drop(write_end);
         let _reap = Reap(child);
         let target = Target::open(child.as_raw()).unwrap();
-        let plans = Native::plan_hooks(&target.vdso, &HOOKED_SYMBOLS).unwrap();
+        let plans = Native::plan_hooks(&target.vdso).unwrap().0;
         assert_eq!(check(child, &plans), None, "a plain spinning loop is clear");
         walk_into_a_window(child, &plans);
         let interrupted_at = Native::get_regs(child).unwrap().instruction_pointer();

@@ -8,7 +8,7 @@ use crate::arch::{Arch, Native};
 use crate::error::{Error, Result};
 use crate::fake_clock::{self, DATA_PAGE_OFFSET};
 use crate::state::data_page::{DataPage, PAGE_SIZE};
-use crate::target::{HOOKED_SYMBOLS, Target};
+use crate::target::Target;
 
 /// An injection found in a target.
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ impl Existing {
 /// Looks for an injection in `target` (whose vDSO image and maps are current).
 pub fn find(target: &Target) -> Result<Option<Existing>> {
     let mut foreign = None;
-    for sym in HOOKED_SYMBOLS {
+    for sym in Native::SYMBOLS.0 {
         let Some(dest) = jump_destination(target, sym) else {
             continue;
         };

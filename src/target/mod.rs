@@ -8,10 +8,6 @@ use crate::target::mem::RemoteMemory;
 use crate::vdso::VdsoImage;
 use procfs::Mapping;
 
-/// The vDSO entries we redirect, in the order their patch records are stored.
-pub const HOOKED_SYMBOLS: [&str; 3] =
-    ["__vdso_clock_gettime", "__vdso_gettimeofday", "__vdso_time"];
-
 /// The per-target lock that makes timeskew processes changing one target take turns, held
 /// while changing it; released on drop (or by the kernel when the last process holding it —
 /// including a child that inherited it — exits).

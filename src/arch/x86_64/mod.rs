@@ -2,7 +2,7 @@
 
 use nix::unistd::Pid;
 
-use super::{Arch, HookPlan};
+use super::{Arch, HookPlan, PerEntry};
 use crate::vdso::VdsoImage;
 
 mod regs;
@@ -16,12 +16,13 @@ pub struct X86_64;
 impl Arch for X86_64 {
     type Regs = Regs;
     const JUMP_LEN: usize = relocate::JUMP_LEN;
+    const SYMBOLS: PerEntry<&'static str> =
+        PerEntry(["__vdso_clock_gettime", "__vdso_gettimeofday", "__vdso_time"]);
 
-    fn plan_hooks(
-        image: &VdsoImage,
-        symbols: &[&'static str],
-    ) -> Result<Vec<HookPlan>, (&'static str, String)> {
-        relocate::plan_hooks(image, symbols)
+    fn plan_hooks(image: &VdsoImage) -> Result<PerEntry<HookPlan>, (&'static str, String)> {
+        let plans = relocate::plan_hooks(image, Self::SYMBOLS.values())?;
+        let plans: [HookPlan; 3] = plans.try_into().expect("one plan per symbol");
+        Ok(PerEntry(plans))
     }
 
     fn build_stub(plan: &HookPlan, stub_addr: u64, capacity: usize) -> Result<Vec<u8>, String> {
