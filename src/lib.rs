@@ -1,19 +1,126 @@
-//! timeskew shifts the clocks of a running Linux process from the outside.
+//! timeskew shifts the clocks of a running Linux process from the outside: no restart, no
+//! `LD_PRELOAD`, no effect on any other process.
 //!
-//! It attaches to every thread with ptrace, maps a code page and a data page into the target,
-//! and redirects the vDSO's `clock_gettime`, `gettimeofday` and `time` to hand-written fakes that
-//! call the genuine vDSO code and add an offset. The state lives in the target, so any later
-//! call can see, update or undo it.
+//! It stops the target's threads for well under a millisecond, maps a code page and a data
+//! page into it, and redirects the vDSO's `clock_gettime`, `gettimeofday` and `time` to
+//! hand-written fakes that call the genuine vDSO code and add an offset. The state lives in the
+//! target, so any later call — from this process or another timeskew — can see, change or undo
+//! it. Needs `CAP_SYS_PTRACE` over the target (root, or the target's owner with Yama
+//! `ptrace_scope` 0).
 //!
-//! ```no_run
-//! use timeskew::{Skew, Offset, Clock};
-//! let child = std::process::Command::new("sleep").arg("60").spawn()?;
+//! # The operations
+//!
+//! **Inject** a [`Skew`] — an [`Offset`] for one or more [`Clock`]s — with [`inject`], and
+//! **recover** the real clocks with [`recover`]:
+//!
+//! ```
+//! use timeskew::{Clock, InjectAction, Offset, Skew};
+//! # let mut child = std::process::Command::new("sleep").arg("60").spawn()?;
+//! # let pid = child.id() as i32;
 //! let skew = Skew::new("-600s".parse::<Offset>()?).with_clock(Clock::Realtime);
-//! timeskew::inject(child.id() as i32, &skew)?;
-//! // … the child now reads its wall clock ten minutes in the past …
-//! timeskew::recover(child.id() as i32)?;
+//! let report = timeskew::inject(pid, &skew)?;
+//! assert_eq!(report.action, InjectAction::Injected);
+//! // … the process now reads its wall clock ten minutes in the past …
+//! let recovered = timeskew::recover(pid)?;
+//! assert!(recovered.was_injected);
+//! # child.kill()?; child.wait()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! **Update** a skew by injecting again: an injected process gets its new parameters written
+//! into its data page, without being stopped at all ([`InjectAction::Updated`]). A skew can
+//! **end by itself** after a while ([`Skew::for_duration`]): the deadline is kept in the
+//! target, so it ends on time even if the caller dies.
+//!
+//! ```
+//! use std::time::Duration;
+//! use timeskew::{InjectAction, Skew};
+//! # let mut child = std::process::Command::new("sleep").arg("60").spawn()?;
+//! # let pid = child.id() as i32;
+//! timeskew::inject(pid, &Skew::new("+1h".parse()?))?;
+//! let update = Skew::new("+2h".parse()?).for_duration(Duration::from_secs(30));
+//! let report = timeskew::inject(pid, &update)?;
+//! assert_eq!(report.action, InjectAction::Updated);
+//! assert_eq!(report.stopped_for, Duration::ZERO);
+//! # timeskew::recover(pid)?;
+//! # child.kill()?; child.wait()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! **Status** reads what a process holds, without stopping it:
+//!
+//! ```
+//! # let mut child = std::process::Command::new("sleep").arg("60").spawn()?;
+//! # let pid = child.id() as i32;
+//! let before = timeskew::status(pid)?;
+//! assert!(!before.injected);
+//! timeskew::inject(pid, &timeskew::Skew::new("-1d".parse()?))?;
+//! let during = timeskew::status(pid)?;
+//! assert!(during.injected);
+//! assert_eq!(during.clocks[0].offset.to_string(), "-86400s");
+//! # timeskew::recover(pid)?;
+//! # child.kill()?; child.wait()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Choosing processes
+//!
+//! Every operation takes one process id. [`select::Selection`] turns what a chaos experiment
+//! names — pids, their descendants, the members of cgroups — into the ids to apply it to:
+//!
+//! ```
+//! use timeskew::select::Selection;
+//! # use std::io::BufRead;
+//! # use std::os::unix::process::CommandExt;
+//! # let mut child = std::process::Command::new("sh")
+//! #     .args(["-c", "sleep 60 & echo ready; wait"])
+//! #     .stdout(std::process::Stdio::piped())
+//! #     .process_group(0)
+//! #     .spawn()?;
+//! # let mut line = String::new();
+//! # std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+//! # let pid = child.id() as i32;
+//! let mut selection = Selection::pid(pid);
+//! selection.tree = true; // and every descendant
+//! let pids = selection.resolve()?;
+//! assert_eq!(pids.len(), 2); // the shell and its `sleep`
+//! for &pid in &pids {
+//!     timeskew::inject(pid, &timeskew::Skew::new("+5m".parse()?))?;
+//! }
+//! # for &pid in &pids { timeskew::recover(pid)?; }
+//! # nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)?;
+//! # child.wait()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Starting a program skewed
+//!
+//! [`run::run`] starts a command under a skew from its first instruction, and skews every
+//! program it execs, like `faketime` but for static, Go and every other binary.
+//!
+//! # Taking turns
+//!
+//! Operations on one target take a per-target lock, so two timeskew processes never interleave
+//! their changes. [`TargetLock`] holds it across several operations:
+//!
+//! ```
+//! # let mut child = std::process::Command::new("sleep").arg("60").spawn()?;
+//! # let pid = child.id() as i32;
+//! let lock = timeskew::TargetLock::acquire(pid)?;
+//! timeskew::inject(pid, &timeskew::Skew::new("+1s".parse()?))?;
+//! timeskew::recover(pid)?; // no other timeskew changed it in between
+//! drop(lock);
+//! # child.kill()?; child.wait()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Errors
+//!
+//! Every [`Error`] names the process, the step and what went wrong, and where there is one, what
+//! to do about it. A failed operation has undone whatever it changed; the target is never left
+//! stopped, traced, or half-patched. [`TerminationDeferred`] keeps Ctrl-C and SIGTERM from
+//! ending a caller half-way through a change (the operations already do this for their own
+//! thread).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 

@@ -49,12 +49,6 @@ impl<T> PerEntry<T> {
     pub fn values(&self) -> &[T] {
         &self.0
     }
-
-    /// The table with `f` applied to every value.
-    pub fn map<U>(self, mut f: impl FnMut(Entry, T) -> U) -> PerEntry<U> {
-        let mut entries = Entry::ALL.into_iter();
-        PerEntry(self.0.map(|v| f(entries.next().expect("three entries"), v)))
-    }
 }
 
 impl<T> Index<Entry> for PerEntry<T> {
