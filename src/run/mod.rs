@@ -630,7 +630,7 @@ impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
         if pid == self.main {
             self.main_execed = true;
         }
-        let program = std::fs::read_link(format!("/proc/{pid}/exe"))
+        let program = procfs::exe(pid.as_raw())
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "?".into());
         if self.privileges_drop
@@ -764,8 +764,7 @@ impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
 
     /// Whether `tid` is a thread of the command's process.
     fn in_command(&self, tid: Pid) -> bool {
-        tid == self.main
-            || std::path::Path::new(&format!("/proc/{}/task/{tid}", self.main)).exists()
+        tid == self.main || procfs::has_thread(self.main.as_raw(), tid.as_raw())
     }
 }
 
@@ -774,7 +773,7 @@ const CAP_SYS_PTRACE: u32 = 19;
 
 /// Whether this process has CAP_SYS_PTRACE in its effective set (root normally has).
 fn has_cap_sys_ptrace() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let status = procfs::own_status().unwrap_or_default();
     status_field(&status, "CapEff:")
         .and_then(|v| u64::from_str_radix(v, 16).ok())
         .is_none_or(|caps| caps & (1 << CAP_SYS_PTRACE) != 0)
@@ -792,9 +791,8 @@ fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
 /// effective gid, file capabilities missing from its permitted set. `None` when nothing.
 fn privileges_lost(pid: i32) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    let exe = format!("/proc/{pid}/exe");
-    let meta = std::fs::metadata(&exe).ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let meta = procfs::exe_metadata(pid).ok()?;
+    let status = procfs::status(pid).ok()?;
     // `Uid:`/`Gid:` list real, effective, saved and filesystem ids.
     let effective = |name| {
         status_field(&status, name)?
@@ -811,7 +809,7 @@ fn privileges_lost(pid: i32) -> Option<String> {
     if meta.mode() & setgid == setgid && effective("Gid:") != Some(meta.gid()) {
         lost.push(format!("its setgid bit (group gid {})", meta.gid()));
     }
-    if let Some(file_caps) = file_capabilities(&exe) {
+    if let Some(file_caps) = file_capabilities(pid) {
         let permitted = status_field(&status, "CapPrm:")
             .and_then(|v| u64::from_str_radix(v, 16).ok())
             .unwrap_or(0);
@@ -826,20 +824,9 @@ fn privileges_lost(pid: i32) -> Option<String> {
     (!lost.is_empty()).then(|| lost.join(" and "))
 }
 
-/// The permitted set of a file's `security.capability` attribute, if it has one.
-fn file_capabilities(path: &str) -> Option<u64> {
-    let path = CString::new(path).ok()?;
-    let mut buf = [0u8; 32];
-    // SAFETY: valid NUL-terminated strings and a buffer of the length given.
-    let n = unsafe {
-        libc::getxattr(
-            path.as_ptr(),
-            c"security.capability".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    parse_file_capabilities(buf.get(..usize::try_from(n).ok()?)?)
+/// The permitted set of the file capabilities of the program `pid` runs, if it has any.
+fn file_capabilities(pid: i32) -> Option<u64> {
+    parse_file_capabilities(&procfs::exe_capability_attr(pid)?)
 }
 
 /// `struct vfs_cap_data` (revision 1, 2 or 3, little-endian): the permitted set.
@@ -924,7 +911,7 @@ fn bit(signal: Signal) -> u64 {
 
 /// The signals pending for `pid`'s main thread and for the whole process (`SigPnd` | `ShdPnd`).
 fn pending_signals(pid: Pid) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let status = procfs::status(pid.as_raw()).ok()?;
     let field = |name: &str| {
         status
             .lines()
