@@ -263,6 +263,51 @@ fn cgroup_dir(mountinfo: &str, controller: Option<&str>, path: &str) -> Option<s
     None
 }
 
+// --- for timeskew run ---
+
+/// The program `pid` runs: where `/proc/PID/exe` points.
+pub fn exe(pid: i32) -> std::io::Result<std::path::PathBuf> {
+    fs::read_link(format!("/proc/{pid}/exe"))
+}
+
+/// The file `pid` runs (its owner and mode), reached through `/proc/PID/exe`, which holds even
+/// when the path it was started from has changed since.
+pub fn exe_metadata(pid: i32) -> std::io::Result<fs::Metadata> {
+    fs::metadata(format!("/proc/{pid}/exe"))
+}
+
+/// The `security.capability` attribute (the file capabilities) of the file `pid` runs, if it
+/// has one: the raw `struct vfs_cap_data`, at most 32 bytes.
+pub fn exe_capability_attr(pid: i32) -> Option<Vec<u8>> {
+    let path = std::ffi::CString::new(format!("/proc/{pid}/exe")).ok()?;
+    let mut buf = [0u8; 32];
+    // SAFETY: valid NUL-terminated strings and a buffer of the length given.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"security.capability".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    Some(buf.get(..usize::try_from(n).ok()?)?.to_vec())
+}
+
+/// Whether `tid` is a thread of process `pid` (`/proc/PID/task/TID` exists).
+pub fn has_thread(pid: i32, tid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
+}
+
+/// The text of `/proc/PID/status`.
+pub fn status(pid: i32) -> std::io::Result<String> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+}
+
+/// The text of `/proc/self/status`: this process's own.
+pub fn own_status() -> std::io::Result<String> {
+    fs::read_to_string("/proc/self/status")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,357 @@
+//! The tracer thread's event loop: starts the command held before its exec, then handles each
+//! ptrace stop (exec, fork/vfork/clone, signal delivery, job control) until the command exits.
+
+use std::ffi::CString;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::ptrace::{self, Options};
+use nix::sys::signal::{self, SigSet, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, getpid, gettid};
+
+use super::privileges::{has_cap_sys_ptrace, privileges_lost};
+use super::{
+    ExitOutcome, NotSkewed, Notice, PrivilegesDropped, RELAYED, RunError, RunReport, held_child,
+};
+use crate::error::Error;
+use crate::ops::inject::inject_traced;
+use crate::ptrace::raw;
+use crate::signals;
+use crate::skew::Skew;
+use crate::target::procfs;
+
+/// How long the tracer sleeps at most without a SIGCHLD; only matters when another thread of
+/// the caller swallowed one (see the module's caveats).
+const FALLBACK_WAKEUP: Duration = Duration::from_millis(100);
+
+/// The tracer thread: starts the command and follows it until it exits. Tracees still alive
+/// when this thread ends are detached by the kernel.
+pub(super) fn trace(
+    name: &str,
+    argv: &[CString],
+    skew: &Skew,
+    mask: &SigSet,
+    sigchld: &libc::sigaction,
+    waited: &SigSet,
+    on_notice: impl FnMut(&Notice<'_>),
+) -> Result<RunReport, RunError> {
+    let child = held_child::fork_held(argv, mask, sigchld).map_err(|source| RunError::Start {
+        program: name.to_string(),
+        step: "fork",
+        source,
+    })?;
+    let main = child.pid;
+    let options = Options::PTRACE_O_TRACEEXEC
+        | Options::PTRACE_O_TRACEFORK
+        | Options::PTRACE_O_TRACEVFORK
+        | Options::PTRACE_O_TRACECLONE
+        // Only to recognise the one syscall-exit-stop after each exec (see `leave_execve`).
+        | Options::PTRACE_O_TRACESYSGOOD;
+    let attached = ptrace::seize(main, options)
+        .map_err(|e| {
+            Error::from_errno(
+                main.as_raw(),
+                main.as_raw(),
+                "attach to the command with PTRACE_SEIZE",
+                e,
+            )
+        })
+        .and_then(|()| {
+            child.release().map_err(|e| {
+                Error::from_errno(main.as_raw(), main.as_raw(), "release the command", e)
+            })
+        });
+    if let Err(source) = attached {
+        // It has not exec'd yet: nothing of the user's has run.
+        let _ = signal::kill(main, Signal::SIGKILL);
+        let _ = waitpid(main, Some(WaitPidFlag::__WALL));
+        return Err(RunError::Trace {
+            program: name.to_string(),
+            source,
+        });
+    }
+    log::debug!("{name}: started as pid {main}, traced");
+
+    let mut tracer = Tracer {
+        skew,
+        main,
+        me: gettid(),
+        outcome: None,
+        main_execed: false,
+        skewed: 0,
+        not_skewed: 0,
+        recent: Vec::new(),
+        older: Vec::new(),
+        privileges_drop: !has_cap_sys_ptrace(),
+        on_notice,
+    };
+    let lost = |source| RunError::Wait {
+        program: name.to_string(),
+        pid: main.as_raw(),
+        source,
+    };
+    while tracer.outcome.is_none() {
+        tracer.drain().map_err(lost)?;
+        if tracer.outcome.is_some() {
+            break;
+        }
+        let woke = signals::sigtimedwait(waited, FALLBACK_WAKEUP);
+        std::mem::swap(&mut tracer.older, &mut tracer.recent);
+        tracer.recent.clear();
+        match woke {
+            Ok(Some(info)) if info.signal != Signal::SIGCHLD => tracer.relay(info).map_err(lost)?,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(lost(e)),
+        }
+    }
+    // Handle what is already queued (an exec to skew, a fork to let go); whatever comes later
+    // is the kernel's: it detaches the remaining tracees when this thread ends.
+    let _ = tracer.drain();
+
+    let outcome = tracer.outcome.expect("the loop ends with an outcome");
+    if !tracer.main_execed
+        && outcome == ExitOutcome::Exited(127)
+        && let Some(source) = child.exec_error()
+    {
+        return Err(RunError::Exec {
+            program: name.to_string(),
+            source,
+        });
+    }
+    Ok(RunReport {
+        outcome,
+        skewed: tracer.skewed,
+        not_skewed: tracer.not_skewed,
+    })
+}
+
+/// The state of the wait loop.
+pub(super) struct Tracer<'a, F> {
+    skew: &'a Skew,
+    /// The command: its end is ours.
+    pub(super) main: Pid,
+    /// This thread: the tracer of every tracee.
+    pub(super) me: Pid,
+    pub(super) outcome: Option<ExitOutcome>,
+    main_execed: bool,
+    skewed: u64,
+    not_skewed: u64,
+    /// Relayable signals the command received (signal, sender) since the last wake-up, and in
+    /// the round before: a signal sent to the whole process group reaches it without us.
+    pub(super) recent: Vec<(Signal, i32)>,
+    pub(super) older: Vec<(Signal, i32)>,
+    /// We lack CAP_SYS_PTRACE: setuid/setgid/file capabilities do not apply to traced execs.
+    privileges_drop: bool,
+    on_notice: F,
+}
+
+impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
+    /// Handles every stop and exit already reported, without blocking.
+    pub(super) fn drain(&mut self) -> Result<(), Errno> {
+        let flags = libc::__WALL | libc::__WNOTHREAD | libc::WNOHANG;
+        loop {
+            let mut status: libc::c_int = 0;
+            // SAFETY: waitpid writes the status into the integer we pass. Raw, because nix's
+            // WaitStatus cannot hold a real-time signal and the stop would be lost with it.
+            let rc = unsafe { libc::waitpid(-1, &mut status, flags) };
+            match Errno::result(rc) {
+                Ok(0) => return Ok(()),
+                Ok(pid) => {
+                    let pid = Pid::from_raw(pid);
+                    match WaitStatus::from_raw(pid, status) {
+                        Ok(status) => self.handle(status),
+                        Err(_) => self.handle_realtime(pid, status),
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::ECHILD) if self.outcome.is_some() => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A stop or an end involving a real-time signal (SIGRTMIN+n), which nix cannot name: the
+    /// signal is passed on to the tracee, or a command it ended ends with 128 + its number.
+    fn handle_realtime(&mut self, pid: Pid, status: libc::c_int) {
+        if libc::WIFSTOPPED(status) {
+            let sig = libc::WSTOPSIG(status);
+            log::trace!("pid {pid}: stopped by signal {sig}");
+            if let Err(e) = raw::ptrace_cont(pid, sig) {
+                log::debug!("pid {pid}: PTRACE_CONT with signal {sig} failed: {e}");
+            }
+        } else if libc::WIFSIGNALED(status) && pid == self.main {
+            self.outcome = Some(ExitOutcome::Exited(128 + libc::WTERMSIG(status)));
+        }
+    }
+
+    fn handle(&mut self, status: WaitStatus) {
+        log::trace!("{status:?}");
+        match status {
+            WaitStatus::Exited(pid, code) => {
+                if pid == self.main {
+                    self.outcome = Some(ExitOutcome::Exited(code));
+                }
+            }
+            WaitStatus::Signaled(pid, signal, core_dumped) => {
+                if pid == self.main {
+                    self.outcome = Some(ExitOutcome::Signaled {
+                        signal,
+                        core_dumped,
+                    });
+                }
+            }
+            // A signal on its way to the tracee: pass it on.
+            WaitStatus::Stopped(pid, signal) => {
+                if RELAYED.contains(&signal) && self.in_command(pid) {
+                    let sender = ptrace::getsiginfo(pid).map_or(0, |si| signals::sender(&si));
+                    self.recent.push((signal, sender));
+                }
+                self.resume(pid, Some(signal));
+            }
+            WaitStatus::PtraceEvent(pid, _, libc::PTRACE_EVENT_EXEC) => {
+                if self.leave_execve(pid) {
+                    self.exec(pid);
+                    self.resume(pid, None);
+                }
+            }
+            WaitStatus::PtraceEvent(pid, signal, libc::PTRACE_EVENT_STOP)
+                if is_stop_signal(signal) =>
+            {
+                self.group_stop(pid, signal);
+            }
+            // Fork, vfork and clone events, the first stop of a new tracee, the end of a
+            // group-stop: nothing to do but continue.
+            WaitStatus::PtraceEvent(pid, ..) | WaitStatus::PtraceSyscall(pid) => {
+                self.resume(pid, None);
+            }
+            WaitStatus::Continued(_) | WaitStatus::StillAlive => {}
+        }
+    }
+
+    fn resume(&self, pid: Pid, signal: Option<Signal>) {
+        match ptrace::cont(pid, signal) {
+            Ok(()) => {}
+            // Killed meanwhile (SIGKILL needs no tracer): its exit comes next.
+            Err(Errno::ESRCH) => log::debug!("pid {pid} vanished before it could be continued"),
+            Err(e) => log::warn!("pid {pid}: PTRACE_CONT failed: {e}"),
+        }
+    }
+
+    /// Brings `pid`, stopped at PTRACE_EVENT_EXEC, to the exit of its execve. The event stop is
+    /// still inside the system call: the kernel writes execve's result into the return register
+    /// after it, which would overwrite the syscall number the injection sets up. One
+    /// PTRACE_SYSCALL moves it to the syscall-exit-stop that follows, before any instruction of
+    /// the new program (and before any signal is handled). False if the process died.
+    fn leave_execve(&mut self, pid: Pid) -> bool {
+        if let Err(e) = ptrace::syscall(pid, None) {
+            log::debug!("pid {pid}: PTRACE_SYSCALL at exec failed: {e}");
+            return false;
+        }
+        loop {
+            match waitpid(pid, Some(WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::PtraceSyscall(_)) => return true,
+                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    self.handle(status);
+                    return false;
+                }
+                Ok(other) => {
+                    // Not expected before the syscall exit; let the loop deal with it.
+                    log::warn!("pid {pid}: unexpected stop leaving execve: {other:?}");
+                    self.handle(other);
+                    return false;
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    log::debug!("pid {pid}: waiting for the end of execve failed: {e}");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// A new program in `pid`, stopped before its first instruction: skew it.
+    fn exec(&mut self, pid: Pid) {
+        if pid == self.main {
+            self.main_execed = true;
+        }
+        let program = procfs::exe(pid.as_raw())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        if self.privileges_drop
+            && let Some(lost) = privileges_lost(pid.as_raw())
+        {
+            (self.on_notice)(&Notice::PrivilegesDropped(PrivilegesDropped {
+                pid: pid.as_raw(),
+                program: &program,
+                lost: &lost,
+            }));
+        }
+        match inject_traced(pid.as_raw(), self.skew) {
+            Ok(report) => {
+                self.skewed += 1;
+                log::info!(
+                    "pid {pid}: {program} skewed, {} (stopped {} µs)",
+                    self.skew,
+                    report.stopped_for.as_micros()
+                );
+            }
+            Err(error) => {
+                // Only SIGKILL ends a process in a ptrace-stop; the injection's own waitpid may
+                // have reaped it, taking its status with it.
+                if signal::kill(pid, None) == Err(Errno::ESRCH) {
+                    if pid == self.main {
+                        self.outcome = Some(ExitOutcome::Signaled {
+                            signal: Signal::SIGKILL,
+                            core_dumped: false,
+                        });
+                    }
+                    return;
+                }
+                if matches!(error, Error::ProcessGone { .. }) {
+                    log::debug!("pid {pid} ({program}) died while being skewed: {error}");
+                    return;
+                }
+                self.not_skewed += 1;
+                (self.on_notice)(&Notice::NotSkewed(NotSkewed {
+                    pid: pid.as_raw(),
+                    program: &program,
+                    error: &error,
+                }));
+            }
+        }
+    }
+
+    /// `pid` entered a job-control stop: leave it stopped (PTRACE_LISTEN keeps its events coming
+    /// to us). When the command itself stops, stop ourselves the same way so the shell sees the
+    /// job stopped, and continue the command when we are continued.
+    fn group_stop(&mut self, pid: Pid, signal: Signal) {
+        match raw::ptrace_listen(pid) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => return,
+            Err(e) => {
+                log::warn!("pid {pid}: PTRACE_LISTEN failed ({e}); continuing it instead");
+                self.resume(pid, None);
+                return;
+            }
+        }
+        if pid != self.main {
+            return;
+        }
+        log::debug!("the command stopped ({signal}): stopping timeskew too");
+        // Directed at this thread, so it stops before the call returns (a stop signal in an
+        // orphaned process group is discarded: then we do not stop, and neither should it).
+        if let Err(e) = raw::tgkill(getpid().as_raw(), self.me.as_raw(), signal) {
+            log::warn!("could not stop timeskew with {signal}: {e}");
+        }
+        log::debug!("timeskew continued: continuing the command");
+        let _ = signal::kill(self.main, Signal::SIGCONT);
+    }
+}
+
+fn is_stop_signal(signal: Signal) -> bool {
+    matches!(
+        signal,
+        Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
+    )
+}
