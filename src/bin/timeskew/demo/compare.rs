@@ -1,9 +1,10 @@
 //! What the child should have seen at a step, the check of what it did see, and the step's
 //! table.
 
+use timeskew::Offset;
+
 use super::readings::{NS_PER_S, Readings, RealClocks};
 use crate::output::signed;
-use timeskew::Offset;
 
 /// Disagreement tolerated between a reading and its bracket, for a clock stepped meanwhile (NTP).
 const SLACK_NS: i128 = 5_000_000;
