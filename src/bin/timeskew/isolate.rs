@@ -11,9 +11,9 @@
 //! the change. The command takes the target's lock before forking; the helper inherits it, so
 //! the lock is held until both have let go of it and the next timeskew waits for them.
 //!
-//! Reading (`status`) needs no helper.
+//! Reading (`status`) needs no helper. `backend::Isolated` takes the locks and calls
+//! [`in_helper`].
 
-use std::cell::RefCell;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -24,51 +24,10 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe, setsid};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use timeskew::{InjectReport, RecoverReport, Skew, Status, TargetLock};
-
-use crate::cli::Backend;
 
 /// After a termination signal, how long the command still waits for the helper's answer before
 /// it ends anyway (the helper finishes on its own).
 const GRACE: Duration = Duration::from_millis(500);
-
-/// The real library, each change made in a helper process.
-///
-/// The command takes the target's lock itself before starting the helper (which inherits it)
-/// and keeps it until it has reported and exits, or until `release_locks`: racing commands then
-/// finish in the order of their changes, and the last to finish has the last word.
-#[derive(Default)]
-pub struct Isolated {
-    locks: RefCell<Vec<TargetLock>>,
-}
-
-impl Isolated {
-    fn locked<T: Serialize + DeserializeOwned>(
-        &self,
-        pid: i32,
-        op: impl FnOnce() -> timeskew::Result<T>,
-    ) -> timeskew::Result<T> {
-        let lock = TargetLock::acquire(pid)?;
-        let result = in_helper(pid, op);
-        self.locks.borrow_mut().push(lock);
-        result
-    }
-}
-
-impl Backend for Isolated {
-    fn inject(&self, pid: i32, skew: &Skew) -> timeskew::Result<InjectReport> {
-        self.locked(pid, || timeskew::inject(pid, skew))
-    }
-    fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport> {
-        self.locked(pid, || timeskew::recover(pid))
-    }
-    fn status(&self, pid: i32) -> timeskew::Result<Status> {
-        timeskew::status(pid)
-    }
-    fn release_locks(&self) {
-        self.locks.borrow_mut().clear();
-    }
-}
 
 /// What the helper sends back: the report, or the error told apart as far as the command's
 /// output needs (a process that is gone is reported differently in selections).
@@ -81,7 +40,7 @@ enum Answer<T> {
 }
 
 /// Runs `op` (a change to `pid`) in a helper process and returns its result.
-fn in_helper<T: Serialize + DeserializeOwned>(
+pub fn in_helper<T: Serialize + DeserializeOwned>(
     pid: i32,
     op: impl FnOnce() -> timeskew::Result<T>,
 ) -> timeskew::Result<T> {

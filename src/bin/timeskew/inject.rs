@@ -1,4 +1,4 @@
-//! `inject` over time: once, for a `--duration` (waiting, then recovering; Ctrl-C or SIGTERM
+//! `timeskew inject`: once, for a `--duration` (waiting, then recovering; Ctrl-C or SIGTERM
 //! recovers at once), or in rounds `--every` period. The deadline itself lives in each target,
 //! so the skew ends on time even if this process is killed.
 
@@ -10,10 +10,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::cli::{
-    Backend, CliError, InjectArgs, Outcome, for_each, format_inject, format_recover, is_gone,
-    report, resolve, timer_warning,
-};
+use crate::args::{InjectArgs, TargetArgs};
+use crate::backend::{Backend, Outcome, for_each, is_gone, resolve};
+use crate::error::CliError;
+use crate::output::{format_inject, format_recover, report, timer_warning};
 
 /// Runs `timeskew inject` as its arguments say.
 pub fn inject(
@@ -94,7 +94,7 @@ pub fn inject(
 /// Recovers the targets this round injected; a target that has exited meanwhile (a zombie
 /// included) is not an error (there is nothing left to undo).
 fn recover_all(
-    targets: &crate::cli::TargetArgs,
+    targets: &TargetArgs,
     pids: &[i32],
     backend: &impl Backend,
     out: &mut impl Write,
@@ -158,5 +158,152 @@ impl Signals {
 impl Drop for Signals {
     fn drop(&mut self) {
         let _ = self.old.thread_set_mask();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use timeskew::{InjectReport, RecoverReport, Skew, Status};
+
+    use super::*;
+    use crate::error::error_report;
+    use crate::testing::{Fake, inject_args};
+
+    fn run_inject(backend: &Fake, args: &[&str]) -> (Result<(), CliError>, String, String) {
+        let args = inject_args(args);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let result = inject(&args, backend, &mut out, &mut err);
+        (
+            result,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    #[test]
+    fn inject_runs_with_the_parsed_skew() {
+        let fake = Fake::default();
+        let (result, out, err) = run_inject(&fake, &["inject", "--pid", "123", "--offset=-10m"]);
+        result.unwrap();
+        assert_eq!(*fake.calls.borrow(), ["inject 123 realtime -600s"]);
+        assert_eq!(
+            out,
+            "pid 123: injected, realtime -600s (trampoline 0x7f1234567000, stopped 0.4 ms, 3 threads)\n"
+        );
+        assert_eq!(err, "", "no warning for realtime");
+    }
+
+    #[test]
+    fn inject_warns_when_timers_are_affected() {
+        let fake = Fake::default();
+        let (result, out, err) = run_inject(
+            &fake,
+            &[
+                "inject",
+                "--pid",
+                "5",
+                "--offset",
+                "+1h",
+                "--clock",
+                "realtime,monotonic",
+                "--json",
+            ],
+        );
+        result.unwrap();
+        assert!(
+            err.starts_with("timeskew: warning: skewing monotonic shifts absolute deadlines"),
+            "{err}"
+        );
+        for needle in [
+            "TIMER_ABSTIME",
+            "timerfd",
+            "pthread_cond_timedwait",
+            "fire 3600s late",
+            "relative sleeps",
+        ] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        assert_eq!(err.lines().count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["status"]["pid"], 5);
+    }
+
+    #[test]
+    fn failed_inject_prints_no_warning() {
+        struct Gone;
+        impl Backend for Gone {
+            fn inject(&self, pid: i32, _: &Skew) -> timeskew::Result<InjectReport> {
+                Err(timeskew::Error::NoSuchProcess { pid })
+            }
+            fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport> {
+                Err(timeskew::Error::NoSuchProcess { pid })
+            }
+            fn status(&self, pid: i32) -> timeskew::Result<Status> {
+                Err(timeskew::Error::NoSuchProcess { pid })
+            }
+        }
+        let args = inject_args(&[
+            "inject",
+            "--pid",
+            "3",
+            "--offset",
+            "1h",
+            "--clock",
+            "monotonic",
+        ]);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let e = inject(&args, &Gone, &mut out, &mut err).unwrap_err();
+        assert_eq!(error_report(&e, true), "timeskew: pid 3: no such process");
+        assert!(out.is_empty() && err.is_empty());
+    }
+
+    /// Over several rounds the summary counts the failures out of every injection attempted
+    /// (it said "2 of 2" for 2 failures out of 6).
+    #[test]
+    fn rounds_count_failures_out_of_all_attempts() {
+        struct OneRefuses(Fake);
+        impl Backend for OneRefuses {
+            fn inject(&self, pid: i32, skew: &Skew) -> timeskew::Result<InjectReport> {
+                if pid == 2 {
+                    return Err(timeskew::Error::Unsupported {
+                        pid,
+                        reason: "test".into(),
+                    });
+                }
+                self.0.inject(pid, skew)
+            }
+            fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport> {
+                self.0.recover(pid)
+            }
+            fn status(&self, pid: i32) -> timeskew::Result<Status> {
+                self.0.status(pid)
+            }
+        }
+        let backend = OneRefuses(Fake {
+            calls: RefCell::new(Vec::new()),
+            injected: true,
+        });
+        let args = inject_args(&[
+            "inject",
+            "--pid",
+            "1",
+            "--pid",
+            "2",
+            "--pid",
+            "3",
+            "--offset",
+            "1s",
+            "--duration",
+            "1ms",
+            "--every",
+            "2ms",
+            "--count",
+            "2",
+        ]);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let e = inject(&args, &backend, &mut out, &mut err).unwrap_err();
+        assert_eq!(e.to_string(), "2 of 6 targets failed (see above)");
     }
 }
