@@ -273,13 +273,16 @@ mod tests {
         // Our own child, exited and not reaped yet: a zombie until the `wait` below.
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id() as i32;
-        // Not reaped yet, so "exited" can only mean a zombie.
-        let zombie = || timeskew::select::has_exited(pid);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !zombie() && std::time::Instant::now() < deadline {
-            std::thread::yield_now();
-        }
-        let was_zombie = zombie();
+        // Blocks until the child has exited, without reaping it: a zombie from here on, known
+        // independently of the function under test.
+        let flags = nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT;
+        nix::sys::wait::waitid(
+            nix::sys::wait::Id::Pid(nix::unistd::Pid::from_raw(pid)),
+            flags,
+        )
+        .unwrap();
+        let was_zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')));
         let refused = || -> timeskew::Result<RecoverReport> {
             Err(timeskew::Error::Unsupported {
                 pid,
