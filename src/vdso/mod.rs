@@ -9,12 +9,14 @@ use std::os::unix::fs::FileExt;
 
 use goblin::container::{Container, Ctx, Endian};
 use goblin::elf::dynamic::{DT_HASH, DT_NULL, DT_STRSZ, DT_STRTAB, DT_SYMENT, DT_SYMTAB};
-use goblin::elf::header::{EI_CLASS, EI_DATA, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_X86_64, ET_DYN};
+use goblin::elf::header::{EI_CLASS, EI_DATA, ELFCLASS64, ELFDATA2LSB, ELFMAG, ET_DYN};
 use goblin::elf::program_header::{PF_X, PT_DYNAMIC, PT_LOAD};
 use goblin::elf::section_header::{
     SHF_EXECINSTR, SHN_ABS, SHN_LORESERVE, SHN_UNDEF, SHT_DYNSYM, SHT_NOBITS, SHT_STRTAB,
 };
 use goblin::elf::{Elf, ProgramHeader, SectionHeader, Sym};
+
+use crate::arch::{Arch, Native};
 
 /// Size of an ELF64 header, program header, section header, symbol and dynamic entry.
 const EHDR_SIZE: usize = 64;
@@ -47,7 +49,7 @@ pub struct VdsoImage {
 }
 
 impl VdsoImage {
-    /// Parses `bytes`, the vDSO as mapped at `base` in its process (64-bit x86_64 ELF only).
+    /// Parses `bytes`, the vDSO as mapped at `base` in its process (64-bit ELF of the native architecture only).
     pub fn parse(base: u64, bytes: Vec<u8>) -> Result<VdsoImage, String> {
         // Every absolute address below is `base + offset` with `offset <= bytes.len()`.
         if base.checked_add(bytes.len() as u64).is_none() {
@@ -189,10 +191,12 @@ impl<'a> Parsed<'a> {
             ));
         }
         let header = Elf::parse_header(bytes).map_err(|e| format!("bad ELF header: {e}"))?;
-        if header.e_machine != EM_X86_64 {
+        if header.e_machine != Native::ELF_MACHINE {
             return Err(format!(
-                "ELF machine {} is not x86_64 ({EM_X86_64})",
-                header.e_machine
+                "ELF machine {} is not {} ({})",
+                header.e_machine,
+                Native::NAME,
+                Native::ELF_MACHINE
             ));
         }
         if header.e_type != ET_DYN {
@@ -631,6 +635,11 @@ mod tests {
             let err = VdsoImage::parse(0x1000, copy).unwrap_err();
             assert!(err.contains(reason), "byte {off}: {err}");
         }
+        // The exact wording, now built from the arch's name and machine number.
+        let mut copy = bytes.clone();
+        copy[18] = 0xb7;
+        let err = VdsoImage::parse(0x1000, copy).unwrap_err();
+        assert_eq!(err, "ELF machine 183 is not x86_64 (62)");
     }
 
     #[test]
