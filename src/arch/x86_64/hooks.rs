@@ -150,12 +150,14 @@ fn code_references(instr: &Instruction) -> Vec<(u64, &'static str)> {
     refs
 }
 
+/// Whether two windows share a byte (two symbols aliasing one function, or abutting too closely).
 fn overlaps(a: &HookPlan, b: &HookPlan) -> bool {
     let a_end = a.addr + a.original.len() as u64;
     let b_end = b.addr + b.original.len() as u64;
     a.addr < b_end && b.addr < a_end
 }
 
+/// The window as a half-open address range, for messages.
 fn window_text(plan: &HookPlan) -> String {
     format!(
         "[{:#x}, {:#x})",

@@ -68,6 +68,7 @@ pub(super) fn build_stub(
         ));
     }
     for (target, desc) in &targets {
+        // `REACH - 1`: forward, a rel32 reaches at most i32::MAX.
         if target.abs_diff(stub_addr) > REACH - 1 - REACH_MARGIN {
             return Err(format!(
                 "{}: {desc} addresses {target:#x}, {} bytes away, beyond the ±2 GiB reach of a \
