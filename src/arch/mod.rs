@@ -99,8 +99,25 @@ pub trait Arch {
     /// Saved/restored register set.
     type Regs: Registers;
 
+    /// The architecture's name, as messages print it (`x86_64`).
+    const NAME: &'static str;
+
+    /// `e_machine` of the vDSO's ELF header on this architecture.
+    const ELF_MACHINE: u16;
+
     /// Length of the jump written over each entry.
     const JUMP_LEN: usize;
+
+    /// How far the jump (and a relocated PC-relative operand) reaches, in bytes either way: the
+    /// code page must lie this close to the vDSO.
+    const JUMP_REACH: u64;
+
+    /// Longest hook window: the whole instructions the jump overwrites (what `HookPlan::original`
+    /// can hold).
+    const MAX_WINDOW_LEN: usize;
+
+    /// End of the user address space every process gets without asking; nothing is placed above.
+    const USER_SPACE_TOP: u64;
 
     /// The vDSO symbol of each hooked entry (`__vdso_clock_gettime` here, `__kernel_…` on
     /// aarch64).

@@ -1,15 +1,17 @@
 //! Where the trampoline pages go: a free range close enough to the vDSO for `jmp rel32` and
 //! for the relocated RIP-relative instructions to still reach the vvar pages.
 
+use crate::arch::{Arch, Native};
 use crate::state::data_page::PAGE_SIZE;
 use crate::target::procfs::Mapping;
 
-/// ±2 GiB, less a margin for the vvar pages below the vDSO and the size of the vDSO itself.
-const REACH: u64 = (2 << 30) - (64 << 20);
+/// The jump's reach (±2 GiB on x86_64), less a margin for the vvar pages below the vDSO and the
+/// size of the vDSO itself.
+const REACH: u64 = Native::JUMP_REACH - (64 << 20);
 /// Lowest address we consider (above any mmap_min_addr).
 const LOW: u64 = 0x1_0000;
-/// Top of the 47-bit user address space that every kernel hands out without asking.
-const HIGH: u64 = 0x7fff_ffff_f000;
+/// Top of the user address space that every kernel hands out without asking.
+const HIGH: u64 = Native::USER_SPACE_TOP;
 
 /// Candidate start addresses for `len` bytes, nearest to the vDSO first. Each leaves a free
 /// guard page on both sides, so the kernel does not merge our pages into a neighbour mapping and

@@ -45,8 +45,13 @@ pub const OFF_PATCH_COUNT: usize = 0x028;
 pub const OFF_PATCHES: usize = 0x030;
 pub const PATCH_RECORD_LEN: usize = 32;
 pub const MAX_PATCHES: usize = 4;
-/// Longest original byte run we keep per patch.
-pub const MAX_PATCH_LEN: usize = 16;
+/// Longest original byte run we keep per patch: a layout fact (16 of the record's 32 bytes), not
+/// the longest window (`Arch::MAX_WINDOW_LEN`, 19 on x86_64), which is stored cut to this length.
+/// Only the first `Arch::JUMP_LEN` bytes are ever overwritten, and restoring those is enough.
+pub const MAX_PATCH_LEN: usize = {
+    assert!(<crate::arch::Native as crate::arch::Arch>::JUMP_LEN <= 16);
+    16
+};
 
 pub const OFF_SLOT0: usize = 0x100;
 pub const SLOT_STRIDE: usize = 0x480;

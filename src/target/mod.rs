@@ -75,9 +75,10 @@ impl Target {
         )?;
         // EI_CLASS: a 32-bit process has a 32-bit vDSO.
         if bytes.get(4) == Some(&1) {
-            return Err(unsupported(
-                "it is a 32-bit process; timeskew supports 64-bit x86_64 processes",
-            ));
+            return Err(unsupported(&format!(
+                "it is a 32-bit process; timeskew supports 64-bit {} processes",
+                <crate::arch::Native as crate::arch::Arch>::NAME
+            )));
         }
         let vdso = VdsoImage::parse(vdso_map.start, bytes)
             .map_err(|reason| Error::VdsoParse { pid, reason })?;

@@ -1,12 +1,20 @@
-//! x86_64: `jmp rel32` hooks, iced-x86 relocation, `syscall` injection.
+//! x86_64: the [`Arch`] facts and operations, each delegated to the file that does that job.
+//!
+//! `hooks` plans the windows, `relocate` builds the stubs, `jump` is the `jmp rel32` codec,
+//! `decode` holds the shared iced-x86 helpers, `regs` runs `syscall` in a stopped thread.
 
 use nix::unistd::Pid;
 
 use super::{Arch, HookPlan, PerEntry};
 use crate::vdso::VdsoImage;
 
+mod decode;
+mod hooks;
+mod jump;
 mod regs;
 mod relocate;
+#[cfg(test)]
+mod test_support;
 
 pub use regs::Regs;
 
@@ -15,12 +23,22 @@ pub struct X86_64;
 
 impl Arch for X86_64 {
     type Regs = Regs;
-    const JUMP_LEN: usize = relocate::JUMP_LEN;
+    const NAME: &'static str = "x86_64";
+    /// `EM_X86_64`.
+    const ELF_MACHINE: u16 = goblin::elf::header::EM_X86_64;
+    const JUMP_LEN: usize = jump::JUMP_LEN;
+    const JUMP_REACH: u64 = jump::REACH;
+    /// The window grows one whole instruction at a time until it covers the jump: at worst
+    /// `JUMP_LEN - 1` bytes and then one instruction of the longest length.
+    const MAX_WINDOW_LEN: usize = jump::JUMP_LEN - 1 + decode::MAX_INSN_LEN;
+    /// 4-level paging (47-bit user addresses), less the guard page the kernel keeps at the top.
+    /// Higher (5-level) addresses are only handed out to a process that asks for them.
+    const USER_SPACE_TOP: u64 = 0x7fff_ffff_f000;
     const SYMBOLS: PerEntry<&'static str> =
         PerEntry(["__vdso_clock_gettime", "__vdso_gettimeofday", "__vdso_time"]);
 
     fn plan_hooks(image: &VdsoImage) -> Result<PerEntry<HookPlan>, (&'static str, String)> {
-        let plans = relocate::plan_hooks(image, Self::SYMBOLS.values())?;
+        let plans = hooks::plan_hooks(image, Self::SYMBOLS.values())?;
         let plans: [HookPlan; 3] = plans.try_into().expect("one plan per symbol");
         Ok(PerEntry(plans))
     }
@@ -30,15 +48,15 @@ impl Arch for X86_64 {
     }
 
     fn encode_jump(from: u64, to: u64) -> Option<Vec<u8>> {
-        relocate::encode_jump(from, to)
+        jump::encode_jump(from, to)
     }
 
     fn decode_jump(bytes: &[u8], from: u64) -> Option<u64> {
-        relocate::decode_jump(bytes, from)
+        jump::decode_jump(bytes, from)
     }
 
     fn find_syscall_instruction(image: &VdsoImage) -> Option<u64> {
-        relocate::find_syscall_instruction(image)
+        decode::find_syscall_instruction(image)
     }
 
     fn get_regs(tid: Pid) -> nix::Result<Regs> {
@@ -59,5 +77,51 @@ impl Arch for X86_64 {
 
     fn after_syscall(insn: u64) -> u64 {
         insn + 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode::find_syscall_instruction;
+    use super::hooks::plan_hooks;
+    use super::relocate::build_stub;
+    use super::test_support::{ENTRIES, live};
+    use crate::vdso::{Symbol, VdsoImage};
+
+    /// Random corruption of the live vDSO's code never makes planning or relocation panic.
+    #[test]
+    fn corrupted_code_never_panics() {
+        let image = live();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let symbols: Vec<Symbol> = ENTRIES
+            .iter()
+            .map(|n| image.symbol(n).unwrap().clone())
+            .collect();
+        let (text, text_len) = image.exec_ranges()[0];
+        for _ in 0..2_000 {
+            let mut bytes = image.bytes().to_vec();
+            for _ in 0..1 + next() % 16 {
+                let off = (text - image.base() + next() % text_len) as usize;
+                bytes[off] = next() as u8;
+            }
+            let mutated = VdsoImage::from_parts(
+                image.base(),
+                bytes,
+                symbols.clone(),
+                image.exec_ranges().to_vec(),
+            );
+            if let Ok(plans) = plan_hooks(&mutated, &ENTRIES) {
+                for plan in &plans {
+                    let _ = build_stub(plan, image.base() - 4096, 64);
+                }
+            }
+            let _ = find_syscall_instruction(&mutated);
+        }
     }
 }

@@ -1,0 +1,98 @@
+//! Shared iced-x86 decoding helpers: which bytes are code, what an instruction does to control
+//! flow, how to print it, and where the vDSO's own `syscall` instruction is.
+
+use iced_x86::{
+    Code, Decoder, DecoderOptions, FlowControl, Formatter, Instruction, IntelFormatter,
+};
+
+use crate::vdso::VdsoImage;
+
+/// Longest x86 instruction, in bytes (architectural limit).
+pub(super) const MAX_INSN_LEN: usize = 15;
+
+/// The image's bytes from `addr` to the end of the executable range holding it.
+pub(super) fn exec_bytes_from(image: &VdsoImage, addr: u64) -> Option<&[u8]> {
+    image.exec_ranges().iter().find_map(|&(start, len)| {
+        let end = start.checked_add(len)?;
+        if addr < start || addr >= end {
+            return None;
+        }
+        image.slice(addr, usize::try_from(end - addr).ok()?)
+    })
+}
+
+/// What kind of control transfer `instr` is, or `None` for an instruction that falls through.
+pub(super) fn control_transfer_kind(instr: &Instruction) -> Option<&'static str> {
+    match instr.code() {
+        Code::Syscall => return Some("a syscall"),
+        Code::Sysenter => return Some("a sysenter"),
+        _ => {}
+    }
+    match instr.flow_control() {
+        FlowControl::Next => None,
+        FlowControl::UnconditionalBranch => Some("a jump"),
+        FlowControl::IndirectBranch => Some("an indirect jump"),
+        FlowControl::ConditionalBranch => Some("a conditional branch"),
+        FlowControl::Return => Some("a return"),
+        FlowControl::Call => Some("a call"),
+        FlowControl::IndirectCall => Some("an indirect call"),
+        FlowControl::Interrupt => Some("an interrupt"),
+        FlowControl::XbeginXabortXend => Some("a transaction instruction"),
+        FlowControl::Exception => Some("a trapping (undefined) instruction"),
+    }
+}
+
+/// Address of a plain two-byte `syscall` (`0f 05`) in the image's executable ranges.
+pub(super) fn find_syscall_instruction(image: &VdsoImage) -> Option<u64> {
+    image.exec_ranges().iter().find_map(|&(start, len)| {
+        let code = image.slice(start, usize::try_from(len).ok()?)?;
+        Decoder::with_ip(64, code, start, DecoderOptions::NONE)
+            .into_iter()
+            .find(|i| i.code() == Code::Syscall && i.len() == 2)
+            .map(|i| i.ip())
+    })
+}
+
+/// `instr` in Intel syntax, for messages.
+pub(super) fn format_instr(instr: &Instruction) -> String {
+    let mut text = String::new();
+    IntelFormatter::new().format(instr, &mut text);
+    text
+}
+
+/// `bytes` as space-separated hex, for messages.
+pub(super) fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::x86_64::test_support::{BASE, live, synth};
+
+    #[test]
+    fn live_syscall_instruction_is_found() {
+        let image = live();
+        let addr = find_syscall_instruction(&image).expect("the vDSO has a syscall fallback");
+        assert_eq!(image.slice(addr, 2), Some(&[0x0f, 0x05][..]));
+        assert!(
+            image
+                .exec_ranges()
+                .iter()
+                .any(|&(s, l)| addr >= s && addr + 2 <= s + l)
+        );
+    }
+
+    #[test]
+    fn syscall_search_skips_prefixed_and_misaligned_bytes() {
+        // mov eax,0x50f (b8 0f 05 00 00) hides 0f 05 inside; the real syscall is at +5.
+        let image = synth(&[0xb8, 0x0f, 0x05, 0, 0, 0x0f, 0x05, 0xc3], &[]);
+        assert_eq!(find_syscall_instruction(&image), Some(BASE + 5));
+        let image = synth(&[0x90, 0xc3], &[]);
+        assert_eq!(find_syscall_instruction(&image), None);
+    }
+}
