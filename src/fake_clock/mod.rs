@@ -29,22 +29,58 @@
 //! ```
 
 use crate::arch::PerEntry;
+use crate::state::data_page;
 
+// The assembly's data-page offsets, page size, stub capacity, header length, clock id and
+// syscall number are these operands: Rust is their one home, the `.S` only names them.
 #[cfg(target_arch = "x86_64")]
-core::arch::global_asm!(include_str!("x86_64.S"));
+core::arch::global_asm!(
+    include_str!("x86_64.S"),
+    DATA_PAGE = const DATA_PAGE_OFFSET,
+    OFF_GENERATION = const data_page::OFF_GENERATION,
+    OFF_SLOT0 = const data_page::OFF_SLOT0,
+    SLOT_STRIDE = const data_page::SLOT_STRIDE,
+    SLOT_OFF_MASK = const data_page::SLOT_OFF_MASK,
+    SLOT_OFF_GTOD_SEC = const data_page::SLOT_OFF_GTOD_SEC,
+    SLOT_OFF_GTOD_USEC = const data_page::SLOT_OFF_GTOD_USEC,
+    SLOT_OFF_CLOCKS = const data_page::SLOT_OFF_CLOCKS,
+    SLOT_OFF_DEADLINES = const data_page::SLOT_OFF_DEADLINES,
+    CLOCK_ENTRY_SHIFT = const data_page::CLOCK_ENTRY_LEN.trailing_zeros(),
+    MAX_CLOCK_ID = const data_page::MAX_CLOCK_ID,
+    STUB_CAPACITY = const STUB_CAPACITY,
+    HEADER_LEN = const HEADER_LEN,
+    CLOCK_REALTIME_COARSE = const libc::CLOCK_REALTIME_COARSE,
+    SYS_TIME = const libc::SYS_time,
+);
+
+// What the assembly assumes about these values beyond the values themselves: it reads the
+// generation as one aligned 8-byte word; it indexes both tables with one shift (entries of a
+// power-of-two size) by ids 0..=MAX_CLOCK_ID, bit n of a u32 mask, and the entries lie inside a
+// slot. (gettimeofday and time test bit 0 in the first byte of the little-endian mask.)
+const _: () = {
+    assert!(data_page::OFF_GENERATION.is_multiple_of(8));
+    assert!(data_page::CLOCK_ENTRY_LEN.is_power_of_two());
+    assert!(data_page::MAX_CLOCK_ID < 32);
+    let table = (data_page::MAX_CLOCK_ID + 1) * data_page::CLOCK_ENTRY_LEN;
+    assert!(data_page::SLOT_OFF_CLOCKS + table <= data_page::SLOT_OFF_DEADLINES);
+    assert!(data_page::SLOT_OFF_DEADLINES + table <= data_page::SLOT_LEN);
+};
 
 /// Distance from the start of the code page to the data page the fakes read: the data page
 /// directly follows the code page.
-pub const DATA_PAGE_OFFSET: u64 = crate::state::data_page::PAGE_SIZE;
+pub const DATA_PAGE_OFFSET: u64 = data_page::PAGE_SIZE;
 
 /// Size of the code page [`FakeBlob::code_page`] builds: one page.
-pub const CODE_PAGE_LEN: usize = crate::state::data_page::PAGE_SIZE as usize;
+pub const CODE_PAGE_LEN: usize = data_page::PAGE_SIZE as usize;
 
 /// Magic at offset 0 of the blob.
 pub const BLOB_MAGIC: [u8; 8] = *b"TSKFAKE1";
 
 /// Length of the blob header.
 pub const HEADER_LEN: usize = 0x24;
+
+/// Bytes in each stub slot (the header's `stub_capacity`, `TSK_STUB_CAPACITY` in the assembly).
+pub const STUB_CAPACITY: usize = 64;
 
 /// Byte that fills the unused parts of the code page and of the stub slots (`int3`).
 pub const FILL_BYTE: u8 = 0xcc;

@@ -5,54 +5,16 @@ use super::harness::*;
 use super::model::*;
 use crate::arch::{Entry, PerEntry};
 use crate::fake_clock::*;
-use crate::state::data_page as layout;
 
 // ---- header, page building, ABI constants ----------------------------------------------
-
-#[test]
-fn fake_clock_asm_constants_match_layout() {
-    unsafe extern "C" {
-        safe static timeskew_fake_abi: [u64; 12];
-    }
-    let t = &timeskew_fake_abi;
-    let expected = [
-        DATA_PAGE_OFFSET,
-        layout::OFF_GENERATION as u64,
-        layout::OFF_SLOT0 as u64,
-        layout::SLOT_STRIDE as u64,
-        layout::SLOT_OFF_MASK as u64,
-        layout::SLOT_OFF_GTOD_SEC as u64,
-        layout::SLOT_OFF_GTOD_USEC as u64,
-        layout::SLOT_OFF_CLOCKS as u64,
-        layout::SLOT_OFF_DEADLINES as u64,
-        layout::CLOCK_ENTRY_LEN as u64,
-        layout::MAX_CLOCK_ID as u64,
-    ];
-    assert_eq!(t[0], expected.len() as u64, "timeskew_fake_abi entry count");
-    assert_eq!(
-        &t[1..],
-        &expected[..],
-        "fake_clock/x86_64.S .set constants differ from src/layout.rs"
-    );
-    assert_eq!(DATA_PAGE_OFFSET, layout::PAGE_SIZE);
-    // The asm reads the generation as one aligned 8-byte word; the clock and deadline
-    // entries it indexes (id <= 31, both tables with the same shift) lie inside a slot;
-    // the mask's bit 0 is in the slot's first byte (gettimeofday and time test that byte).
-    const {
-        assert!(layout::OFF_GENERATION.is_multiple_of(8));
-        assert!(layout::SLOT_OFF_CLOCKS + (layout::MAX_CLOCK_ID + 1) * 16 <= layout::SLOT_LEN);
-        assert!(layout::SLOT_OFF_DEADLINES + (layout::MAX_CLOCK_ID + 1) * 16 <= layout::SLOT_LEN);
-        assert!(layout::SLOT_OFF_DEADLINES >= layout::SLOT_OFF_CLOCKS + 32 * 16);
-        assert!(layout::CLOCK_ENTRY_LEN == 16);
-    };
-}
 
 #[test]
 fn fake_clock_header_is_valid() {
     let b = blob();
     assert_eq!(&b.bytes[..8], b"TSKFAKE1");
     assert_eq!(HEADER_LEN, 0x24);
-    assert_eq!(b.stub_capacity, 64);
+    assert_eq!(b.stub_capacity, STUB_CAPACITY);
+    assert_eq!(STUB_CAPACITY, 64);
     for &e in b.entries.values() {
         assert!(e >= HEADER_LEN);
         assert_eq!(e % 16, 0, "entry {e:#x} not 16-byte aligned");
