@@ -76,7 +76,7 @@ fn fake_clock_parse_rejects_bad_headers() {
     assert!(parse(leak(bad)).is_err());
     assert!(parse(leak(good[..0x10].to_vec())).is_err());
     assert!(parse(leak(good[..0x22].to_vec())).is_err());
-    assert!(parse(leak(vec![0xcc; 5000])).is_err());
+    assert!(parse(leak(vec![0xcc; CODE_PAGE_LEN + 1])).is_err());
 }
 
 #[test]
@@ -86,7 +86,7 @@ fn fake_clock_code_page_places_stubs() {
     let s2 = vec![7u8; 64];
     let s3 = [9u8; 10];
     let page = b.code_page(PerEntry([&s1, &s2, &s3])).unwrap();
-    assert_eq!(page.len(), 4096);
+    assert_eq!(page.len(), CODE_PAGE_LEN);
     assert_eq!(
         &page[..b.stubs[Entry::ClockGettime]],
         &b.bytes[..b.stubs[Entry::ClockGettime]]
@@ -117,7 +117,7 @@ fn fake_clock_code_page_places_stubs() {
 }
 
 /// Static proof of position independence: every RIP-relative operand in the code points at
-/// the data page (blob start + 4096) and every branch stays inside the blob.
+/// the data page (blob start + DATA_PAGE_OFFSET) and every branch stays inside the blob.
 #[test]
 fn fake_clock_code_is_position_independent() {
     use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Mnemonic};

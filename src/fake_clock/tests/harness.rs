@@ -16,7 +16,9 @@ pub(super) type GettimeofdayFn =
     extern "C" fn(*mut libc::timeval, *mut libc::c_void) -> libc::c_int;
 pub(super) type TimeFn = extern "C" fn(*mut libc::time_t) -> libc::time_t;
 
-pub(super) const PAGE: usize = crate::state::data_page::PAGE_SIZE as usize;
+/// The page size, `data_page::PAGE_SIZE` as a `usize`: the code page is one page and the data
+/// page follows it ([`crate::fake_clock::DATA_PAGE_OFFSET`]).
+pub(super) const PAGE: usize = layout::PAGE_SIZE as usize;
 
 // ---- the genuine vDSO of this process --------------------------------------------------
 
