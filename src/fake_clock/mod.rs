@@ -3,8 +3,9 @@
 //! The blob is written in assembly (`fake_clock/x86_64.S`) and linked into this binary between
 //! the symbols `timeskew_fake_start` and `timeskew_fake_end`. It is position independent: the
 //! injector copies it verbatim to offset 0 of a fresh page in the target and maps the data page
-//! (see [`crate::state::data_page`]) exactly [`DATA_PAGE_OFFSET`] bytes above it, where the fakes find it
-//! RIP-relatively.
+//! (see [`crate::state::data_page`]) exactly [`DATA_PAGE_OFFSET`] bytes above it, where the
+//! fakes find it RIP-relatively. The assembly's layout constants are `global_asm!` operands
+//! taken from the Rust side, so the two cannot disagree.
 //!
 //! Each fake calls the genuine vDSO function through a *stub slot* inside the blob. The injector
 //! fills a slot with the instructions that its jump displaced from the vDSO entry (relocated for

@@ -133,19 +133,16 @@ pub(super) fn data_page(p: &Params) -> Vec<u8> {
 
 /// A code page (r-x) built from the blob plus its data page (rw-), mapped in this process.
 pub(super) struct Injected {
-    pub(super) base: *mut u8,
+    /// Both pages, the code page first; the data page is mapped over the second page. Dropping
+    /// it unmaps both (no function pointer into them outlives `self`: they are only used while
+    /// `self` is borrowed).
+    pages: memmap2::Mmap,
     pub(super) blob: FakeBlob,
 }
 
-// SAFETY: the mapping is owned by the value and freed only in Drop; the data page is only
-// written through atomics (or before the value is shared), the code page is read-only.
-unsafe impl Send for Injected {}
-// SAFETY: as above.
-unsafe impl Sync for Injected {}
-
 impl Injected {
-    /// Maps the pages, writes the code page with the given stubs and the data page image,
-    /// then makes the code page r-x (never writable and executable at once).
+    /// Maps the pages, writes the code page with the given stubs and the data page image.
+    /// The code page goes rw- → r-x, never writable and executable at once.
     pub(super) fn with_stubs(
         stub_cg: &[u8],
         stub_gtod: &[u8],
@@ -157,35 +154,36 @@ impl Injected {
         let code = blob
             .code_page(PerEntry([stub_cg, stub_gtod, stub_time]))
             .expect("code page");
-        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                2 * PAGE,
+        // make_exec changes the protection of a whole mapping, so both pages turn r-x here and
+        // the data page replaces the second one below: the pair stays one range, owned by
+        // `pages`, with the data page exactly one page above the code page.
+        let mut pages = memmap2::MmapOptions::new()
+            .len(2 * PAGE)
+            .map_anon()
+            .expect("mmap of the code and data pages");
+        pages[..PAGE].copy_from_slice(&code);
+        let pages = pages.make_exec().expect("mprotect r-x of the code page");
+        // libc, not memmap2: the data page needs a fixed address (one page above the code).
+        // SAFETY: MAP_FIXED replaces only the second page of `pages`, a mapping this function
+        // owns and that nothing references (no slice of it is alive); `pages` unmaps it with
+        // the first page on drop.
+        let at = unsafe {
+            let want = pages.as_ptr().add(PAGE).cast_mut();
+            let at = libc::mmap(
+                want.cast(),
+                PAGE,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
                 -1,
                 0,
-            )
+            );
+            assert_eq!(at, want.cast(), "mmap of the data page failed");
+            want
         };
-        assert_ne!(base, libc::MAP_FAILED, "mmap failed");
-        let base = base as *mut u8;
-        // SAFETY: base..base+2*PAGE is our fresh rw mapping; the sources are page-sized
-        // buffers that do not overlap it.
-        unsafe {
-            std::ptr::copy_nonoverlapping(code.as_ptr(), base, PAGE);
-            std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(PAGE), PAGE);
-        }
-        // SAFETY: changes the protection of the first page of our own mapping only.
-        let r = unsafe {
-            libc::mprotect(
-                base as *mut libc::c_void,
-                PAGE,
-                libc::PROT_READ | libc::PROT_EXEC,
-            )
-        };
-        assert_eq!(r, 0, "mprotect r-x failed");
-        Injected { base, blob }
+        // SAFETY: at..at+PAGE is the fresh rw data page; `data` is a page-sized buffer that
+        // does not overlap it.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), at, PAGE) };
+        Injected { pages, blob }
     }
 
     /// Stubs that jump to the genuine vDSO functions.
@@ -210,7 +208,7 @@ impl Injected {
     }
 
     pub(super) fn addr(&self, off: usize) -> usize {
-        self.base as usize + off
+        self.pages.as_ptr() as usize + off
     }
 
     pub(super) fn clock_gettime(&self) -> ClockGettimeFn {
@@ -242,7 +240,7 @@ impl Injected {
         assert!(off.is_multiple_of(8) && off + 8 <= PAGE);
         // SAFETY: in bounds of the rw data page, 8-aligned, valid while self lives; this
         // process writes the data page only through these atomics once it is shared.
-        unsafe { AtomicU64::from_ptr(self.base.add(PAGE + off) as *mut u64) }
+        unsafe { AtomicU64::from_ptr(self.pages.as_ptr().add(PAGE + off).cast_mut().cast()) }
     }
 
     /// Publishes `p` exactly as layout.rs prescribes: fill the inactive slot, then bump the
@@ -264,14 +262,6 @@ impl Injected {
             let v = u64::from_le_bytes(w.try_into().unwrap());
             self.word(at + 8 * i).store(v, Ordering::Relaxed);
         }
-    }
-}
-
-impl Drop for Injected {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping created in with_stubs; no function pointer
-        // into it outlives self (they are only used while self is borrowed).
-        unsafe { libc::munmap(self.base as *mut libc::c_void, 2 * PAGE) };
     }
 }
 
