@@ -243,8 +243,8 @@ impl Injected {
         unsafe { AtomicU64::from_ptr(self.pages.as_ptr().add(PAGE + off).cast_mut().cast()) }
     }
 
-    /// Publishes `p` exactly as layout.rs prescribes: fill the inactive slot, then bump the
-    /// generation with one aligned store.
+    /// Publishes `p` exactly as state/data_page.rs prescribes: fill the inactive slot, then bump
+    /// the generation with one aligned store.
     pub(super) fn publish(&self, p: &Params) {
         self.publish_raw(&p.encode_slot());
     }
