@@ -4,9 +4,10 @@
 # verbatim to offset 0 of that page, so every reference inside it must be position independent:
 # only RIP-relative references to local (.L) labels of this same section, which the assembler
 # resolves to constants (no relocation survives into the copy). The data page sits exactly one
-# page (0x1000 bytes) above the start of the blob.
+# page (TSK_DATA_PAGE bytes) above the start of the blob.
 #
-# Header at offset 0, 0x24 bytes (read by src/fake_clock.rs with from_le_bytes):
+# Header at offset 0, 0x24 bytes = fake_clock::HEADER_LEN (read by src/fake_clock/mod.rs with
+# from_le_bytes):
 #   0x00 magic "TSKFAKE1"
 #   0x08 u32 offset of the fake clock_gettime    0x0c u32 offset of the fake gettimeofday
 #   0x10 u32 offset of the fake time             0x14 u32 offset of the clock_gettime stub slot
@@ -24,7 +25,7 @@
 # caller-saved registers (rax rcx rdx rsi rdi r8-r11, flags) and rely on none of them surviving
 # an inner call.
 #
-# Reading the parameters (layout.rs): take the generation, select slot (generation & 1), read
+# Reading the parameters (src/state/data_page.rs): take the generation, select slot (generation & 1), read
 # the fields, re-read the generation and start again if it changed. Every field that decides the
 # result, the mask bit included, is read inside such a checked read. A clear mask bit skips the
 # offset and deadline loads but still re-checks the generation before it answers: returning on
@@ -37,24 +38,25 @@
 # one compare that is always "below". gettimeofday and time use deadlines[0]. A zeroed slot has
 # mask 0 and deadlines at 0 (in the past): it passes real time through.
 
-# ---- Data page contract: MUST match src/layout.rs (checked by the tests in src/fake_clock.rs,
-# ---- which read the table `timeskew_fake_abi` at the end of this file).
-.set TSK_DATA_PAGE,          0x1000  # data page = blob start + this (fake_clock::DATA_PAGE_OFFSET)
-.set TSK_OFF_GENERATION,     0x010   # layout::OFF_GENERATION (u64)
-.set TSK_OFF_SLOT0,          0x100   # layout::OFF_SLOT0
-.set TSK_SLOT_STRIDE,        0x480   # layout::SLOT_STRIDE
-.set TSK_SLOT_OFF_MASK,      0x00    # layout::SLOT_OFF_MASK (u32)
-.set TSK_SLOT_OFF_GTOD_SEC,  0x10    # layout::SLOT_OFF_GTOD_SEC (i64)
-.set TSK_SLOT_OFF_GTOD_USEC, 0x18    # layout::SLOT_OFF_GTOD_USEC (i64, 0..1e6)
-.set TSK_SLOT_OFF_CLOCKS,    0x20    # layout::SLOT_OFF_CLOCKS: clocks[id] = (sec i64, nsec i64)
-.set TSK_SLOT_OFF_DEADLINES, 0x220   # layout::SLOT_OFF_DEADLINES: deadlines[id] = (sec, nsec)
-.set TSK_CLOCK_ENTRY_SHIFT,  4       # log2(layout::CLOCK_ENTRY_LEN = 16), both tables
-.set TSK_MAX_CLOCK_ID,       31      # layout::MAX_CLOCK_ID
+# ---- Data page contract. The values are global_asm! operands supplied by src/fake_clock/mod.rs
+# ---- from crate::state::data_page (the one home of the layout), libc and fake_clock itself; the
+# ---- names below only make the code readable. (Literal braces in this file must be doubled.)
+.set TSK_DATA_PAGE,          {DATA_PAGE}          # data page = blob start + this (fake_clock::DATA_PAGE_OFFSET)
+.set TSK_OFF_GENERATION,     {OFF_GENERATION}     # data_page::OFF_GENERATION (u64)
+.set TSK_OFF_SLOT0,          {OFF_SLOT0}          # data_page::OFF_SLOT0
+.set TSK_SLOT_STRIDE,        {SLOT_STRIDE}        # data_page::SLOT_STRIDE
+.set TSK_SLOT_OFF_MASK,      {SLOT_OFF_MASK}      # data_page::SLOT_OFF_MASK (u32)
+.set TSK_SLOT_OFF_GTOD_SEC,  {SLOT_OFF_GTOD_SEC}  # data_page::SLOT_OFF_GTOD_SEC (i64)
+.set TSK_SLOT_OFF_GTOD_USEC, {SLOT_OFF_GTOD_USEC} # data_page::SLOT_OFF_GTOD_USEC (i64, 0..1e6)
+.set TSK_SLOT_OFF_CLOCKS,    {SLOT_OFF_CLOCKS}    # clocks[id] = (sec i64, nsec i64)
+.set TSK_SLOT_OFF_DEADLINES, {SLOT_OFF_DEADLINES} # deadlines[id] = (sec, nsec)
+.set TSK_CLOCK_ENTRY_SHIFT,  {CLOCK_ENTRY_SHIFT}  # log2(data_page::CLOCK_ENTRY_LEN), both tables
+.set TSK_MAX_CLOCK_ID,       {MAX_CLOCK_ID}       # data_page::MAX_CLOCK_ID
+.set TSK_STUB_CAPACITY,      {STUB_CAPACITY}      # bytes per stub slot (fake_clock::STUB_CAPACITY)
+.set TSK_CLOCK_REALTIME_COARSE, {CLOCK_REALTIME_COARSE}  # libc::CLOCK_REALTIME_COARSE
+.set TSK_SYS_TIME,           {SYS_TIME}           # libc::SYS_time
 
 # ---- Blob-local constants.
-.set TSK_STUB_CAPACITY,      64      # bytes per stub slot
-.set TSK_CLOCK_REALTIME_COARSE, 5
-.set TSK_SYS_TIME,           201
 .set TSK_NSEC_PER_SEC,       1000000000
 .set TSK_USEC_PER_SEC,       1000000
 .set TSK_NSEC_PER_USEC,      1000
@@ -77,6 +79,9 @@ timeskew_fake_start:
     .long .Lstub_gettimeofday - .Lblob_start
     .long TSK_STUB_CAPACITY
     .long .Lstub_time - .Lblob_start
+.if . - .Lblob_start - {HEADER_LEN}
+    .error "the blob header is not fake_clock::HEADER_LEN bytes long"
+.endif
 
 # Every checked read below selects the slot the same way, without a multiply:
 #     mov r8, [data + GENERATION]; lea rcx, [data + STRIDE]; test r8b, 1; cmovz rcx, data
@@ -320,25 +325,4 @@ timeskew_fake_time:
 .Lstub_time:
     .fill TSK_STUB_CAPACITY, 1, 0xcc
 timeskew_fake_end:
-.popsection
-
-# The data-page constants this blob was assembled with, for the tests to compare against
-# src/layout.rs. Not part of the blob. Layout: u64 count, then count u64 values in this order.
-.pushsection .rodata.timeskew_fake_abi,"a",@progbits
-.p2align 3
-.globl timeskew_fake_abi
-.hidden timeskew_fake_abi
-timeskew_fake_abi:
-    .quad 11
-    .quad TSK_DATA_PAGE
-    .quad TSK_OFF_GENERATION
-    .quad TSK_OFF_SLOT0
-    .quad TSK_SLOT_STRIDE
-    .quad TSK_SLOT_OFF_MASK
-    .quad TSK_SLOT_OFF_GTOD_SEC
-    .quad TSK_SLOT_OFF_GTOD_USEC
-    .quad TSK_SLOT_OFF_CLOCKS
-    .quad TSK_SLOT_OFF_DEADLINES
-    .quad 1 << TSK_CLOCK_ENTRY_SHIFT
-    .quad TSK_MAX_CLOCK_ID
 .popsection
