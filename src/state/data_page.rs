@@ -1,9 +1,9 @@
 //! The data page: the state of an injection, kept in the target so that any later `timeskew`
 //! process can find, update and undo it.
 //!
-//! The page sits exactly one page above the code page, which reads it RIP-relatively, so the
-//! offsets below are shared with `fake_clock/x86_64.S` (its `.set` constants) and must change
-//! together with it. All fields are little-endian.
+//! The page sits exactly one page above the code page, which reads it RIP-relatively. The
+//! offsets below are the one home of the layout: `fake_clock` passes them to its assembly as
+//! `global_asm!` operands. All fields are little-endian.
 //!
 //! ```text
 //! 0x000 magic         [u8; 8]  b"TSKWDATA"
