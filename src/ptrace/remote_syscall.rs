@@ -22,6 +22,7 @@ use super::stop::{Report, StoppedProcess};
 use crate::arch::{Arch, Native, Registers};
 use crate::error::{Error, Result};
 use crate::seccomp::{self, PlannedSyscall};
+use crate::target::procfs;
 
 type Regs = <Native as Arch>::Regs;
 
@@ -40,7 +41,7 @@ struct RegsGuard {
 impl RegsGuard {
     fn save(pid: i32, tid: Pid) -> Result<RegsGuard> {
         let saved = Native::get_regs(tid)
-            .map_err(|e| Error::from_errno(pid, tid.as_raw(), "save registers", e))?;
+            .map_err(|e| procfs::errno_error(pid, tid.as_raw(), "save registers", e))?;
         Ok(RegsGuard {
             pid,
             tid,
@@ -56,7 +57,7 @@ impl RegsGuard {
     fn restore(mut self) -> Result<()> {
         match self.saved.take() {
             Some(saved) => Native::set_regs(self.tid, &saved).map_err(|e| {
-                Error::from_errno(self.pid, self.tid.as_raw(), "restore registers", e)
+                procfs::errno_error(self.pid, self.tid.as_raw(), "restore registers", e)
             }),
             None => Ok(()),
         }
@@ -107,7 +108,7 @@ impl StoppedProcess {
                 self.forget(tid);
                 return Err(Error::ProcessGone { pid, step });
             }
-            Err(e) => return Err(Error::from_errno(pid, tid.as_raw(), step, e)),
+            Err(e) => return Err(procfs::errno_error(pid, tid.as_raw(), step, e)),
         }
         self.wait_stop(tid, step, Instant::now() + STOP_DEADLINE)
     }
@@ -150,8 +151,9 @@ impl StoppedProcess {
             return Err(Error::ProcessGone { pid, step });
         };
         Native::prepare_syscall(&mut regs, insn, nr, args);
-        Native::set_regs(tid, &regs)
-            .map_err(|e| Error::from_errno(pid, tid.as_raw(), "set up the injected syscall", e))?;
+        Native::set_regs(tid, &regs).map_err(|e| {
+            procfs::errno_error(pid, tid.as_raw(), "set up the injected syscall", e)
+        })?;
         let done = Native::after_syscall(insn);
         let unexpected = |ip: u64, stop: &str| {
             log::debug!(
@@ -201,7 +203,7 @@ impl StoppedProcess {
             });
         }
         let after = Native::get_regs(tid)
-            .map_err(|e| Error::from_errno(pid, tid.as_raw(), "read the syscall result", e))?;
+            .map_err(|e| procfs::errno_error(pid, tid.as_raw(), "read the syscall result", e))?;
         if after.instruction_pointer() != done {
             return Err(unexpected(after.instruction_pointer(), "syscall-exit stop"));
         }
@@ -212,7 +214,7 @@ impl StoppedProcess {
         match ptrace::interrupt(tid) {
             Ok(()) => {}
             Err(Errno::ESRCH) => return Err(Error::ProcessGone { pid, step }),
-            Err(e) => return Err(Error::from_errno(pid, tid.as_raw(), step, e)),
+            Err(e) => return Err(procfs::errno_error(pid, tid.as_raw(), step, e)),
         }
         let report = self.resume_and_wait(tid, Resume::Cont, step)?;
         self.note(tid, &report, step)?;
@@ -232,7 +234,7 @@ impl StoppedProcess {
             return Ok(());
         }
         let pid = self.pid();
-        if crate::target::procfs::seccomp_status(pid, tid.as_raw())?.mode == 0 {
+        if procfs::seccomp_status(pid, tid.as_raw())?.mode == 0 {
             self.seccomp_free.push(tid);
             return Ok(());
         }
@@ -247,6 +249,6 @@ impl StoppedProcess {
     pub(crate) fn ip(&self, tid: Pid, step: &'static str) -> Result<u64> {
         Native::get_regs(tid)
             .map(|r| r.instruction_pointer())
-            .map_err(|e| Error::from_errno(self.pid(), tid.as_raw(), step, e))
+            .map_err(|e| procfs::errno_error(self.pid(), tid.as_raw(), step, e))
     }
 }

@@ -125,7 +125,7 @@ fn poll(pid: i32, tid: Pid, step: &'static str) -> Result<Option<Report>> {
             Ok(_) => return Ok(classify(status)),
             Err(Errno::EINTR) => {}
             Err(Errno::ECHILD) => return Ok(Some(Report::Exited)),
-            Err(e) => return Err(Error::from_errno(pid, tid.as_raw(), step, e)),
+            Err(e) => return Err(procfs::errno_error(pid, tid.as_raw(), step, e)),
         }
     }
 }
@@ -314,7 +314,12 @@ impl StoppedProcess {
             {
                 return Ok(None);
             }
-            Err(e) => return Err(Error::from_errno(pid, tid, "attach with PTRACE_SEIZE", e)),
+            // Refused: another tracer, or missing privileges — told apart by what /proc says now.
+            Err(e @ (Errno::EPERM | Errno::EACCES)) => {
+                let why = procfs::refusal(pid, tid);
+                return Err(Error::refused(pid, "attach with PTRACE_SEIZE", e, why));
+            }
+            Err(e) => return Err(Error::ptrace(pid, tid, "attach with PTRACE_SEIZE", e)),
         }
         // Held from here on: Drop detaches it whatever happens next.
         if self.threads.is_empty() {
@@ -331,7 +336,12 @@ impl StoppedProcess {
                 self.forget(t);
                 Ok(None)
             }
-            Err(e) => Err(Error::from_errno(pid, tid, "stop with PTRACE_INTERRUPT", e)),
+            Err(e) => Err(procfs::errno_error(
+                pid,
+                tid,
+                "stop with PTRACE_INTERRUPT",
+                e,
+            )),
         }
     }
 

@@ -104,13 +104,10 @@ impl Target {
         if HELD.lock().is_ok_and(|h| h.contains(&pid)) {
             return Ok(TargetLock { pid, lock: None });
         }
-        let file = std::fs::File::open(format!("/proc/{pid}")).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NoSuchProcess { pid },
-            _ => Error::from_io(pid, "open /proc/PID to lock the target", e),
-        })?;
+        let file = procfs::process_dir(pid)?;
         log::debug!("pid {pid}: waiting for the target lock");
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::from_errno(pid, pid, "lock the target", e))?;
+            .map_err(|(_, e)| procfs::errno_error(pid, pid, "lock the target", e))?;
         if let Ok(mut held) = HELD.lock() {
             held.push(pid);
         }
