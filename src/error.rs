@@ -117,6 +117,17 @@ pub enum Error {
         source: Errno,
     },
 
+    /// `waitpid` on a traced thread failed (not ptrace itself, which did its part).
+    #[error(
+        "pid {pid}, thread {tid}: waiting for the thread failed while trying to {step}: {source}"
+    )]
+    Wait {
+        pid: i32,
+        tid: i32,
+        step: &'static str,
+        source: Errno,
+    },
+
     #[error("pid {pid}: I/O error while trying to {step}: {source}")]
     Io {
         pid: i32,

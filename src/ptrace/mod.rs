@@ -4,8 +4,10 @@
 
 mod events;
 pub(crate) mod raw;
+mod remote_mm;
 pub(crate) mod remote_syscall;
 mod stop;
 mod windows;
 
+pub(crate) use remote_mm::RemoteCall;
 pub(crate) use stop::StoppedProcess;

@@ -18,10 +18,10 @@ use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::unistd::Pid;
 
+use super::remote_mm::RemoteCall;
 use super::stop::{Report, StoppedProcess};
 use crate::arch::{Arch, Native, Registers};
 use crate::error::{Error, Result};
-use crate::seccomp::{self, PlannedSyscall};
 use crate::target::procfs;
 
 type Regs = <Native as Arch>::Regs;
@@ -113,27 +113,23 @@ impl StoppedProcess {
         self.wait_stop(tid, step, Instant::now() + STOP_DEADLINE)
     }
 
-    /// Runs syscall `nr` in a held thread from the syscall instruction at `insn` and returns the
-    /// raw result (negative errno on failure). The thread's registers are restored exactly and it
-    /// is left held, as before.
-    pub fn syscall(
-        &mut self,
-        insn: u64,
-        nr: i64,
-        args: [u64; 6],
-        name: &'static str,
-    ) -> Result<i64> {
+    /// Runs `call` in a held thread from the syscall instruction at `insn` and returns the
+    /// thread and the raw result (negative errno on failure). The thread's registers are
+    /// restored exactly and it is left held, as before.
+    pub(super) fn syscall(&mut self, insn: u64, call: &RemoteCall) -> Result<(Pid, i64)> {
         let pid = self.pid();
         let tid = self.worker().ok_or(Error::ProcessGone {
             pid,
             step: "run an injected syscall",
         })?;
         // A seccomp filter could kill, trap or block the thread on this very call: know first.
-        self.check_syscalls(tid, insn, &[(nr, args, name)])?;
+        self.check_calls(tid, insn, std::slice::from_ref(call))?;
+        let (nr, args) = call.nr_and_args();
+        let name = call.name();
         let guard = RegsGuard::save(pid, tid)?;
         let ret = self.run_syscall(tid, guard, insn, nr, &args, name)?;
         log::debug!("pid {pid}: injected {name} in thread {tid} returned {ret:#x}");
-        Ok(ret)
+        Ok((tid, ret))
     }
 
     fn run_syscall(
@@ -219,31 +215,6 @@ impl StoppedProcess {
         let report = self.resume_and_wait(tid, Resume::Cont, step)?;
         self.note(tid, &report, step)?;
         Ok(ret)
-    }
-
-    /// Fails unless `tid`'s seccomp filters allow each of `calls` (number, arguments, name) run
-    /// from the syscall instruction at `insn`. A thread without filters is remembered as such
-    /// for the rest of the hold.
-    pub(crate) fn check_syscalls(
-        &mut self,
-        tid: Pid,
-        insn: u64,
-        calls: &[(i64, [u64; 6], &'static str)],
-    ) -> Result<()> {
-        if self.seccomp_free.contains(&tid) {
-            return Ok(());
-        }
-        let pid = self.pid();
-        if procfs::seccomp_status(pid, tid.as_raw())?.mode == 0 {
-            self.seccomp_free.push(tid);
-            return Ok(());
-        }
-        let ip = Native::after_syscall(insn);
-        let planned: Vec<PlannedSyscall> = calls
-            .iter()
-            .map(|&(nr, args, name)| PlannedSyscall { name, nr, args, ip })
-            .collect();
-        seccomp::check(pid, tid, &planned)
     }
 
     pub(crate) fn ip(&self, tid: Pid, step: &'static str) -> Result<u64> {

@@ -125,7 +125,15 @@ fn poll(pid: i32, tid: Pid, step: &'static str) -> Result<Option<Report>> {
             Ok(_) => return Ok(classify(status)),
             Err(Errno::EINTR) => {}
             Err(Errno::ECHILD) => return Ok(Some(Report::Exited)),
-            Err(e) => return Err(procfs::errno_error(pid, tid.as_raw(), step, e)),
+            // waitpid failed, not ptrace: say so (this used to read "ptrace failed").
+            Err(e) => {
+                return Err(Error::Wait {
+                    pid,
+                    tid: tid.as_raw(),
+                    step,
+                    source: e,
+                });
+            }
         }
     }
 }
