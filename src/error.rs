@@ -117,6 +117,17 @@ pub enum Error {
         source: Errno,
     },
 
+    /// `waitpid` on a traced thread failed (not ptrace itself, which did its part).
+    #[error(
+        "pid {pid}, thread {tid}: waiting for the thread failed while trying to {step}: {source}"
+    )]
+    Wait {
+        pid: i32,
+        tid: i32,
+        step: &'static str,
+        source: Errno,
+    },
+
     #[error("pid {pid}: I/O error while trying to {step}: {source}")]
     Io {
         pid: i32,
@@ -160,33 +171,24 @@ pub enum Error {
     InjectedFault { step: &'static str },
 }
 
+/// What `/proc` showed about a process when an access to it was refused (EPERM, EACCES):
+/// gathered by the caller where the call failed (`procfs::refusal`), so that building the error
+/// does no I/O.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    /// Another process traces it (tracer thread id and command name); a thread of this process
+    /// (`timeskew run`) is not "another".
+    pub other_tracer: Option<(i32, String)>,
+    /// `/proc/sys/kernel/yama/ptrace_scope`, or a note that Yama is absent.
+    pub yama: String,
+}
+
 impl Error {
-    /// Maps an errno from a ptrace or /proc operation to the most helpful error variant.
-    pub(crate) fn from_errno(pid: i32, tid: i32, step: &'static str, errno: Errno) -> Error {
+    /// The error for a failed ptrace call or /proc access that was not refused: ESRCH means the
+    /// process went away; anything else is reported as it is. (A refusal is [`Error::refused`].)
+    pub(crate) fn ptrace(pid: i32, tid: i32, step: &'static str, errno: Errno) -> Error {
         match errno {
             Errno::ESRCH => Error::ProcessGone { pid, step },
-            // The thread that failed may be the one traced (strace -p on a single thread).
-            Errno::EPERM | Errno::EACCES => match crate::target::procfs::tracer_of(tid)
-                .or_else(|| crate::target::procfs::tracer_of(pid))
-            {
-                // Another process traces it; a thread of ours (timeskew run) is not "another".
-                Some((tracer_pid, tracer_name))
-                    if crate::target::procfs::tgid_of(tracer_pid)
-                        != Some(std::process::id() as i32) =>
-                {
-                    Error::AlreadyTraced {
-                        pid,
-                        tracer_pid,
-                        tracer_name,
-                    }
-                }
-                _ => Error::PermissionDenied {
-                    pid,
-                    step,
-                    source: errno,
-                    yama: crate::target::procfs::yama_scope(),
-                },
-            },
             _ => Error::Ptrace {
                 pid,
                 tid,
@@ -196,11 +198,28 @@ impl Error {
         }
     }
 
-    /// Maps an I/O error from /proc to an error variant, recognising vanished processes.
-    pub(crate) fn from_io(pid: i32, step: &'static str, source: std::io::Error) -> Error {
+    /// The error for a refused access (EPERM, EACCES): another tracer if there is one (a
+    /// process can have only one), else missing privileges.
+    pub(crate) fn refused(pid: i32, step: &'static str, errno: Errno, why: Refusal) -> Error {
+        match why.other_tracer {
+            Some((tracer_pid, tracer_name)) => Error::AlreadyTraced {
+                pid,
+                tracer_pid,
+                tracer_name,
+            },
+            None => Error::PermissionDenied {
+                pid,
+                step,
+                source: errno,
+                yama: why.yama,
+            },
+        }
+    }
+
+    /// The error for a failed /proc read that was not refused, recognising vanished processes.
+    pub(crate) fn io(pid: i32, step: &'static str, source: std::io::Error) -> Error {
         match source.raw_os_error().map(Errno::from_raw) {
             Some(Errno::ENOENT) | Some(Errno::ESRCH) => Error::ProcessGone { pid, step },
-            Some(e @ (Errno::EPERM | Errno::EACCES)) => Error::from_errno(pid, pid, step, e),
             _ => Error::Io { pid, step, source },
         }
     }

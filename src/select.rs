@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::target::procfs;
 
 /// A selection of target processes, as the command line gives it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,7 +38,7 @@ impl Selection {
     pub fn resolve(&self) -> Result<Vec<i32>> {
         let me = std::process::id() as i32;
         for &pid in &self.pids {
-            if pid == me || crate::target::procfs::tgid_of(pid) == Some(me) {
+            if pid == me || procfs::tgid_of(pid) == Some(me) {
                 let what = if pid == me {
                     "this timeskew process itself".to_string()
                 } else {
@@ -69,7 +70,7 @@ impl Selection {
         }
         Ok(out
             .into_iter()
-            .filter(|&pid| self.pids.contains(&pid) || (pid != me && !is_zombie(pid)))
+            .filter(|&pid| self.pids.contains(&pid) || (pid != me && !procfs::is_zombie(pid)))
             .collect())
     }
 }
@@ -77,51 +78,19 @@ impl Selection {
 /// True when `pid` has exited: it no longer exists, or it is a zombie without a live thread (a
 /// process whose main thread alone has exited is a zombie leader but still runs).
 pub fn has_exited(pid: i32) -> bool {
-    !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid)
-}
-
-/// A zombie (or dead) process, waiting to be reaped: state Z or X and at most one thread.
-fn is_zombie(pid: i32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next())
-        .unwrap_or("");
-    matches!(state, "Z" | "X")
-        && fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count()) <= 1
+    !procfs::exists(pid) || procfs::is_zombie(pid)
 }
 
 /// Parent → children, from every `/proc/PID/stat` (the `children` files need a kernel option).
 fn children_map() -> HashMap<i32, Vec<i32>> {
     let mut map: HashMap<i32, Vec<i32>> = HashMap::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return map;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in procfs::all_pids() {
         // Processes come and go while we read: a vanished one is simply not a child.
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if let Some(ppid) = ppid_of(&stat) {
-            map.entry(ppid).or_default().push(pid);
+        if let Ok(info) = procfs::task_info(pid, None) {
+            map.entry(info.ppid).or_default().push(pid);
         }
     }
     map
-}
-
-/// Field 4 of /proc/PID/stat, after the parenthesised command name.
-fn ppid_of(stat: &str) -> Option<i32> {
-    let rest = stat.get(stat.rfind(')')? + 1..)?;
-    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Every process listed in `cgroup.procs` at `dir` and below.
@@ -156,12 +125,6 @@ pub fn cgroup_pids(dir: &Path) -> Result<Vec<i32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ppid_parsing() {
-        assert_eq!(ppid_of("42 (a b) c) S 7 42 42 0"), Some(7));
-        assert_eq!(ppid_of("garbage"), None);
-    }
 
     /// A parent process whose child we know: `bash` starts a child that waits for a byte on
     /// the parent's stdin, prints its pid and becomes `sleep`, which never reaps it. Writing to
@@ -207,10 +170,10 @@ mod tests {
         let (mut parent, child) = parent_with_child();
         drop(parent.stdin.take());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !is_zombie(child) && std::time::Instant::now() < deadline {
+        while !procfs::is_zombie(child) && std::time::Instant::now() < deadline {
             std::thread::yield_now();
         }
-        let zombie = is_zombie(child) && has_exited(child);
+        let zombie = procfs::is_zombie(child) && has_exited(child);
         let from_tree = tree(parent.id() as i32).resolve().unwrap();
         let named = Selection::pid(child).resolve().unwrap();
         parent.kill().unwrap();

@@ -13,7 +13,7 @@ use crate::ops::status::status_of;
 use crate::patch::plan::Plan;
 use crate::patch::transaction::Transaction;
 use crate::patch::{PAGES_LEN, placement, unsafe_to_patch};
-use crate::ptrace::StoppedProcess;
+use crate::ptrace::{RemoteCall, StoppedProcess};
 use crate::report::{InjectAction, InjectReport};
 use crate::state::data_page::{DataPage, OFF_PATCHED, PAGE_SIZE, Params, Patch};
 use crate::state::{self, Existing};
@@ -181,13 +181,12 @@ fn map_pages(tx: &mut Transaction, target: &Target) -> Result<u64> {
     for addr in candidates {
         // Both mappings, and unmapping them again on rollback, must be allowed.
         tx.check_allowed(&[
-            (libc::SYS_mmap, mmap_args(addr, CODE_PROT), "mmap"),
-            (
-                libc::SYS_mmap,
-                mmap_args(addr + DATA_PAGE_OFFSET, DATA_PROT),
-                "mmap",
-            ),
-            (libc::SYS_munmap, [addr, PAGE_SIZE, 0, 0, 0, 0], "munmap"),
+            page_at(addr, CODE_PROT),
+            page_at(addr + DATA_PAGE_OFFSET, DATA_PROT),
+            RemoteCall::Munmap {
+                addr,
+                len: PAGE_SIZE,
+            },
         ])?;
         let Some(code) = map_page(tx, addr, CODE_PROT)? else {
             continue;
@@ -213,49 +212,29 @@ const CODE_PROT: i32 = libc::PROT_READ | libc::PROT_EXEC;
 /// The data page: read-write, never executable.
 const DATA_PROT: i32 = libc::PROT_READ | libc::PROT_WRITE;
 
-/// The arguments of mmap for one anonymous private page at exactly `addr`.
-fn mmap_args(addr: u64, prot: i32) -> [u64; 6] {
-    [
+/// mmap of one anonymous private page at exactly `addr`, never over an existing mapping.
+fn page_at(addr: u64, prot: i32) -> RemoteCall {
+    RemoteCall::Mmap {
         addr,
-        PAGE_SIZE,
-        prot as u64,
-        (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
-        u64::MAX, // fd -1
-        0,
-    ]
+        len: PAGE_SIZE,
+        prot,
+        flags: libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+    }
 }
 
 /// One anonymous private page at exactly `addr` with `prot`, registered for undo; `None` if
 /// something is mapped there already.
 fn map_page(tx: &mut Transaction, addr: u64, prot: i32) -> Result<Option<u64>> {
-    let ret = tx.syscall(libc::SYS_mmap, mmap_args(addr, prot), "mmap")?;
-    if ret == -(Errno::EEXIST as i64) {
-        return Ok(None);
-    }
-    check_syscall(tx, ret, "mmap")?;
-    let got = ret as u64;
-    tx.mapped(got, PAGE_SIZE);
-    Ok(Some(got))
-}
-
-fn check_syscall(tx: &Transaction, ret: i64, name: &'static str) -> Result<()> {
-    if !(-4095..0).contains(&ret) {
-        return Ok(());
-    }
-    let errno = Errno::from_raw(-ret as i32);
-    let hint = match errno {
-        Errno::EPERM | Errno::EACCES => {
-            " — a seccomp filter or a security policy (SELinux execmem, systemd \
-             MemoryDenyWriteExecute) in the target forbids it"
+    match tx.run(&page_at(addr, prot)) {
+        Ok(got) => {
+            tx.mapped(got, PAGE_SIZE);
+            Ok(Some(got))
         }
-        Errno::ENOMEM => " — the target is out of memory or address space (RLIMIT_AS)",
-        _ => "",
-    };
-    Err(Error::RemoteSyscall {
-        pid: tx.pid(),
-        tid: tx.worker().map(|t| t.as_raw()).unwrap_or(0),
-        syscall: name,
-        errno,
-        hint,
-    })
+        // MAP_FIXED_NOREPLACE: taken, try the next candidate.
+        Err(Error::RemoteSyscall {
+            errno: Errno::EEXIST,
+            ..
+        }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }

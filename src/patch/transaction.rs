@@ -5,7 +5,7 @@
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
-use crate::ptrace::StoppedProcess;
+use crate::ptrace::{RemoteCall, StoppedProcess};
 use crate::target::mem::RemoteMemory;
 
 /// How to take one step back.
@@ -55,17 +55,17 @@ impl Transaction {
         })
     }
 
-    /// Runs a syscall in the target.
-    pub fn syscall(&mut self, nr: i64, args: [u64; 6], name: &'static str) -> Result<i64> {
-        self.held.syscall(self.syscall_insn, nr, args, name)
+    /// Runs `call` in the target: its result, or the error it failed with.
+    pub fn run(&mut self, call: &RemoteCall) -> Result<u64> {
+        self.held.run_call(self.syscall_insn, call)
     }
 
-    /// Fails unless the worker thread's seccomp filters allow each of `calls` (number,
-    /// arguments, name) — checked up front for a whole step, including the calls its undo may
-    /// need later (munmap), before there is anything to undo.
-    pub fn check_allowed(&mut self, calls: &[(i64, [u64; 6], &'static str)]) -> Result<()> {
+    /// Fails unless the worker thread's seccomp filters allow each of `calls` — checked up
+    /// front for a whole step, including the calls its undo may need later (munmap), before
+    /// there is anything to undo.
+    pub fn check_allowed(&mut self, calls: &[RemoteCall]) -> Result<()> {
         let tid = self.worker()?;
-        self.held.check_syscalls(tid, self.syscall_insn, calls)
+        self.held.check_calls(tid, self.syscall_insn, calls)
     }
 
     /// Registers pages mapped at `addr` to be unmapped on rollback.
@@ -110,20 +110,11 @@ impl Transaction {
         while let Some(step) = self.undo.pop() {
             let outcome = match &step {
                 Undo::Unmap { addr, len } => self
-                    .syscall(libc::SYS_munmap, [*addr, *len, 0, 0, 0, 0], "munmap")
-                    .and_then(|ret| {
-                        if ret < 0 {
-                            Err(Error::RemoteSyscall {
-                                pid: self.pid(),
-                                tid: self.held.worker().map_or(0, |t| t.as_raw()),
-                                syscall: "munmap",
-                                errno: nix::errno::Errno::from_raw(-ret as i32),
-                                hint: "",
-                            })
-                        } else {
-                            Ok(())
-                        }
-                    }),
+                    .run(&RemoteCall::Munmap {
+                        addr: *addr,
+                        len: *len,
+                    })
+                    .map(drop),
                 Undo::Restore { addr, bytes } => self.worker().and_then(|tid| {
                     self.mem
                         .write_code(*addr, bytes, tid, "restore the original vDSO bytes")

@@ -2,10 +2,14 @@
 //! window, run a syscall inside a stopped thread, and let everything go again — on every path,
 //! including errors and panics.
 
+mod detach;
 mod events;
 pub(crate) mod raw;
+mod remote_mm;
 pub(crate) mod remote_syscall;
+mod seize;
 mod stop;
 mod windows;
 
+pub(crate) use remote_mm::RemoteCall;
 pub(crate) use stop::StoppedProcess;

@@ -18,10 +18,11 @@ use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::unistd::Pid;
 
+use super::remote_mm::RemoteCall;
 use super::stop::{Report, StoppedProcess};
 use crate::arch::{Arch, Native, Registers};
 use crate::error::{Error, Result};
-use crate::seccomp::{self, PlannedSyscall};
+use crate::target::procfs;
 
 type Regs = <Native as Arch>::Regs;
 
@@ -40,7 +41,7 @@ struct RegsGuard {
 impl RegsGuard {
     fn save(pid: i32, tid: Pid) -> Result<RegsGuard> {
         let saved = Native::get_regs(tid)
-            .map_err(|e| Error::from_errno(pid, tid.as_raw(), "save registers", e))?;
+            .map_err(|e| procfs::errno_error(pid, tid.as_raw(), "save registers", e))?;
         Ok(RegsGuard {
             pid,
             tid,
@@ -56,7 +57,7 @@ impl RegsGuard {
     fn restore(mut self) -> Result<()> {
         match self.saved.take() {
             Some(saved) => Native::set_regs(self.tid, &saved).map_err(|e| {
-                Error::from_errno(self.pid, self.tid.as_raw(), "restore registers", e)
+                procfs::errno_error(self.pid, self.tid.as_raw(), "restore registers", e)
             }),
             None => Ok(()),
         }
@@ -107,32 +108,28 @@ impl StoppedProcess {
                 self.forget(tid);
                 return Err(Error::ProcessGone { pid, step });
             }
-            Err(e) => return Err(Error::from_errno(pid, tid.as_raw(), step, e)),
+            Err(e) => return Err(procfs::errno_error(pid, tid.as_raw(), step, e)),
         }
         self.wait_stop(tid, step, Instant::now() + STOP_DEADLINE)
     }
 
-    /// Runs syscall `nr` in a held thread from the syscall instruction at `insn` and returns the
-    /// raw result (negative errno on failure). The thread's registers are restored exactly and it
-    /// is left held, as before.
-    pub fn syscall(
-        &mut self,
-        insn: u64,
-        nr: i64,
-        args: [u64; 6],
-        name: &'static str,
-    ) -> Result<i64> {
+    /// Runs `call` in a held thread from the syscall instruction at `insn` and returns the
+    /// thread and the raw result (negative errno on failure). The thread's registers are
+    /// restored exactly and it is left held, as before.
+    pub(super) fn syscall(&mut self, insn: u64, call: &RemoteCall) -> Result<(Pid, i64)> {
         let pid = self.pid();
         let tid = self.worker().ok_or(Error::ProcessGone {
             pid,
             step: "run an injected syscall",
         })?;
         // A seccomp filter could kill, trap or block the thread on this very call: know first.
-        self.check_syscalls(tid, insn, &[(nr, args, name)])?;
+        self.check_calls(tid, insn, std::slice::from_ref(call))?;
+        let (nr, args) = call.nr_and_args();
+        let name = call.name();
         let guard = RegsGuard::save(pid, tid)?;
         let ret = self.run_syscall(tid, guard, insn, nr, &args, name)?;
         log::debug!("pid {pid}: injected {name} in thread {tid} returned {ret:#x}");
-        Ok(ret)
+        Ok((tid, ret))
     }
 
     fn run_syscall(
@@ -150,8 +147,9 @@ impl StoppedProcess {
             return Err(Error::ProcessGone { pid, step });
         };
         Native::prepare_syscall(&mut regs, insn, nr, args);
-        Native::set_regs(tid, &regs)
-            .map_err(|e| Error::from_errno(pid, tid.as_raw(), "set up the injected syscall", e))?;
+        Native::set_regs(tid, &regs).map_err(|e| {
+            procfs::errno_error(pid, tid.as_raw(), "set up the injected syscall", e)
+        })?;
         let done = Native::after_syscall(insn);
         let unexpected = |ip: u64, stop: &str| {
             log::debug!(
@@ -201,7 +199,7 @@ impl StoppedProcess {
             });
         }
         let after = Native::get_regs(tid)
-            .map_err(|e| Error::from_errno(pid, tid.as_raw(), "read the syscall result", e))?;
+            .map_err(|e| procfs::errno_error(pid, tid.as_raw(), "read the syscall result", e))?;
         if after.instruction_pointer() != done {
             return Err(unexpected(after.instruction_pointer(), "syscall-exit stop"));
         }
@@ -212,41 +210,16 @@ impl StoppedProcess {
         match ptrace::interrupt(tid) {
             Ok(()) => {}
             Err(Errno::ESRCH) => return Err(Error::ProcessGone { pid, step }),
-            Err(e) => return Err(Error::from_errno(pid, tid.as_raw(), step, e)),
+            Err(e) => return Err(procfs::errno_error(pid, tid.as_raw(), step, e)),
         }
         let report = self.resume_and_wait(tid, Resume::Cont, step)?;
         self.note(tid, &report, step)?;
         Ok(ret)
     }
 
-    /// Fails unless `tid`'s seccomp filters allow each of `calls` (number, arguments, name) run
-    /// from the syscall instruction at `insn`. A thread without filters is remembered as such
-    /// for the rest of the hold.
-    pub(crate) fn check_syscalls(
-        &mut self,
-        tid: Pid,
-        insn: u64,
-        calls: &[(i64, [u64; 6], &'static str)],
-    ) -> Result<()> {
-        if self.seccomp_free.contains(&tid) {
-            return Ok(());
-        }
-        let pid = self.pid();
-        if crate::target::procfs::seccomp_status(pid, tid.as_raw())?.mode == 0 {
-            self.seccomp_free.push(tid);
-            return Ok(());
-        }
-        let ip = Native::after_syscall(insn);
-        let planned: Vec<PlannedSyscall> = calls
-            .iter()
-            .map(|&(nr, args, name)| PlannedSyscall { name, nr, args, ip })
-            .collect();
-        seccomp::check(pid, tid, &planned)
-    }
-
     pub(crate) fn ip(&self, tid: Pid, step: &'static str) -> Result<u64> {
         Native::get_regs(tid)
             .map(|r| r.instruction_pointer())
-            .map_err(|e| Error::from_errno(self.pid(), tid.as_raw(), step, e))
+            .map_err(|e| procfs::errno_error(self.pid(), tid.as_raw(), step, e))
     }
 }

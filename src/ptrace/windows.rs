@@ -7,9 +7,9 @@
 //! saved context (or, rarely, a stale copy of one — then we wait for nothing, never harm).
 
 use crate::arch::{Arch, Native, Registers};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::target::mem::RemoteMemory;
-use crate::target::procfs::Mapping;
+use crate::target::procfs::{self, Mapping};
 
 use super::StoppedProcess;
 
@@ -30,7 +30,7 @@ impl StoppedProcess {
         let pid = self.pid();
         for t in self.threads() {
             let regs = Native::get_regs(t.tid).map_err(|e| {
-                Error::from_errno(
+                procfs::errno_error(
                     pid,
                     t.tid.as_raw(),
                     "read the registers of a held thread",

@@ -12,6 +12,7 @@ use nix::time::{ClockId, clock_gettime};
 use crate::error::{Error, Result};
 use crate::skew::{Clock, Offset};
 use crate::state::data_page::{MAX_CLOCK_ID, NEVER, Params};
+use crate::target::procfs;
 
 /// Clock ids whose readings a time namespace shifts by its monotonic offset…
 const MONOTONIC_FAMILY: [u32; 3] = [1, 4, 6]; // MONOTONIC, MONOTONIC_RAW, MONOTONIC_COARSE
@@ -127,7 +128,7 @@ struct NamespaceShift {
 impl NamespaceShift {
     fn of(pid: i32) -> NamespaceShift {
         let me = std::process::id() as i32;
-        let ns = |p: i32, which: &str| std::fs::read_link(format!("/proc/{p}/ns/{which}")).ok();
+        let ns = procfs::namespace;
         if pid == me || (ns(pid, "time").is_some() && ns(pid, "time") == ns(me, "time")) {
             return NamespaceShift::default();
         }
@@ -164,19 +165,16 @@ impl NamespaceShift {
 /// unless it called unshare(CLONE_NEWTIME) without exec'ing since. Then another process that
 /// lives in PID's namespace (and whose children do too) tells the offsets.
 fn namespace_offsets(pid: i32) -> (i64, i64) {
-    let link = |p: &str, which: &str| std::fs::read_link(format!("/proc/{p}/ns/{which}")).ok();
-    let own = link(&pid.to_string(), "time");
-    if own.is_none() || own == link(&pid.to_string(), "time_for_children") {
-        return read_offsets(&pid.to_string());
+    let link = procfs::namespace;
+    let own = link(pid, "time");
+    if own.is_none() || own == link(pid, "time_for_children") {
+        return read_offsets(pid);
     }
-    let witness = std::fs::read_dir("/proc").ok().and_then(|dir| {
-        dir.flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
-            .find(|p| link(p, "time") == own && link(p, "time_for_children") == own)
-    });
+    let witness = procfs::all_pids()
+        .into_iter()
+        .find(|&p| link(p, "time") == own && link(p, "time_for_children") == own);
     match witness {
-        Some(p) => read_offsets(&p),
+        Some(p) => read_offsets(p),
         None => {
             log::debug!(
                 "pid {pid}: no process shows the offsets of its time namespace; assuming none"
@@ -186,11 +184,8 @@ fn namespace_offsets(pid: i32) -> (i64, i64) {
     }
 }
 
-fn read_offsets(pid: &str) -> (i64, i64) {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/timens_offsets")) else {
-        return (0, 0);
-    };
-    parse_offsets(&text)
+fn read_offsets(pid: i32) -> (i64, i64) {
+    procfs::timens_offsets(pid).map_or((0, 0), |text| parse_offsets(&text))
 }
 
 /// `monotonic   -100  0` / `boottime  0  0` lines → (monotonic, boottime) in ns.
@@ -235,7 +230,7 @@ mod tests {
     /// namespace.
     pub(crate) fn in_time_namespace(mono_s: i64, boot_s: i64) -> std::process::Child {
         // A namespace's offsets count from the initial namespace's clocks, not from ours.
-        let (own_mono, own_boot) = read_offsets("self");
+        let (own_mono, own_boot) = read_offsets(me());
         let offsets = std::ffi::CString::new(format!(
             "monotonic {} 0\nboottime {} 0\n",
             own_mono / SEC - mono_s,

@@ -15,6 +15,7 @@ use nix::sys::uio::{RemoteIoVec, process_vm_readv, process_vm_writev};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
+use crate::target::procfs;
 
 /// Handle on the address space of `pid`.
 #[derive(Debug, Clone, Copy)]
@@ -54,11 +55,11 @@ impl RemoteMemory {
             Ok(n) if n == len => return Ok(buf),
             Ok(n) => return Err(self.short(step, n, len)),
             Err(Errno::ENOSYS) => {}
-            Err(e) => return Err(Error::from_errno(self.pid, self.pid, step, e)),
+            Err(e) => return Err(procfs::errno_error(self.pid, self.pid, step, e)),
         }
         let file = self.proc_mem(false, step)?;
         file.read_exact_at(&mut buf, addr)
-            .map_err(|e| Error::from_io(self.pid, step, e))?;
+            .map_err(|e| procfs::io_error(self.pid, step, e))?;
         Ok(buf)
     }
 
@@ -73,7 +74,7 @@ impl RemoteMemory {
                 Ok(n) if n == bytes.len() => return Ok(()),
                 Ok(n) => return Err(self.short(step, n, bytes.len())),
                 Err(Errno::ENOSYS) => log::debug!("process_vm_writev: ENOSYS, using /proc/PID/mem"),
-                Err(e) => return Err(Error::from_errno(self.pid, self.pid, step, e)),
+                Err(e) => return Err(procfs::errno_error(self.pid, self.pid, step, e)),
             }
         }
         self.write_proc_mem(addr, bytes, step)
@@ -95,13 +96,13 @@ impl RemoteMemory {
     fn write_proc_mem(&self, addr: u64, bytes: &[u8], step: &'static str) -> Result<()> {
         let file = self.proc_mem(true, step)?;
         file.write_all_at(bytes, addr)
-            .map_err(|e| Error::from_io(self.pid, step, e))
+            .map_err(|e| procfs::io_error(self.pid, step, e))
     }
 
     /// Word-wise read-modify-write through ptrace, which forces a private copy of the page.
     fn poke(&self, addr: u64, bytes: &[u8], tid: Pid, step: &'static str) -> Result<()> {
         const W: u64 = 8;
-        let err = |e| Error::from_errno(self.pid, tid.as_raw(), step, e);
+        let err = |e| procfs::errno_error(self.pid, tid.as_raw(), step, e);
         let start = addr & !(W - 1);
         let end = (addr + bytes.len() as u64).div_ceil(W) * W;
         let mut word_addr = start;
@@ -129,8 +130,8 @@ impl RemoteMemory {
         OpenOptions::new()
             .read(true)
             .write(write)
-            .open(format!("/proc/{}/task/{}/mem", self.pid, self.via))
-            .map_err(|e| Error::from_io(self.pid, step, e))
+            .open(procfs::mem_path(self.pid, self.via))
+            .map_err(|e| procfs::io_error(self.pid, step, e))
     }
 
     fn short(&self, step: &'static str, got: usize, want: usize) -> Error {

@@ -1,8 +1,11 @@
-//! Reading `/proc/PID/…`: process state, threads, memory maps, tracer.
+//! Reading `/proc/PID/…` of targets: process state, threads, memory maps, tracer, namespaces —
+//! every path and every parser of those files is here.
 
 use std::fs;
 
-use crate::error::{Error, Result};
+use nix::errno::Errno;
+
+use crate::error::{Error, Refusal, Result};
 
 /// One line of `/proc/PID/maps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +29,8 @@ impl Mapping {
 pub struct TaskInfo {
     pub comm: String,
     pub state: char,
+    /// The parent process.
+    pub ppid: i32,
     pub is_kernel_thread: bool,
 }
 
@@ -40,7 +45,7 @@ pub fn task_info(pid: i32, tid: Option<i32>) -> Result<TaskInfo> {
     };
     let text = fs::read_to_string(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound if tid.is_none() => Error::NoSuchProcess { pid },
-        _ => Error::from_io(pid, "read /proc/PID/stat", e),
+        _ => io_error(pid, "read /proc/PID/stat", e),
     })?;
     parse_stat(&text).ok_or_else(|| Error::Io {
         pid,
@@ -55,20 +60,22 @@ fn parse_stat(text: &str) -> Option<TaskInfo> {
     let close = text.rfind(')')?;
     let comm = text.get(open + 1..close)?.to_string();
     let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    // rest[0] = state (field 3), rest[6] = flags (field 9).
+    // rest[0] = state (field 3), rest[1] = ppid (field 4), rest[6] = flags (field 9).
     let state = rest.first()?.chars().next()?;
+    let ppid: i32 = rest.get(1)?.parse().ok()?;
     let flags: u64 = rest.get(6)?.parse().ok()?;
     Some(TaskInfo {
         comm,
         state,
+        ppid,
         is_kernel_thread: flags & PF_KTHREAD != 0,
     })
 }
 
 /// Thread ids listed in `/proc/PID/task`.
 pub fn threads(pid: i32) -> Result<Vec<i32>> {
-    let dir = fs::read_dir(format!("/proc/{pid}/task"))
-        .map_err(|e| Error::from_io(pid, "list threads", e))?;
+    let dir =
+        fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| io_error(pid, "list threads", e))?;
     let mut tids: Vec<i32> = dir
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
         .collect();
@@ -80,7 +87,7 @@ pub fn threads(pid: i32) -> Result<Vec<i32>> {
 /// same for every live thread, empty for an exited leader.
 pub fn maps_of(pid: i32, tid: i32) -> Result<Vec<Mapping>> {
     let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/maps"))
-        .map_err(|e| Error::from_io(pid, "read /proc/PID/maps", e))?;
+        .map_err(|e| io_error(pid, "read /proc/PID/maps", e))?;
     Ok(text.lines().filter_map(parse_maps_line).collect())
 }
 
@@ -102,12 +109,7 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
 /// The tracer of `pid` (the tracing *thread*, as `TracerPid` shows it), with its command name.
 pub fn tracer_of(pid: i32) -> Option<(i32, String)> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let tracer: i32 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("TracerPid:"))?
-        .trim()
-        .parse()
-        .ok()?;
+    let tracer: i32 = status_field(&status, "TracerPid:")?.parse().ok()?;
     if tracer == 0 {
         return None;
     }
@@ -119,13 +121,16 @@ pub fn tracer_of(pid: i32) -> Option<(i32, String)> {
 
 /// The process (thread group) that thread `tid` belongs to.
 pub fn tgid_of(tid: i32) -> Option<i32> {
-    fs::read_to_string(format!("/proc/{tid}/status"))
-        .ok()?
+    let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status_field(&status, "Tgid:")?.parse().ok()
+}
+
+/// The value of the `name` line (`"Tgid:"`) of a `status` file, trimmed.
+fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))?
-        .trim()
-        .parse()
-        .ok()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
 }
 
 /// The seccomp state of one thread, from `/proc/PID/task/TID/status`.
@@ -140,11 +145,11 @@ pub struct SeccompStatus {
 /// Reads the `Seccomp:` and `Seccomp_filters:` lines of thread `tid` of `pid`.
 pub fn seccomp_status(pid: i32, tid: i32) -> Result<SeccompStatus> {
     let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
-        .map_err(|e| Error::from_io(pid, "read /proc/PID/task/TID/status", e))?;
+        .map_err(|e| io_error(pid, "read /proc/PID/task/TID/status", e))?;
     let field = |name: &str| -> Result<Option<u32>> {
-        match text.lines().find_map(|l| l.strip_prefix(name)) {
+        match status_field(&text, name) {
             None => Ok(None),
-            Some(v) => v.trim().parse().map(Some).map_err(|_| Error::Io {
+            Some(v) => v.parse().map(Some).map_err(|_| Error::Io {
                 pid,
                 step: "parse the seccomp lines of /proc/PID/task/TID/status",
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, text.clone()),
@@ -170,6 +175,93 @@ pub fn wchan(pid: i32, tid: i32) -> String {
         .ok()
         .filter(|s| !s.is_empty() && s != "0")
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// True when `/proc/PID` exists (a process, a thread, or a zombie not yet reaped).
+pub fn exists(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A zombie (or dead) process, waiting to be reaped: state Z or X and at most one thread (a
+/// process whose main thread alone has exited is a zombie leader but still runs).
+pub fn is_zombie(pid: i32) -> bool {
+    task_info(pid, None).is_ok_and(|i| matches!(i.state, 'Z' | 'X'))
+        && threads(pid).map_or(0, |t| t.len()) <= 1
+}
+
+/// Every process (and thread group leader) listed in `/proc`; processes come and go while it
+/// is read.
+pub fn all_pids() -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Where `pid`'s namespace link `which` (`time`, `time_for_children`) points, if readable.
+pub fn namespace(pid: i32, which: &str) -> Option<std::path::PathBuf> {
+    fs::read_link(format!("/proc/{pid}/ns/{which}")).ok()
+}
+
+/// `/proc/PID/timens_offsets`: the offsets of the time namespace of `pid`'s future children.
+pub fn timens_offsets(pid: i32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/timens_offsets")).ok()
+}
+
+/// The `mem` file of `pid` as its thread `tid` reaches it (a leader that has exited keeps no
+/// memory of its own): opened by `RemoteMemory`, the remote-memory mechanism.
+pub fn mem_path(pid: i32, tid: i32) -> String {
+    format!("/proc/{pid}/task/{tid}/mem")
+}
+
+/// The `/proc/PID` directory, opened to take the target lock on (see `TargetLock`).
+pub fn process_dir(pid: i32) -> Result<fs::File> {
+    fs::File::open(format!("/proc/{pid}")).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NoSuchProcess { pid },
+        _ => io_error(pid, "open /proc/PID to lock the target", e),
+    })
+}
+
+/// Why an access to thread `tid` of `pid` may have been refused: the tracer of the thread (the
+/// one traced may be a single thread, `strace -p TID`) or of the process, unless it is a thread
+/// of this process, and the Yama setting.
+pub(crate) fn refusal(pid: i32, tid: i32) -> Refusal {
+    let me = std::process::id() as i32;
+    let other_tracer = tracer_of(tid)
+        .or_else(|| tracer_of(pid))
+        .filter(|&(tracer, _)| tgid_of(tracer) != Some(me));
+    Refusal {
+        other_tracer,
+        yama: yama_scope(),
+    }
+}
+
+/// The error for `errno` from a ptrace call or an access to thread `tid` of `pid`; a refusal
+/// (EPERM, EACCES) is explained by what /proc says now, read here where the call failed.
+pub(crate) fn errno_error(pid: i32, tid: i32, step: &'static str, errno: Errno) -> Error {
+    match errno {
+        Errno::EPERM | Errno::EACCES => Error::refused(pid, step, errno, refusal(pid, tid)),
+        _ => Error::ptrace(pid, tid, step, errno),
+    }
+}
+
+/// The error for a failed read or open under `/proc/PID`, recognising vanished processes and
+/// explaining refusals like [`errno_error`].
+pub(crate) fn io_error(pid: i32, step: &'static str, source: std::io::Error) -> Error {
+    match source.raw_os_error().map(Errno::from_raw) {
+        Some(e @ (Errno::EPERM | Errno::EACCES)) => errno_error(pid, pid, step, e),
+        _ => Error::io(pid, step, source),
+    }
+}
+
+impl Error {
+    /// [`errno_error`] under its former name, for the callers outside `target/` and `ptrace/`
+    /// (`run/`, `seccomp/`) until they call it directly.
+    pub(crate) fn from_errno(pid: i32, tid: i32, step: &'static str, errno: Errno) -> Error {
+        errno_error(pid, tid, step, errno)
+    }
 }
 
 /// Why `pid` is frozen by a cgroup freezer, if it is: a thread of a frozen (or freezing)
@@ -318,8 +410,10 @@ mod tests {
         assert_eq!(t.comm, "a) b (c)");
         assert_eq!(t.state, 'S');
         assert!(!t.is_kernel_thread);
+        assert_eq!(t.ppid, 1);
         let k = parse_stat("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0").unwrap();
         assert!(k.is_kernel_thread);
+        assert_eq!(parse_stat("garbage"), None);
     }
 
     #[test]
