@@ -153,7 +153,7 @@ pub enum Error {
     #[error("pid {pid}: {refusal}; nothing was changed")]
     NegativeClock {
         pid: i32,
-        refusal: crate::skew::deadline::NegativeClock,
+        refusal: crate::skew::negative::NegativeClock,
     },
 
     /// An error of a change made in a helper process (the command line makes each change in a

@@ -124,26 +124,29 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod arch;
-pub mod error;
-pub mod fake_clock;
+mod arch;
+mod error;
+mod fake_clock;
 mod fault;
-pub mod ops;
+mod ops;
 mod patch;
-pub mod ptrace;
-pub mod report;
+mod ptrace;
+mod report;
 pub mod run;
 mod seccomp;
 pub mod select;
-pub mod signals;
+mod signals;
 pub mod skew;
-pub mod state;
-pub mod target;
-pub mod vdso;
+mod state;
+mod target;
+mod vdso;
 
 pub use error::{Error, Result};
 pub use ops::{inject, inject_traced, recover, status};
 pub use report::{ClockOffset, InjectAction, InjectReport, RecoverReport, Status};
 pub use signals::{TerminationDeferred, termination_signals};
-pub use skew::{Clock, ClockSet, Offset, OffsetErrorKind, ParseClockError, ParseOffsetError, Skew};
+pub use skew::{
+    Clock, ClockSet, NegativeClock, Offset, OffsetErrorKind, ParseClockError, ParseOffsetError,
+    Skew,
+};
 pub use target::TargetLock;

@@ -89,7 +89,6 @@ impl HookPlan {
 /// Register file of a stopped thread, as the architecture sees it.
 pub trait Registers: Clone + std::fmt::Debug {
     fn instruction_pointer(&self) -> u64;
-    fn set_instruction_pointer(&mut self, ip: u64);
     /// The stack pointer: saved contexts of interrupted code (signal frames) lie above it.
     fn stack_pointer(&self) -> u64;
 }
@@ -111,10 +110,6 @@ pub trait Arch {
     /// How far the jump (and a relocated PC-relative operand) reaches, in bytes either way: the
     /// code page must lie this close to the vDSO.
     const JUMP_REACH: u64;
-
-    /// Longest hook window: the whole instructions the jump overwrites (what `HookPlan::original`
-    /// can hold).
-    const MAX_WINDOW_LEN: usize;
 
     /// End of the user address space every process gets without asking; nothing is placed above.
     const USER_SPACE_TOP: u64;

@@ -198,7 +198,7 @@ pub enum RunError {
     #[error("{refusal}; {program} was not started")]
     NegativeClock {
         program: String,
-        refusal: crate::skew::deadline::NegativeClock,
+        refusal: crate::skew::NegativeClock,
     },
 
     /// Waiting for it failed: its status is unknown.

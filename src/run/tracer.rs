@@ -50,7 +50,7 @@ pub(super) fn trace(
         | Options::PTRACE_O_TRACESYSGOOD;
     let attached = ptrace::seize(main, options)
         .map_err(|e| {
-            Error::from_errno(
+            crate::target::procfs::errno_error(
                 main.as_raw(),
                 main.as_raw(),
                 "attach to the command with PTRACE_SEIZE",
@@ -59,7 +59,12 @@ pub(super) fn trace(
         })
         .and_then(|()| {
             child.release().map_err(|e| {
-                Error::from_errno(main.as_raw(), main.as_raw(), "release the command", e)
+                crate::target::procfs::errno_error(
+                    main.as_raw(),
+                    main.as_raw(),
+                    "release the command",
+                    e,
+                )
             })
         });
     if let Err(source) = attached {

@@ -25,7 +25,7 @@ pub(super) fn read_filters(
             // Past the oldest filter.
             Err(Errno::ENOENT) => break,
             Err(Errno::ESRCH) => {
-                return Err(Error::from_errno(
+                return Err(crate::target::procfs::errno_error(
                     pid,
                     tid.as_raw(),
                     "read its seccomp filters",

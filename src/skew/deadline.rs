@@ -4,13 +4,12 @@
 //! time even when timeskew is killed — and to refuse an offset that would make a clock read
 //! negative there.
 
-use std::fmt;
 use std::time::Duration;
 
 use nix::time::{ClockId, clock_gettime};
 
 use crate::error::{Error, Result};
-use crate::skew::{Clock, Offset};
+use crate::skew::{Clock, NegativeClock, Offset};
 use crate::state::data_page::{MAX_CLOCK_ID, NEVER, Params};
 use crate::target::procfs;
 
@@ -20,7 +19,7 @@ const MONOTONIC_FAMILY: [u32; 3] = [1, 4, 6]; // MONOTONIC, MONOTONIC_RAW, MONOT
 const BOOTTIME_FAMILY: [u32; 2] = [7, 9]; // BOOTTIME, BOOTTIME_ALARM
 
 /// Expiry per clock id for the clocks in `mask`, `duration` from now, in `pid`'s view.
-pub fn expiries(pid: i32, mask: u32, duration: Duration) -> Result<[i64; MAX_CLOCK_ID + 1]> {
+pub(crate) fn expiries(pid: i32, mask: u32, duration: Duration) -> Result<[i64; MAX_CLOCK_ID + 1]> {
     let shift = NamespaceShift::of(pid);
     let span = i64::try_from(duration.as_nanos()).unwrap_or(NEVER);
     let mut out = [NEVER; MAX_CLOCK_ID + 1];
@@ -36,49 +35,16 @@ pub fn expiries(pid: i32, mask: u32, duration: Duration) -> Result<[i64; MAX_CLO
 
 /// Remaining time until the earliest deadline among `mask`'s clocks, seen from `pid`; `None`
 /// when nothing expires.
-pub fn remaining(pid: i32, mask: u32, expires: &[i64; MAX_CLOCK_ID + 1]) -> Option<Duration> {
+pub(crate) fn remaining(
+    pid: i32,
+    mask: u32,
+    expires: &[i64; MAX_CLOCK_ID + 1],
+) -> Option<Duration> {
     let now = expiries(pid, mask, Duration::ZERO).ok()?;
     (0..=MAX_CLOCK_ID)
         .filter(|&id| mask & (1 << id) != 0 && expires[id] != NEVER)
         .map(|id| Duration::from_nanos(expires[id].saturating_sub(now[id]).max(0) as u64))
         .min()
-}
-
-/// An offset that would make a clock read negative: the clock, the offset, and what the clock
-/// reads (ns) in the process it was checked for. Displayed as
-/// `refusing --offset -600s for clock monotonic: it reads 312.402s in this process (time since
-/// boot), so the most negative offset allowed is -312.402s`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NegativeClock {
-    pub clock: Clock,
-    pub offset: Offset,
-    /// The clock's real reading in that process, in ns (never negative).
-    pub reading_ns: i64,
-}
-
-impl NegativeClock {
-    /// The most negative offset allowed for this clock, truncated to the millisecond shown.
-    pub fn most_negative_allowed(&self) -> Offset {
-        Offset::from_nanos(-(self.reading_ns - self.reading_ns % 1_000_000))
-    }
-}
-
-impl fmt::Display for NegativeClock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.reading_ns / 1_000_000;
-        write!(
-            f,
-            "refusing --offset {} for clock {}: it reads {}.{:03}s in this process ({}), so the \
-             most negative offset allowed is -{}.{:03}s",
-            self.offset,
-            self.clock,
-            ms / 1000,
-            ms % 1000,
-            self.clock.meaning(),
-            ms / 1000,
-            ms % 1000,
-        )
-    }
 }
 
 /// Refuses `params` for `pid` if any selected clock, shifted by its offset, would read negative
@@ -87,7 +53,7 @@ impl fmt::Display for NegativeClock {
 /// the kernel refuses the same for time namespaces (ERANGE). Among several offending clocks the
 /// one that reads least is named, so the bound given holds for all of them. Reads no clock for
 /// a non-negative offset.
-pub fn check_not_negative(pid: i32, params: &Params) -> Result<()> {
+pub(crate) fn check_not_negative(pid: i32, params: &Params) -> Result<()> {
     match negative_clock(pid, params)? {
         None => Ok(()),
         Some(refusal) => Err(Error::NegativeClock { pid, refusal }),
@@ -95,7 +61,7 @@ pub fn check_not_negative(pid: i32, params: &Params) -> Result<()> {
 }
 
 /// The clock [`check_not_negative`] refuses for, if any.
-pub fn negative_clock(pid: i32, params: &Params) -> Result<Option<NegativeClock>> {
+pub(crate) fn negative_clock(pid: i32, params: &Params) -> Result<Option<NegativeClock>> {
     let shift = NamespaceShift::of(pid);
     let mut worst: Option<NegativeClock> = None;
     for clock in Clock::ALL {

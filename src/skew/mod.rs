@@ -1,14 +1,15 @@
-//! What to skew: an [`Offset`], the [`Clock`]s it applies to, and the data-page parameters that
-//! result ([`Skew::params`]).
+//! What to skew: an [`Offset`], the [`Clock`]s it applies to, and for how long — a [`Skew`].
 //!
 //! Everything a user types goes through the parsers here (`--offset`, `--clock`), so their error
 //! messages quote the input and point at the byte that is wrong.
 
 mod clock;
-pub mod deadline;
+pub(crate) mod deadline;
+pub(crate) mod negative;
 mod offset;
 
 pub use clock::{Clock, ClockSet, ClockSetIter, ParseClockError};
+pub use negative::NegativeClock;
 pub use offset::{Offset, OffsetErrorKind, ParseOffsetError};
 
 use std::fmt;
@@ -93,9 +94,16 @@ impl Skew {
         self.clocks
     }
 
+    /// The clock this skew would make read negative in process `pid` (as `pid` sees it: time
+    /// namespaces included), if any: [`inject`](crate::inject) refuses such a skew, since
+    /// programs do not expect a negative clock.
+    pub fn negative_clock(&self, pid: i32) -> crate::Result<Option<NegativeClock>> {
+        deadline::negative_clock(pid, &self.params())
+    }
+
     /// The data-page parameters: the selected clocks' bits in `mask` and the offset in
     /// `offsets_ns[id]` for each of them (zero elsewhere).
-    pub fn params(&self) -> Params {
+    pub(crate) fn params(&self) -> Params {
         let mut params = Params {
             mask: self.clocks.mask(),
             ..Params::default()

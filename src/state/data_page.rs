@@ -46,7 +46,7 @@ pub const OFF_PATCHES: usize = 0x030;
 pub const PATCH_RECORD_LEN: usize = 32;
 pub const MAX_PATCHES: usize = 4;
 /// Longest original byte run we keep per patch: a layout fact (16 of the record's 32 bytes), not
-/// the longest window (`Arch::MAX_WINDOW_LEN`, 19 on x86_64), which is stored cut to this length.
+/// the longest window (on x86_64 up to 4 + 15 bytes), which is stored cut to this length.
 /// Only the first `Arch::JUMP_LEN` bytes are ever overwritten, and restoring those is enough.
 pub const MAX_PATCH_LEN: usize = {
     assert!(<crate::arch::Native as crate::arch::Arch>::JUMP_LEN <= 16);

@@ -27,6 +27,7 @@ pub struct RemoteMemory {
 }
 
 impl RemoteMemory {
+    #[cfg(test)]
     pub fn new(pid: i32) -> Self {
         RemoteMemory { pid, via: pid }
     }
@@ -34,10 +35,6 @@ impl RemoteMemory {
     /// The address space of `pid`, reached through its thread `tid`.
     pub fn through(pid: i32, tid: i32) -> Self {
         RemoteMemory { pid, via: tid }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.pid
     }
 
     /// Reads exactly `len` bytes at `addr`.

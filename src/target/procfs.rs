@@ -256,14 +256,6 @@ pub(crate) fn io_error(pid: i32, step: &'static str, source: std::io::Error) -> 
     }
 }
 
-impl Error {
-    /// [`errno_error`] under its former name, for the callers outside `target/` and `ptrace/`
-    /// (`run/`, `seccomp/`) until they call it directly.
-    pub(crate) fn from_errno(pid: i32, tid: i32, step: &'static str, errno: Errno) -> Error {
-        errno_error(pid, tid, step, errno)
-    }
-}
-
 /// Why `pid` is frozen by a cgroup freezer, if it is: a thread of a frozen (or freezing)
 /// cgroup never reports a ptrace stop until it is thawed, so it is checked before attaching.
 /// Looks at the v2 cgroup (its `cgroup.freeze` and every ancestor's) and the v1 `freezer`

@@ -6,6 +6,7 @@
 //! it, and a malformed image yields `Err`, never a panic.
 
 mod elf;
+#[cfg(test)]
 mod own;
 
 /// A dynamic symbol of the vDSO.
@@ -62,7 +63,7 @@ impl VdsoImage {
     }
 
     /// Builds an image from already-known parts, for tests with synthetic code.
-    #[doc(hidden)]
+    #[cfg(test)]
     pub fn from_parts(
         base: u64,
         bytes: Vec<u8>,
@@ -87,12 +88,8 @@ impl VdsoImage {
         self.bytes.len()
     }
 
-    /// True for an image with no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-
     /// The raw bytes of the image.
+    #[cfg(test)]
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -103,6 +100,7 @@ impl VdsoImage {
     }
 
     /// All dynamic symbols kept (defined, named, inside the image).
+    #[cfg(test)]
     pub fn symbols(&self) -> &[Symbol] {
         &self.symbols
     }

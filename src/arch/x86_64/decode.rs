@@ -7,9 +7,6 @@ use iced_x86::{
 
 use crate::vdso::VdsoImage;
 
-/// Longest x86 instruction, in bytes (architectural limit).
-pub(super) const MAX_INSN_LEN: usize = 15;
-
 /// The image's bytes from `addr` to the end of the executable range holding it.
 pub(super) fn exec_bytes_from(image: &VdsoImage, addr: u64) -> Option<&[u8]> {
     image.exec_ranges().iter().find_map(|&(start, len)| {

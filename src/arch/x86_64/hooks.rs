@@ -169,8 +169,6 @@ fn window_text(plan: &HookPlan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::Arch;
-    use crate::arch::x86_64::X86_64;
     use crate::arch::x86_64::test_support::{BASE, ENTRIES, PROLOGUE, decode_all, live, synth};
     use crate::vdso::Symbol;
 
@@ -185,7 +183,6 @@ mod tests {
             assert_eq!(plan.addr, sym.addr);
             assert!(plan.original.len() >= JUMP_LEN);
             assert!(plan.original.len() < JUMP_LEN + 15);
-            assert!(plan.original.len() <= X86_64::MAX_WINDOW_LEN);
             assert!(plan.original.len() as u64 <= sym.size);
             assert_eq!(
                 image.slice(plan.addr, plan.original.len()),

@@ -28,9 +28,6 @@ impl Arch for X86_64 {
     const ELF_MACHINE: u16 = goblin::elf::header::EM_X86_64;
     const JUMP_LEN: usize = jump::JUMP_LEN;
     const JUMP_REACH: u64 = jump::REACH;
-    /// The window grows one whole instruction at a time until it covers the jump: at worst
-    /// `JUMP_LEN - 1` bytes and then one instruction of the longest length.
-    const MAX_WINDOW_LEN: usize = jump::JUMP_LEN - 1 + decode::MAX_INSN_LEN;
     /// 4-level paging (47-bit user addresses), less the guard page the kernel keeps at the top.
     /// Higher (5-level) addresses are only handed out to a process that asks for them.
     const USER_SPACE_TOP: u64 = 0x7fff_ffff_f000;

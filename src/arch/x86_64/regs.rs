@@ -23,9 +23,6 @@ impl Registers for Regs {
     fn instruction_pointer(&self) -> u64 {
         self.0.rip
     }
-    fn set_instruction_pointer(&mut self, ip: u64) {
-        self.0.rip = ip;
-    }
     fn stack_pointer(&self) -> u64 {
         self.0.rsp
     }

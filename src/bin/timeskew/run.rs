@@ -18,7 +18,7 @@ pub fn run(args: &RunArgs, err: &mut impl Write) -> ! {
     // run_with refuses this too; checked first here so that the refusal comes alone, without
     // the timer warning.
     let me = std::process::id() as i32;
-    if let Ok(Some(refusal)) = timeskew::skew::deadline::negative_clock(me, &skew.params()) {
+    if let Ok(Some(refusal)) = skew.negative_clock(me) {
         let e = RunError::NegativeClock {
             program: program.to_string_lossy().into_owned(),
             refusal,
