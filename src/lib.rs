@@ -133,7 +133,6 @@ mod patch;
 mod ptrace;
 mod report;
 pub mod run;
-mod seccomp;
 pub mod select;
 mod signals;
 pub mod skew;

@@ -3,7 +3,7 @@
 
 use std::ops::{Index, IndexMut};
 
-use crate::vdso::VdsoImage;
+use crate::vdso::{Machine, VdsoImage};
 
 pub mod x86_64;
 
@@ -103,6 +103,12 @@ pub trait Arch {
 
     /// `e_machine` of the vDSO's ELF header on this architecture.
     const ELF_MACHINE: u16;
+
+    /// What the vDSO parser checks the image against.
+    const MACHINE: Machine = Machine {
+        elf: Self::ELF_MACHINE,
+        name: Self::NAME,
+    };
 
     /// Length of the jump written over each entry.
     const JUMP_LEN: usize;

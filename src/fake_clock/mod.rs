@@ -3,7 +3,7 @@
 //! The blob is written in assembly (`fake_clock/x86_64.S`) and linked into this binary between
 //! the symbols `timeskew_fake_start` and `timeskew_fake_end`. It is position independent: the
 //! injector copies it verbatim to offset 0 of a fresh page in the target and maps the data page
-//! (see [`crate::state::data_page`]) exactly [`DATA_PAGE_OFFSET`] bytes above it, where the
+//! (see [`crate::fake_clock::data_page`]) exactly [`DATA_PAGE_OFFSET`] bytes above it, where the
 //! fakes find it RIP-relatively. The assembly's layout constants are `global_asm!` operands
 //! taken from the Rust side, so the two cannot disagree.
 //!
@@ -17,7 +17,7 @@
 //! `clock_gettime` slot instead.
 //!
 //! Every fake applies the skew of clock id n only while the real reading is below the slot's
-//! `deadlines[n]` ([`crate::state::data_page`]); `gettimeofday` and `time` use `deadlines[0]`.
+//! `deadlines[n]` ([`crate::fake_clock::data_page`]); `gettimeofday` and `time` use `deadlines[0]`.
 //!
 //! Header of the blob (all little-endian, read with `from_le_bytes`), [`HEADER_LEN`] bytes:
 //!
@@ -30,7 +30,7 @@
 //! ```
 
 use crate::arch::PerEntry;
-use crate::state::data_page;
+pub(crate) mod data_page;
 
 // The assembly's data-page offsets, page size, stub capacity, header length, clock id and
 // syscall number are these operands: Rust is their one home, the `.S` only names them.

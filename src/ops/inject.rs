@@ -4,17 +4,19 @@ use std::time::{Duration, Instant};
 
 use crate::arch::HookPlan;
 use crate::error::{Error, Result};
-use crate::ops::status::status_of;
+use crate::fake_clock::data_page::{DataPage, PAGE_SIZE, Params};
 use crate::patch::install::patch;
 use crate::patch::plan::Plan;
 use crate::patch::unsafe_to_patch;
 use crate::ptrace::StoppedProcess;
 use crate::report::{InjectAction, InjectReport};
 use crate::signals::TerminationDeferred;
-use crate::skew::{Skew, deadline};
-use crate::state::data_page::{DataPage, PAGE_SIZE, Params, write_slot};
+use crate::skew::Skew;
+use crate::state::publish::write_slot;
+use crate::state::status::status_of;
 use crate::state::{self, Existing};
 use crate::target::Target;
+use crate::target::clocks;
 
 /// Skews the clocks of process `pid` (all its threads) as `skew` says.
 ///
@@ -111,9 +113,9 @@ pub fn inject_traced(pid: i32, skew: &Skew) -> Result<InjectReport> {
 fn params_for(pid: i32, skew: &Skew) -> Result<Params> {
     let mut params = skew.params();
     // Before anything is changed: no selected clock may read negative in the target.
-    deadline::check_not_negative(pid, &params)?;
+    clocks::check_not_negative(pid, &params)?;
     if let Some(duration) = skew.duration() {
-        params.expires_ns = deadline::expiries(pid, params.mask, duration)?;
+        params.expires_ns = clocks::expiries(pid, params.mask, duration)?;
     }
     Ok(params)
 }

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use crate::arch::{Arch, Native};
 use crate::error::{Error, Result};
+use crate::fake_clock::data_page::{OFF_PATCHED, Params};
 use crate::ptrace::StoppedProcess;
 use crate::report::RecoverReport;
 use crate::signals::TerminationDeferred;
-use crate::state::data_page::{OFF_PATCHED, Params, write_slot};
+use crate::state::publish::write_slot;
 use crate::state::{self, Existing};
 use crate::target::Target;
 

@@ -8,14 +8,14 @@ use nix::errno::Errno;
 use crate::arch::{Arch, Native};
 use crate::error::{Error, Result};
 use crate::fake_clock::DATA_PAGE_OFFSET;
+use crate::fake_clock::data_page::{DataPage, OFF_PATCHED, PAGE_SIZE, Params, Patch};
 use crate::fault;
-use crate::ops::status::status_of;
 use crate::patch::plan::Plan;
 use crate::patch::transaction::Transaction;
 use crate::patch::{PAGES_LEN, placement, unsafe_to_patch};
 use crate::ptrace::{RemoteCall, StoppedProcess};
 use crate::report::{InjectAction, InjectReport};
-use crate::state::data_page::{DataPage, OFF_PATCHED, PAGE_SIZE, Params, Patch};
+use crate::state::status::status_of;
 use crate::state::{self, Existing};
 use crate::target::Target;
 

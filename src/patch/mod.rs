@@ -7,7 +7,7 @@ pub(crate) mod plan;
 pub(crate) mod transaction;
 
 use crate::error::Error;
-use crate::state::data_page::PAGE_SIZE;
+use crate::fake_clock::data_page::PAGE_SIZE;
 
 /// Both pages: code (r-x) then data (rw-).
 pub(crate) const PAGES_LEN: u64 = 2 * PAGE_SIZE;

@@ -2,7 +2,7 @@
 //! for the relocated RIP-relative instructions to still reach the vvar pages.
 
 use crate::arch::{Arch, Native};
-use crate::state::data_page::PAGE_SIZE;
+use crate::fake_clock::data_page::PAGE_SIZE;
 use crate::target::procfs::Mapping;
 
 /// The jump's reach (±2 GiB on x86_64), less a margin for the vvar pages below the vDSO and the

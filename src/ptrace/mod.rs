@@ -7,6 +7,7 @@ mod events;
 pub(crate) mod raw;
 mod remote_mm;
 pub(crate) mod remote_syscall;
+pub(crate) mod seccomp;
 mod seize;
 mod stop;
 mod windows;

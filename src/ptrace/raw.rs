@@ -49,6 +49,10 @@ pub fn ptrace_listen(tid: nix::unistd::Pid) -> nix::Result<()> {
     ptrace_word(libc::PTRACE_LISTEN, tid, 0)
 }
 
+/// The longest filter program the kernel accepts (BPF_MAXINSNS): the buffer the filter is read
+/// into, and the bound the evaluator checks.
+pub(crate) const MAX_FILTER_LEN: usize = libc::BPF_MAXINSNS as usize;
+
 /// `PTRACE_SECCOMP_GET_FILTER` (include/uapi/linux/ptrace.h); neither nix nor libc has it.
 const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
 
@@ -68,7 +72,7 @@ pub fn ptrace_seccomp_get_filter(
         jf: 0,
         k: 0,
     };
-    let mut program = vec![empty; crate::seccomp::MAX_FILTER_LEN];
+    let mut program = vec![empty; MAX_FILTER_LEN];
     // SAFETY: `addr` is an index, not an address; the kernel copies at most BPF_MAXINSNS
     // instructions (the longest filter it accepts) into `data`, which has room for that many.
     let rc = unsafe {

@@ -6,7 +6,7 @@ use nix::errno::Errno;
 use super::stop::StoppedProcess;
 use crate::arch::{Arch, Native};
 use crate::error::{Error, Result};
-use crate::seccomp::{self, PlannedSyscall};
+use crate::ptrace::seccomp::{self, PlannedSyscall};
 use crate::target::procfs;
 
 /// A syscall to run in the target.

@@ -69,7 +69,7 @@ use nix::unistd::getpid;
 use crate::error::Error;
 use crate::signals;
 use crate::skew::Skew;
-use crate::skew::deadline;
+use crate::target::clocks;
 
 mod held_child;
 mod privileges;
@@ -286,7 +286,7 @@ where
     let name = program.to_string_lossy().into_owned();
     // The command starts in our time namespace: what our clocks read is what it will read.
     // (Each exec is checked again; this refuses before anything of the user's runs.)
-    if let Ok(Some(refusal)) = deadline::negative_clock(getpid().as_raw(), &skew.params()) {
+    if let Ok(Some(refusal)) = clocks::negative_clock(getpid().as_raw(), &skew.params()) {
         return Err(RunError::NegativeClock {
             program: name,
             refusal,

@@ -4,7 +4,6 @@
 //! messages quote the input and point at the byte that is wrong.
 
 mod clock;
-pub(crate) mod deadline;
 pub(crate) mod negative;
 mod offset;
 
@@ -15,8 +14,6 @@ pub use offset::{Offset, OffsetErrorKind, ParseOffsetError};
 use std::fmt;
 
 use serde::{Serialize, Serializer};
-
-use crate::state::data_page::Params;
 
 /// What an injection does: add `offset` to the readings of `clocks`.
 ///
@@ -92,26 +89,6 @@ impl Skew {
 
     pub fn clocks(&self) -> ClockSet {
         self.clocks
-    }
-
-    /// The clock this skew would make read negative in process `pid` (as `pid` sees it: time
-    /// namespaces included), if any: [`inject`](crate::inject) refuses such a skew, since
-    /// programs do not expect a negative clock.
-    pub fn negative_clock(&self, pid: i32) -> crate::Result<Option<NegativeClock>> {
-        deadline::negative_clock(pid, &self.params())
-    }
-
-    /// The data-page parameters: the selected clocks' bits in `mask` and the offset in
-    /// `offsets_ns[id]` for each of them (zero elsewhere).
-    pub(crate) fn params(&self) -> Params {
-        let mut params = Params {
-            mask: self.clocks.mask(),
-            ..Params::default()
-        };
-        for clock in self.clocks.iter() {
-            params.offsets_ns[clock.id() as usize] = self.offset.as_nanos();
-        }
-        params
     }
 }
 

@@ -6,8 +6,8 @@
 
 use crate::arch::{Arch, Native};
 use crate::error::{Error, Result};
+use crate::fake_clock::data_page::{DataPage, PAGE_SIZE};
 use crate::fake_clock::{self, DATA_PAGE_OFFSET};
-use crate::state::data_page::{DataPage, PAGE_SIZE};
 use crate::target::Target;
 
 /// An injection found in a target.
@@ -112,7 +112,11 @@ pub fn is_our_jump(bytes: &[u8], at: u64, code_addr: u64) -> bool {
 }
 
 /// Whether the vDSO image (as read) still holds our jump at patch `p`.
-pub fn jump_in_image(target: &Target, p: &crate::state::data_page::Patch, code_addr: u64) -> bool {
+pub fn jump_in_image(
+    target: &Target,
+    p: &crate::fake_clock::data_page::Patch,
+    code_addr: u64,
+) -> bool {
     target
         .vdso
         .slice(p.addr, Native::JUMP_LEN)

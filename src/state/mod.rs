@@ -1,7 +1,8 @@
-//! timeskew's state inside the target: the data page (its format and seqlock writer) and
-//! finding what an earlier timeskew left there.
+//! timeskew's state inside a target: finding what an earlier timeskew left there, publishing new
+//! parameters into it, and reporting it.
 
-pub(crate) mod data_page;
 pub(crate) mod discover;
+pub(crate) mod publish;
+pub(crate) mod status;
 
 pub(crate) use discover::{Existing, find, is_our_jump, jump_in_image};

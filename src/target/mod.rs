@@ -1,11 +1,13 @@
 //! A target process, checked and with its vDSO read: the starting point of every operation.
 
+pub(crate) mod clocks;
 mod lock;
 pub(crate) mod mem;
 pub(crate) mod procfs;
 
 pub use lock::TargetLock;
 
+use crate::arch::{Arch, Native};
 use crate::error::{Error, Result};
 use crate::target::mem::RemoteMemory;
 use crate::vdso::VdsoImage;
@@ -46,10 +48,10 @@ impl Target {
         if bytes.get(4) == Some(&1) {
             return Err(unsupported(&format!(
                 "it is a 32-bit process; timeskew supports 64-bit {} processes",
-                <crate::arch::Native as crate::arch::Arch>::NAME
+                Native::NAME
             )));
         }
-        let vdso = VdsoImage::parse(vdso_map.start, bytes)
+        let vdso = VdsoImage::parse(vdso_map.start, bytes, Native::MACHINE)
             .map_err(|reason| Error::VdsoParse { pid, reason })?;
         Ok(Target {
             pid,

@@ -10,7 +10,7 @@ use goblin::elf::section_header::{
 };
 use goblin::elf::{Elf, ProgramHeader, SectionHeader, Sym};
 
-use crate::arch::{Arch, Native};
+use super::Machine;
 
 /// Size of an ELF64 header, program header, section header, symbol and dynamic entry.
 const EHDR_SIZE: usize = 64;
@@ -30,7 +30,7 @@ pub(super) struct Parsed<'a> {
 }
 
 impl<'a> Parsed<'a> {
-    pub(super) fn new(bytes: &'a [u8]) -> Result<Parsed<'a>, String> {
+    pub(super) fn new(bytes: &'a [u8], machine: Machine) -> Result<Parsed<'a>, String> {
         if bytes.len() < EHDR_SIZE {
             return Err(format!(
                 "image is {} bytes, shorter than an ELF64 header",
@@ -50,12 +50,10 @@ impl<'a> Parsed<'a> {
             ));
         }
         let header = Elf::parse_header(bytes).map_err(|e| format!("bad ELF header: {e}"))?;
-        if header.e_machine != Native::ELF_MACHINE {
+        if header.e_machine != machine.elf {
             return Err(format!(
                 "ELF machine {} is not {} ({})",
-                header.e_machine,
-                Native::NAME,
-                Native::ELF_MACHINE
+                header.e_machine, machine.name, machine.elf
             ));
         }
         if header.e_type != ET_DYN {
@@ -331,7 +329,7 @@ fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::vdso::VdsoImage;
-    use crate::vdso::tests::{ENTRIES, assert_consistent, live};
+    use crate::vdso::tests::{ENTRIES, NATIVE, assert_consistent, live};
 
     /// Little xorshift generator: deterministic "random" mutations without a dependency.
     struct XorShift(u64);
@@ -363,13 +361,13 @@ mod tests {
         for (off, value, reason) in cases.drain(..) {
             let mut copy = bytes.clone();
             copy[off] = value;
-            let err = VdsoImage::parse(0x1000, copy).unwrap_err();
+            let err = VdsoImage::parse(0x1000, copy, NATIVE).unwrap_err();
             assert!(err.contains(reason), "byte {off}: {err}");
         }
         // The exact wording, now built from the arch's name and machine number.
         let mut copy = bytes.clone();
         copy[18] = 0xb7;
-        let err = VdsoImage::parse(0x1000, copy).unwrap_err();
+        let err = VdsoImage::parse(0x1000, copy, NATIVE).unwrap_err();
         assert_eq!(err, "ELF machine 183 is not x86_64 (62)");
     }
 
@@ -384,7 +382,7 @@ mod tests {
         let needed = sh_end.max(load_filesz) as usize;
         assert!(needed <= bytes.len());
         for len in 0..=bytes.len() {
-            match VdsoImage::parse(0x7000_0000, bytes[..len].to_vec()) {
+            match VdsoImage::parse(0x7000_0000, bytes[..len].to_vec(), NATIVE) {
                 Err(_) => assert!(len < needed, "a complete copy of {len} bytes was refused"),
                 Ok(image) => {
                     assert!(len >= needed, "truncated at {len} bytes but accepted");
@@ -404,7 +402,7 @@ mod tests {
             for mask in [0x01u8, 0x80, 0xff, 0x7f, 0x10] {
                 let mut copy = bytes.clone();
                 copy[off] ^= mask;
-                if let Ok(image) = VdsoImage::parse(0x7000_0000, copy) {
+                if let Ok(image) = VdsoImage::parse(0x7000_0000, copy, NATIVE) {
                     assert_consistent(&image);
                 }
             }
@@ -421,7 +419,7 @@ mod tests {
             for value in [u64::MAX, u64::MAX / 2, bytes.len() as u64 - 1, 0xffff] {
                 let mut copy = bytes.clone();
                 copy[off..off + width].copy_from_slice(&value.to_le_bytes()[..width]);
-                let result = VdsoImage::parse(0x7000_0000, copy);
+                let result = VdsoImage::parse(0x7000_0000, copy, NATIVE);
                 assert!(result.is_err(), "field at {off:#x} = {value:#x} accepted");
             }
         }
@@ -457,7 +455,7 @@ mod tests {
                     }
                 }
             }
-            if let Ok(image) = VdsoImage::parse(0xffff_ffff_ffff_0000, copy) {
+            if let Ok(image) = VdsoImage::parse(0xffff_ffff_ffff_0000, copy, NATIVE) {
                 assert_consistent(&image);
             }
         }
@@ -469,8 +467,8 @@ mod tests {
         let mut copy = bytes.clone();
         copy[0x28..0x30].fill(0); // e_shoff = 0
         copy[0x3c..0x3e].fill(0); // e_shnum = 0
-        let image = VdsoImage::parse(0x5000_0000, copy).expect("parses through PT_DYNAMIC");
-        let with = VdsoImage::parse(0x5000_0000, bytes).unwrap();
+        let image = VdsoImage::parse(0x5000_0000, copy, NATIVE).expect("parses through PT_DYNAMIC");
+        let with = VdsoImage::parse(0x5000_0000, bytes, NATIVE).unwrap();
         for name in ENTRIES {
             assert_eq!(image.symbol(name), with.symbol(name), "{name}");
         }

@@ -20,6 +20,14 @@ pub struct Symbol {
     pub size: u64,
 }
 
+/// The ELF machine a vDSO must be built for, and its name for messages: the architecture
+/// timeskew injects into (`arch::Arch::MACHINE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Machine {
+    pub elf: u16,
+    pub name: &'static str,
+}
+
 /// A parsed copy of a vDSO, with addresses as they are in the process it came from.
 #[derive(Debug, Clone)]
 pub struct VdsoImage {
@@ -30,8 +38,9 @@ pub struct VdsoImage {
 }
 
 impl VdsoImage {
-    /// Parses `bytes`, the vDSO as mapped at `base` in its process (64-bit ELF of the native architecture only).
-    pub fn parse(base: u64, bytes: Vec<u8>) -> Result<VdsoImage, String> {
+    /// Parses `bytes`, the vDSO as mapped at `base` in its process: a 64-bit little-endian ELF
+    /// built for `machine`.
+    pub fn parse(base: u64, bytes: Vec<u8>, machine: Machine) -> Result<VdsoImage, String> {
         // Every absolute address below is `base + offset` with `offset <= bytes.len()`.
         if base.checked_add(bytes.len() as u64).is_none() {
             return Err(format!(
@@ -39,7 +48,7 @@ impl VdsoImage {
                 bytes.len()
             ));
         }
-        let parsed = elf::Parsed::new(&bytes)?;
+        let parsed = elf::Parsed::new(&bytes, machine)?;
         let symbols = parsed
             .dynamic_symbols()?
             .into_iter()
@@ -121,6 +130,9 @@ impl VdsoImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::{Arch, Native};
+
+    pub(super) const NATIVE: Machine = Native::MACHINE;
 
     /// The hooked entries of a real vDSO.
     pub(super) const ENTRIES: [&str; 3] =
@@ -187,7 +199,7 @@ mod tests {
         let sym = image.symbol("__vdso_clock_gettime").unwrap();
         assert!(sym.addr > base && sym.addr < base + image.len() as u64);
         // The same bytes reparsed at another base move every address by the same amount.
-        let moved = VdsoImage::parse(0x1000_0000, image.bytes().to_vec()).unwrap();
+        let moved = VdsoImage::parse(0x1000_0000, image.bytes().to_vec(), NATIVE).unwrap();
         let moved_sym = moved.symbol("__vdso_clock_gettime").unwrap();
         assert_eq!(moved_sym.addr - 0x1000_0000, sym.addr - base);
         assert_eq!(moved_sym.size, sym.size);
@@ -196,7 +208,7 @@ mod tests {
     #[test]
     fn image_wrapping_the_address_space_is_refused() {
         let bytes = live().bytes().to_vec();
-        let err = VdsoImage::parse(u64::MAX - 4095, bytes).unwrap_err();
+        let err = VdsoImage::parse(u64::MAX - 4095, bytes, NATIVE).unwrap_err();
         assert!(err.contains("wrap"), "{err}");
     }
 

@@ -6,6 +6,7 @@ use std::os::unix::fs::FileExt;
 
 use super::VdsoImage;
 use super::elf::read_u64;
+use crate::arch::{Arch, Native};
 
 /// `AT_SYSINFO_EHDR` in the auxiliary vector: the address of the vDSO's ELF header.
 const AT_SYSINFO_EHDR: u64 = 33;
@@ -28,7 +29,7 @@ impl VdsoImage {
             .map_err(|e| format!("cannot open /proc/self/mem: {e}"))?;
         mem.read_exact_at(&mut bytes, base)
             .map_err(|e| format!("cannot read the vDSO at {base:#x} from /proc/self/mem: {e}"))?;
-        VdsoImage::parse(base, bytes)
+        VdsoImage::parse(base, bytes, Native::MACHINE)
     }
 }
 

@@ -6,7 +6,7 @@ use super::arithmetic::{DEADLINES, REAL_NS};
 use super::harness::*;
 use super::model::*;
 use crate::arch::Entry;
-use crate::state::data_page::Params;
+use crate::fake_clock::data_page::Params;
 
 /// Stack use and ABI: the fakes' own frame is 24 bytes (+8 for the inner call's return
 /// address), 8 bytes on time()'s fast path; the genuine function is entered with the usual

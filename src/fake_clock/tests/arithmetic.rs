@@ -3,7 +3,7 @@
 
 use super::harness::*;
 use super::model::*;
-use crate::state::data_page::{self as layout, Params};
+use crate::fake_clock::data_page::{self as layout, Params};
 
 // ---- exact arithmetic against scripted genuine values ----------------------------------
 

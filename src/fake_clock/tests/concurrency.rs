@@ -6,7 +6,7 @@ use super::arithmetic::REAL_NS;
 use super::harness::*;
 use super::model::*;
 use crate::arch::Entry;
-use crate::state::data_page::{self as layout, Params};
+use crate::fake_clock::data_page::{self as layout, Params};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 

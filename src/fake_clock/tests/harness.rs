@@ -5,8 +5,8 @@
 
 use super::model::*;
 use crate::arch::{Entry, PerEntry};
+use crate::fake_clock::data_page::{self as layout, DataPage, Params};
 use crate::fake_clock::{FakeBlob, blob};
-use crate::state::data_page::{self as layout, DataPage, Params};
 use std::cell::Cell;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

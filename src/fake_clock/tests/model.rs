@@ -1,7 +1,7 @@
 //! The reference model: what a fake must return for a real reading, in i128 nanoseconds,
 //! written from the data page's documented semantics; and the parameter sets the tests build.
 
-use crate::state::data_page::{self as layout, Params};
+use crate::fake_clock::data_page::{self as layout, Params};
 
 pub(super) const NS: i128 = 1_000_000_000;
 pub(super) const US: i128 = 1_000_000;

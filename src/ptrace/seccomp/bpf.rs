@@ -14,7 +14,7 @@ use libc::sock_filter;
 /// `sizeof(struct seccomp_data)`.
 pub(super) const SECCOMP_DATA_LEN: usize = 64;
 /// The longest filter program the kernel accepts (BPF_MAXINSNS).
-pub(crate) const MAX_FILTER_LEN: usize = libc::BPF_MAXINSNS as usize;
+pub(crate) use crate::ptrace::raw::MAX_FILTER_LEN;
 /// Scratch memory words of a cBPF program (BPF_MEMWORDS).
 const MEM_WORDS: usize = libc::BPF_MEMWORDS as usize;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use nix::time::{ClockId, clock_gettime};
 
 use crate::error::{Error, Result};
+use crate::fake_clock::data_page::{MAX_CLOCK_ID, NEVER, Params};
 use crate::skew::{Clock, NegativeClock, Offset};
-use crate::state::data_page::{MAX_CLOCK_ID, NEVER, Params};
 use crate::target::procfs;
 
 /// Clock ids whose readings a time namespace shifts by its monotonic offset…
@@ -171,6 +171,15 @@ fn parse_offsets(text: &str) -> (i64, i64) {
         }
     }
     (mono, boot)
+}
+
+impl crate::skew::Skew {
+    /// The clock this skew would make read negative in process `pid` (as `pid` sees it: time
+    /// namespaces included), if any: [`inject`](crate::inject) refuses such a skew, since
+    /// programs do not expect a negative clock.
+    pub fn negative_clock(&self, pid: i32) -> crate::Result<Option<NegativeClock>> {
+        negative_clock(pid, &self.params())
+    }
 }
 
 #[cfg(test)]

@@ -29,7 +29,6 @@
 //! generation changed meanwhile. A writer that dies half-way leaves the active slot intact.
 
 use crate::error::{Error, Result};
-use crate::target::mem::RemoteMemory;
 
 pub const PAGE_SIZE: u64 = 4096;
 pub const DATA_MAGIC: [u8; 8] = *b"TSKWDATA";
@@ -283,25 +282,19 @@ pub(crate) fn get_u64(buf: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(buf[at..at + 8].try_into().expect("8-byte slice"))
 }
 
-/// Writes `params` into the inactive slot, then bumps the generation: readers see either the
-/// old or the new parameters, never a mix, and a writer dying half-way changes nothing.
-pub(crate) fn write_slot(
-    mem: &RemoteMemory,
-    data_addr: u64,
-    generation: u64,
-    params: &Params,
-) -> Result<()> {
-    let next = generation.wrapping_add(1);
-    mem.write_data(
-        data_addr + slot_offset(next) as u64,
-        &params.encode_slot(),
-        "write the new offsets",
-    )?;
-    mem.write_data(
-        data_addr + OFF_GENERATION as u64,
-        &next.to_le_bytes(),
-        "publish the new offsets",
-    )
+impl crate::skew::Skew {
+    /// The data-page parameters: the selected clocks' bits in `mask` and the offset in
+    /// `offsets_ns[id]` for each of them (zero elsewhere).
+    pub(crate) fn params(&self) -> Params {
+        let mut params = Params {
+            mask: self.clocks().mask(),
+            ..Params::default()
+        };
+        for clock in self.clocks().iter() {
+            params.offsets_ns[clock.id() as usize] = self.offset().as_nanos();
+        }
+        params
+    }
 }
 
 #[cfg(test)]

@@ -24,8 +24,6 @@ use crate::error::{Error, Result};
 use bpf::{SECCOMP_DATA_LEN, run_filters};
 use filters::read_filters;
 
-pub(crate) use bpf::MAX_FILTER_LEN;
-
 /// One system call timeskew is about to run in a target thread, as the filter will see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PlannedSyscall {
