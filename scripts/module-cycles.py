@@ -1,62 +1,104 @@
-import re,os,sys,itertools
-root='src'
-files=[os.path.join(d,f) for d,_,fs in os.walk(root) for f in fs if f.endswith('.rs') and '/bin/' not in d and '/tests' not in d and f not in ('own.rs','test_support.rs')]
-def modpath(p):
-    p=p[len('src/'):-3]
-    parts=p.split('/')
-    if parts[-1] in ('mod','lib'): parts=parts[:-1]
-    return parts
-def strip_tests(s):
-    i=s.find('#[cfg(test)]\nmod tests')
-    return s if i<0 else s[:i]
-level=int(sys.argv[1]) if len(sys.argv)>1 else 1
-edges={}
-for f in files:
-    mp=modpath(f)
-    s=strip_tests(open(f).read())
-    # remove comments
-    s=re.sub(r'//.*','',s)
-    src='::'.join(mp[:level]) if mp else 'lib'
-    for m in re.finditer(r'crate::((?:[a-z_0-9]+::)*[a-z_0-9]+)',s):
-        parts=m.group(1).split('::')
-        # deepest prefix that is a module file
-        k=len(parts)
-        while k>0 and not (os.path.exists('src/'+'/'.join(parts[:k])+'.rs') or os.path.exists('src/'+'/'.join(parts[:k])+'/mod.rs')):
-            k-=1
-        parts=parts[:k]
-        dst='::'.join(parts[:level])
-        if dst and dst!=src and not src.startswith(dst+'::') and not dst.startswith(src+'::'):
-            edges.setdefault(src,set()).add(dst)
-    for m in re.finditer(r'\bsuper::((?:[a-z_0-9]+::)*[a-z_0-9]+)',s):
-        base=mp[:-1]
-        parts=base+m.group(1).split('::')
-        k=len(parts)
-        while k>0 and not (os.path.exists('src/'+'/'.join(parts[:k])+'.rs') or os.path.exists('src/'+'/'.join(parts[:k])+'/mod.rs')):
-            k-=1
-        parts=parts[:k]
-        dst='::'.join(parts[:level])
-        if dst and dst!=src and not src.startswith(dst+'::') and not dst.startswith(src+'::'): edges.setdefault(src,set()).add(dst)
-# find cycles via tarjan
+#!/usr/bin/env python3
+"""Fails if a library module imports a module that (directly or not) imports it back.
+
+Each module is a file under src/ (a folder's mod.rs and its own files count as one unit at
+the folder's depth). Every depth is checked: folders (`ops`, `patch`, …), then their files.
+Test code (`#[cfg(test)] mod tests` blocks, tests/ folders, test-only files) is left out.
+"""
+import os
+import re
 import sys
-sys.setrecursionlimit(10000)
-idx={};low={};st=[];on=set();res=[];c=[0]
-nodes=set(edges)|{d for v in edges.values() for d in v}
-def sc(v):
-    idx[v]=low[v]=c[0];c[0]+=1;st.append(v);on.add(v)
-    for w in edges.get(v,()):
-        if w not in idx: sc(w);low[v]=min(low[v],low[w])
-        elif w in on: low[v]=min(low[v],idx[w])
-    if low[v]==idx[v]:
-        comp=[]
-        while True:
-            w=st.pop();on.discard(w);comp.append(w)
-            if w==v:break
-        if len(comp)>1: res.append(comp)
-for v in nodes:
-    if v not in idx: sc(v)
-for comp in res:
-    print('CYCLE:',comp)
-    for a in comp:
-        print('  ',a,'->',sorted(x for x in edges.get(a,()) if x in comp))
-if '-v' in sys.argv:
-    for a in sorted(edges): print(a,'->',sorted(edges[a]))
+
+TEST_ONLY = {"src/vdso/own.rs", "src/arch/x86_64/test_support.rs"}
+
+
+def is_module(parts):
+    base = "src/" + "/".join(parts)
+    return os.path.exists(base + ".rs") or os.path.exists(base + "/mod.rs")
+
+
+def deepest_module(parts):
+    k = len(parts)
+    while k > 0 and not is_module(parts[:k]):
+        k -= 1
+    return parts[:k]
+
+
+def sources():
+    for d, _, names in os.walk("src"):
+        if "/bin" in d or "/tests" in d:
+            continue
+        for n in names:
+            path = os.path.join(d, n)
+            if n.endswith(".rs") and path not in TEST_ONLY:
+                yield path
+
+
+def module_path(path):
+    parts = path[len("src/"):-len(".rs")].split("/")
+    return parts[:-1] if parts[-1] in ("mod", "lib") else parts
+
+
+def edges_at(depth):
+    edges = {}
+    for path in sources():
+        me = module_path(path)
+        text = open(path).read().split("#[cfg(test)]\nmod tests")[0]
+        text = re.sub(r"//.*", "", text)
+        src = "::".join(me[:depth])
+        refs = [deepest_module(m.split("::")) for m in re.findall(r"crate::((?:\w+::)*\w+)", text)]
+        refs += [deepest_module(me[:-1] + m.split("::")) for m in re.findall(r"\bsuper::((?:\w+::)*\w+)", text)]
+        for ref in refs:
+            dst = "::".join(ref[:depth])
+            related = dst == src or src.startswith(dst + "::") or dst.startswith(src + "::")
+            if dst and src and not related:
+                edges.setdefault(src, set()).add(dst)
+    return edges
+
+
+def cycles(edges):
+    index, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(set(edges) | {d for ds in edges.values() for d in ds}):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def main():
+    bad = 0
+    for depth in range(1, 5):
+        edges = edges_at(depth)
+        for comp in cycles(edges):
+            bad += 1
+            print(f"import cycle at depth {depth}: " + ", ".join(comp), file=sys.stderr)
+            for a in comp:
+                print(f"  {a} -> {sorted(d for d in edges.get(a, ()) if d in comp)}", file=sys.stderr)
+    if bad:
+        sys.exit(1)
+    print("module-cycles: no import cycle among the library's modules")
+
+
+if __name__ == "__main__":
+    main()

@@ -54,6 +54,13 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+# The library alone, as a dependency without the `cli` feature, builds clean too.
+step "cargo clippy --lib --no-default-features --locked -- -D warnings"
+cargo clippy --lib --no-default-features --locked -- -D warnings
+
+step "python3 scripts/module-cycles.py"
+python3 scripts/module-cycles.py
+
 # --no-fail-fast: every suite runs and reports, also after one has failed.
 step "cargo test --locked --no-fail-fast $*"
 cargo test --locked --no-fail-fast "$@"
