@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::arch::HookPlan;
 use crate::error::{Error, Result};
-use crate::fake_clock::data_page::{DataPage, PAGE_SIZE, Params};
+use crate::fake_clock::data_page::Params;
 use crate::patch::install::patch;
 use crate::patch::plan::Plan;
 use crate::patch::unsafe_to_patch;
@@ -36,7 +36,7 @@ pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
             action: InjectAction::Updated,
             stopped_for: Duration::ZERO,
             threads: 0,
-            status: status_of(pid, Some(&reread(&target, existing)?)),
+            status: status_of(pid, Some(&updated(existing, &params))),
         });
     }
     // Decode, plan and build while the process still runs: the stop covers only the changes.
@@ -120,15 +120,13 @@ fn params_for(pid: i32, skew: &Skew) -> Result<Params> {
     Ok(params)
 }
 
-fn reread(target: &Target, existing: &Existing) -> Result<Existing> {
-    let data_addr = existing.data_addr();
-    let page = target
-        .mem
-        .read(data_addr, PAGE_SIZE as usize, "read back the data page")?;
-    Ok(Existing {
-        data: DataPage::decode(target.pid, data_addr, &page)?,
-        ..existing.clone()
-    })
+/// What `existing` holds after [`update_params`] wrote `params`: the report comes from what was
+/// written, without reading the target again.
+fn updated(existing: &Existing, params: &Params) -> Existing {
+    let mut now = existing.clone();
+    now.data.generation = existing.data.generation.wrapping_add(1);
+    now.data.params = params.clone();
+    now
 }
 
 /// Live update: the data page only, no ptrace stop.
