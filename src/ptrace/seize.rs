@@ -231,8 +231,13 @@ impl StoppedProcess {
             let now = Instant::now();
             if now >= next_check {
                 next_check = now + STUCK_CHECK;
+                // A thread in an uninterruptible wait cannot stop yet; a leader that exited
+                // after it was seized (a zombie while other threads live) never reports a stop
+                // at all. Either way: let everything go and start again — the next attempt
+                // waits out the first and leaves the zombie alone.
                 if let Some(&tid) = waiting.iter().find(|t| {
-                    procfs::task_info(pid, Some(t.as_raw())).is_ok_and(|i| i.state == 'D')
+                    procfs::task_info(pid, Some(t.as_raw()))
+                        .is_ok_and(|i| matches!(i.state, 'D' | 'Z' | 'X'))
                 }) {
                     return Ok(Some(stuck(pid, tid.as_raw(), step)));
                 }
