@@ -15,7 +15,14 @@
 //!
 //! ```
 //! use timeskew::{Clock, InjectAction, Offset, Skew};
-//! # let mut child = std::process::Command::new("sleep").arg("60").spawn()?;
+//! # use std::io::BufRead;
+//! # let mut child = std::process::Command::new("sh")
+//! #     .args(["-c", "echo ready; read _"])
+//! #     .stdin(std::process::Stdio::piped())
+//! #     .stdout(std::process::Stdio::piped())
+//! #     .spawn()?;
+//! # // The shell is running (its exec is complete) once it has said so.
+//! # std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut String::new())?;
 //! # let pid = child.id() as i32;
 //! let skew = Skew::new("-600s".parse::<Offset>()?).with_clock(Clock::Realtime);
 //! let report = timeskew::inject(pid, &skew)?;
@@ -35,7 +42,14 @@
 //! ```
 //! use std::time::Duration;
 //! use timeskew::{InjectAction, Skew};
-//! # let mut child = std::process::Command::new("sleep").arg("60").spawn()?;
+//! # use std::io::BufRead;
+//! # let mut child = std::process::Command::new("sh")
+//! #     .args(["-c", "echo ready; read _"])
+//! #     .stdin(std::process::Stdio::piped())
+//! #     .stdout(std::process::Stdio::piped())
+//! #     .spawn()?;
+//! # // The shell is running (its exec is complete) once it has said so.
+//! # std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut String::new())?;
 //! # let pid = child.id() as i32;
 //! timeskew::inject(pid, &Skew::new("+1h".parse()?))?;
 //! let update = Skew::new("+2h".parse()?).for_duration(Duration::from_secs(30));
@@ -50,7 +64,14 @@
 //! **Status** reads what a process holds, without stopping it:
 //!
 //! ```
-//! # let mut child = std::process::Command::new("sleep").arg("60").spawn()?;
+//! # use std::io::BufRead;
+//! # let mut child = std::process::Command::new("sh")
+//! #     .args(["-c", "echo ready; read _"])
+//! #     .stdin(std::process::Stdio::piped())
+//! #     .stdout(std::process::Stdio::piped())
+//! #     .spawn()?;
+//! # // The shell is running (its exec is complete) once it has said so.
+//! # std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut String::new())?;
 //! # let pid = child.id() as i32;
 //! let before = timeskew::status(pid)?;
 //! assert!(!before.injected);
@@ -73,7 +94,8 @@
 //! # use std::io::BufRead;
 //! # use std::os::unix::process::CommandExt;
 //! # let mut child = std::process::Command::new("sh")
-//! #     .args(["-c", "sleep 60 & echo ready; wait"])
+//! #     .args(["-c", "sh -c 'echo ready; read _'; wait"])
+//! #     .stdin(std::process::Stdio::piped())
 //! #     .stdout(std::process::Stdio::piped())
 //! #     .process_group(0)
 //! #     .spawn()?;
@@ -83,7 +105,7 @@
 //! let mut selection = Selection::pid(pid);
 //! selection.tree = true; // and every descendant
 //! let pids = selection.resolve()?;
-//! assert_eq!(pids.len(), 2); // the shell and its `sleep`
+//! assert_eq!(pids.len(), 2); // the shell and the shell it started
 //! for &pid in &pids {
 //!     timeskew::inject(pid, &timeskew::Skew::new("+5m".parse()?))?;
 //! }
@@ -104,7 +126,14 @@
 //! their changes. [`TargetLock`] holds it across several operations:
 //!
 //! ```
-//! # let mut child = std::process::Command::new("sleep").arg("60").spawn()?;
+//! # use std::io::BufRead;
+//! # let mut child = std::process::Command::new("sh")
+//! #     .args(["-c", "echo ready; read _"])
+//! #     .stdin(std::process::Stdio::piped())
+//! #     .stdout(std::process::Stdio::piped())
+//! #     .spawn()?;
+//! # // The shell is running (its exec is complete) once it has said so.
+//! # std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut String::new())?;
 //! # let pid = child.id() as i32;
 //! let lock = timeskew::TargetLock::acquire(pid)?;
 //! timeskew::inject(pid, &timeskew::Skew::new("+1s".parse()?))?;
