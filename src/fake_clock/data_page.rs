@@ -16,12 +16,28 @@
 //! 0x030 patches[4]    32 bytes each: addr u64, len u32, pad u32, original [u8; 16]
 //! 0x100 slot 0        SLOT_LEN bytes (see below)
 //! 0x580 slot 1
-//! slot: 0x00 mask u32 (bit n: clock id n is skewed), 0x04 pad u32, 0x08 reserved u64,
-//!       0x10 gtod_sec i64, 0x18 gtod_usec i64 (0..1e6),
+//! slot: 0x00 mask u32 (bit n: clock id n is skewed), 0x04 flags u32 (FLAG_*), 0x08 segment
+//!       count u32, 0x0c pad, 0x10 gtod_sec i64, 0x18 gtod_usec i64 (0..1e6),
 //!       0x020 clocks[32]    { sec i64, nsec i64 (0..1e9) }   the offset per clock id
 //!       0x220 deadlines[32] { sec i64, nsec i64 (0..1e9) }   the skew of clock id n applies
 //!             while its real reading is below deadlines[n]; sec = i64::MAX: no deadline.
 //!             gettimeofday and time use deadlines[0]. A zeroed slot passes real time through.
+//!       -- the clock program, read only when a flag says so --
+//!       0x420 resolution u64 (ns), 0x428 its reciprocal u64 (floor((2^64-1)/resolution))
+//!       0x430 strobe period u64 (ns; 0: none), 0x438 its reciprocal, 0x440 strobe delta i64
+//!       0x448 segments[4]  { start i64, value i64, rate u64 (fixed point, RATE_SHIFT bits) }
+//!       0x4a8 anchors[32]  i64: clock id n's real reading when the program started
+//!       0x5a8 bases[32]    i64: what clock id n read then
+//! ```
+//!
+//! The clock program (`FLAG_PROGRAM`): clock id n reads `bases[n] + g(e)` where `e = real −
+//! anchors[n]` and `g` is piecewise linear: segment k (the last whose start ≤ e; segment 0
+//! before the first start) gives `value_k + (e − start_k)·rate_k`, the product taken in 128
+//! bits and shifted down RATE_SHIFT. With a strobe, `delta` is added in every odd period of `e ≥ 0`.
+//! `FLAG_RESOLUTION` rounds the reading down to a multiple of the resolution; the reciprocals
+//! spare the fake a `div`. Without `FLAG_PROGRAM` the reading is real + clocks[n] (the constant
+//! offset, the fast path). `FLAG_SLOW_READS` makes the fake take the real reading with the
+//! system call instead of the vDSO.
 //! ```
 //!
 //! Live updates never tear: the writer fills the *inactive* slot, then bumps `generation` (one
@@ -32,7 +48,7 @@ use crate::error::{Error, Result};
 
 pub const PAGE_SIZE: u64 = 4096;
 pub const DATA_MAGIC: [u8; 8] = *b"TSKWDATA";
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 pub const OFF_MAGIC: usize = 0x000;
 pub const OFF_VERSION: usize = 0x008;
@@ -53,15 +69,41 @@ pub const MAX_PATCH_LEN: usize = {
 };
 
 pub const OFF_SLOT0: usize = 0x100;
-pub const SLOT_STRIDE: usize = 0x480;
+pub const SLOT_STRIDE: usize = 0x700;
 pub const SLOT_OFF_MASK: usize = 0x00;
+pub const SLOT_OFF_FLAGS: usize = 0x04;
+pub const SLOT_OFF_SEGMENT_COUNT: usize = 0x08;
 pub const SLOT_OFF_GTOD_SEC: usize = 0x10;
 pub const SLOT_OFF_GTOD_USEC: usize = 0x18;
 pub const SLOT_OFF_CLOCKS: usize = 0x20;
 pub const CLOCK_ENTRY_LEN: usize = 16;
 pub const MAX_CLOCK_ID: usize = 31;
 pub const SLOT_OFF_DEADLINES: usize = SLOT_OFF_CLOCKS + (MAX_CLOCK_ID + 1) * CLOCK_ENTRY_LEN;
-pub const SLOT_LEN: usize = SLOT_OFF_DEADLINES + (MAX_CLOCK_ID + 1) * CLOCK_ENTRY_LEN;
+pub const SLOT_OFF_RESOLUTION: usize = SLOT_OFF_DEADLINES + (MAX_CLOCK_ID + 1) * CLOCK_ENTRY_LEN;
+pub const SLOT_OFF_RESOLUTION_RECIP: usize = SLOT_OFF_RESOLUTION + 8;
+pub const SLOT_OFF_STROBE_PERIOD: usize = SLOT_OFF_RESOLUTION + 16;
+pub const SLOT_OFF_STROBE_RECIP: usize = SLOT_OFF_RESOLUTION + 24;
+pub const SLOT_OFF_STROBE_DELTA: usize = SLOT_OFF_RESOLUTION + 32;
+pub const SLOT_OFF_SEGMENTS: usize = SLOT_OFF_RESOLUTION + 40;
+pub const SEGMENT_LEN: usize = 24;
+pub const MAX_SEGMENTS: usize = 4;
+pub const SLOT_OFF_ANCHORS: usize = SLOT_OFF_SEGMENTS + MAX_SEGMENTS * SEGMENT_LEN;
+pub const SLOT_OFF_BASES: usize = SLOT_OFF_ANCHORS + (MAX_CLOCK_ID + 1) * 8;
+pub const SLOT_LEN: usize = SLOT_OFF_BASES + (MAX_CLOCK_ID + 1) * 8;
+/// The slot's `flags`: the selected clocks follow the program (not the constant offsets).
+pub const FLAG_PROGRAM: u32 = 1;
+/// The reading is rounded down to a multiple of the resolution.
+pub const FLAG_RESOLUTION: u32 = 2;
+/// The real reading is taken with the system call, not the vDSO.
+pub const FLAG_SLOW_READS: u32 = 4;
+/// The program's rates are fixed point with this many fraction bits: a rate ≤ 1000 still fits
+/// a signed 64-bit word (the fake's `imul`), and its step, 2^-53, keeps an hour at any rate
+/// exact to well under a nanosecond.
+pub const RATE_SHIFT: u32 = 53;
+/// A rate of exactly 1.
+pub const RATE_ONE: u64 = 1 << RATE_SHIFT;
+/// The fastest rate a program may hold: 1000 × real speed.
+pub const MAX_RATE: u64 = 1000 * RATE_ONE;
 /// `expires_ns` value for "no deadline".
 pub const NEVER: i64 = i64::MAX;
 
@@ -71,6 +113,8 @@ const NANOS_PER_SEC: i64 = 1_000_000_000;
 const _: () = assert!(OFF_PATCHES + MAX_PATCHES * PATCH_RECORD_LEN <= OFF_SLOT0);
 const _: () = assert!(OFF_SLOT0 + SLOT_LEN <= OFF_SLOT0 + SLOT_STRIDE);
 const _: () = assert!(OFF_SLOT0 + SLOT_STRIDE + SLOT_LEN <= PAGE_SIZE as usize);
+const _: () = assert!(MAX_RATE <= i64::MAX as u64);
+const _: () = assert!(SLOT_OFF_ANCHORS == 0x4a8 && SLOT_OFF_BASES == 0x5a8 && SLOT_LEN == 0x6a8);
 
 /// One vDSO entry whose first bytes were replaced by a jump.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +133,12 @@ pub struct Params {
     /// Per clock id, the real reading of that clock (as the target sees it) at which the skew
     /// ends by itself — the dead man's switch of `--duration`; [`NEVER`] for no deadline.
     pub expires_ns: [i64; MAX_CLOCK_ID + 1],
+    /// The shape, when it is more than the constant offsets above.
+    pub program: Option<Program>,
+    /// Readings rounded down to a multiple of this many ns; 0: not rounded.
+    pub resolution_ns: u64,
+    /// Real readings taken with the system call instead of the vDSO.
+    pub slow_reads: bool,
 }
 
 impl Default for Params {
@@ -97,7 +147,124 @@ impl Default for Params {
             mask: 0,
             offsets_ns: [0; MAX_CLOCK_ID + 1],
             expires_ns: [NEVER; MAX_CLOCK_ID + 1],
+            program: None,
+            resolution_ns: 0,
+            slow_reads: false,
         }
+    }
+}
+
+/// One piece of a clock program: from `start_ns` (time since the anchor) on, the clock reads
+/// `value_ns + (e − start_ns)·rate` on top of its base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub start_ns: i64,
+    pub value_ns: i64,
+    /// The rate, fixed point ([`RATE_SHIFT`]): [`RATE_ONE`] runs at real speed, 0 stands still.
+    pub rate: u64,
+}
+
+/// Alternating between the program's value and that value plus `delta_ns`, every `period_ns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Strobe {
+    pub period_ns: u64,
+    pub delta_ns: i64,
+}
+
+/// A clock program: what each selected clock reads as a function of its real reading. The
+/// shape (segments, strobe) is shared; each clock has its own anchor (its real reading when
+/// the program started) and base (what it read then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// 1 to [`MAX_SEGMENTS`] segments, starts non-decreasing.
+    pub segments: Vec<Segment>,
+    pub strobe: Option<Strobe>,
+    pub anchors_ns: [i64; MAX_CLOCK_ID + 1],
+    pub bases_ns: [i64; MAX_CLOCK_ID + 1],
+}
+
+/// `floor((2^64 − 1) / d)`: with it, `floor(x / d)` is `mulhi(x, recip)` plus at most two
+/// corrections, which is how the fake divides without `div`.
+pub fn reciprocal(d: u64) -> u64 {
+    u64::MAX / d.max(1)
+}
+
+/// `floor(x / d)` the way the fake computes it (reciprocal multiply, then correction).
+pub fn div_by_reciprocal(x: u64, d: u64, recip: u64) -> u64 {
+    let mut q = ((x as u128 * recip as u128) >> 64) as u64;
+    let mut r = x - q * d;
+    while r >= d {
+        q += 1;
+        r -= d;
+    }
+    q
+}
+
+impl Program {
+    /// The segment in force `e` ns after the anchor: the last one starting at or before `e`,
+    /// the first one before them all.
+    pub fn segment_at(&self, e: i64) -> &Segment {
+        self.segments
+            .iter()
+            .rev()
+            .find(|s| s.start_ns <= e)
+            .unwrap_or(&self.segments[0])
+    }
+
+    /// `g(e)`: how far the clock has moved from its base `e` ns after the anchor, strobe
+    /// included — exactly what the fake computes.
+    pub fn shape_at(&self, e: i64) -> i64 {
+        let s = self.segment_at(e);
+        let d = e.wrapping_sub(s.start_ns) as i128;
+        let moved = ((d * s.rate as i128) >> RATE_SHIFT) as i64;
+        let mut g = s.value_ns.wrapping_add(moved);
+        if let Some(strobe) = self.strobe
+            && e >= 0
+            && div_by_reciprocal(e as u64, strobe.period_ns, reciprocal(strobe.period_ns)) & 1 == 1
+        {
+            g = g.wrapping_add(strobe.delta_ns);
+        }
+        g
+    }
+}
+
+impl Params {
+    /// What clock id `id` reads when its real reading is `real_ns` — the model of the fake:
+    /// `None` when the reading passes through untouched (not selected, or past its deadline).
+    pub fn reading(&self, id: usize, real_ns: i64) -> Option<i64> {
+        if id > MAX_CLOCK_ID || self.mask & (1 << id) == 0 || real_ns >= self.expires_ns[id] {
+            return None;
+        }
+        let value = match &self.program {
+            None => real_ns.wrapping_add(self.offsets_ns[id]),
+            Some(p) => {
+                p.bases_ns[id].wrapping_add(p.shape_at(real_ns.wrapping_sub(p.anchors_ns[id])))
+            }
+        };
+        Some(self.round(value))
+    }
+
+    /// `value` rounded down to the resolution (negative values are left alone: never read).
+    pub fn round(&self, value: i64) -> i64 {
+        if self.resolution_ns <= 1 || value < 0 {
+            return value;
+        }
+        let r = self.resolution_ns;
+        (div_by_reciprocal(value as u64, r, reciprocal(r)) * r) as i64
+    }
+
+    fn flags(&self) -> u32 {
+        let mut f = 0;
+        if self.program.is_some() {
+            f |= FLAG_PROGRAM;
+        }
+        if self.resolution_ns > 1 {
+            f |= FLAG_RESOLUTION;
+        }
+        if self.slow_reads {
+            f |= FLAG_SLOW_READS;
+        }
+        f
     }
 }
 
@@ -147,6 +314,34 @@ impl Params {
             put_u64(&mut s, at, dsec as u64);
             put_u64(&mut s, at + 8, dnsec as u64);
         }
+        put_u32(&mut s, SLOT_OFF_FLAGS, self.flags());
+        if self.resolution_ns > 1 {
+            put_u64(&mut s, SLOT_OFF_RESOLUTION, self.resolution_ns);
+            put_u64(
+                &mut s,
+                SLOT_OFF_RESOLUTION_RECIP,
+                reciprocal(self.resolution_ns),
+            );
+        }
+        if let Some(p) = &self.program {
+            let count = p.segments.len().clamp(1, MAX_SEGMENTS);
+            put_u32(&mut s, SLOT_OFF_SEGMENT_COUNT, count as u32);
+            for (k, seg) in p.segments.iter().take(count).enumerate() {
+                let at = SLOT_OFF_SEGMENTS + k * SEGMENT_LEN;
+                put_u64(&mut s, at, seg.start_ns as u64);
+                put_u64(&mut s, at + 8, seg.value_ns as u64);
+                put_u64(&mut s, at + 16, seg.rate);
+            }
+            if let Some(strobe) = p.strobe {
+                put_u64(&mut s, SLOT_OFF_STROBE_PERIOD, strobe.period_ns);
+                put_u64(&mut s, SLOT_OFF_STROBE_RECIP, reciprocal(strobe.period_ns));
+                put_u64(&mut s, SLOT_OFF_STROBE_DELTA, strobe.delta_ns as u64);
+            }
+            for id in 0..=MAX_CLOCK_ID {
+                put_u64(&mut s, SLOT_OFF_ANCHORS + id * 8, p.anchors_ns[id] as u64);
+                put_u64(&mut s, SLOT_OFF_BASES + id * 8, p.bases_ns[id] as u64);
+            }
+        }
         s
     }
 
@@ -169,6 +364,39 @@ impl Params {
             } else {
                 join(at)
             };
+        }
+        let flags = get_u32(s, SLOT_OFF_FLAGS);
+        p.slow_reads = flags & FLAG_SLOW_READS != 0;
+        if flags & FLAG_RESOLUTION != 0 {
+            p.resolution_ns = get_u64(s, SLOT_OFF_RESOLUTION);
+        }
+        if flags & FLAG_PROGRAM != 0 {
+            let count = (get_u32(s, SLOT_OFF_SEGMENT_COUNT) as usize).clamp(1, MAX_SEGMENTS);
+            let segments = (0..count)
+                .map(|k| {
+                    let at = SLOT_OFF_SEGMENTS + k * SEGMENT_LEN;
+                    Segment {
+                        start_ns: get_u64(s, at) as i64,
+                        value_ns: get_u64(s, at + 8) as i64,
+                        rate: get_u64(s, at + 16),
+                    }
+                })
+                .collect();
+            let period = get_u64(s, SLOT_OFF_STROBE_PERIOD);
+            let mut program = Program {
+                segments,
+                strobe: (period != 0).then(|| Strobe {
+                    period_ns: period,
+                    delta_ns: get_u64(s, SLOT_OFF_STROBE_DELTA) as i64,
+                }),
+                anchors_ns: [0; MAX_CLOCK_ID + 1],
+                bases_ns: [0; MAX_CLOCK_ID + 1],
+            };
+            for id in 0..=MAX_CLOCK_ID {
+                program.anchors_ns[id] = get_u64(s, SLOT_OFF_ANCHORS + id * 8) as i64;
+                program.bases_ns[id] = get_u64(s, SLOT_OFF_BASES + id * 8) as i64;
+            }
+            p.program = Some(program);
         }
         p
     }
@@ -338,6 +566,153 @@ mod tests {
             };
             let bytes = page.encode();
             assert_eq!(DataPage::decode(1, 0, &bytes).unwrap(), page);
+        }
+    }
+
+    fn program() -> Program {
+        let mut p = Program {
+            segments: vec![
+                Segment {
+                    start_ns: 0,
+                    value_ns: 0,
+                    rate: 0,
+                },
+                Segment {
+                    start_ns: 10 * NANOS_PER_SEC,
+                    value_ns: 0,
+                    rate: RATE_ONE,
+                },
+            ],
+            strobe: Some(Strobe {
+                period_ns: 250_000_000,
+                delta_ns: -3 * NANOS_PER_SEC,
+            }),
+            anchors_ns: [0; MAX_CLOCK_ID + 1],
+            bases_ns: [0; MAX_CLOCK_ID + 1],
+        };
+        p.anchors_ns[1] = 5_000 * NANOS_PER_SEC;
+        p.bases_ns[1] = 5_600 * NANOS_PER_SEC;
+        p
+    }
+
+    #[test]
+    fn programs_round_trip() {
+        let params = Params {
+            mask: 0b10,
+            program: Some(program()),
+            resolution_ns: 15_000_000,
+            slow_reads: true,
+            ..Params::default()
+        };
+        let page = DataPage {
+            patched: true,
+            generation: 3,
+            vdso_base: 0,
+            code_addr: 0,
+            patches: vec![],
+            params,
+        };
+        assert_eq!(DataPage::decode(1, 0, &page.encode()).unwrap(), page);
+    }
+
+    #[test]
+    fn the_model_follows_the_segments_strobe_and_resolution() {
+        let mut params = Params {
+            mask: 0b10,
+            program: Some(program()),
+            ..Params::default()
+        };
+        let anchor = 5_000 * NANOS_PER_SEC;
+        let base = 5_600 * NANOS_PER_SEC;
+        // Suspended for 10 s: stands at the base (strobe: odd quarter seconds add -3 s).
+        assert_eq!(params.reading(1, anchor), Some(base));
+        assert_eq!(params.reading(1, anchor + 100_000_000), Some(base));
+        assert_eq!(
+            params.reading(1, anchor + 300_000_000),
+            Some(base - 3 * NANOS_PER_SEC)
+        );
+        assert_eq!(
+            params.reading(1, anchor + 9_900_000_000),
+            Some(base - 3 * NANOS_PER_SEC)
+        );
+        // Then runs on, 10 s behind.
+        assert_eq!(
+            params.reading(1, anchor + 12 * NANOS_PER_SEC),
+            Some(base + 2 * NANOS_PER_SEC)
+        );
+        // Before the anchor: segment 0 (frozen).
+        assert_eq!(params.reading(1, anchor - NANOS_PER_SEC), Some(base));
+        // Unselected and expired clocks pass through.
+        assert_eq!(params.reading(0, anchor), None);
+        params.expires_ns[1] = anchor + NANOS_PER_SEC;
+        assert_eq!(params.reading(1, anchor + NANOS_PER_SEC), None);
+        // Resolution rounds down.
+        params.program = None;
+        params.offsets_ns[1] = 7;
+        params.expires_ns[1] = NEVER;
+        params.resolution_ns = 1_000_000;
+        assert_eq!(params.reading(1, 2_999_999_999), Some(3_000_000_000));
+        assert_eq!(params.reading(1, 2_999_999_990), Some(2_999_000_000));
+    }
+
+    #[test]
+    fn rates_are_exact_to_a_nanosecond_over_an_hour() {
+        let hour = 3_600 * NANOS_PER_SEC;
+        for (num, den) in [
+            (2i128, 1i128),
+            (1, 2),
+            (1_000_500, 1_000_000),
+            (999_950, 1_000_000),
+            (1000, 1),
+            (1, 3),
+        ] {
+            let rate = ((num << RATE_SHIFT) + den / 2) / den;
+            let p = Program {
+                segments: vec![Segment {
+                    start_ns: 0,
+                    value_ns: 0,
+                    rate: rate as u64,
+                }],
+                strobe: None,
+                anchors_ns: [0; MAX_CLOCK_ID + 1],
+                bases_ns: [0; MAX_CLOCK_ID + 1],
+            };
+            for e in [1, 999, NANOS_PER_SEC, hour / 7, hour] {
+                let exact = e as i128 * num / den;
+                let got = p.shape_at(e) as i128;
+                assert!(
+                    (got - exact).abs() <= 1,
+                    "{num}/{den} at {e}: {got} vs {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reciprocal_division_is_exact() {
+        for d in [
+            1u64,
+            2,
+            3,
+            1000,
+            999_999_937,
+            1_000_000_000,
+            3_600_000_000_000,
+            u64::MAX / 3,
+        ] {
+            let r = reciprocal(d);
+            for x in [
+                0u64,
+                1,
+                d - 1,
+                d,
+                d + 1,
+                12_345_678_901_234,
+                i64::MAX as u64,
+                u64::MAX,
+            ] {
+                assert_eq!(div_by_reciprocal(x, d, r), x / d, "{x} / {d}");
+            }
         }
     }
 
