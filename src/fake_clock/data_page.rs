@@ -244,6 +244,18 @@ impl Params {
         Some(self.round(value))
     }
 
+    /// The lowest offset from real time clock `id` starts from: its offset, or with a program
+    /// the offset at the switch plus a negative strobe delta (rates are never negative, so the
+    /// reading only grows from there).
+    pub fn lowest_offset(&self, id: usize) -> i64 {
+        let strobe_dip = self
+            .program
+            .as_ref()
+            .and_then(|p| p.strobe)
+            .map_or(0, |s| s.delta_ns.min(0));
+        self.offsets_ns[id].saturating_add(strobe_dip)
+    }
+
     /// `value` rounded down to the resolution (negative values are left alone: never read).
     pub fn round(&self, value: i64) -> i64 {
         if self.resolution_ns <= 1 || value < 0 {

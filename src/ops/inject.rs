@@ -16,7 +16,7 @@ use crate::state::publish::write_slot;
 use crate::state::status::status_of;
 use crate::state::{self, Existing};
 use crate::target::Target;
-use crate::target::clocks;
+use crate::target::{clocks, program};
 
 /// Skews the clocks of process `pid` (all its threads) as `skew` says.
 ///
@@ -26,8 +26,13 @@ use crate::target::clocks;
 pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
     let _lock = Target::lock(pid)?;
     let mut target = Target::open(pid)?;
-    let params = params_for(pid, skew)?;
     let existing = state::find(&target)?;
+    // A shape without a step continues from what the target reads now.
+    let current = existing
+        .as_ref()
+        .filter(|e| e.hooks_live)
+        .map(|e| &e.data.params);
+    let params = params_for(pid, skew, current)?;
     if let Some(existing) = &existing
         && existing.hooks_live
     {
@@ -106,12 +111,13 @@ pub fn inject_traced(pid: i32, skew: &Skew) -> Result<InjectReport> {
     if let Some(reason) = held.window_in_use(&target.mem, &target.maps, inside)? {
         return Err(unsafe_to_patch(pid, "vDSO entry", reason));
     }
-    patch(target, &plan, params_for(pid, skew)?, held, started)
+    patch(target, &plan, params_for(pid, skew, None)?, held, started)
 }
 
-/// The data-page parameters for `skew` in `pid`, with the deadlines of `--duration`.
-fn params_for(pid: i32, skew: &Skew) -> Result<Params> {
-    let mut params = skew.params();
+/// The data-page parameters for `skew` in `pid`, continuing from `current` (the parameters the
+/// target holds, if injected), with the deadlines of `--duration`.
+fn params_for(pid: i32, skew: &Skew, current: Option<&Params>) -> Result<Params> {
+    let mut params = program::compile(pid, skew.clocks().mask(), &skew.spec(), current)?;
     // Before anything is changed: no selected clock may read negative in the target.
     clocks::check_not_negative(pid, &params)?;
     if let Some(duration) = skew.duration() {

@@ -33,6 +33,18 @@ pub(crate) fn expiries(pid: i32, mask: u32, duration: Duration) -> Result<[i64; 
     Ok(out)
 }
 
+/// What each clock of `mask` reads in `pid` now (without any skew), in ns; 0 elsewhere.
+pub(crate) fn now(pid: i32, mask: u32) -> Result<[i64; MAX_CLOCK_ID + 1]> {
+    let shift = NamespaceShift::of(pid);
+    let mut out = [0; MAX_CLOCK_ID + 1];
+    for (id, slot) in out.iter_mut().enumerate() {
+        if mask & (1 << id) != 0 {
+            *slot = shift.reading(pid, id as u32, "read the target's clocks")?;
+        }
+    }
+    Ok(out)
+}
+
 /// Remaining time until the earliest deadline among `mask`'s clocks, seen from `pid`; `None`
 /// when nothing expires.
 pub(crate) fn remaining(
@@ -66,7 +78,7 @@ pub(crate) fn negative_clock(pid: i32, params: &Params) -> Result<Option<Negativ
     let mut worst: Option<NegativeClock> = None;
     for clock in Clock::ALL {
         let id = clock.id() as usize;
-        let offset = params.offsets_ns[id];
+        let offset = params.lowest_offset(id);
         if params.mask & (1 << id) == 0 || offset >= 0 {
             continue;
         }

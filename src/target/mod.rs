@@ -4,6 +4,7 @@ pub(crate) mod clocks;
 mod lock;
 pub(crate) mod mem;
 pub(crate) mod procfs;
+pub(crate) mod program;
 
 pub use lock::TargetLock;
 

@@ -1,0 +1,409 @@
+//! A fault as a clock program in the target's clock domain: each selected clock anchored at its
+//! own reading a moment from now, starting from what it reads then (a shape without a step) or
+//! from the step's value, and the shape's segments after that.
+
+use crate::error::{Error, Result};
+use crate::fake_clock::data_page::{
+    MAX_CLOCK_ID, MAX_RATE, MAX_SEGMENTS, Params, Program, RATE_ONE, RATE_SHIFT, Segment, Strobe,
+};
+use crate::target::clocks;
+
+/// How far ahead of "now" a new program takes over. The tool publishes it within
+/// microseconds; until then readers keep the old program, and from the switch on both agree,
+/// so a clock never steps backwards at a live change unless the tool is descheduled for
+/// longer than this between reading the clocks and publishing.
+pub(crate) const SWITCH_MARGIN_NS: i64 = 2_000_000;
+
+/// Where the clock steps to when the fault starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Real time plus this offset (ns).
+    Offset(i64),
+    /// This wall-clock time (ns since the epoch) for every selected clock.
+    At(i64),
+}
+
+/// A fault in the program's own terms: the shape after the optional step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Spec {
+    pub step: Option<Step>,
+    /// Run at this rate (fixed point, `RATE_SHIFT` bits); 0 freezes.
+    pub rate: Option<u64>,
+    /// Reach the step gradually at 1 ± this deviation (fixed point) instead of jumping.
+    pub slew: Option<u64>,
+    /// Stand still this long (ns), then run on.
+    pub suspend_ns: Option<u64>,
+    /// Alternate between the value and the value plus `.0` ns every `.1` ns.
+    pub strobe: Option<(i64, u64)>,
+    pub resolution_ns: u64,
+    pub slow_reads: bool,
+}
+
+impl Spec {
+    /// A plain step by a constant offset: the constant fast path, no program.
+    pub(crate) fn is_constant(&self) -> bool {
+        matches!(self.step, None | Some(Step::Offset(_)))
+            && self.rate.is_none()
+            && self.slew.is_none()
+            && self.suspend_ns.is_none()
+            && self.strobe.is_none()
+    }
+}
+
+/// The parameters that make `mask`'s clocks in `pid` follow `spec`, continuing from `current`
+/// (what the target holds now, if anything) where the shape has no step of its own.
+pub(crate) fn compile(
+    pid: i32,
+    mask: u32,
+    spec: &Spec,
+    current: Option<&Params>,
+) -> Result<Params> {
+    let now = clocks::now(pid, mask)?;
+    let mut params = Params {
+        mask,
+        resolution_ns: spec.resolution_ns,
+        slow_reads: spec.slow_reads,
+        ..Params::default()
+    };
+    if spec.is_constant() {
+        let offset = match spec.step {
+            Some(Step::Offset(ns)) => ns,
+            _ => 0,
+        };
+        for id in selected(mask) {
+            params.offsets_ns[id] = offset;
+        }
+        return Ok(params);
+    }
+    let mut program = Program {
+        segments: Vec::with_capacity(MAX_SEGMENTS),
+        strobe: spec.strobe.map(|(delta_ns, period_ns)| Strobe {
+            period_ns,
+            delta_ns,
+        }),
+        anchors_ns: [0; MAX_CLOCK_ID + 1],
+        bases_ns: [0; MAX_CLOCK_ID + 1],
+    };
+    // Before the switch (e < 0): the slope the clock has now, so that the old and the new
+    // program agree while the new one is being published.
+    let first = selected(mask).next().unwrap_or(0);
+    let anchor_first = now[first].saturating_add(SWITCH_MARGIN_NS);
+    let slope_now = current.map_or(RATE_ONE, |p| rate_at(p, first, anchor_first));
+    program.segments.push(Segment {
+        start_ns: 0,
+        value_ns: 0,
+        rate: slope_now,
+    });
+    for id in selected(mask) {
+        let anchor = now[id].saturating_add(SWITCH_MARGIN_NS);
+        let reads = current
+            .and_then(|p| p.reading(id, anchor))
+            .unwrap_or(anchor);
+        program.anchors_ns[id] = anchor;
+        program.bases_ns[id] = match (spec.step, spec.slew) {
+            // A slew starts from the current value and moves towards the step.
+            (_, Some(_)) | (None, _) => reads,
+            (Some(Step::Offset(ns)), None) => anchor.saturating_add(ns),
+            (Some(Step::At(wall)), None) => wall,
+        };
+        params.offsets_ns[id] = program.bases_ns[id].saturating_sub(anchor);
+    }
+    let rate = spec.rate.unwrap_or(RATE_ONE).min(MAX_RATE);
+    if let Some(deviation) = spec.slew {
+        // Every selected clock moves by the distance the first one has to go.
+        let anchor = program.anchors_ns[first];
+        let target = match spec.step {
+            Some(Step::Offset(ns)) => anchor.saturating_add(ns),
+            Some(Step::At(wall)) => wall,
+            None => program.bases_ns[first],
+        };
+        let distance = target.saturating_sub(program.bases_ns[first]);
+        push_slew(&mut program, distance, deviation, pid)?;
+    } else if let Some(suspend) = spec.suspend_ns {
+        let suspend = i64::try_from(suspend).unwrap_or(i64::MAX);
+        program.segments.push(Segment {
+            start_ns: 0,
+            value_ns: 0,
+            rate: 0,
+        });
+        program.segments.push(Segment {
+            start_ns: suspend,
+            value_ns: 0,
+            rate,
+        });
+    } else {
+        program.segments.push(Segment {
+            start_ns: 0,
+            value_ns: 0,
+            rate,
+        });
+    }
+    debug_assert!(program.segments.len() <= MAX_SEGMENTS);
+    params.program = Some(program);
+    Ok(params)
+}
+
+/// The segments of a slew: at 1 ± `deviation` until `distance` is made up, then at 1.
+fn push_slew(program: &mut Program, distance: i64, deviation: u64, pid: i32) -> Result<()> {
+    if deviation == 0 || deviation > RATE_ONE {
+        return Err(Error::Unsupported {
+            pid,
+            reason: "a slew rate must be above 0 and at most 100%".into(),
+        });
+    }
+    let rate = if distance >= 0 {
+        RATE_ONE + deviation
+    } else {
+        RATE_ONE - deviation
+    };
+    // Time to make up `distance` at `deviation`: |distance| / deviation, in ns.
+    let span = ((distance.unsigned_abs() as u128) << RATE_SHIFT) / deviation as u128;
+    let span = i64::try_from(span).unwrap_or(i64::MAX);
+    let slewing = Segment {
+        start_ns: 0,
+        value_ns: 0,
+        rate,
+    };
+    program.segments.push(slewing);
+    // Exactly where the slewing segment gets to: the next one continues from there.
+    let arrived = Program {
+        segments: vec![slewing],
+        strobe: None,
+        anchors_ns: program.anchors_ns,
+        bases_ns: program.bases_ns,
+    }
+    .shape_at(span);
+    program.segments.push(Segment {
+        start_ns: span,
+        value_ns: arrived,
+        rate: RATE_ONE,
+    });
+    Ok(())
+}
+
+/// The rate clock `id` runs at under `params` at real reading `real_ns`.
+pub(crate) fn rate_at(params: &Params, id: usize, real_ns: i64) -> u64 {
+    match &params.program {
+        Some(p) if params.reading(id, real_ns).is_some() => {
+            p.segment_at(real_ns.wrapping_sub(p.anchors_ns[id])).rate
+        }
+        _ => RATE_ONE,
+    }
+}
+
+fn selected(mask: u32) -> impl Iterator<Item = usize> {
+    (0..=MAX_CLOCK_ID).filter(move |id| mask & (1 << id) != 0)
+}
+
+impl crate::skew::Skew {
+    /// The fault in the program's terms.
+    pub(crate) fn spec(&self) -> Spec {
+        Spec {
+            step: Some(Step::Offset(self.offset().as_nanos())),
+            ..Spec::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+    const REALTIME: u32 = 1;
+    const BOTH: u32 = 0b11; // realtime and monotonic
+
+    fn me() -> i32 {
+        std::process::id() as i32
+    }
+
+    fn program(p: &Params) -> &Program {
+        p.program.as_ref().expect("a program")
+    }
+
+    fn constant(offset: i64, mask: u32) -> Params {
+        compile(
+            me(),
+            mask,
+            &Spec {
+                step: Some(Step::Offset(offset)),
+                ..Spec::default()
+            },
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_plain_offset_is_the_constant_fast_path() {
+        let p = constant(-600 * S, BOTH);
+        assert!(p.program.is_none());
+        assert_eq!(p.offsets_ns[0], -600 * S);
+        assert_eq!(p.offsets_ns[1], -600 * S);
+        assert_eq!(p.reading(0, 1_000 * S), Some(400 * S));
+    }
+
+    #[test]
+    fn a_rate_continues_from_what_the_clock_reads_at_the_switch() {
+        let old = constant(3_600 * S, BOTH);
+        let spec = Spec {
+            rate: Some(2 * RATE_ONE),
+            ..Spec::default()
+        };
+        let new = compile(me(), BOTH, &spec, Some(&old)).unwrap();
+        for id in [0, 1] {
+            let anchor = program(&new).anchors_ns[id];
+            // Old and new agree at the switch and before it (the slope then is the old one).
+            assert_eq!(new.reading(id, anchor), old.reading(id, anchor));
+            assert_eq!(new.reading(id, anchor - S), old.reading(id, anchor - S));
+            // Then the clock gains a second every second.
+            assert_eq!(
+                new.reading(id, anchor + 10 * S),
+                Some(anchor + 3_600 * S + 20 * S)
+            );
+        }
+    }
+
+    #[test]
+    fn freezing_a_rate_keeps_the_value_and_never_goes_back() {
+        let fast = compile(
+            me(),
+            REALTIME,
+            &Spec {
+                rate: Some(2 * RATE_ONE),
+                ..Spec::default()
+            },
+            None,
+        )
+        .unwrap();
+        let frozen = compile(
+            me(),
+            REALTIME,
+            &Spec {
+                rate: Some(0),
+                ..Spec::default()
+            },
+            Some(&fast),
+        )
+        .unwrap();
+        let anchor = program(&frozen).anchors_ns[0];
+        let at_switch = frozen.reading(0, anchor).unwrap();
+        assert_eq!(Some(at_switch), fast.reading(0, anchor));
+        // Between the two switches the new program still runs at 2, as the old one does …
+        let fast_anchor = program(&fast).anchors_ns[0];
+        assert!(fast_anchor < anchor);
+        let between = (fast_anchor + anchor) / 2;
+        assert_eq!(frozen.reading(0, between), fast.reading(0, between));
+        // … and after it stands still.
+        assert_eq!(frozen.reading(0, anchor + 100 * S), Some(at_switch));
+    }
+
+    #[test]
+    fn suspend_stands_still_then_runs_on_behind() {
+        let spec = Spec {
+            suspend_ns: Some(10 * S as u64),
+            ..Spec::default()
+        };
+        let p = compile(me(), REALTIME, &spec, None).unwrap();
+        let anchor = program(&p).anchors_ns[0];
+        assert_eq!(p.reading(0, anchor + 5 * S), Some(anchor));
+        assert_eq!(p.reading(0, anchor + 10 * S), Some(anchor));
+        assert_eq!(p.reading(0, anchor + 25 * S), Some(anchor + 15 * S));
+    }
+
+    #[test]
+    fn a_suspend_can_start_from_a_step() {
+        let spec = Spec {
+            step: Some(Step::Offset(-60 * S)),
+            suspend_ns: Some(S as u64),
+            ..Spec::default()
+        };
+        let p = compile(me(), REALTIME, &spec, None).unwrap();
+        let anchor = program(&p).anchors_ns[0];
+        assert_eq!(p.reading(0, anchor + S / 2), Some(anchor - 60 * S));
+        assert_eq!(p.reading(0, anchor + 3 * S), Some(anchor - 58 * S));
+    }
+
+    #[test]
+    fn a_slew_reaches_the_offset_at_the_given_rate_and_then_runs_at_one() {
+        let old = constant(0, REALTIME);
+        let spec = Spec {
+            step: Some(Step::Offset(S)),
+            slew: Some(RATE_ONE / 2_000), // 500 ppm
+            ..Spec::default()
+        };
+        let p = compile(me(), REALTIME, &spec, Some(&old)).unwrap();
+        let prog = program(&p);
+        let anchor = prog.anchors_ns[0];
+        // No jump at the start.
+        assert_eq!(p.reading(0, anchor), Some(anchor));
+        // 1 s at 500 ppm takes 2000 s; half-way, half the distance.
+        let arrive = prog.segments.last().unwrap().start_ns;
+        assert!((arrive - 2_000 * S).abs() <= 1, "{arrive}");
+        let half = p.reading(0, anchor + 1_000 * S).unwrap() - (anchor + 1_000 * S);
+        assert!((half - S / 2).abs() <= 1, "{half}");
+        // After arriving: real + 1 s exactly (within the fixed point), at rate 1.
+        for later in [arrive, arrive + 1, arrive + 3_600 * S] {
+            let off = p.reading(0, anchor + later).unwrap() - (anchor + later);
+            assert!((off - S).abs() <= 1, "{later}: {off}");
+        }
+    }
+
+    #[test]
+    fn a_slew_back_runs_slow() {
+        let old = constant(10 * S, REALTIME);
+        let spec = Spec {
+            step: Some(Step::Offset(0)),
+            slew: Some(RATE_ONE / 20),
+            ..Spec::default()
+        };
+        let p = compile(me(), REALTIME, &spec, Some(&old)).unwrap();
+        let prog = program(&p);
+        let anchor = prog.anchors_ns[0];
+        assert_eq!(p.reading(0, anchor), Some(anchor + 10 * S));
+        assert_eq!(prog.segments[1].rate, RATE_ONE - RATE_ONE / 20);
+        let arrive = prog.segments.last().unwrap().start_ns;
+        assert!((arrive - 200 * S).abs() <= 1, "{arrive}");
+        let off = p.reading(0, anchor + 300 * S).unwrap() - (anchor + 300 * S);
+        assert!(off.abs() <= 1, "{off}");
+    }
+
+    #[test]
+    fn at_steps_every_selected_clock_to_the_date() {
+        let wall = 2_147_483_640 * S; // 2038-01-19T03:14:00Z
+        let spec = Spec {
+            step: Some(Step::At(wall)),
+            rate: Some(RATE_ONE),
+            ..Spec::default()
+        };
+        let p = compile(me(), REALTIME, &spec, None).unwrap();
+        let anchor = program(&p).anchors_ns[0];
+        assert_eq!(p.reading(0, anchor), Some(wall));
+        assert_eq!(p.reading(0, anchor + 9 * S), Some(wall + 9 * S));
+    }
+
+    #[test]
+    fn a_strobe_flips_every_period() {
+        let spec = Spec {
+            strobe: Some((5 * S, S as u64 / 10)),
+            ..Spec::default()
+        };
+        let p = compile(me(), REALTIME, &spec, None).unwrap();
+        let anchor = program(&p).anchors_ns[0];
+        let off = |e: i64| p.reading(0, anchor + e).unwrap() - (anchor + e);
+        assert_eq!(off(S / 20), 0);
+        assert_eq!(off(S / 10 + 1), 5 * S);
+        assert_eq!(off(S / 5 + 1), 0);
+        assert_eq!(p.lowest_offset(0), 0);
+    }
+
+    #[test]
+    fn rates_above_the_maximum_are_capped() {
+        let spec = Spec {
+            rate: Some(u64::MAX),
+            ..Spec::default()
+        };
+        let p = compile(me(), REALTIME, &spec, None).unwrap();
+        assert_eq!(program(&p).segments.last().unwrap().rate, MAX_RATE);
+    }
+}
