@@ -170,8 +170,8 @@ mod target;
 mod vdso;
 
 pub use error::{Error, Result};
-pub use ops::{inject, inject_traced, recover, status};
-pub use report::{ClockOffset, InjectAction, InjectReport, RecoverReport, Status};
+pub use ops::{ManualClock, inject, inject_traced, recover, status};
+pub use report::{ClockOffset, InjectAction, InjectReport, RecoverReport, ShapeStatus, Status};
 pub use signals::{TerminationDeferred, termination_signals};
 pub use skew::{
     Clock, ClockSet, NegativeClock, Offset, OffsetErrorKind, ParseClockError, ParseOffsetError,

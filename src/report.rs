@@ -37,6 +37,69 @@ pub struct Status {
         deserialize_with = "from_millis"
     )]
     pub expires_in: Option<Duration>,
+    /// What the clocks do beyond a constant offset (rate, freeze, suspend, slew, strobe,
+    /// resolution, slow reads); `None` for a plain offset. Absent from JSON then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<ShapeStatus>,
+}
+
+/// The shape a target's clocks follow now, and what comes next.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShapeStatus {
+    /// What the clocks do, in words: `frozen`, `suspended`, `running at 2×`, `slewing at
+    /// +500ppm`, `returning to real time at -500ppm`, `real speed`.
+    pub state: String,
+    /// The speed the clocks run at now (1: real speed, 0: standing still).
+    pub rate: f64,
+    /// Until the state ends (the next piece of the program starts), if it does.
+    #[serde(
+        rename = "left_ms",
+        serialize_with = "as_millis",
+        deserialize_with = "from_millis"
+    )]
+    pub left: Option<Duration>,
+    /// How long the current state lasts in all, if it ends.
+    #[serde(
+        rename = "of_ms",
+        serialize_with = "as_millis",
+        deserialize_with = "from_millis"
+    )]
+    pub of: Option<Duration>,
+    /// With a strobe: the offset added every other period, and the period.
+    pub strobe: Option<(Offset, Duration)>,
+    /// Readings rounded down to a multiple of this.
+    pub resolution: Option<Duration>,
+    /// Real readings taken with the system call instead of the vDSO.
+    pub slow_reads: bool,
+}
+
+// The rate is never NaN (it is computed from a fixed-point integer), so equality is total.
+impl Eq for ShapeStatus {}
+
+impl ShapeStatus {
+    /// `frozen, 4.2 s left of 10.0 s, resolution 15 ms, slow reads`.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![self.state.clone()];
+        if let (Some(left), Some(of)) = (self.left, self.of) {
+            parts[0] = format!(
+                "{}, {:.1} s left of {:.1} s",
+                self.state,
+                left.as_secs_f64(),
+                of.as_secs_f64()
+            );
+        }
+        if let Some((delta, period)) = self.strobe {
+            parts.push(format!("strobing {delta} every {period:?}"));
+        }
+        if let Some(r) = self.resolution {
+            parts.push(format!("resolution {r:?}"));
+        }
+        if self.slow_reads {
+            parts.push("slow reads".into());
+        }
+        parts.retain(|p| !p.is_empty());
+        parts.join(", ")
+    }
 }
 
 /// How `inject` reached its result.

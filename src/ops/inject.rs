@@ -16,7 +16,8 @@ use crate::state::publish::write_slot;
 use crate::state::status::status_of;
 use crate::state::{self, Existing};
 use crate::target::Target;
-use crate::target::{clocks, program};
+use crate::target::clocks;
+use crate::target::program::{self, Spec};
 
 /// Skews the clocks of process `pid` (all its threads) as `skew` says.
 ///
@@ -24,6 +25,16 @@ use crate::target::{clocks, program};
 /// stopped. Otherwise every thread is held for the short time it takes to map the pages and
 /// write the jumps; on any error, everything done so far is undone.
 pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
+    apply(pid, skew.clocks().mask(), &skew.spec(), skew.duration())
+}
+
+/// [`inject`] of a fault in the program's own terms, for the clocks of `mask`.
+pub(crate) fn apply(
+    pid: i32,
+    mask: u32,
+    spec: &Spec,
+    duration: Option<Duration>,
+) -> Result<InjectReport> {
     let _lock = Target::lock(pid)?;
     let mut target = Target::open(pid)?;
     let existing = state::find(&target)?;
@@ -32,7 +43,7 @@ pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
         .as_ref()
         .filter(|e| e.hooks_live)
         .map(|e| &e.data.params);
-    let params = params_for(pid, skew, current)?;
+    let params = params_for(pid, mask, spec, duration, current)?;
     if let Some(existing) = &existing
         && existing.hooks_live
     {
@@ -111,16 +122,29 @@ pub fn inject_traced(pid: i32, skew: &Skew) -> Result<InjectReport> {
     if let Some(reason) = held.window_in_use(&target.mem, &target.maps, inside)? {
         return Err(unsafe_to_patch(pid, "vDSO entry", reason));
     }
-    patch(target, &plan, params_for(pid, skew, None)?, held, started)
+    let params = params_for(
+        pid,
+        skew.clocks().mask(),
+        &skew.spec(),
+        skew.duration(),
+        None,
+    )?;
+    patch(target, &plan, params, held, started)
 }
 
 /// The data-page parameters for `skew` in `pid`, continuing from `current` (the parameters the
 /// target holds, if injected), with the deadlines of `--duration`.
-fn params_for(pid: i32, skew: &Skew, current: Option<&Params>) -> Result<Params> {
-    let mut params = program::compile(pid, skew.clocks().mask(), &skew.spec(), current)?;
+fn params_for(
+    pid: i32,
+    mask: u32,
+    spec: &Spec,
+    duration: Option<Duration>,
+    current: Option<&Params>,
+) -> Result<Params> {
+    let mut params = program::compile(pid, mask, spec, current)?;
     // Before anything is changed: no selected clock may read negative in the target.
     clocks::check_not_negative(pid, &params)?;
-    if let Some(duration) = skew.duration() {
+    if let Some(duration) = duration {
         params.expires_ns = clocks::expiries(pid, params.mask, duration)?;
     }
     Ok(params)

@@ -1,9 +1,11 @@
 //! The three operations of the library, one file each.
 
 pub(crate) mod inject;
+pub(crate) mod manual;
 pub(crate) mod recover;
 pub(crate) mod status;
 
 pub use inject::{inject, inject_traced};
+pub use manual::ManualClock;
 pub use recover::recover;
 pub use status::status;

@@ -225,6 +225,9 @@ pub fn format_recover(r: &RecoverReport) -> String {
 /// `pid 123: injected, realtime -600s (trampoline 0x7f…, layout v1, generation 2)`
 pub fn format_status(s: &Status) -> String {
     let mut details = Vec::new();
+    if let Some(shape) = &s.shape {
+        details.push(shape.describe());
+    }
     if let Some(addr) = s.trampoline {
         details.push(format!("trampoline {addr:#x}"));
     }
@@ -486,6 +489,7 @@ mod tests {
             clocks: vec![],
             generation: 0,
             expires_in: None,
+            shape: None,
         };
         assert_eq!(format_status(&s), "pid 9: not injected");
     }

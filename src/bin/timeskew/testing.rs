@@ -48,6 +48,7 @@ pub fn status(pid: i32, clocks: &[(Clock, Offset)]) -> Status {
             .collect(),
         generation: 0,
         expires_in: None,
+        shape: None,
     }
 }
 
