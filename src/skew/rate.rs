@@ -236,7 +236,7 @@ impl FromStr for SlewRate {
             return Err(fail(
                 RateErrorKind::MissingUnit,
                 number.end,
-                format!("missing unit after \"{s}\": add ppm or %, e.g. {s}ppm or {s}%"),
+                format!("missing unit after \"{s}\": add ppm or %, e.g. {s}ppm, or 5%"),
             ));
         }
         if number.magnitude_ppb == 0 {
@@ -648,7 +648,7 @@ mod tests {
         assert_eq!((kind, at), (RateErrorKind::MissingUnit, 3));
         assert_eq!(
             msg,
-            "invalid slew rate \"500\": missing unit after \"500\": add ppm or %, e.g. 500ppm or 500%"
+            "invalid slew rate \"500\": missing unit after \"500\": add ppm or %, e.g. 500ppm, or 5%"
         );
         let (kind, at, msg) = slew_err("+500ppm");
         assert_eq!((kind, at), (RateErrorKind::UnexpectedChar, 0));
