@@ -189,7 +189,8 @@ pub struct ShapeArgs {
     pub freeze: bool,
 
     /// With --offset or --at: get there gradually, the clocks running at 1 ± RATE (500ppm,
-    /// 5%, at most 100%) until they do, then at real speed
+    /// 5%, at most 100%) until they do, then at real speed; not with --rate, --freeze,
+    /// --suspend or --strobe
     #[arg(long, value_name = "RATE")]
     pub slew: Option<SlewRate>,
 
