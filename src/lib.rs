@@ -174,7 +174,7 @@ pub use ops::{ManualClock, inject, inject_traced, recover, status};
 pub use report::{ClockOffset, InjectAction, InjectReport, RecoverReport, ShapeStatus, Status};
 pub use signals::{TerminationDeferred, termination_signals};
 pub use skew::{
-    Clock, ClockSet, NegativeClock, Offset, OffsetErrorKind, ParseClockError, ParseOffsetError,
-    Skew,
+    At, Clock, ClockSet, NegativeClock, Offset, OffsetErrorKind, ParseAtError, ParseClockError,
+    ParseOffsetError, ParseRateError, Rate, ShapeError, Skew, SlewRate, Step,
 };
 pub use target::TargetLock;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Arg, ArgAction, Args, Parser, Subcommand};
 use timeskew::select::Selection;
-use timeskew::{ClockSet, Offset, Skew};
+use timeskew::{At, ClockSet, Offset, Rate, ShapeError, Skew, SlewRate};
 
 const MAIN_EXAMPLES: &str = "\
 Examples:
@@ -111,13 +111,13 @@ pub enum Command {
     Inject(CheckedInjectArgs),
     /// Undo an injection: the process reads real time again
     #[command(after_help = RECOVER_EXAMPLES)]
-    Recover(TargetArgs),
+    Recover(RecoverArgs),
     /// Show whether a process is injected and its skew
     #[command(after_help = STATUS_EXAMPLES)]
     Status(TargetArgs),
     /// Run a command with skewed clocks, and every program it starts
     #[command(after_help = RUN_EXAMPLES)]
-    Run(RunArgs),
+    Run(CheckedRunArgs),
     /// Show timeskew working on a throwaway child process (needs root)
     #[command(after_help = DEMO_EXAMPLES)]
     Demo,
@@ -126,13 +126,25 @@ pub enum Command {
     DemoChild,
 }
 
-/// The skew itself, shared by `inject` and `run` (which gives `--offset` a default and its own
-/// example, see [`RunArgs`]).
+impl Command {
+    /// TEMPORARY, until the new fault shapes reach the injection: the first flag this command
+    /// parsed and validated but cannot carry out yet (the binary exits 1 naming it).
+    pub fn unsupported(&self) -> Option<&'static str> {
+        match self {
+            Command::Inject(args) => args.skew().unsupported_shape(),
+            Command::Recover(args) => args.slew.map(|_| "--slew"),
+            _ => None,
+        }
+    }
+}
+
+/// The offset and the clocks, shared by `inject` and `run` (which gives `--offset` a default
+/// and its own example, see [`RunArgs`]); `inject` alone adds the other faults ([`ShapeArgs`]).
 #[derive(Debug, Args)]
 pub struct SkewArgs {
-    /// Offset added to the clocks, e.g. -600s, +2h, 1h30m, -1.5s
+    /// Step the clocks OFFSET from real time, e.g. -600s, +2h, 1h30m, -1.5s (one of the faults)
     #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
-    pub offset: Offset,
+    pub offset: Option<Offset>,
 
     /// Clock(s) to skew; repeatable or comma-separated [default: realtime]
     #[arg(long = "clock", value_name = "CLOCK", action = ArgAction::Append)]
@@ -140,11 +152,125 @@ pub struct SkewArgs {
 }
 
 impl SkewArgs {
-    /// The skew these arguments ask for: realtime unless `--clock` says otherwise.
+    /// The skew these arguments ask for: realtime unless `--clock` says otherwise; no
+    /// `--offset` is 0s (`run`'s default).
     pub fn skew(&self) -> Skew {
+        self.select_clocks(Skew::new(self.offset.unwrap_or_default()))
+    }
+
+    /// `skew` with the `--clock` selection.
+    fn select_clocks(&self, skew: Skew) -> Skew {
         self.clocks
             .iter()
-            .fold(Skew::new(self.offset), |skew, set| skew.with_clocks(*set))
+            .fold(skew, |skew, set| skew.with_clocks(*set))
+    }
+}
+
+/// The faults besides `--offset`, for `inject` only: `run` skews each program as it starts,
+/// where a time, a rate or a strobe would begin again at every exec, so it refuses them
+/// (clap's unknown-argument error) until that is designed. Which combine is
+/// [`Skew::validate`]'s rule, checked in [`InjectArgs::check`].
+#[derive(Debug, Args)]
+pub struct ShapeArgs {
+    /// Step the clocks so that they read TIME now, then run on: RFC 3339
+    /// (2038-01-19T03:14:00Z, 2026-12-31T23:59:50+01:00), "YYYY-MM-DD HH:MM:SS" in UTC, or
+    /// @UNIXSECONDS; not with --offset; realtime, realtime-coarse and tai only
+    #[arg(long, value_name = "TIME", conflicts_with = "offset")]
+    pub at: Option<At>,
+
+    /// From now on the clocks run at R times real speed, from the value they read (after
+    /// --offset or --at, if given): a factor (2, 0.5, 1.0001) or a deviation (+500ppm, -50ppm,
+    /// +10%), 0 to 1000; not with --slew, --suspend or --strobe
+    #[arg(long, value_name = "R", allow_hyphen_values = true)]
+    pub rate: Option<Rate>,
+
+    /// The clocks stand still from now on (--rate 0, with the same rules)
+    #[arg(long, conflicts_with = "rate")]
+    pub freeze: bool,
+
+    /// With --offset or --at: get there gradually, the clocks running at 1 ± RATE (500ppm,
+    /// 5%, at most 100%) until they do, then at real speed; not with --rate, --freeze,
+    /// --suspend or --strobe
+    #[arg(long, value_name = "RATE")]
+    pub slew: Option<SlewRate>,
+
+    /// The clocks stand still for D, then run on, D behind (after --offset or --at, if given);
+    /// not with --rate, --freeze, --slew or --strobe
+    #[arg(long, value_name = "D", value_parser = parse_positive_duration)]
+    pub suspend: Option<Duration>,
+
+    /// With --period: the clocks alternate between their offset and that offset + D (e.g. 1s,
+    /// -500ms) every P, until --duration ends it or recover; realtime clocks only; not with
+    /// --rate, --freeze, --slew or --suspend
+    #[arg(
+        long,
+        value_name = "D",
+        allow_hyphen_values = true,
+        requires = "period",
+        value_parser = parse_strobe
+    )]
+    pub strobe: Option<Offset>,
+
+    /// With --strobe: how long each phase lasts
+    #[arg(long, value_name = "P", requires = "strobe", value_parser = parse_positive_duration)]
+    pub period: Option<Duration>,
+
+    /// Every reading of the selected clocks is rounded down to a multiple of R (1ms, 15ms, 1s;
+    /// at most 1h); alone or with any fault
+    #[arg(long, value_name = "R", value_parser = parse_resolution)]
+    pub resolution: Option<Duration>,
+
+    /// Reads of the selected clocks go through the real system call instead of the vDSO; alone
+    /// or with any fault
+    #[arg(long)]
+    pub slow_reads: bool,
+}
+
+impl ShapeArgs {
+    /// `skew` with these faults added.
+    fn apply(&self, mut skew: Skew) -> Skew {
+        if let Some(rate) = self.rate {
+            skew = skew.with_rate(rate);
+        }
+        if self.freeze {
+            skew = skew.with_rate(Rate::ZERO);
+        }
+        if let Some(slew) = self.slew {
+            skew = skew.with_slew(slew);
+        }
+        if let Some(d) = self.suspend {
+            skew = skew.with_suspend(d);
+        }
+        // clap requires --period with --strobe, and the other way round.
+        if let (Some(extra), Some(period)) = (self.strobe, self.period) {
+            skew = skew.with_strobe(extra, period);
+        }
+        if let Some(r) = self.resolution {
+            skew = skew.with_resolution(r);
+        }
+        if self.slow_reads {
+            skew = skew.with_slow_reads();
+        }
+        skew
+    }
+}
+
+/// `recover`: which processes, and how to return to real time.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+
+    /// Return to real time gradually, the clocks running at 1 ± RATE (500ppm, 5%, at most
+    /// 100%) until they read real time
+    #[arg(long, value_name = "RATE")]
+    pub slew: Option<SlewRate>,
+}
+
+impl std::ops::Deref for RecoverArgs {
+    type Target = TargetArgs;
+    fn deref(&self) -> &TargetArgs {
+        &self.targets
     }
 }
 
@@ -155,6 +281,9 @@ pub struct InjectArgs {
 
     #[command(flatten)]
     pub skew_args: SkewArgs,
+
+    #[command(flatten)]
+    pub shape: ShapeArgs,
 
     /// End the skew after D (e.g. 10s, 5m): the deadline is stored in the target, which returns
     /// to real time on its own even if timeskew dies; timeskew waits and then recovers
@@ -196,12 +325,27 @@ impl InjectArgs {
                 ),
             ));
         }
-        Ok(())
+        self.skew().validate().map_err(|e| {
+            use clap::error::ErrorKind;
+            let kind = match e {
+                ShapeError::NoFault | ShapeError::SlewWithoutTarget => {
+                    ErrorKind::MissingRequiredArgument
+                }
+                ShapeError::Value { .. } => ErrorKind::ValueValidation,
+                _ => ErrorKind::ArgumentConflict,
+            };
+            clap::Error::raw(kind, e.to_string())
+        })
     }
 
     /// The skew these arguments ask for, ending after `--duration` if given.
     pub fn skew(&self) -> Skew {
-        let skew = self.skew_args.skew();
+        let step = match (self.skew_args.offset, self.shape.at) {
+            (Some(offset), _) => Skew::new(offset),
+            (None, Some(at)) => Skew::at(at),
+            (None, None) => Skew::as_is(),
+        };
+        let skew = self.shape.apply(self.skew_args.select_clocks(step));
         match self.duration {
             Some(d) => skew.for_duration(d),
             None => skew,
@@ -312,12 +456,108 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
+/// The flags of [`ShapeArgs`], which `run` does not take.
+const INJECT_ONLY_FLAGS: [&str; 9] = [
+    "--at",
+    "--rate",
+    "--freeze",
+    "--slew",
+    "--suspend",
+    "--strobe",
+    "--period",
+    "--resolution",
+    "--slow-reads",
+];
+
+impl RunArgs {
+    /// CMD takes every argument from the first one clap does not know, so `run --rate 2 -- x`
+    /// would run a program called `--rate`: refuse an inject-only fault there as a usage error.
+    fn check(&self) -> Result<(), clap::Error> {
+        let first = self.command.first().and_then(|a| a.to_str()).unwrap_or("");
+        let flag = first.split_once('=').map_or(first, |(flag, _)| flag);
+        if let Some(flag) = INJECT_ONLY_FLAGS.iter().find(|f| **f == flag) {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::UnknownArgument,
+                format!(
+                    "{flag} is for inject only: run takes --offset and --clock (inject one \
+                     into the running program with timeskew inject --pid)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// [`RunArgs`], checked like [`CheckedInjectArgs`].
+#[derive(Debug)]
+pub struct CheckedRunArgs(pub RunArgs);
+
+impl std::ops::Deref for CheckedRunArgs {
+    type Target = RunArgs;
+    fn deref(&self) -> &RunArgs {
+        &self.0
+    }
+}
+
+impl clap::FromArgMatches for CheckedRunArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Self::from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn from_arg_matches_mut(matches: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        let args = RunArgs::from_arg_matches_mut(matches)?;
+        args.check()?;
+        Ok(CheckedRunArgs(args))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)?;
+        self.0.check()
+    }
+}
+
+impl Args for CheckedRunArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        RunArgs::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        RunArgs::augment_args_for_update(cmd)
+    }
+
+    fn group_id() -> Option<clap::Id> {
+        RunArgs::group_id()
+    }
+}
+
 /// `run`'s `--offset` is optional: with 0s, `inject` can set the skew later without a stop.
 fn run_offset(offset: Arg) -> Arg {
     offset
         .required(false)
         .default_value("0s")
         .help("Offset added to the clocks, e.g. -600s, +2h, 1h30m, -1d")
+}
+
+/// A `--strobe` offset: any non-zero offset.
+fn parse_strobe(text: &str) -> Result<Offset, String> {
+    let offset: Offset = text
+        .parse()
+        .map_err(|e: timeskew::ParseOffsetError| e.to_string())?;
+    if offset.is_zero() {
+        return Err(format!(
+            "{text:?}: a strobe of 0s changes nothing; give a non-zero offset such as 1s or -1s"
+        ));
+    }
+    Ok(offset)
+}
+
+/// A `--resolution`: a positive duration of at most an hour.
+fn parse_resolution(text: &str) -> Result<Duration, String> {
+    let d = parse_positive_duration(text)?;
+    if d > timeskew::skew::MAX_RESOLUTION {
+        return Err(format!("{text:?}: a resolution is at most 1h (3600s)"));
+    }
+    Ok(d)
 }
 
 /// A duration for --duration/--every: an offset without sign, greater than zero.
@@ -352,7 +592,7 @@ mod tests {
         let a = inject_args(&["inject", "--pid", "123", "--offset", "600s"]);
         assert_eq!(a.targets.pids, vec![123]);
         assert!(a.targets.is_single());
-        assert_eq!(a.skew_args.offset, secs(600));
+        assert_eq!(a.skew_args.offset, Some(secs(600)));
         assert!(!a.targets.json);
         assert_eq!(a.duration, None);
         assert_eq!(a.skew(), Skew::new(secs(600)));
@@ -367,32 +607,32 @@ mod tests {
             &["inject", "--offset", "-600s", "--pid", "1"],
             &["inject", "--offset=-10m", "--pid", "1"],
         ] {
-            assert_eq!(inject_args(args).skew_args.offset, secs(-600), "{args:?}");
+            assert_eq!(inject_args(args).skew().offset(), secs(-600), "{args:?}");
         }
         // Values that look like short flags (-h is help, -v is verbose) are still offsets.
         assert_eq!(
             inject_args(&["inject", "--pid", "1", "--offset", "-1h"])
-                .skew_args
-                .offset,
+                .skew()
+                .offset(),
             secs(-3600)
         );
         assert_eq!(
             inject_args(&["inject", "--pid", "1", "--offset", "-1.5s"])
-                .skew_args
-                .offset
+                .skew()
+                .offset()
                 .as_nanos(),
             -1_500_000_000
         );
         assert_eq!(
             inject_args(&["inject", "--pid", "1", "--offset", "+2h"])
-                .skew_args
-                .offset,
+                .skew()
+                .offset(),
             secs(7200)
         );
         assert_eq!(
             inject_args(&["inject", "--pid", "1", "--offset", "-10µs"])
-                .skew_args
-                .offset
+                .skew()
+                .offset()
                 .as_nanos(),
             -10_000
         );
@@ -686,11 +926,15 @@ mod tests {
             .unwrap()
             .command
         {
-            Command::Recover(TargetArgs {
-                pids,
-                tree: false,
-                json: true,
-                ..
+            Command::Recover(RecoverArgs {
+                targets:
+                    TargetArgs {
+                        pids,
+                        tree: false,
+                        json: true,
+                        ..
+                    },
+                slew: None,
             }) if pids == [42] => {}
             other => panic!("{other:?}"),
         }
@@ -733,6 +977,342 @@ mod tests {
         assert_eq!(e.exit_code(), 0);
     }
 
+    // --- fault shapes ---------------------------------------------------------------------------
+
+    /// `inject --pid 1` followed by `args`.
+    fn shape(args: &[&str]) -> Result<Cli, clap::Error> {
+        let mut all = vec!["inject", "--pid", "1"];
+        all.extend_from_slice(args);
+        parse(&all)
+    }
+
+    fn shape_skew(args: &[&str]) -> Skew {
+        match shape(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+        {
+            Command::Inject(a) => a.skew(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn shape_err(args: &[&str]) -> (ErrorKind, String) {
+        let e = shape(args).expect_err(&format!("{args:?} should fail"));
+        assert_eq!(e.exit_code(), 2, "{e}");
+        (e.kind(), e.to_string())
+    }
+
+    #[test]
+    fn every_fault_parses_into_the_skew() {
+        let at: timeskew::At = "2038-01-19T03:14:00Z".parse().unwrap();
+        let rate = |s: &str| s.parse::<Rate>().unwrap();
+        let slew: SlewRate = "500ppm".parse().unwrap();
+        let d = Duration::from_secs;
+        let cases: Vec<(&[&str], Skew)> = vec![
+            (&["--at", "2038-01-19T03:14:00Z"], Skew::at(at)),
+            (&["--at", "2038-01-19 03:14:00"], Skew::at(at)),
+            (&["--at=@2147483640"], Skew::at(at)),
+            (&["--rate", "2"], Skew::rate(rate("2"))),
+            (&["--rate", "-50ppm"], Skew::rate(rate("0.99995"))),
+            (&["--rate=+10%"], Skew::rate(rate("1.1"))),
+            (&["--freeze"], Skew::freeze()),
+            (&["--rate", "0"], Skew::freeze()),
+            (
+                &["--offset", "-2s", "--slew", "500ppm"],
+                Skew::new(secs(-2)).with_slew(slew),
+            ),
+            (
+                &["--at", "@2147483640", "--slew", "0.05%"],
+                Skew::at(at).with_slew(slew),
+            ),
+            (&["--suspend", "5s"], Skew::as_is().with_suspend(d(5))),
+            (
+                &["--offset", "1h", "--suspend", "5s"],
+                Skew::new(secs(3600)).with_suspend(d(5)),
+            ),
+            (
+                &["--strobe", "-1s", "--period", "10s"],
+                Skew::as_is().with_strobe(secs(-1), d(10)),
+            ),
+            (
+                &["--resolution", "15ms"],
+                Skew::as_is().with_resolution(Duration::from_millis(15)),
+            ),
+            (
+                &["--resolution", "1h"],
+                Skew::as_is().with_resolution(d(3600)),
+            ),
+            (&["--slow-reads"], Skew::as_is().with_slow_reads()),
+            (
+                &["--offset", "0s", "--slow-reads"],
+                Skew::new(Offset::ZERO).with_slow_reads(),
+            ),
+            (
+                &["--offset", "1s", "--rate", "2", "--clock", "monotonic"],
+                Skew::new(secs(1))
+                    .with_rate(rate("2"))
+                    .with_clock(timeskew::Clock::Monotonic),
+            ),
+            (
+                &[
+                    "--at",
+                    "@2147483640",
+                    "--freeze",
+                    "--resolution",
+                    "1s",
+                    "--slow-reads",
+                ],
+                Skew::at(at)
+                    .with_rate(Rate::ZERO)
+                    .with_resolution(d(1))
+                    .with_slow_reads(),
+            ),
+            (
+                &[
+                    "--suspend",
+                    "1s",
+                    "--duration",
+                    "10s",
+                    "--clock",
+                    "boottime",
+                ],
+                Skew::as_is()
+                    .with_suspend(d(1))
+                    .with_clock(timeskew::Clock::Boottime)
+                    .for_duration(d(10)),
+            ),
+        ];
+        for (args, want) in cases {
+            assert_eq!(shape_skew(args), want, "{args:?}");
+        }
+        // The plain offset stays exactly what it was.
+        assert_eq!(shape_skew(&["--offset", "-600s"]), Skew::new(secs(-600)));
+    }
+
+    #[test]
+    fn fault_conflicts_are_usage_errors_naming_both_flags() {
+        let cases: &[(&[&str], ErrorKind, &[&str])] = &[
+            (
+                &[],
+                ErrorKind::MissingRequiredArgument,
+                &[
+                    "no fault given",
+                    "--offset, --at, --rate, --freeze, --suspend, --strobe, --resolution or --slow-reads",
+                ],
+            ),
+            (
+                &["--offset", "1s", "--at", "@5"],
+                ErrorKind::ArgumentConflict,
+                &["--offset", "--at"],
+            ),
+            (
+                &["--rate", "2", "--freeze"],
+                ErrorKind::ArgumentConflict,
+                &["--rate", "--freeze"],
+            ),
+            (
+                &["--slew", "5%"],
+                ErrorKind::MissingRequiredArgument,
+                &["--slew needs an offset", "--offset or --at"],
+            ),
+            (
+                &["--suspend", "1s", "--slew", "5%"],
+                ErrorKind::ArgumentConflict,
+                &["--slew cannot be combined with --suspend"],
+            ),
+            (
+                &["--strobe", "1s"],
+                ErrorKind::MissingRequiredArgument,
+                &["--period"],
+            ),
+            (
+                &["--period", "1s", "--offset", "1s"],
+                ErrorKind::MissingRequiredArgument,
+                &["--strobe"],
+            ),
+            (
+                &["--rate", "2", "--offset", "1s", "--slew", "5%"],
+                ErrorKind::ArgumentConflict,
+                &["--rate cannot be combined with --slew"],
+            ),
+            (
+                &["--freeze", "--suspend", "1s"],
+                ErrorKind::ArgumentConflict,
+                &["--freeze cannot be combined with --suspend"],
+            ),
+            (
+                &["--rate", "2", "--strobe", "1s", "--period", "2s"],
+                ErrorKind::ArgumentConflict,
+                &["--rate cannot be combined with --strobe"],
+            ),
+            (
+                &["--suspend", "1s", "--strobe", "1s", "--period", "2s"],
+                ErrorKind::ArgumentConflict,
+                &["--suspend cannot be combined with --strobe"],
+            ),
+            (
+                &[
+                    "--offset", "1s", "--slew", "5%", "--strobe", "1s", "--period", "2s",
+                ],
+                ErrorKind::ArgumentConflict,
+                &["--slew cannot be combined with --strobe"],
+            ),
+            (
+                &["--at", "@5", "--clock", "realtime,monotonic"],
+                ErrorKind::ArgumentConflict,
+                &["--at cannot be used with --clock monotonic"],
+            ),
+            (
+                &["--at", "@5", "--clock", "boottime"],
+                ErrorKind::ArgumentConflict,
+                &["--at cannot be used with --clock boottime"],
+            ),
+            (
+                &[
+                    "--strobe",
+                    "1s",
+                    "--period",
+                    "2s",
+                    "--clock",
+                    "monotonic-coarse",
+                ],
+                ErrorKind::ArgumentConflict,
+                &["--strobe cannot be used with --clock monotonic-coarse"],
+            ),
+        ];
+        for (args, kind, parts) in cases {
+            let (got, msg) = shape_err(args);
+            assert_eq!(got, *kind, "{args:?}: {msg}");
+            for p in *parts {
+                assert!(msg.contains(p), "{args:?}: {p:?} not in {msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_fault_values_quote_the_text() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--rate", "-2"],
+                "invalid rate \"-2\": a clock cannot run backwards; use --offset to step back",
+            ),
+            (&["--rate", "1001"], "more than the limit of 1000"),
+            (&["--rate", "500ppm"], "a deviation needs a sign"),
+            (&["--rate", "+5ppx"], "unknown unit \"ppx\" at byte 2"),
+            (
+                &["--offset", "1s", "--slew", "500"],
+                "invalid slew rate \"500\": missing unit after \"500\": add ppm or %",
+            ),
+            (&["--offset", "1s", "--slew", "0%"], "more than 0"),
+            (&["--offset", "1s", "--slew", "101%"], "at most 100%"),
+            (
+                &["--at", "1969-12-31T23:59:59Z"],
+                "before 1970-01-01T00:00:00Z",
+            ),
+            (&["--at", "@-1"], "before 1970"),
+            (
+                &["--at", "2038-01-19T03:14:00"],
+                "missing UTC offset at byte 19",
+            ),
+            (&["--at", "2038/01/19 03:14:00"], "expected '-' at byte 4"),
+            (
+                &["--at", "2038-02-30 00:00:00"],
+                "not a valid date and time",
+            ),
+            (&["--suspend", "0s"], "a duration is positive"),
+            (&["--suspend=-1s"], "a duration is positive"),
+            (
+                &["--strobe", "0s", "--period", "1s"],
+                "a strobe of 0s changes nothing",
+            ),
+            (
+                &["--strobe", "1x", "--period", "1s"],
+                "unknown unit \"x\" at byte 1",
+            ),
+            (
+                &["--strobe", "1s", "--period", "0s"],
+                "a duration is positive",
+            ),
+            (&["--resolution", "0ms"], "a duration is positive"),
+            (&["--resolution", "1h1ns"], "at most 1h"),
+        ];
+        for (args, part) in cases {
+            let (kind, msg) = shape_err(args);
+            assert_eq!(kind, ErrorKind::ValueValidation, "{args:?}: {msg}");
+            assert!(msg.contains(part), "{args:?}: {part:?} not in {msg}");
+        }
+    }
+
+    #[test]
+    fn unsupported_shapes_are_named_and_recover_takes_a_slew() {
+        let unsupported = |args: &[&str]| parse(args).unwrap().command.unsupported();
+        assert_eq!(
+            unsupported(&["inject", "--pid", "1", "--offset", "-600s"]),
+            None
+        );
+        assert_eq!(
+            unsupported(&["inject", "--pid", "1", "--offset", "1s", "--duration", "5s"]),
+            None
+        );
+        assert_eq!(
+            unsupported(&["inject", "--pid", "1", "--at", "@5"]),
+            Some("--at")
+        );
+        assert_eq!(
+            unsupported(&["inject", "--pid", "1", "--freeze"]),
+            Some("--freeze")
+        );
+        assert_eq!(
+            unsupported(&["inject", "--pid", "1", "--offset", "0s", "--slow-reads"]),
+            Some("--slow-reads")
+        );
+        assert_eq!(unsupported(&["recover", "--pid", "1"]), None);
+        assert_eq!(
+            unsupported(&["recover", "--pid", "1", "--slew", "500ppm"]),
+            Some("--slew")
+        );
+        match parse(&["recover", "--pid", "1", "--slew", "5%"])
+            .unwrap()
+            .command
+        {
+            Command::Recover(a) => {
+                assert_eq!(a.slew, Some("5%".parse().unwrap()));
+                assert_eq!(a.pids, [1], "derefs to the targets");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = parse_err(&["recover", "--pid", "1", "--slew", "5"]);
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("add ppm or %"), "{e}");
+        assert_eq!(unsupported(&["status", "--pid", "1"]), None);
+    }
+
+    #[test]
+    fn run_refuses_the_inject_only_faults() {
+        for flag in [
+            &["--at", "@5"][..],
+            &["--rate", "2"],
+            &["--freeze"],
+            &["--slew", "5%"],
+            &["--suspend", "1s"],
+            &["--strobe", "1s", "--period", "1s"],
+            &["--resolution", "1ms"],
+            &["--slow-reads"],
+            &["--rate=2"],
+        ] {
+            let mut args = vec!["run"];
+            args.extend_from_slice(flag);
+            args.extend_from_slice(&["--", "true"]);
+            let e = parse_err(&args);
+            assert_eq!(e.kind(), ErrorKind::UnknownArgument, "{flag:?}: {e}");
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("is for inject only"), "{e}");
+        }
+        // After the command's own name, such flags are the command's.
+        let a = run_args(&["run", "--", "prog", "--rate", "2"]);
+        assert_eq!(strings(&a.command), ["prog", "--rate", "2"]);
+    }
+
     // --- run ------------------------------------------------------------------------------------
 
     fn run_args(args: &[&str]) -> RunArgs {
@@ -740,7 +1320,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{args:?}: {e}"))
             .command
         {
-            Command::Run(a) => a,
+            Command::Run(a) => a.0,
             other => panic!("{args:?} parsed as {other:?}"),
         }
     }
@@ -762,7 +1342,7 @@ mod tests {
             "-c",
             "date; exit 7",
         ]);
-        assert_eq!(a.skew_args.offset.as_nanos(), -86_400_000_000_000);
+        assert_eq!(a.skew_args.skew().offset().as_nanos(), -86_400_000_000_000);
         assert_eq!(
             a.skew_args.skew().clocks(),
             ClockSet::from(Clock::Monotonic)
@@ -771,15 +1351,16 @@ mod tests {
 
         // Without `--`, everything from the first positional on belongs to the command.
         let a = run_args(&["run", "--offset=-10m", "ls", "-la", "--offset", "x"]);
-        assert_eq!(a.skew_args.offset.as_nanos(), -600_000_000_000);
+        assert_eq!(a.skew_args.skew().offset().as_nanos(), -600_000_000_000);
         assert_eq!(strings(&a.command), ["ls", "-la", "--offset", "x"]);
-        assert_eq!(a.skew_args.skew(), Skew::new(a.skew_args.offset));
+        assert_eq!(a.skew_args.skew(), Skew::new(secs(-600)));
     }
 
     #[test]
     fn offset_defaults_to_zero_and_a_command_is_required() {
         let a = run_args(&["run", "--", "true"]);
-        assert!(a.skew_args.offset.is_zero());
+        assert_eq!(a.skew_args.offset, Some(Offset::ZERO));
+        assert_eq!(a.skew_args.skew(), Skew::new(Offset::ZERO));
         let argv = ["timeskew", "run", "--offset", "1s"];
         let e = Cli::try_parse_from(argv).unwrap_err();
         assert_eq!(
