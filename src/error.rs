@@ -165,6 +165,11 @@ pub enum Error {
     #[error("{0}")]
     BadSelection(String),
 
+    /// A skew whose parts do not go together (e.g. `--rate` with `--suspend`): refused before
+    /// anything is read or changed.
+    #[error("{0}")]
+    BadSkew(#[from] crate::skew::ShapeError),
+
     /// A failure point of the tests (`TIMESKEW_FAULT`); only with the `fault-injection` feature.
     #[cfg(feature = "fault-injection")]
     #[error("test fault injected at step `{step}`")]

@@ -170,7 +170,7 @@ mod target;
 mod vdso;
 
 pub use error::{Error, Result};
-pub use ops::{ManualClock, inject, inject_traced, recover, status};
+pub use ops::{ManualClock, inject, inject_traced, recover, recover_slewed, status};
 pub use report::{ClockOffset, InjectAction, InjectReport, RecoverReport, ShapeStatus, Status};
 pub use signals::{TerminationDeferred, termination_signals};
 pub use skew::{

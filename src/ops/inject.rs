@@ -25,6 +25,7 @@ use crate::target::program::{self, Spec};
 /// stopped. Otherwise every thread is held for the short time it takes to map the pages and
 /// write the jumps; on any error, everything done so far is undone.
 pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
+    skew.validate()?;
     apply(pid, skew.clocks().mask(), &skew.spec(), skew.duration())
 }
 
@@ -113,6 +114,7 @@ fn hold_clear_of(target: &mut Target, hooks: &[HookPlan]) -> Result<(StoppedProc
 /// syscall-exit stop (PTRACE_SYSCALL), where no instruction of the new program has run yet.
 /// The process is left stopped and traced.
 pub fn inject_traced(pid: i32, skew: &Skew) -> Result<InjectReport> {
+    skew.validate()?;
     let _lock = Target::lock(pid)?;
     let target = Target::open(pid)?;
     let plan = Plan::new(&target, state::find(&target)?.as_ref())?;

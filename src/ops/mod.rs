@@ -7,5 +7,5 @@ pub(crate) mod status;
 
 pub use inject::{inject, inject_traced};
 pub use manual::ManualClock;
-pub use recover::recover;
+pub use recover::{recover, recover_slewed};
 pub use status::status;

@@ -92,3 +92,22 @@ fn any_jump_left(target: &Target, existing: &Existing) -> bool {
         .iter()
         .any(|p| state::jump_in_image(target, p, existing.code_addr))
 }
+
+/// Returns `pid`'s clocks to real time gradually: each selected clock runs at 1 ± `slew` until
+/// its offset is gone, then at real speed (as ntpd or chrony would correct it). A live update,
+/// without a stop; the hooks stay (passing real time through once the slew is over) until a
+/// plain [`recover`]. Returns the status after the change; a process that is not injected is
+/// left alone.
+pub fn recover_slewed(pid: i32, slew: crate::skew::SlewRate) -> Result<crate::report::Status> {
+    let status = crate::ops::status(pid)?;
+    if !status.injected {
+        return Ok(status);
+    }
+    let mask = status
+        .clocks
+        .iter()
+        .fold(0u32, |m, c| m | 1 << c.clock.id());
+    let skew = crate::skew::Skew::new(crate::skew::Offset::ZERO).with_slew(slew);
+    let report = crate::ops::inject::apply(pid, mask, &skew.spec(), None)?;
+    Ok(report.status)
+}

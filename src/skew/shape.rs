@@ -189,23 +189,6 @@ impl Skew {
         Ok(())
     }
 
-    /// TEMPORARY, until the fake clock and the operations carry the new shapes: the first flag
-    /// of this skew that `inject` cannot apply yet (`None` for a plain offset, which it can).
-    pub fn unsupported_shape(&self) -> Option<&'static str> {
-        [
-            matches!(self.step, Some(Step::At(_))).then_some("--at"),
-            self.rate_flag(),
-            self.slew.map(|_| "--slew"),
-            self.suspend.map(|_| "--suspend"),
-            self.strobe.map(|_| "--strobe"),
-            self.resolution.map(|_| "--resolution"),
-            self.slow_reads.then_some("--slow-reads"),
-        ]
-        .into_iter()
-        .flatten()
-        .next()
-    }
-
     /// `--freeze` for a zero rate, `--rate` for any other, as the user most likely wrote it.
     fn rate_flag(&self) -> Option<&'static str> {
         self.rate
@@ -372,46 +355,6 @@ mod tests {
         assert_eq!(
             value(Skew::as_is().with_resolution(Duration::from_secs(3601))),
             "--resolution"
-        );
-    }
-
-    #[test]
-    fn unsupported_shape_names_the_first_new_flag() {
-        assert_eq!(Skew::new(secs(-600)).unsupported_shape(), None);
-        assert_eq!(
-            Skew::new(secs(1))
-                .for_duration(D)
-                .with_clock(Clock::Monotonic)
-                .unsupported_shape(),
-            None
-        );
-        assert_eq!(Skew::at(at()).unsupported_shape(), Some("--at"));
-        assert_eq!(Skew::freeze().unsupported_shape(), Some("--freeze"));
-        assert_eq!(
-            Skew::rate("2".parse().unwrap()).unsupported_shape(),
-            Some("--rate")
-        );
-        assert_eq!(
-            Skew::new(secs(1)).with_slew(slew()).unsupported_shape(),
-            Some("--slew")
-        );
-        assert_eq!(
-            Skew::new(secs(1)).with_suspend(D).unsupported_shape(),
-            Some("--suspend")
-        );
-        assert_eq!(
-            Skew::as_is().with_strobe(secs(1), D).unsupported_shape(),
-            Some("--strobe")
-        );
-        assert_eq!(
-            Skew::as_is().with_resolution(D).unsupported_shape(),
-            Some("--resolution")
-        );
-        assert_eq!(
-            Skew::new(Offset::ZERO)
-                .with_slow_reads()
-                .unsupported_shape(),
-            Some("--slow-reads")
         );
     }
 }

@@ -65,13 +65,15 @@ pub(crate) fn compile(
         slow_reads: spec.slow_reads,
         ..Params::default()
     };
-    if spec.is_constant() {
-        let offset = match spec.step {
-            Some(Step::Offset(ns)) => ns,
-            _ => 0,
-        };
+    // No step: a constant offset stays what it is (a program is continued below).
+    let keeps_constant = spec.step.is_some() || current.is_none_or(|c| c.program.is_none());
+    if spec.is_constant() && keeps_constant {
         for id in selected(mask) {
-            params.offsets_ns[id] = offset;
+            params.offsets_ns[id] = match (spec.step, current) {
+                (Some(Step::Offset(ns)), _) => ns,
+                (_, Some(c)) if c.reading(id, now[id]).is_some() => c.offsets_ns[id],
+                _ => 0,
+            };
         }
         return Ok(params);
     }
@@ -198,11 +200,28 @@ fn selected(mask: u32) -> impl Iterator<Item = usize> {
 impl crate::skew::Skew {
     /// The fault in the program's terms.
     pub(crate) fn spec(&self) -> Spec {
+        use crate::skew::Step as UserStep;
+        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Spec {
-            step: Some(Step::Offset(self.offset().as_nanos())),
-            ..Spec::default()
+            step: self.step().map(|step| match step {
+                UserStep::Offset(o) => Step::Offset(o.as_nanos()),
+                UserStep::At(at) => Step::At(at.as_nanos()),
+            }),
+            rate: self.speed().map(|r| fixed_point(r.as_ppb())),
+            slew: self.slew().map(|s| fixed_point(u64::from(s.as_ppb()))),
+            suspend_ns: self.suspend().map(nanos),
+            strobe: self.strobe().map(|(o, p)| (o.as_nanos(), nanos(p))),
+            resolution_ns: self.resolution().map_or(0, nanos),
+            slow_reads: self.slow_reads(),
         }
     }
+}
+
+/// A factor in parts per billion as the program's fixed point (`RATE_SHIFT` fraction bits),
+/// rounded to nearest.
+fn fixed_point(ppb: u64) -> u64 {
+    let fixed = ((u128::from(ppb) << RATE_SHIFT) + 500_000_000) / 1_000_000_000;
+    u64::try_from(fixed).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

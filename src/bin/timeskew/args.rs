@@ -126,18 +126,6 @@ pub enum Command {
     DemoChild,
 }
 
-impl Command {
-    /// TEMPORARY, until the new fault shapes reach the injection: the first flag this command
-    /// parsed and validated but cannot carry out yet (the binary exits 1 naming it).
-    pub fn unsupported(&self) -> Option<&'static str> {
-        match self {
-            Command::Inject(args) => args.skew().unsupported_shape(),
-            Command::Recover(args) => args.slew.map(|_| "--slew"),
-            _ => None,
-        }
-    }
-}
-
 /// The offset and the clocks, shared by `inject` and `run` (which gives `--offset` a default
 /// and its own example, see [`RunArgs`]); `inject` alone adds the other faults ([`ShapeArgs`]).
 #[derive(Debug, Args)]
@@ -1244,50 +1232,6 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_shapes_are_named_and_recover_takes_a_slew() {
-        let unsupported = |args: &[&str]| parse(args).unwrap().command.unsupported();
-        assert_eq!(
-            unsupported(&["inject", "--pid", "1", "--offset", "-600s"]),
-            None
-        );
-        assert_eq!(
-            unsupported(&["inject", "--pid", "1", "--offset", "1s", "--duration", "5s"]),
-            None
-        );
-        assert_eq!(
-            unsupported(&["inject", "--pid", "1", "--at", "@5"]),
-            Some("--at")
-        );
-        assert_eq!(
-            unsupported(&["inject", "--pid", "1", "--freeze"]),
-            Some("--freeze")
-        );
-        assert_eq!(
-            unsupported(&["inject", "--pid", "1", "--offset", "0s", "--slow-reads"]),
-            Some("--slow-reads")
-        );
-        assert_eq!(unsupported(&["recover", "--pid", "1"]), None);
-        assert_eq!(
-            unsupported(&["recover", "--pid", "1", "--slew", "500ppm"]),
-            Some("--slew")
-        );
-        match parse(&["recover", "--pid", "1", "--slew", "5%"])
-            .unwrap()
-            .command
-        {
-            Command::Recover(a) => {
-                assert_eq!(a.slew, Some("5%".parse().unwrap()));
-                assert_eq!(a.pids, [1], "derefs to the targets");
-            }
-            other => panic!("{other:?}"),
-        }
-        let e = parse_err(&["recover", "--pid", "1", "--slew", "5"]);
-        assert_eq!(e.kind(), ErrorKind::ValueValidation);
-        assert!(e.to_string().contains("add ppm or %"), "{e}");
-        assert_eq!(unsupported(&["status", "--pid", "1"]), None);
-    }
-
-    #[test]
     fn run_refuses_the_inject_only_faults() {
         for flag in [
             &["--at", "@5"][..],
@@ -1371,5 +1315,26 @@ mod tests {
         let e =
             Cli::try_parse_from(["timeskew", "run", "--offset", "1x", "--", "true"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{e}");
+    }
+
+    #[test]
+    fn recover_takes_a_slew() {
+        match parse(&["recover", "--pid", "1", "--slew", "5%"])
+            .unwrap()
+            .command
+        {
+            Command::Recover(a) => {
+                assert_eq!(a.slew, Some("5%".parse().unwrap()));
+                assert_eq!(a.pids, [1], "derefs to the targets");
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["recover", "--pid", "1"]).unwrap().command {
+            Command::Recover(a) => assert_eq!(a.slew, None),
+            other => panic!("{other:?}"),
+        }
+        let e = parse_err(&["recover", "--pid", "1", "--slew", "5"]);
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("add ppm or %"), "{e}");
     }
 }

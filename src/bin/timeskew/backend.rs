@@ -5,7 +5,7 @@ use std::cell::RefCell;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use timeskew::{InjectReport, RecoverReport, Skew, Status, TargetLock};
+use timeskew::{InjectReport, RecoverReport, Skew, SlewRate, Status, TargetLock};
 
 use crate::args::TargetArgs;
 use crate::error::CliError;
@@ -16,6 +16,8 @@ use crate::isolate::in_helper;
 pub trait Backend {
     fn inject(&self, pid: i32, skew: &Skew) -> timeskew::Result<InjectReport>;
     fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport>;
+    /// Back to real time gradually (`recover --slew`): the status after the change.
+    fn recover_slewed(&self, pid: i32, slew: SlewRate) -> timeskew::Result<Status>;
     fn status(&self, pid: i32) -> timeskew::Result<Status>;
     /// Lets go of the target locks held since the last changes (see [`Isolated`]).
     fn release_locks(&self) {}
@@ -50,6 +52,9 @@ impl Backend for Isolated {
     }
     fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport> {
         self.locked(pid, || timeskew::recover(pid))
+    }
+    fn recover_slewed(&self, pid: i32, slew: SlewRate) -> timeskew::Result<Status> {
+        self.locked(pid, || timeskew::recover_slewed(pid, slew))
     }
     // Reading needs no helper and no lock.
     fn status(&self, pid: i32) -> timeskew::Result<Status> {

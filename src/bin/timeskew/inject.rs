@@ -240,6 +240,9 @@ mod tests {
             fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport> {
                 Err(timeskew::Error::NoSuchProcess { pid })
             }
+            fn recover_slewed(&self, pid: i32, _: timeskew::SlewRate) -> timeskew::Result<Status> {
+                Err(timeskew::Error::NoSuchProcess { pid })
+            }
             fn status(&self, pid: i32) -> timeskew::Result<Status> {
                 Err(timeskew::Error::NoSuchProcess { pid })
             }
@@ -276,6 +279,9 @@ mod tests {
             }
             fn recover(&self, pid: i32) -> timeskew::Result<RecoverReport> {
                 self.0.recover(pid)
+            }
+            fn recover_slewed(&self, pid: i32, _: timeskew::SlewRate) -> timeskew::Result<Status> {
+                Err(timeskew::Error::NoSuchProcess { pid })
             }
             fn status(&self, pid: i32) -> timeskew::Result<Status> {
                 self.0.status(pid)

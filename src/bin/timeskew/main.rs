@@ -38,12 +38,6 @@ fn main() -> ExitCode {
         env_logger::Env::default().default_filter_or(log_level(cli.verbose).as_str()),
     )
     .init();
-    // TEMPORARY, until the fault shapes reach the injection: parsed, validated, then refused.
-    if let Some(flag) = cli.command.unsupported() {
-        eprintln!("timeskew: {flag} is not supported yet");
-        return ExitCode::FAILURE;
-    }
-
     // Holds the target locks until the report is printed (dropped at the end of main).
     let backend = Isolated::default();
     let mut out = io::stdout().lock();

@@ -3,19 +3,24 @@
 
 use std::io::Write;
 
-use crate::args::TargetArgs;
+use crate::args::RecoverArgs;
 use crate::backend::{Backend, for_each, resolve};
 use crate::error::CliError;
-use crate::output::{format_recover, report};
+use crate::output::{format_recover, format_status, report};
 
-/// Runs `timeskew recover` on the targets `args` select.
+/// Runs `timeskew recover` on the targets `args` select; with `--slew`, a gradual return whose
+/// progress `status` shows.
 pub fn recover(
-    args: &TargetArgs,
+    args: &RecoverArgs,
     backend: &impl Backend,
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> Result<(), CliError> {
     let pids = resolve(args)?;
+    if let Some(slew) = args.slew {
+        let results = for_each(&pids, |pid| backend.recover_slewed(pid, slew));
+        return report(args, results, format_status, out, err);
+    }
     let results = for_each(&pids, |pid| backend.recover(pid));
     report(args, results, format_recover, out, err)
 }

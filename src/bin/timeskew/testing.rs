@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use timeskew::{
-    Clock, ClockOffset, InjectAction, InjectReport, Offset, RecoverReport, Skew, Status,
+    Clock, ClockOffset, InjectAction, InjectReport, Offset, RecoverReport, Skew, SlewRate, Status,
 };
 
 use crate::args::{Cli, Command, InjectArgs};
@@ -87,6 +87,12 @@ impl Backend for Fake {
             stopped_for: Duration::ZERO,
             threads: 0,
         })
+    }
+    fn recover_slewed(&self, pid: i32, slew: SlewRate) -> timeskew::Result<Status> {
+        self.calls
+            .borrow_mut()
+            .push(format!("recover {pid} --slew {slew}"));
+        Err(timeskew::Error::NoSuchProcess { pid })
     }
     fn status(&self, pid: i32) -> timeskew::Result<Status> {
         Err(timeskew::Error::NoSuchProcess { pid })
