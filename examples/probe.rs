@@ -4,7 +4,8 @@
 //! Protocol: prints `ready pid=<pid> threads=<n>` once every thread runs, then answers one line
 //! per command read on stdin:
 //! - `now`    → `now realtime=<ns> monotonic=<ns> raw=<ns> rcoarse=<ns> mcoarse=<ns> boottime=<ns> tai=<ns> gtod=<us> time=<s> cputime=<ns>`
-//! - `stats`  → `stats calls=<n> anomalies=<n> max_gap_us=<n> sleep_errors=<n> sleeps=<n> usr1=<n>`
+//! - `stats`  → `stats calls=<n> anomalies=<n> max_gap_us=<n> sleep_errors=<n> sleeps=<n> usr1=<n> backwards=<n>`
+//!   (`backwards`: a spinner's CLOCK_MONOTONIC read less than its previous reading)
 //! - `reset`  → clears the maximum gap, answers `reset`
 //! - `churn`  → `churn threads=<n> realtime=<ns>`: short-lived threads so far, and the realtime
 //!   the latest one read
@@ -26,6 +27,8 @@ static MAX_GAP_NS: AtomicU64 = AtomicU64::new(0);
 static SLEEPS: AtomicU64 = AtomicU64::new(0);
 static SLEEP_ERRORS: AtomicU64 = AtomicU64::new(0);
 static USR1: AtomicU64 = AtomicU64::new(0);
+/// Times a spinner saw CLOCK_MONOTONIC read less than its previous reading in that thread.
+static BACKWARDS: AtomicU64 = AtomicU64::new(0);
 /// Threads that have started running their body (their stacks and arenas exist by then).
 static STARTED: AtomicU64 = AtomicU64::new(0);
 /// Short-lived threads started so far by `--churn`, and the realtime the latest one read.
@@ -78,7 +81,13 @@ fn time_s() -> i64 {
 /// two consecutive reads (how long this thread was stopped).
 fn spin() {
     let mut last = ns(libc::CLOCK_MONOTONIC_RAW);
+    let mut last_mono = ns(libc::CLOCK_MONOTONIC);
     loop {
+        let mono = ns(libc::CLOCK_MONOTONIC);
+        if mono < last_mono {
+            BACKWARDS.fetch_add(1, Relaxed);
+        }
+        last_mono = mono;
         for clock in [libc::CLOCK_REALTIME, libc::CLOCK_MONOTONIC] {
             let (_, nsec, rc) = ts(clock);
             if rc != 0 || !(0..1_000_000_000).contains(&nsec) {
@@ -291,13 +300,15 @@ fn main() {
                 )
             }
             ["stats"] => format!(
-                "stats calls={} anomalies={} max_gap_us={} sleep_errors={} sleeps={} usr1={}",
+                "stats calls={} anomalies={} max_gap_us={} sleep_errors={} sleeps={} usr1={} \
+                 backwards={}",
                 CALLS.load(Relaxed),
                 ANOMALIES.load(Relaxed),
                 MAX_GAP_NS.load(Relaxed) / 1000,
                 SLEEP_ERRORS.load(Relaxed),
                 SLEEPS.load(Relaxed),
                 USR1.load(Relaxed),
+                BACKWARDS.load(Relaxed),
             ),
             ["churn"] => format!(
                 "churn threads={} realtime={}",
