@@ -83,6 +83,79 @@ fn per_call_costs() {
     }
 }
 
+/// Cost per call under each fault shape, side by side with native in the same rounds (a round:
+/// native, then each shape as a live update of the one before).
+fn per_shape_costs() {
+    use timeskew::{Offset, Skew};
+    let secs = |s: i64| Offset::from_nanos(s * 1_000_000_000);
+    let ms = Duration::from_millis;
+    let shapes: Vec<(&str, Skew)> = vec![
+        ("--offset -600s", Skew::new(secs(-600))),
+        ("--rate 2", Skew::rate("2".parse().unwrap())),
+        ("--freeze", Skew::freeze()),
+        (
+            "--suspend 1h",
+            Skew::as_is().with_suspend(Duration::from_secs(3600)),
+        ),
+        (
+            "--offset 10s --slew 500ppm",
+            Skew::new(secs(10)).with_slew("500ppm".parse().unwrap()),
+        ),
+        (
+            "--strobe 1s --period 100ms",
+            Skew::as_is().with_strobe(secs(1), ms(100)),
+        ),
+        ("--resolution 15ms", Skew::as_is().with_resolution(ms(15))),
+        (
+            "--rate +500ppm --resolution 1ms",
+            Skew::rate("+500ppm".parse().unwrap()).with_resolution(ms(1)),
+        ),
+        ("--slow-reads", Skew::as_is().with_slow_reads()),
+    ];
+    let mut probe = Probe::spawn(&[]);
+    let mut native = vec![Vec::new(); 4];
+    let mut under: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); 4]; shapes.len()];
+    for _ in 0..ROUNDS {
+        timeskew::recover(probe.pid).expect("recover");
+        for (i, v) in bench_line(&mut probe).into_iter().enumerate() {
+            native[i].push(v);
+        }
+        for (k, (_, skew)) in shapes.iter().enumerate() {
+            timeskew::inject(probe.pid, skew).expect("inject");
+            for (i, v) in bench_line(&mut probe).into_iter().enumerate() {
+                under[k][i].push(v);
+            }
+        }
+    }
+    timeskew::recover(probe.pid).expect("recover");
+    let n: Vec<f64> = native.iter().map(|v| median(v.clone())).collect();
+    println!();
+    println!("## Cost per call by fault shape (ns and ratio to native, median of {ROUNDS} runs)");
+    println!("| shape | clock_gettime | gettimeofday | time | worst run, clock_gettime |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| native vDSO | {:.1} | {:.1} | {:.1} | {:.1} |",
+        n[0],
+        n[1],
+        n[2],
+        native[0].iter().cloned().fold(0.0, f64::max)
+    );
+    for (k, (name, _)) in shapes.iter().enumerate() {
+        let m: Vec<f64> = under[k].iter().map(|v| median(v.clone())).collect();
+        println!(
+            "| {name} | {:.1} ({:.2}×) | {:.1} ({:.2}×) | {:.1} ({:.2}×) | {:.1} |",
+            m[0],
+            m[0] / n[0],
+            m[1],
+            m[1] / n[1],
+            m[2],
+            m[2] / n[2],
+            under[k][0].iter().cloned().fold(0.0, f64::max)
+        );
+    }
+    println!("| raw clock_gettime system call | {:.1} | | | |", n[3]);
+}
+
 fn libfaketime_costs() -> Option<[f64; 4]> {
     let status = Command::new("faketime")
         .arg("--version")
@@ -388,10 +461,13 @@ fn main() {
             .unwrap_or_default()
             .trim()
     );
-    // TIMESKEW_BENCH=calls|stop|memory|exec runs only that part (for investigating it).
+    // TIMESKEW_BENCH=calls|shapes|stop|memory|exec runs only that part (for investigating it).
     let only = std::env::var("TIMESKEW_BENCH").unwrap_or_default();
     if only.is_empty() || only == "calls" {
         per_call_costs();
+    }
+    if only.is_empty() || only == "shapes" {
+        per_shape_costs();
     }
     if only.is_empty() || only == "stop" {
         stop_times();
