@@ -21,9 +21,27 @@
 # 16-byte aligned at the call (rsp is 8 mod 16 at entry): 24 bytes in clock_gettime,
 # gettimeofday and time()'s slow path, 8 bytes (one push) on time()'s fast path. Below its own
 # return address a fake uses at most 24 + 8 bytes (the inner call's return address); time()'s
-# slow path releases the fast path's frame before it makes its own call. The fakes clobber only
+# slow path releases the fast path's frame before it makes its own call. The flagged paths
+# (below) stay within the same bounds: clock_gettime and gettimeofday call the evaluator
+# .Lprogram after releasing their frame (8 bytes: its return address), time()'s flagged path
+# calls it from inside its 24-byte frame (24 + 8). .Lprogram is the blob's own leaf, using no
+# stack but its return address, so the stack need not be aligned for it. The fakes clobber only
 # caller-saved registers (rax rcx rdx rsi rdi r8-r11, flags) and rely on none of them surviving
-# an inner call.
+# an inner call or a system call.
+#
+# Flags (data page v2): each fast path adds one compare-and-branch inside its checked read,
+# `cmp dword ptr [slot + FLAGS], 0; jne .L*_flagged`; flags == 0 takes today's constant path.
+# A non-zero flags word sends a selected clock to its flagged path:
+# - FLAG_SLOW_READS: the real reading is taken again with the system call (clock_gettime:
+#   SYS_clock_gettime with the same id and ts; gettimeofday: SYS_gettimeofday with tz NULL,
+#   *tz having been filled by the genuine call; time: SYS_clock_gettime(CLOCK_REALTIME_COARSE)).
+#   The genuine call has already run by then (so that flags == 0 costs one test, the flag is
+#   read after it); its reading is discarded. The flag is read before the generation is
+#   re-checked: a torn or stale value is harmless, both ways give a correct real reading.
+# - FLAG_PROGRAM / FLAG_RESOLUTION: the reading in ns is evaluated by .Lprogram exactly as
+#   data_page::Params::reading, then stored as (sec, nsec), (sec, usec) or seconds, by floor.
+# Each flagged path makes its own checked-read loop (which never takes the syscall again), so
+# a writer switching between constant and flagged slots meanwhile is followed either way.
 #
 # Reading the parameters (src/state/data_page.rs): take the generation, select slot (generation & 1), read
 # the fields, re-read the generation and start again if it changed. Every field that decides the
