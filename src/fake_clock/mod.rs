@@ -19,6 +19,12 @@
 //! Every fake applies the skew of clock id n only while the real reading is below the slot's
 //! `deadlines[n]` ([`crate::fake_clock::data_page`]); `gettimeofday` and `time` use `deadlines[0]`.
 //!
+//! A slot's `flags` (data page v2) send the selected clocks off the constant-offset path: with
+//! `FLAG_PROGRAM` or `FLAG_RESOLUTION` the reading is evaluated exactly as
+//! `data_page::Params::reading` (one routine in the blob, no `div`); with `FLAG_SLOW_READS` the
+//! real reading is taken again with the system call after the genuine call (flags == 0 costs
+//! one compare-and-branch). `time` then reads `CLOCK_REALTIME_COARSE` (genuine or syscall).
+//!
 //! Header of the blob (all little-endian, read with `from_le_bytes`), [`HEADER_LEN`] bytes:
 //!
 //! ```text
@@ -52,7 +58,47 @@ core::arch::global_asm!(
     HEADER_LEN = const HEADER_LEN,
     CLOCK_REALTIME_COARSE = const libc::CLOCK_REALTIME_COARSE,
     SYS_TIME = const libc::SYS_time,
+    SYS_CLOCK_GETTIME = const libc::SYS_clock_gettime,
+    SYS_GETTIMEOFDAY = const libc::SYS_gettimeofday,
+    SLOT_OFF_FLAGS = const data_page::SLOT_OFF_FLAGS,
+    FLAG_PROGRAM = const data_page::FLAG_PROGRAM,
+    FLAG_RESOLUTION = const data_page::FLAG_RESOLUTION,
+    FLAG_SLOW_READS = const data_page::FLAG_SLOW_READS,
+    SLOT_OFF_SEGMENT_COUNT = const data_page::SLOT_OFF_SEGMENT_COUNT,
+    SLOT_OFF_RESOLUTION = const data_page::SLOT_OFF_RESOLUTION,
+    SLOT_OFF_RESOLUTION_RECIP = const data_page::SLOT_OFF_RESOLUTION_RECIP,
+    SLOT_OFF_STROBE_PERIOD = const data_page::SLOT_OFF_STROBE_PERIOD,
+    SLOT_OFF_STROBE_RECIP = const data_page::SLOT_OFF_STROBE_RECIP,
+    SLOT_OFF_STROBE_DELTA = const data_page::SLOT_OFF_STROBE_DELTA,
+    SLOT_OFF_SEGMENTS = const data_page::SLOT_OFF_SEGMENTS,
+    SEGMENT_LEN = const data_page::SEGMENT_LEN,
+    SEG_START = const SEG_START,
+    SEG_VALUE = const SEG_VALUE,
+    SEG_RATE = const SEG_RATE,
+    MAX_SEGMENTS = const data_page::MAX_SEGMENTS,
+    SLOT_OFF_ANCHORS = const data_page::SLOT_OFF_ANCHORS,
+    SLOT_OFF_BASES = const data_page::SLOT_OFF_BASES,
+    RATE_SHIFT = const data_page::RATE_SHIFT,
+    NSEC_PER_SEC = const NSEC_PER_SEC,
+    NSEC_RECIP = const NSEC_RECIP,
+    NSEC_PER_USEC = const NSEC_PER_USEC,
+    USEC_RECIP = const USEC_RECIP,
 );
+
+/// Nanoseconds per second and per microsecond: the fakes convert between (sec, nsec),
+/// (sec, usec) and nanoseconds with these.
+pub(crate) const NSEC_PER_SEC: u64 = 1_000_000_000;
+pub(crate) const NSEC_PER_USEC: u64 = 1_000;
+/// `data_page::reciprocal` of the two above (computed here because that function is not
+/// `const`; a test checks they agree): the fakes divide by 1e9 and 1000 without `div`.
+pub(crate) const NSEC_RECIP: u64 = u64::MAX / NSEC_PER_SEC;
+pub(crate) const USEC_RECIP: u64 = u64::MAX / NSEC_PER_USEC;
+/// Offsets of a segment's fields (`start`, `value`, `rate`) inside its
+/// [`data_page::SEGMENT_LEN`] bytes, as `data_page::Params::encode_slot` writes them (a test
+/// checks it).
+pub(crate) const SEG_START: usize = 0;
+pub(crate) const SEG_VALUE: usize = 8;
+pub(crate) const SEG_RATE: usize = 16;
 
 // What the assembly assumes about these values beyond the values themselves: it reads the
 // generation as one aligned 8-byte word; it indexes both tables with one shift (entries of a
@@ -65,6 +111,26 @@ const _: () = {
     let table = (data_page::MAX_CLOCK_ID + 1) * data_page::CLOCK_ENTRY_LEN;
     assert!(data_page::SLOT_OFF_CLOCKS + table <= data_page::SLOT_OFF_DEADLINES);
     assert!(data_page::SLOT_OFF_DEADLINES + table <= data_page::SLOT_LEN);
+    // The flags word sits right after the mask; the fakes test single flag bits as bytes.
+    assert!(data_page::SLOT_OFF_FLAGS == data_page::SLOT_OFF_MASK + 4);
+    assert!(data_page::FLAG_PROGRAM < 256 && data_page::FLAG_RESOLUTION < 256);
+    assert!(data_page::FLAG_SLOW_READS < 256);
+    // Anchors and bases: 8-byte entries indexed by id * 8; segments with 8-byte fields inside
+    // the slot; the shift leaves a 64-bit result of a 128-bit product.
+    assert!(
+        data_page::SLOT_OFF_ANCHORS + (data_page::MAX_CLOCK_ID + 1) * 8
+            <= data_page::SLOT_OFF_BASES
+    );
+    assert!(data_page::SLOT_OFF_BASES + (data_page::MAX_CLOCK_ID + 1) * 8 <= data_page::SLOT_LEN);
+    assert!(SEG_RATE + 8 <= data_page::SEGMENT_LEN && SEG_VALUE + 8 <= SEG_RATE);
+    assert!(
+        data_page::SLOT_OFF_SEGMENTS + data_page::MAX_SEGMENTS * data_page::SEGMENT_LEN
+            <= data_page::SLOT_OFF_ANCHORS
+    );
+    assert!(data_page::RATE_SHIFT > 0 && data_page::RATE_SHIFT < 64);
+    assert!(data_page::MAX_RATE <= i64::MAX as u64);
+    // Immediates: 1e9 fits a sign-extended imm32 (imul, cmp, and).
+    assert!(NSEC_PER_SEC <= i32::MAX as u64);
 };
 
 /// Distance from the start of the code page to the data page the fakes read: the data page

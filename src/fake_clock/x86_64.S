@@ -21,9 +21,27 @@
 # 16-byte aligned at the call (rsp is 8 mod 16 at entry): 24 bytes in clock_gettime,
 # gettimeofday and time()'s slow path, 8 bytes (one push) on time()'s fast path. Below its own
 # return address a fake uses at most 24 + 8 bytes (the inner call's return address); time()'s
-# slow path releases the fast path's frame before it makes its own call. The fakes clobber only
+# slow path releases the fast path's frame before it makes its own call. The flagged paths
+# (below) stay within the same bounds: clock_gettime and gettimeofday call the evaluator
+# .Lprogram after releasing their frame (8 bytes: its return address), time()'s flagged path
+# calls it from inside its 24-byte frame (24 + 8). .Lprogram is the blob's own leaf, using no
+# stack but its return address, so the stack need not be aligned for it. The fakes clobber only
 # caller-saved registers (rax rcx rdx rsi rdi r8-r11, flags) and rely on none of them surviving
-# an inner call.
+# an inner call or a system call.
+#
+# Flags (data page v2): each fast path adds one compare-and-branch inside its checked read,
+# `cmp dword ptr [slot + FLAGS], 0; jne .L*_flagged`; flags == 0 takes today's constant path.
+# A non-zero flags word sends a selected clock to its flagged path:
+# - FLAG_SLOW_READS: the real reading is taken again with the system call (clock_gettime:
+#   SYS_clock_gettime with the same id and ts; gettimeofday: SYS_gettimeofday with tz NULL,
+#   *tz having been filled by the genuine call; time: SYS_clock_gettime(CLOCK_REALTIME_COARSE)).
+#   The genuine call has already run by then (so that flags == 0 costs one test, the flag is
+#   read after it); its reading is discarded. The flag is read before the generation is
+#   re-checked: a torn or stale value is harmless, both ways give a correct real reading.
+# - FLAG_PROGRAM / FLAG_RESOLUTION: the reading in ns is evaluated by .Lprogram exactly as
+#   data_page::Params::reading, then stored as (sec, nsec), (sec, usec) or seconds, by floor.
+# Each flagged path makes its own checked-read loop (which never takes the syscall again), so
+# a writer switching between constant and flagged slots meanwhile is followed either way.
 #
 # Reading the parameters (src/state/data_page.rs): take the generation, select slot (generation & 1), read
 # the fields, re-read the generation and start again if it changed. Every field that decides the
@@ -55,11 +73,35 @@
 .set TSK_STUB_CAPACITY,      {STUB_CAPACITY}      # bytes per stub slot (fake_clock::STUB_CAPACITY)
 .set TSK_CLOCK_REALTIME_COARSE, {CLOCK_REALTIME_COARSE}  # libc::CLOCK_REALTIME_COARSE
 .set TSK_SYS_TIME,           {SYS_TIME}           # libc::SYS_time
+.set TSK_SYS_CLOCK_GETTIME,  {SYS_CLOCK_GETTIME}  # libc::SYS_clock_gettime
+.set TSK_SYS_GETTIMEOFDAY,   {SYS_GETTIMEOFDAY}   # libc::SYS_gettimeofday
+.set TSK_SLOT_OFF_FLAGS,     {SLOT_OFF_FLAGS}     # data_page::SLOT_OFF_FLAGS (u32)
+.set TSK_FLAG_PROGRAM,       {FLAG_PROGRAM}       # data_page::FLAG_PROGRAM
+.set TSK_FLAG_RESOLUTION,    {FLAG_RESOLUTION}    # data_page::FLAG_RESOLUTION
+.set TSK_FLAG_SLOW_READS,    {FLAG_SLOW_READS}    # data_page::FLAG_SLOW_READS
+.set TSK_SLOT_OFF_SEGMENT_COUNT, {SLOT_OFF_SEGMENT_COUNT}  # data_page::SLOT_OFF_SEGMENT_COUNT (u32)
+.set TSK_SLOT_OFF_RESOLUTION, {SLOT_OFF_RESOLUTION}        # u64 ns
+.set TSK_SLOT_OFF_RESOLUTION_RECIP, {SLOT_OFF_RESOLUTION_RECIP}  # u64
+.set TSK_SLOT_OFF_STROBE_PERIOD, {SLOT_OFF_STROBE_PERIOD}  # u64 ns, 0: no strobe
+.set TSK_SLOT_OFF_STROBE_RECIP, {SLOT_OFF_STROBE_RECIP}    # u64
+.set TSK_SLOT_OFF_STROBE_DELTA, {SLOT_OFF_STROBE_DELTA}    # i64 ns
+.set TSK_SLOT_OFF_SEGMENTS,  {SLOT_OFF_SEGMENTS}  # segments[MAX_SEGMENTS] {{ start i64, value i64, rate u64 }}
+.set TSK_SEGMENT_LEN,        {SEGMENT_LEN}        # data_page::SEGMENT_LEN
+.set TSK_SEG_START,          {SEG_START}          # fake_clock::SEG_START (field offsets in a segment)
+.set TSK_SEG_VALUE,          {SEG_VALUE}          # fake_clock::SEG_VALUE
+.set TSK_SEG_RATE,           {SEG_RATE}           # fake_clock::SEG_RATE
+.set TSK_MAX_SEGMENTS,       {MAX_SEGMENTS}       # data_page::MAX_SEGMENTS
+.set TSK_SLOT_OFF_ANCHORS,   {SLOT_OFF_ANCHORS}   # anchors[id] i64, 8 bytes each
+.set TSK_SLOT_OFF_BASES,     {SLOT_OFF_BASES}     # bases[id] i64, 8 bytes each
+.set TSK_RATE_SHIFT,         {RATE_SHIFT}         # data_page::RATE_SHIFT
+.set TSK_NSEC_PER_SEC,       {NSEC_PER_SEC}       # fake_clock::NSEC_PER_SEC
+.set TSK_NSEC_RECIP,         {NSEC_RECIP}         # data_page::reciprocal(NSEC_PER_SEC), as a constant
+.set TSK_NSEC_PER_USEC,      {NSEC_PER_USEC}      # fake_clock::NSEC_PER_USEC
+.set TSK_USEC_RECIP,         {USEC_RECIP}         # data_page::reciprocal(NSEC_PER_USEC), as a constant
 
 # ---- Blob-local constants.
-.set TSK_NSEC_PER_SEC,       1000000000
 .set TSK_USEC_PER_SEC,       1000000
-.set TSK_NSEC_PER_USEC,      1000
+.set TSK_FLAGS_PROGRAM_OR_RESOLUTION, TSK_FLAG_PROGRAM | TSK_FLAG_RESOLUTION
 .set TSK_FRAME,              24      # own frame: rsp is 8 mod 16 at entry, 0 mod 16 at the call
 
 .pushsection .text.timeskew_fake,"ax",@progbits
@@ -117,12 +159,15 @@ timeskew_fake_clock_gettime:
     mov eax, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK]
     bt eax, edi
     jnc .Lcg_unselected
+    cmp dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], 0
+    jne .Lcg_flagged                    # a program, a resolution or slow reads
     mov r9, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS]          # offset sec
     mov r10, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS + 8]     # offset nsec
     mov rax, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]      # deadline sec
     mov rcx, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES + 8]  # deadline nsec
     cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
     jne .Lcg_retry                      # an update was published meanwhile: read again
+.Lcg_checked:                           # r9:r10 offset, rax:rcx deadline, all checked
     cmp qword ptr [rsi], rax            # real sec against deadline sec, signed
     jl .Lcg_shift                       # an earlier second: before the deadline
     jg .Lcg_success                     # a later second: the skew has expired
@@ -146,6 +191,63 @@ timeskew_fake_clock_gettime:
     cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
     jne .Lcg_retry                      # the bit may come from a slot being rewritten
     xor eax, eax                        # clock not selected: genuine value, success
+    ret
+
+# Flagged (selected, flags != 0, read in the checked read of generation r8, not yet re-checked).
+.Lcg_flagged:
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAG_SLOW_READS
+    jz .Lcg_program                     # continue this checked read
+    # Slow reads: take the real reading again, with the system call (same rdi, rsi), over the
+    # genuine one. The flag is not yet checked: a torn or stale value is harmless, both ways
+    # *ts holds a correct real reading (nothing computed is stored before a re-check).
+    mov eax, TSK_SYS_CLOCK_GETTIME
+    syscall                             # clobbers rcx, r11; keeps rdi, rsi
+    test eax, eax
+    jnz .Lcg_return                     # -errno, as the genuine code's own fallback returns it
+.Lcg_prog_retry:                        # a checked read that never takes the syscall again
+    lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
+    mov edx, edi
+    shl edx, TSK_CLOCK_ENTRY_SHIFT      # rdx = id * 16 (.Lprogram clobbers it)
+    mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    lea rcx, [r11 + TSK_SLOT_STRIDE]
+    test r8b, 1
+    cmovz rcx, r11
+    mov eax, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK]
+    bt eax, edi
+    jnc .Lcg_prog_unselected
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAGS_PROGRAM_OR_RESOLUTION
+    jnz .Lcg_program
+    # No program, no resolution (slow reads alone): the constant path, checked here.
+    mov r9, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS]
+    mov r10, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS + 8]
+    mov rax, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]
+    mov rcx, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES + 8]
+    cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    jne .Lcg_prog_retry
+    jmp .Lcg_checked
+.Lcg_program:                           # rsi ts, edi id, rdx id * 16, rcx slot, r8 generation
+    mov rax, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]
+    cmp qword ptr [rsi], rax
+    jl .Lcg_prog_eval
+    jg .Lcg_prog_real
+    mov rax, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES + 8]
+    cmp qword ptr [rsi + 8], rax
+    jge .Lcg_prog_real                  # at or after the deadline: real time
+.Lcg_prog_eval:
+    imul r9, qword ptr [rsi], TSK_NSEC_PER_SEC
+    add r9, qword ptr [rsi + 8]         # real ns
+    call .Lprogram                      # r9 = seconds, r10 = nanoseconds
+    cmp r8, qword ptr [rip + .Lblob_start + TSK_DATA_PAGE + TSK_OFF_GENERATION]
+    jne .Lcg_prog_retry                 # computed from a slot being rewritten: again
+    mov qword ptr [rsi], r9
+    mov qword ptr [rsi + 8], r10
+    xor eax, eax
+    ret
+.Lcg_prog_real:
+.Lcg_prog_unselected:
+    cmp r8, qword ptr [rip + .Lblob_start + TSK_DATA_PAGE + TSK_OFF_GENERATION]
+    jne .Lcg_prog_retry
+    xor eax, eax
     ret
     .cfi_endproc
 .size timeskew_fake_clock_gettime, . - timeskew_fake_clock_gettime
@@ -175,12 +277,15 @@ timeskew_fake_gettimeofday:
     cmovz rcx, r11
     test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
     jz .Lgtod_unselected                # CLOCK_REALTIME (bit 0) not selected
+    cmp dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], 0
+    jne .Lgtod_flagged
     mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_GTOD_SEC]
     mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_GTOD_USEC]
     mov rdx, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]       # deadlines[0].sec
     mov rsi, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES + 8]   # deadlines[0].nsec
     cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
     jne .Lgtod_retry
+.Lgtod_checked:                         # r9:r10 offset, rdx:rsi deadline, all checked
     cmp qword ptr [rdi], rdx
     jl .Lgtod_shift
     jg .Lgtod_success
@@ -204,6 +309,75 @@ timeskew_fake_gettimeofday:
 .Lgtod_unselected:
     cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
     jne .Lgtod_retry
+    xor eax, eax
+    ret
+
+# Flagged (realtime selected, flags != 0, unchecked), rdi = tv (not NULL).
+.Lgtod_flagged:
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAG_SLOW_READS
+    jz .Lgtod_program
+    # Slow reads: the system call takes the real reading again (unchecked flag: harmless, as
+    # in clock_gettime). tz is NULL: the genuine call has already filled *tz.
+    xor esi, esi
+    mov eax, TSK_SYS_GETTIMEOFDAY
+    syscall
+    test eax, eax
+    jnz .Lgtod_return
+.Lgtod_prog_retry:
+    lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
+    mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    lea rcx, [r11 + TSK_SLOT_STRIDE]
+    test r8b, 1
+    cmovz rcx, r11
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
+    jz .Lgtod_prog_unselected
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAGS_PROGRAM_OR_RESOLUTION
+    jnz .Lgtod_program
+    mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_GTOD_SEC]
+    mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_GTOD_USEC]
+    mov rdx, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]
+    mov rsi, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES + 8]
+    cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    jne .Lgtod_prog_retry
+    jmp .Lgtod_checked
+.Lgtod_program:                         # rdi tv, rcx slot, r8 generation
+    mov rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]
+    cmp qword ptr [rdi], rax
+    jl .Lgtod_prog_eval
+    jg .Lgtod_prog_real
+    imul rax, qword ptr [rdi + 8], TSK_NSEC_PER_USEC
+    cmp rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES + 8]
+    jge .Lgtod_prog_real
+.Lgtod_prog_eval:
+    imul r9, qword ptr [rdi], TSK_NSEC_PER_SEC
+    imul rax, qword ptr [rdi + 8], TSK_NSEC_PER_USEC
+    add r9, rax                         # real ns
+    mov rsi, rdi                        # tv, kept by .Lprogram
+    xor edi, edi                        # the realtime parameters (id 0)
+    call .Lprogram                      # r9 = seconds, r10 = nanoseconds
+    mov rdi, rsi
+    cmp r8, qword ptr [rip + .Lblob_start + TSK_DATA_PAGE + TSK_OFF_GENERATION]
+    jne .Lgtod_prog_retry
+    mov rax, TSK_USEC_RECIP             # microseconds = floor(r10 / 1000), no div
+    mul r10                             # rdx = q, at most floor(r10 / 1000)
+    imul rax, rdx, TSK_NSEC_PER_USEC
+    sub r10, rax                        # remainder
+    cmp r10, TSK_NSEC_PER_USEC
+    jb .Lgtod_prog_store
+    add rdx, 1
+    sub r10, TSK_NSEC_PER_USEC
+    cmp r10, TSK_NSEC_PER_USEC
+    jb .Lgtod_prog_store
+    add rdx, 1
+.Lgtod_prog_store:
+    mov qword ptr [rdi], r9
+    mov qword ptr [rdi + 8], rdx
+    xor eax, eax
+    ret
+.Lgtod_prog_real:
+.Lgtod_prog_unselected:
+    cmp r8, qword ptr [rip + .Lblob_start + TSK_DATA_PAGE + TSK_OFF_GENERATION]
+    jne .Lgtod_prog_retry
     xor eax, eax
     ret
     .cfi_endproc
@@ -237,6 +411,8 @@ timeskew_fake_time:
     cmovz rcx, r11
     test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
     jz .Ltime_unselected                # CLOCK_REALTIME not selected
+    cmp dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], 0
+    jne .Ltime_flagged                  # needs the nanoseconds (or the syscall)
     mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS]           # clocks[0].sec
     mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS + 8]      # clocks[0].nsec
     mov rdx, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]       # deadlines[0].sec
@@ -285,6 +461,8 @@ timeskew_fake_time:
     cmovz rcx, r11
     test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
     jz .Ltime_slow_unselected
+    cmp dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], 0
+    jne .Ltime_flagged                  # published meanwhile: read again, the flagged way
     mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS]           # clocks[0].sec
     mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS + 8]      # clocks[0].nsec
     mov rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]       # deadlines[0].sec
@@ -313,8 +491,188 @@ timeskew_fake_time:
     mov eax, TSK_SYS_TIME               # fallback: raw time(tloc), result returned as is
     syscall
     ret
+
+# Flagged (realtime selected, flags != 0, unchecked), reached with the fast path's push popped
+# (rsp as at entry), rdi = tloc, rcx = the slot read. The real reading is CLOCK_REALTIME_COARSE,
+# with the genuine clock_gettime or, with slow reads, the system call; it stays in the frame
+# while the parameters are read (a retry reuses it).
+.Ltime_flagged:
+    sub rsp, TSK_FRAME
+    .cfi_adjust_cfa_offset TSK_FRAME
+    mov qword ptr [rsp + 16], rdi       # tloc; [rsp] .. [rsp + 15] is a struct timespec
+    mov edi, TSK_CLOCK_REALTIME_COARSE
+    mov rsi, rsp
+    # Unchecked flag: a torn or stale value is harmless, both ways give a real reading.
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAG_SLOW_READS
+    jnz .Ltime_flagged_syscall
+    call .Lstub_clock_gettime
+    jmp .Ltime_flagged_read
+.Ltime_flagged_syscall:
+    mov eax, TSK_SYS_CLOCK_GETTIME
+    syscall
+.Ltime_flagged_read:
+    test eax, eax
+    jz .Ltime_flagged_retry
+    mov rdi, qword ptr [rsp + 16]
+    add rsp, TSK_FRAME
+    .cfi_adjust_cfa_offset -TSK_FRAME
+    jmp .Ltime_syscall                  # no reading: the raw time(tloc)
+    .cfi_adjust_cfa_offset TSK_FRAME    # (the code below still holds the frame)
+.Ltime_flagged_retry:
+    lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
+    mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    lea rcx, [r11 + TSK_SLOT_STRIDE]
+    test r8b, 1
+    cmovz rcx, r11
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
+    jz .Ltime_flagged_real
+    mov rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]
+    cmp qword ptr [rsp], rax
+    jl .Ltime_flagged_eval
+    jg .Ltime_flagged_real
+    mov rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES + 8]
+    cmp qword ptr [rsp + 8], rax
+    jge .Ltime_flagged_real
+.Ltime_flagged_eval:
+    imul r9, qword ptr [rsp], TSK_NSEC_PER_SEC
+    add r9, qword ptr [rsp + 8]         # real ns
+    xor edi, edi                        # the realtime parameters (id 0)
+    call .Lprogram                      # r9 = floor seconds (any flags: constant path too)
+    cmp r8, qword ptr [rip + .Lblob_start + TSK_DATA_PAGE + TSK_OFF_GENERATION]
+    jne .Ltime_flagged_retry
+    mov rax, r9
+    jmp .Ltime_flagged_done
+.Ltime_flagged_real:
+    cmp r8, qword ptr [rip + .Lblob_start + TSK_DATA_PAGE + TSK_OFF_GENERATION]
+    jne .Ltime_flagged_retry
+    mov rax, qword ptr [rsp]            # the coarse seconds
+.Ltime_flagged_done:
+    mov rdi, qword ptr [rsp + 16]
+    add rsp, TSK_FRAME
+    .cfi_adjust_cfa_offset -TSK_FRAME
+    jmp .Ltime_store
     .cfi_endproc
 .size timeskew_fake_time, . - timeskew_fake_time
+
+# .Lprogram: what the selected clock reads, exactly as data_page::Params::reading (its caller
+# has checked the mask and the deadline), then split into (seconds, nanoseconds) by floor.
+# In:  rcx = the slot base (slot = rcx + OFF_SLOT0), rdi = clock id (0..31, zero-extended),
+#      r9 = the real reading in ns. Called inside a checked read: the caller re-checks the
+#      generation afterwards; a torn slot only yields a value that is then thrown away (the
+#      segment count is clamped and the divisions are bounded, so it cannot fault or loop).
+# Out: r9 = floor(value / 1e9), r10 = value mod 1e9 in [0, 1e9).
+# Clobbers rax, rdx, r10, r11, flags; keeps rcx, rsi, rdi, r8. Uses no stack but its return
+# address (so needs no alignment); no `div`: divisions are a multiply by a reciprocal
+# floor((2^64 - 1) / d) and at most two corrections (data_page::div_by_reciprocal).
+.p2align 4, 0xcc
+.Lprogram:
+    .cfi_startproc
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAG_PROGRAM
+    jz .Lprog_offset
+    sub r9, qword ptr [rcx + rdi * 8 + TSK_OFF_SLOT0 + TSK_SLOT_OFF_ANCHORS]   # e
+    # The segment: the last one whose start <= e among the first min(count, MAX) (at least
+    # one); segment 0 when none.
+    mov eax, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_SEGMENT_COUNT]
+    mov edx, TSK_MAX_SEGMENTS
+    cmp eax, edx
+    cmova eax, edx
+    imul eax, eax, TSK_SEGMENT_LEN
+    lea r10, [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_SEGMENTS]    # &segments[0]
+    lea rdx, [r10 + rax]                                      # &segments[count]
+.Lprog_segment_down:
+    sub rdx, TSK_SEGMENT_LEN
+    cmp rdx, r10
+    jbe .Lprog_segment                  # segment 0 (count 0 or 1 included)
+    cmp r9, qword ptr [rdx + TSK_SEG_START]
+    jl .Lprog_segment_down              # e before this start, signed
+    mov r10, rdx
+.Lprog_segment:                         # r10 = the segment
+    mov rax, r9
+    sub rax, qword ptr [r10 + TSK_SEG_START]    # e - start (wrapping)
+    imul qword ptr [r10 + TSK_SEG_RATE]         # rdx:rax = signed 128-bit product (rate < 2^63)
+    shrd rax, rdx, TSK_RATE_SHIFT               # low 64 bits of the product >> RATE_SHIFT
+    add rax, qword ptr [r10 + TSK_SEG_VALUE]
+    mov r11, rax                        # g(e) without the strobe
+    mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_STROBE_PERIOD]
+    test r10, r10
+    jz .Lprog_base                      # no strobe
+    test r9, r9
+    js .Lprog_base                      # the strobe runs from e = 0 on
+    mov rax, r9
+    mul qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_STROBE_RECIP]   # rdx = q <= e / period
+    mov rax, rdx
+    imul rax, r10
+    neg rax
+    add rax, r9                         # e - q * period
+    cmp rax, r10
+    jb .Lprog_strobe
+    add rdx, 1
+    sub rax, r10
+    cmp rax, r10
+    jb .Lprog_strobe
+    add rdx, 1
+.Lprog_strobe:
+    test dl, 1
+    jz .Lprog_base                      # an even period
+    add r11, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_STROBE_DELTA]
+.Lprog_base:
+    add r11, qword ptr [rcx + rdi * 8 + TSK_OFF_SLOT0 + TSK_SLOT_OFF_BASES]
+    mov r9, r11
+    jmp .Lprog_round
+.Lprog_offset:                          # the constant path: real + offsets[id]
+    mov rax, rdi
+    shl rax, TSK_CLOCK_ENTRY_SHIFT
+    imul r10, qword ptr [rcx + rax + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS], TSK_NSEC_PER_SEC
+    add r10, qword ptr [rcx + rax + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS + 8]
+    add r9, r10                         # wrapping, as the model
+.Lprog_round:                           # down to a multiple of the resolution, values >= 0
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAG_RESOLUTION
+    jz .Lprog_split
+    test r9, r9
+    js .Lprog_split
+    mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_RESOLUTION]
+    cmp r10, 1
+    jbe .Lprog_split
+    mov rax, r9
+    mul qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_RESOLUTION_RECIP]  # rdx = q
+    mov rax, rdx
+    imul rax, r10
+    mov r11, r9
+    sub r11, rax                        # value - q * resolution
+    cmp r11, r10
+    jb .Lprog_rounded
+    sub r11, r10
+    cmp r11, r10
+    jb .Lprog_rounded
+    sub r11, r10
+.Lprog_rounded:
+    sub r9, r11                         # floor(value / resolution) * resolution
+.Lprog_split:                           # r9 -> floor(r9 / 1e9), r9 mod 1e9, signed
+    mov r11, r9
+    sar r11, 63                         # 0, or -1 for a negative value
+    mov r10, r9
+    xor r10, r11                        # u = v, or -v - 1: in [0, 2^63)
+    mov rax, TSK_NSEC_RECIP
+    mul r10                             # rdx = q <= u / 1e9
+    imul rax, rdx, TSK_NSEC_PER_SEC
+    sub r10, rax                        # u - q * 1e9
+    cmp r10, TSK_NSEC_PER_SEC
+    jb .Lprog_split_done
+    add rdx, 1
+    sub r10, TSK_NSEC_PER_SEC
+    cmp r10, TSK_NSEC_PER_SEC
+    jb .Lprog_split_done
+    add rdx, 1
+    sub r10, TSK_NSEC_PER_SEC
+.Lprog_split_done:
+    # v >= 0: (q, r). v < 0, i.e. v = -(q * 1e9 + r) - 1: (-q - 1, 1e9 - 1 - r).
+    xor rdx, r11
+    xor r10, r11
+    and r11, TSK_NSEC_PER_SEC
+    add r10, r11
+    mov r9, rdx
+    ret
+    .cfi_endproc
 
 # Stub slots: filled by the injector; int3 until then.
 .p2align 4, 0xcc

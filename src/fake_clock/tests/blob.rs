@@ -4,6 +4,7 @@
 use super::harness::*;
 use super::model::*;
 use crate::arch::{Entry, PerEntry};
+use crate::fake_clock::data_page as layout;
 use crate::fake_clock::*;
 
 // ---- header, page building, ABI constants ----------------------------------------------
@@ -117,7 +118,9 @@ fn fake_clock_code_page_places_stubs() {
 }
 
 /// Static proof of position independence: every RIP-relative operand in the code points at
-/// the data page (blob start + DATA_PAGE_OFFSET) and every branch stays inside the blob.
+/// the data page (blob start + DATA_PAGE_OFFSET) or its generation word, every branch stays
+/// inside the blob, and every call goes to a stub slot or to the blob's own program
+/// evaluator (one routine, below the three fakes).
 #[test]
 fn fake_clock_code_is_position_independent() {
     use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Mnemonic};
@@ -131,7 +134,9 @@ fn fake_clock_code_is_position_independent() {
         base + code_start as u64,
         DecoderOptions::NONE,
     );
-    let (mut rip_rel, mut calls, mut syscalls) = (0, 0, 0);
+    let (mut rip_rel, mut generation_checks, mut calls, mut syscalls) = (0, 0, 0, 0);
+    let mut internal_calls = std::collections::BTreeMap::new();
+    let last_entry = *b.entries.values().iter().max().unwrap() as u64;
     for insn in &mut d {
         assert_ne!(
             insn.code(),
@@ -140,12 +145,13 @@ fn fake_clock_code_is_position_independent() {
             insn.ip()
         );
         if insn.is_ip_rel_memory_operand() {
-            assert_eq!(
-                insn.ip_rel_memory_address(),
-                base + DATA_PAGE_OFFSET,
-                "{insn}"
-            );
-            rip_rel += 1;
+            let at = insn.ip_rel_memory_address();
+            if at == base + DATA_PAGE_OFFSET + layout::OFF_GENERATION as u64 {
+                generation_checks += 1;
+            } else {
+                assert_eq!(at, base + DATA_PAGE_OFFSET, "{insn}");
+                rip_rel += 1;
+            }
         }
         if insn.is_jcc_short_or_near() || insn.is_jmp_short_or_near() || insn.is_call_near() {
             let t = insn.near_branch_target();
@@ -154,11 +160,15 @@ fn fake_clock_code_is_position_independent() {
                 "branch leaves the blob: {insn}"
             );
             if insn.is_call_near() {
-                assert!(
-                    b.stubs.values().contains(&((t - base) as usize)),
-                    "call to something other than a stub slot: {insn}"
-                );
-                calls += 1;
+                if b.stubs.values().contains(&((t - base) as usize)) {
+                    calls += 1;
+                } else {
+                    assert!(
+                        t > base + last_entry && t < base + code_end as u64,
+                        "call to something other than a stub slot or the evaluator: {insn}"
+                    );
+                    *internal_calls.entry(t).or_insert(0) += 1;
+                }
             }
         } else if matches!(
             insn.flow_control(),
@@ -172,9 +182,21 @@ fn fake_clock_code_is_position_independent() {
             syscalls += 1;
         }
     }
-    assert_eq!(rip_rel, 4, "one data-page lea per checked read");
-    assert_eq!(calls, 4, "one stub call per fake, two in time()");
-    assert_eq!(syscalls, 1, "only time()'s fallback makes a syscall");
+    assert_eq!(rip_rel, 7, "one data-page lea per checked-read loop");
+    assert_eq!(
+        generation_checks, 6,
+        "the evaluating loops re-check the generation RIP-relatively"
+    );
+    assert_eq!(calls, 5, "one stub call per fake, three in time()");
+    assert_eq!(
+        internal_calls.values().collect::<Vec<_>>(),
+        [&3],
+        "one evaluator, called once each by clock_gettime, gettimeofday and time"
+    );
+    assert_eq!(
+        syscalls, 4,
+        "time()'s fallback, and the three slow reads (clock_gettime, gettimeofday, time)"
+    );
 }
 
 /// The same blob copied to two different addresses, alive at once, each with its own data

@@ -20,4 +20,5 @@ mod blob;
 mod concurrency;
 mod harness;
 mod model;
+mod program;
 mod vdso;
