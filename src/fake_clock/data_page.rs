@@ -211,13 +211,19 @@ impl Program {
             .unwrap_or(&self.segments[0])
     }
 
-    /// `g(e)`: how far the clock has moved from its base `e` ns after the anchor, strobe
-    /// included — exactly what the fake computes.
-    pub fn shape_at(&self, e: i64) -> i64 {
+    /// How far the clock has moved from its base `e` ns after the anchor along the segments,
+    /// without the strobe.
+    pub fn moved_at(&self, e: i64) -> i64 {
         let s = self.segment_at(e);
         let d = e.wrapping_sub(s.start_ns) as i128;
         let moved = ((d * s.rate as i128) >> RATE_SHIFT) as i64;
-        let mut g = s.value_ns.wrapping_add(moved);
+        s.value_ns.wrapping_add(moved)
+    }
+
+    /// `g(e)`: how far the clock has moved from its base `e` ns after the anchor, strobe
+    /// included — exactly what the fake computes.
+    pub fn shape_at(&self, e: i64) -> i64 {
+        let mut g = self.moved_at(e);
         if let Some(strobe) = self.strobe
             && e >= 0
             && div_by_reciprocal(e as u64, strobe.period_ns, reciprocal(strobe.period_ns)) & 1 == 1

@@ -83,10 +83,11 @@ fn shape_of(params: &Params, now: Option<&[i64; MAX_CLOCK_ID + 1]>) -> Option<Sh
         return Some(shape);
     }
     let e = now[id].saturating_sub(p.anchors_ns[id]);
+    // Before the switch the program still plays what was in force: describe what comes.
     let k = p
         .segments
         .iter()
-        .rposition(|s| s.start_ns <= e)
+        .rposition(|s| s.start_ns <= e.max(0))
         .unwrap_or(0);
     let seg = p.segments[k];
     let next = p.segments.get(k + 1);

@@ -6,13 +6,15 @@ use crate::error::{Error, Result};
 use crate::fake_clock::data_page::{
     MAX_CLOCK_ID, MAX_RATE, MAX_SEGMENTS, Params, Program, RATE_ONE, RATE_SHIFT, Segment, Strobe,
 };
+use crate::skew::Clock;
 use crate::target::clocks;
 
 /// How far ahead of "now" a new program takes over. The tool publishes it within
-/// microseconds; until then readers keep the old program, and from the switch on both agree,
-/// so a clock never steps backwards at a live change unless the tool is descheduled for
-/// longer than this between reading the clocks and publishing.
-pub(crate) const SWITCH_MARGIN_NS: i64 = 2_000_000;
+/// microseconds; until then readers keep the old program, and up to the switch both agree, so
+/// a clock never steps backwards at a live change unless the tool is descheduled for longer
+/// than this between reading the clocks and publishing (a few scheduler ticks on a loaded
+/// machine). Invisible to users: the fault starts 20 ms after the command.
+pub(crate) const SWITCH_MARGIN_NS: i64 = 20_000_000;
 
 /// Where the clock steps to when the fault starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +75,8 @@ pub(crate) fn compile(
                 (Some(Step::Offset(ns)), _) => ns,
                 (_, Some(c)) if c.reading(id, now[id]).is_some() => c.offsets_ns[id],
                 _ => 0,
-            };
+            }
+            .saturating_add(rounding_bias(id, spec, current));
         }
         return Ok(params);
     }
@@ -86,28 +89,81 @@ pub(crate) fn compile(
         anchors_ns: [0; MAX_CLOCK_ID + 1],
         bases_ns: [0; MAX_CLOCK_ID + 1],
     };
-    // Before the switch (e < 0): the slope the clock has now, so that the old and the new
-    // program agree while the new one is being published.
     let first = selected(mask).next().unwrap_or(0);
     let anchor_first = now[first].saturating_add(SWITCH_MARGIN_NS);
-    let slope_now = current.map_or(RATE_ONE, |p| rate_at(p, first, anchor_first));
-    program.segments.push(Segment {
-        start_ns: 0,
-        value_ns: 0,
-        rate: slope_now,
-    });
+    let live = |id: usize, at: i64| current.filter(|c| c.reading(id, at).is_some());
+    let old = live(first, anchor_first).and_then(|c| c.program.as_ref());
+    // Every clock advances at real speed, so the new anchors lie the same distance past the old
+    // ones: the old program's pieces carry over exactly, and a reader that took its real
+    // reading before the switch (and was preempted before reading the parameters) gets what
+    // the old program gives for it.
+    let shift = old.map(|o| anchor_first.wrapping_sub(o.anchors_ns[first]));
+    let new_pieces = if spec.slew.is_some() || spec.suspend_ns.is_some() {
+        2
+    } else {
+        1
+    };
+    match (old, shift) {
+        (Some(o), Some(shift)) => {
+            let moved = o.moved_at(shift);
+            let before: Vec<Segment> = o
+                .segments
+                .iter()
+                .map(|s| Segment {
+                    start_ns: s.start_ns.wrapping_sub(shift),
+                    value_ns: s.value_ns.wrapping_sub(moved),
+                    rate: s.rate,
+                })
+                .filter(|s| s.start_ns < 0)
+                .collect();
+            // The segment in force at the switch, even if it started before the first kept.
+            let keep = (MAX_SEGMENTS - new_pieces).max(1);
+            let from = before.len().saturating_sub(keep);
+            if before.is_empty() {
+                let s = o.segment_at(shift);
+                program.segments.push(Segment {
+                    start_ns: 0,
+                    value_ns: 0,
+                    rate: s.rate,
+                });
+            } else {
+                program.segments.extend_from_slice(&before[from..]);
+            }
+        }
+        // A constant offset (or real time) runs at real speed.
+        _ => program.segments.push(Segment {
+            start_ns: 0,
+            value_ns: 0,
+            rate: RATE_ONE,
+        }),
+    }
     for id in selected(mask) {
-        let anchor = now[id].saturating_add(SWITCH_MARGIN_NS);
-        let reads = current
-            .and_then(|p| p.reading(id, anchor))
-            .unwrap_or(anchor);
+        let carried = match (old, shift) {
+            (Some(o), Some(shift)) if live(id, now[id]).is_some() => {
+                Some(o.anchors_ns[id].wrapping_add(shift))
+            }
+            _ => None,
+        };
+        let anchor = carried.unwrap_or(now[id].saturating_add(SWITCH_MARGIN_NS));
+        // What the clock reads at the switch under the current parameters, before rounding
+        // and strobe (the new program rounds and strobes on its own).
+        let reads = match live(id, anchor) {
+            Some(c) => match &c.program {
+                Some(o) => {
+                    o.bases_ns[id].wrapping_add(o.moved_at(anchor.wrapping_sub(o.anchors_ns[id])))
+                }
+                None => anchor.saturating_add(c.offsets_ns[id]),
+            },
+            None => anchor,
+        };
         program.anchors_ns[id] = anchor;
         program.bases_ns[id] = match (spec.step, spec.slew) {
             // A slew starts from the current value and moves towards the step.
             (_, Some(_)) | (None, _) => reads,
             (Some(Step::Offset(ns)), None) => anchor.saturating_add(ns),
             (Some(Step::At(wall)), None) => wall,
-        };
+        }
+        .saturating_add(rounding_bias(id, spec, current));
         params.offsets_ns[id] = program.bases_ns[id].saturating_sub(anchor);
     }
     let rate = spec.rate.unwrap_or(RATE_ONE).min(MAX_RATE);
@@ -183,13 +239,18 @@ fn push_slew(program: &mut Program, distance: i64, deviation: u64, pid: i32) -> 
     Ok(())
 }
 
-/// The rate clock `id` runs at under `params` at real reading `real_ns`.
-pub(crate) fn rate_at(params: &Params, id: usize, real_ns: i64) -> u64 {
-    match &params.program {
-        Some(p) if params.reading(id, real_ns).is_some() => {
-            p.segment_at(real_ns.wrapping_sub(p.anchors_ns[id])).rate
-        }
-        _ => RATE_ONE,
+/// What a monotonic-family clock `id` gains when `spec` starts rounding its readings: rounding
+/// down would otherwise take it back below what it read a moment before (by up to the
+/// resolution); one resolution less a nanosecond ahead, `floor` becomes `ceil` at the switch.
+/// The realtime family rounds down as asked: it may step back, as an administrator's clock
+/// change may.
+fn rounding_bias(id: usize, spec: &Spec, current: Option<&Params>) -> i64 {
+    let monotonic = Clock::from_id(id as u32).is_some_and(|c| c.affects_timers());
+    let newly = current.is_none_or(|c| c.resolution_ns != spec.resolution_ns);
+    if monotonic && newly && spec.resolution_ns > 1 {
+        i64::try_from(spec.resolution_ns - 1).unwrap_or(i64::MAX)
+    } else {
+        0
     }
 }
 
@@ -424,5 +485,38 @@ mod tests {
         };
         let p = compile(me(), REALTIME, &spec, None).unwrap();
         assert_eq!(program(&p).segments.last().unwrap().rate, MAX_RATE);
+    }
+
+    #[test]
+    fn a_chain_of_live_changes_keeps_what_each_program_gave_before_its_switch() {
+        let spec = |rate| Spec {
+            rate: Some(rate),
+            ..Spec::default()
+        };
+        let a = compile(me(), BOTH, &spec(2 * RATE_ONE), None).unwrap();
+        let b = compile(me(), BOTH, &spec(0), Some(&a)).unwrap();
+        let c = compile(me(), BOTH, &spec(RATE_ONE / 2), Some(&b)).unwrap();
+        for id in [0, 1] {
+            let (aa, ba, ca) = (
+                program(&a).anchors_ns[id],
+                program(&b).anchors_ns[id],
+                program(&c).anchors_ns[id],
+            );
+            assert!(aa <= ba && ba <= ca);
+            // A reader whose real reading predates a switch gets what was in force then.
+            for r in [aa, (aa + ba) / 2, ba, (ba + ca) / 2, ca] {
+                let history = if r < ba {
+                    a.reading(id, r)
+                } else {
+                    b.reading(id, r)
+                };
+                assert_eq!(c.reading(id, r), history, "clock {id} at {r}");
+            }
+            // And the new shape from its own switch on.
+            assert_eq!(
+                c.reading(id, ca + 2 * S),
+                Some(c.reading(id, ca).unwrap() + S)
+            );
+        }
     }
 }
