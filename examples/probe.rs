@@ -5,7 +5,8 @@
 //! per command read on stdin:
 //! - `now`    → `now realtime=<ns> monotonic=<ns> raw=<ns> rcoarse=<ns> mcoarse=<ns> boottime=<ns> tai=<ns> gtod=<us> time=<s> cputime=<ns>`
 //! - `stats`  → `stats calls=<n> anomalies=<n> max_gap_us=<n> sleep_errors=<n> sleeps=<n> usr1=<n> backwards=<n>`
-//!   (`backwards`: a spinner's CLOCK_MONOTONIC read less than its previous reading)
+//!   `backwards_max_ns=<n> backwards_from=<ns>` (`backwards`: a spinner's CLOCK_MONOTONIC read
+//!   less than its previous reading; the largest such step and the reading it stepped back from)
 //! - `reset`  → clears the maximum gap, answers `reset`
 //! - `churn`  → `churn threads=<n> realtime=<ns>`: short-lived threads so far, and the realtime
 //!   the latest one read
@@ -29,6 +30,9 @@ static SLEEP_ERRORS: AtomicU64 = AtomicU64::new(0);
 static USR1: AtomicU64 = AtomicU64::new(0);
 /// Times a spinner saw CLOCK_MONOTONIC read less than its previous reading in that thread.
 static BACKWARDS: AtomicU64 = AtomicU64::new(0);
+/// The largest such step, in ns, and the monotonic reading it stepped back from.
+static BACKWARDS_MAX_NS: AtomicU64 = AtomicU64::new(0);
+static BACKWARDS_FROM: AtomicU64 = AtomicU64::new(0);
 /// Threads that have started running their body (their stacks and arenas exist by then).
 static STARTED: AtomicU64 = AtomicU64::new(0);
 /// Short-lived threads started so far by `--churn`, and the realtime the latest one read.
@@ -86,6 +90,11 @@ fn spin() {
         let mono = ns(libc::CLOCK_MONOTONIC);
         if mono < last_mono {
             BACKWARDS.fetch_add(1, Relaxed);
+            if BACKWARDS_MAX_NS.fetch_max((last_mono - mono) as u64, Relaxed)
+                < (last_mono - mono) as u64
+            {
+                BACKWARDS_FROM.store(last_mono as u64, Relaxed);
+            }
         }
         last_mono = mono;
         for clock in [libc::CLOCK_REALTIME, libc::CLOCK_MONOTONIC] {
@@ -301,7 +310,7 @@ fn main() {
             }
             ["stats"] => format!(
                 "stats calls={} anomalies={} max_gap_us={} sleep_errors={} sleeps={} usr1={} \
-                 backwards={}",
+                 backwards={} backwards_max_ns={} backwards_from={}",
                 CALLS.load(Relaxed),
                 ANOMALIES.load(Relaxed),
                 MAX_GAP_NS.load(Relaxed) / 1000,
@@ -309,6 +318,8 @@ fn main() {
                 SLEEPS.load(Relaxed),
                 USR1.load(Relaxed),
                 BACKWARDS.load(Relaxed),
+                BACKWARDS_MAX_NS.load(Relaxed),
+                BACKWARDS_FROM.load(Relaxed),
             ),
             ["churn"] => format!(
                 "churn threads={} realtime={}",

@@ -32,8 +32,8 @@
 //!
 //! The clock program (`FLAG_PROGRAM`): clock id n reads `bases[n] + g(e)` where `e = real −
 //! anchors[n]` and `g` is piecewise linear: segment k (the last whose start ≤ e; segment 0
-//! before the first start) gives `value_k + (e − start_k)·rate_k`, the product taken in 128
-//! bits and shifted down RATE_SHIFT. With a strobe, `delta` is added in every odd period of `e ≥ 0`.
+//! before every start) gives `value_k + max(e − start_k, 0)·rate_k`, the product taken in 128
+//! bits and shifted down RATE_SHIFT (so before segment 0's start the clock stands at its value). With a strobe, `delta` is added in every odd period of `e ≥ 0`.
 //! `FLAG_RESOLUTION` rounds the reading down to a multiple of the resolution; the reciprocals
 //! spare the fake a `div`. Without `FLAG_PROGRAM` the reading is real + clocks[n] (the constant
 //! offset, the fast path). `FLAG_SLOW_READS` makes the fake take the real reading with the
@@ -176,7 +176,8 @@ pub struct Strobe {
 /// the program started) and base (what it read then).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
-    /// 1 to [`MAX_SEGMENTS`] segments, starts non-decreasing.
+    /// 1 to [`MAX_SEGMENTS`] segments; at `e` the last one whose start is reached is in force,
+    /// segment 0 before them all (the starts need not be sorted).
     pub segments: Vec<Segment>,
     pub strobe: Option<Strobe>,
     pub anchors_ns: [i64; MAX_CLOCK_ID + 1],
@@ -215,7 +216,12 @@ impl Program {
     /// without the strobe.
     pub fn moved_at(&self, e: i64) -> i64 {
         let s = self.segment_at(e);
-        let d = e.wrapping_sub(s.start_ns) as i128;
+        // Before segment 0's start the clock stands at that start's value: a program keeps a
+        // few pieces of history, and a reading from before them (a reader preempted for long
+        // between taking it and reading the parameters) must not come out lower than what the
+        // dropped pieces gave — never lower than any reading made since (rates are never
+        // negative, so the value at a start is at least everything before it).
+        let d = e.wrapping_sub(s.start_ns).max(0) as i128;
         let moved = ((d * s.rate as i128) >> RATE_SHIFT) as i64;
         s.value_ns.wrapping_add(moved)
     }

@@ -589,6 +589,9 @@ timeskew_fake_time:
 .Lprog_segment:                         # r10 = the segment
     mov rax, r9
     sub rax, qword ptr [r10 + TSK_SEG_START]    # e - start (wrapping)
+    xor edx, edx
+    test rax, rax
+    cmovs rax, rdx                              # before segment 0's start: its start's value
     imul qword ptr [r10 + TSK_SEG_RATE]         # rdx:rax = signed 128-bit product (rate < 2^63)
     shrd rax, rdx, TSK_RATE_SHIFT               # low 64 bits of the product >> RATE_SHIFT
     add rax, qword ptr [r10 + TSK_SEG_VALUE]

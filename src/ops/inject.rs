@@ -44,10 +44,18 @@ pub(crate) fn apply(
         .as_ref()
         .filter(|e| e.hooks_live)
         .map(|e| &e.data.params);
-    let params = params_for(pid, mask, spec, duration, current)?;
+    let mut params = params_for(pid, mask, spec, duration, current)?;
     if let Some(existing) = &existing
         && existing.hooks_live
     {
+        // The new program must be published before its switch: if this thread was held up
+        // since it read the clocks, read them again.
+        for _ in 0..PUBLISH_ATTEMPTS {
+            if program::switch_still_ahead(pid, spec, &params)? {
+                break;
+            }
+            params = params_for(pid, mask, spec, duration, current)?;
+        }
         update_params(&target, existing, &params)?;
         return Ok(InjectReport {
             action: InjectAction::Updated,
@@ -62,6 +70,9 @@ pub(crate) fn apply(
     let (held, started) = hold_clear_of(&mut target, plan.hooks.values())?;
     patch(target, &plan, params, held, started)
 }
+
+/// Attempts at compiling a live change early enough to publish it before its switch.
+const PUBLISH_ATTEMPTS: u32 = 3;
 
 /// Attempts at finding every thread clear of the hook windows, and the pause after a miss.
 const WINDOW_ATTEMPTS: u32 = 40;

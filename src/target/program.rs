@@ -13,8 +13,19 @@ use crate::target::clocks;
 /// microseconds; until then readers keep the old program, and up to the switch both agree, so
 /// a clock never steps backwards at a live change unless the tool is descheduled for longer
 /// than this between reading the clocks and publishing (a few scheduler ticks on a loaded
-/// machine). Invisible to users: the fault starts 20 ms after the command.
-pub(crate) const SWITCH_MARGIN_NS: i64 = 20_000_000;
+/// machine). The tool checks it still has `PUBLISH_GUARD_NS` of it left right before
+/// publishing, and compiles again if not. Invisible to users: the fault starts 50 ms after the
+/// command.
+pub(crate) const SWITCH_MARGIN_NS: i64 = 50_000_000;
+
+/// How far back the first piece of a program reaches (before it, the clock reads as at its
+/// start): a reader preempted between taking its real reading and reading the parameters for
+/// longer than this gets a clock that stood still meanwhile.
+const HISTORY_NS: i64 = 3_600_000_000_000;
+
+/// How much of the margin must be left when the program is published; else it is compiled
+/// again (`switch_still_ahead`).
+const PUBLISH_GUARD_NS: i64 = 20_000_000;
 
 /// Where the clock steps to when the fault starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +53,11 @@ pub(crate) struct Spec {
 }
 
 impl Spec {
+    /// A step (without a slew towards it) jumps anyway: it takes over when published.
+    pub(crate) fn takes_over_at_once(&self) -> bool {
+        self.step.is_some() && self.slew.is_none()
+    }
+
     /// A plain step by a constant offset: the constant fast path, no program.
     pub(crate) fn is_constant(&self) -> bool {
         matches!(self.step, None | Some(Step::Offset(_)))
@@ -90,9 +106,27 @@ pub(crate) fn compile(
         bases_ns: [0; MAX_CLOCK_ID + 1],
     };
     let first = selected(mask).next().unwrap_or(0);
-    let anchor_first = now[first].saturating_add(SWITCH_MARGIN_NS);
+    // A step is a jump anyway: it takes over as soon as it is published, so that a caller
+    // (`ManualClock`) can rely on it when the call returns. A shape that continues from the
+    // current value takes over a moment later, once it is surely published.
+    let margin = if spec.takes_over_at_once() {
+        0
+    } else {
+        SWITCH_MARGIN_NS
+    };
     let live = |id: usize, at: i64| current.filter(|c| c.reading(id, at).is_some());
-    let old = live(first, anchor_first).and_then(|c| c.program.as_ref());
+    let old = live(first, now[first]).and_then(|c| c.program.as_ref());
+    // A change whose switch is still well ahead has not been seen by anyone: a new change
+    // replaces it at the same switch instead of queueing behind it (rapid changes would
+    // otherwise pile up pieces faster than a program can hold them). One that is about to take
+    // over (or has) is queued behind.
+    let pending = old
+        .map(|o| o.anchors_ns[first])
+        .filter(|&a| a > now[first].saturating_add(PUBLISH_GUARD_NS));
+    let anchor_first = match pending {
+        Some(switch) if margin > 0 => switch,
+        _ => now[first].saturating_add(margin),
+    };
     // Every clock advances at real speed, so the new anchors lie the same distance past the old
     // ones: the old program's pieces carry over exactly, and a reader that took its real
     // reading before the switch (and was preempted before reading the parameters) gets what
@@ -106,34 +140,36 @@ pub(crate) fn compile(
     match (old, shift) {
         (Some(o), Some(shift)) => {
             let moved = o.moved_at(shift);
+            let translate = |s: &Segment| Segment {
+                start_ns: s.start_ns.wrapping_sub(shift),
+                value_ns: s.value_ns.wrapping_sub(moved),
+                rate: s.rate,
+            };
             let before: Vec<Segment> = o
                 .segments
                 .iter()
-                .map(|s| Segment {
-                    start_ns: s.start_ns.wrapping_sub(shift),
-                    value_ns: s.value_ns.wrapping_sub(moved),
-                    rate: s.rate,
-                })
+                .map(translate)
                 .filter(|s| s.start_ns < 0)
                 .collect();
-            // The segment in force at the switch, even if it started before the first kept.
+            // The most recent pieces, the one in force just before the switch last.
             let keep = (MAX_SEGMENTS - new_pieces).max(1);
             let from = before.len().saturating_sub(keep);
             if before.is_empty() {
-                let s = o.segment_at(shift);
-                program.segments.push(Segment {
-                    start_ns: 0,
-                    value_ns: 0,
-                    rate: s.rate,
-                });
+                // The old program's segment 0 (in force before all its starts): first again
+                // here, it covers everything before the switch. The fake picks the last
+                // segment whose start is reached, so the new pieces win from the switch on.
+                program
+                    .segments
+                    .push(translate(o.segment_at(shift.wrapping_sub(1))));
             } else {
                 program.segments.extend_from_slice(&before[from..]);
             }
         }
-        // A constant offset (or real time) runs at real speed.
+        // A constant offset (or real time) runs at real speed, as far back as any reader
+        // could have taken its real reading.
         _ => program.segments.push(Segment {
-            start_ns: 0,
-            value_ns: 0,
+            start_ns: -HISTORY_NS,
+            value_ns: -HISTORY_NS,
             rate: RATE_ONE,
         }),
     }
@@ -144,7 +180,7 @@ pub(crate) fn compile(
             }
             _ => None,
         };
-        let anchor = carried.unwrap_or(now[id].saturating_add(SWITCH_MARGIN_NS));
+        let anchor = carried.unwrap_or(now[id].saturating_add(margin));
         // What the clock reads at the switch under the current parameters, before rounding
         // and strobe (the new program rounds and strobes on its own).
         let reads = match live(id, anchor) {
@@ -199,6 +235,22 @@ pub(crate) fn compile(
     debug_assert!(program.segments.len() <= MAX_SEGMENTS);
     params.program = Some(program);
     Ok(params)
+}
+
+/// Whether `params`' switch still lies far enough ahead to publish them now (always for a
+/// constant offset or a step, which take over at once).
+pub(crate) fn switch_still_ahead(pid: i32, spec: &Spec, params: &Params) -> Result<bool> {
+    let Some(program) = &params.program else {
+        return Ok(true);
+    };
+    if spec.takes_over_at_once() {
+        return Ok(true);
+    }
+    let Some(first) = selected(params.mask).next() else {
+        return Ok(true);
+    };
+    let now = clocks::now(pid, 1 << first)?;
+    Ok(now[first].saturating_add(PUBLISH_GUARD_NS) < program.anchors_ns[first])
 }
 
 /// The segments of a slew: at 1 ± `deviation` until `distance` is made up, then at 1.
@@ -344,6 +396,12 @@ mod tests {
         }
     }
 
+    fn past_the_switch() {
+        std::thread::sleep(std::time::Duration::from_nanos(
+            SWITCH_MARGIN_NS as u64 + 5_000_000,
+        ));
+    }
+
     #[test]
     fn freezing_a_rate_keeps_the_value_and_never_goes_back() {
         let fast = compile(
@@ -356,6 +414,7 @@ mod tests {
             None,
         )
         .unwrap();
+        past_the_switch();
         let frozen = compile(
             me(),
             REALTIME,
@@ -367,15 +426,40 @@ mod tests {
         )
         .unwrap();
         let anchor = program(&frozen).anchors_ns[0];
-        let at_switch = frozen.reading(0, anchor).unwrap();
-        assert_eq!(Some(at_switch), fast.reading(0, anchor));
-        // Between the two switches the new program still runs at 2, as the old one does …
         let fast_anchor = program(&fast).anchors_ns[0];
         assert!(fast_anchor < anchor);
-        let between = (fast_anchor + anchor) / 2;
-        assert_eq!(frozen.reading(0, between), fast.reading(0, between));
+        let at_switch = frozen.reading(0, anchor).unwrap();
+        assert_eq!(Some(at_switch), fast.reading(0, anchor));
+        // Before its switch the new program gives what the old one gives, on both sides of the
+        // old switch …
+        for r in [
+            fast_anchor - S,
+            fast_anchor,
+            (fast_anchor + anchor) / 2,
+            anchor - 1,
+        ] {
+            assert_eq!(frozen.reading(0, r), fast.reading(0, r), "at {r}");
+        }
         // … and after it stands still.
         assert_eq!(frozen.reading(0, anchor + 100 * S), Some(at_switch));
+    }
+
+    #[test]
+    fn a_change_before_the_last_one_took_over_replaces_it() {
+        let spec = |rate| Spec {
+            rate: Some(rate),
+            ..Spec::default()
+        };
+        let a = compile(me(), BOTH, &spec(2 * RATE_ONE), None).unwrap();
+        let b = compile(me(), BOTH, &spec(0), Some(&a)).unwrap();
+        for id in [0, 1] {
+            let switch = program(&a).anchors_ns[id];
+            // Same switch; before it real time (as under `a`), after it frozen (not doubled).
+            assert_eq!(program(&b).anchors_ns[id], switch);
+            assert_eq!(b.reading(id, switch - S), a.reading(id, switch - S));
+            assert_eq!(b.reading(id, switch + S), Some(switch));
+        }
+        assert!(program(&b).segments.len() <= MAX_SEGMENTS);
     }
 
     #[test]
@@ -494,7 +578,9 @@ mod tests {
             ..Spec::default()
         };
         let a = compile(me(), BOTH, &spec(2 * RATE_ONE), None).unwrap();
+        past_the_switch();
         let b = compile(me(), BOTH, &spec(0), Some(&a)).unwrap();
+        past_the_switch();
         let c = compile(me(), BOTH, &spec(RATE_ONE / 2), Some(&b)).unwrap();
         for id in [0, 1] {
             let (aa, ba, ca) = (
@@ -502,7 +588,7 @@ mod tests {
                 program(&b).anchors_ns[id],
                 program(&c).anchors_ns[id],
             );
-            assert!(aa <= ba && ba <= ca);
+            assert!(aa < ba && ba < ca);
             // A reader whose real reading predates a switch gets what was in force then.
             for r in [aa, (aa + ba) / 2, ba, (ba + ca) / 2, ca] {
                 let history = if r < ba {

@@ -606,7 +606,7 @@ fn fake_clock_flags_without_a_program_keep_the_constant_path() {
 /// A writer switches the monotonic clock between programs of integer rates (0, 1, 2, 3) and
 /// constant offsets, each continuous with the one before: the new program starts a few
 /// milliseconds in the future at the value the old one reaches then, and its segment 0 (in
-/// force until then) continues the old line exactly. Between switches it republishes the same
+/// force until then, from a second before) continues the old line exactly. Between switches it republishes the same
 /// parameters in a loop (generation churn). Reader threads read CLOCK_MONOTONIC through the
 /// fake: no reading goes backwards, and none jumps further than the fastest rate allows (a
 /// torn slot would). Readings whose bracket shows the reader stalled inside the fake are not
@@ -641,7 +641,8 @@ fn fake_clock_program_switches_never_go_backwards() {
                 let mut p = program(
                     1 << ID,
                     vec![
-                        seg(0, 0, prev_rate * RATE_ONE),
+                        // The old line, a second back (segment 0 stands still before it).
+                        seg(-S, -S * prev_rate as i64, prev_rate * RATE_ONE),
                         seg(0, 0, new_rate * RATE_ONE),
                     ],
                     None,
