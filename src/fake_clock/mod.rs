@@ -55,7 +55,6 @@ core::arch::global_asm!(
     CLOCK_ENTRY_SHIFT = const data_page::CLOCK_ENTRY_LEN.trailing_zeros(),
     MAX_CLOCK_ID = const data_page::MAX_CLOCK_ID,
     STUB_CAPACITY = const STUB_CAPACITY,
-    HEADER_LEN = const HEADER_LEN,
     CLOCK_REALTIME_COARSE = const libc::CLOCK_REALTIME_COARSE,
     SYS_TIME = const libc::SYS_time,
     SYS_CLOCK_GETTIME = const libc::SYS_clock_gettime,

@@ -121,9 +121,6 @@ timeskew_fake_start:
     .long .Lstub_gettimeofday - .Lblob_start
     .long TSK_STUB_CAPACITY
     .long .Lstub_time - .Lblob_start
-.if . - .Lblob_start - {HEADER_LEN}
-    .error "the blob header is not fake_clock::HEADER_LEN bytes long"
-.endif
 
 # Every checked read below selects the slot the same way, without a multiply:
 #     mov r8, [data + GENERATION]; lea rcx, [data + STRIDE]; test r8b, 1; cmovz rcx, data
