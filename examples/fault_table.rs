@@ -48,8 +48,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("--rate +500ppm", Skew::rate("+500ppm".parse()?)),
         ("--freeze", Skew::freeze()),
         ("--suspend 1s", Skew::as_is().with_suspend(ms(1000))),
-        ("--offset 1s --slew 50%", Skew::new(secs(1)).with_slew("50%".parse()?)),
-        ("--strobe 1s --period 500ms", Skew::as_is().with_strobe(secs(1), ms(500))),
+        (
+            "--offset 1s --slew 50%",
+            Skew::new(secs(1)).with_slew("50%".parse()?),
+        ),
+        (
+            "--strobe 1s --period 500ms",
+            Skew::as_is().with_strobe(secs(1), ms(500)),
+        ),
         ("--resolution 300ms", Skew::as_is().with_resolution(ms(300))),
     ];
     let at = [0u64, 250, 500, 750, 1000, 1250, 1500, 1750, 2000, 2500];
