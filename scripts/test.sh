@@ -62,6 +62,10 @@ cargo clippy --lib --no-default-features --locked -- -D warnings
 step "cargo build --release --locked"
 cargo build --release --locked
 
+# The crate docs are the library's user guide: no broken links in them.
+step "cargo doc --no-deps --locked (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked
+
 step "python3 scripts/module-cycles.py"
 python3 scripts/module-cycles.py
 

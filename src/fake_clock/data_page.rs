@@ -33,12 +33,12 @@
 //! The clock program (`FLAG_PROGRAM`): clock id n reads `bases[n] + g(e)` where `e = real −
 //! anchors[n]` and `g` is piecewise linear: segment k (the last whose start ≤ e; segment 0
 //! before every start) gives `value_k + max(e − start_k, 0)·rate_k`, the product taken in 128
-//! bits and shifted down RATE_SHIFT (so before segment 0's start the clock stands at its value). With a strobe, `delta` is added in every odd period of `e ≥ 0`.
-//! `FLAG_RESOLUTION` rounds the reading down to a multiple of the resolution; the reciprocals
-//! spare the fake a `div`. Without `FLAG_PROGRAM` the reading is real + clocks[n] (the constant
-//! offset, the fast path). `FLAG_SLOW_READS` makes the fake take the real reading with the
-//! system call instead of the vDSO.
-//! ```
+//! bits and shifted down RATE_SHIFT (so before segment 0's start the clock stands at its
+//! value). With a strobe, `delta` is added in every odd period of `e ≥ 0`. `FLAG_RESOLUTION`
+//! rounds the reading down to a multiple of the resolution; the reciprocals spare the fake a
+//! `div`. Without `FLAG_PROGRAM` the reading is real + clocks[n] (the constant offset, the fast
+//! path). `FLAG_SLOW_READS` makes the fake take the real reading with the system call instead
+//! of the vDSO.
 //!
 //! Live updates never tear: the writer fills the *inactive* slot, then bumps `generation` (one
 //! aligned word). A reader takes the generation, reads the slot it selects, and retries if the
