@@ -122,9 +122,14 @@ timeskew_fake_start:
     .long TSK_STUB_CAPACITY
     .long .Lstub_time - .Lblob_start
 
-# Every checked read below selects the slot the same way, without a multiply:
-#     mov r8, [data + GENERATION]; lea rcx, [data + STRIDE]; test r8b, 1; cmovz rcx, data
-# so rcx + TSK_OFF_SLOT0 is the slot of generation r8.
+# Every checked read below selects the slot the same way, without a multiply: with r11 = the
+# data page, r8 = the generation and rcx + TSK_OFF_SLOT0 = the slot of generation r8.
+.macro TSK_SELECT_SLOT
+    mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    lea rcx, [r11 + TSK_SLOT_STRIDE]
+    test r8b, 1
+    cmovz rcx, r11
+.endm
 
 # int clock_gettime(clockid_t id /*edi*/, struct timespec *ts /*rsi*/)
 .p2align 4, 0xcc
@@ -149,10 +154,7 @@ timeskew_fake_clock_gettime:
     mov edx, edi
     shl edx, TSK_CLOCK_ENTRY_SHIFT      # rdx = id * 16 (zero-extended)
 .Lcg_retry:
-    mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
-    lea rcx, [r11 + TSK_SLOT_STRIDE]
-    test r8b, 1
-    cmovz rcx, r11                      # rcx + OFF_SLOT0 = slot (gen & 1)
+    TSK_SELECT_SLOT
     mov eax, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK]
     bt eax, edi
     jnc .Lcg_unselected
@@ -205,10 +207,7 @@ timeskew_fake_clock_gettime:
     lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
     mov edx, edi
     shl edx, TSK_CLOCK_ENTRY_SHIFT      # rdx = id * 16 (.Lprogram clobbers it)
-    mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
-    lea rcx, [r11 + TSK_SLOT_STRIDE]
-    test r8b, 1
-    cmovz rcx, r11
+    TSK_SELECT_SLOT
     mov eax, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK]
     bt eax, edi
     jnc .Lcg_prog_unselected
@@ -268,10 +267,7 @@ timeskew_fake_gettimeofday:
     jz .Lgtod_return                    # tv == NULL: nothing to shift (eax is 0)
     lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
 .Lgtod_retry:
-    mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
-    lea rcx, [r11 + TSK_SLOT_STRIDE]
-    test r8b, 1
-    cmovz rcx, r11
+    TSK_SELECT_SLOT
     test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
     jz .Lgtod_unselected                # CLOCK_REALTIME (bit 0) not selected
     cmp dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], 0
@@ -322,10 +318,7 @@ timeskew_fake_gettimeofday:
     jnz .Lgtod_return
 .Lgtod_prog_retry:
     lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
-    mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
-    lea rcx, [r11 + TSK_SLOT_STRIDE]
-    test r8b, 1
-    cmovz rcx, r11
+    TSK_SELECT_SLOT
     test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
     jz .Lgtod_prog_unselected
     test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAGS_PROGRAM_OR_RESOLUTION
@@ -402,10 +395,7 @@ timeskew_fake_time:
     .cfi_adjust_cfa_offset -8
     lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
 .Ltime_retry:
-    mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
-    lea rcx, [r11 + TSK_SLOT_STRIDE]
-    test r8b, 1
-    cmovz rcx, r11
+    TSK_SELECT_SLOT
     test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
     jz .Ltime_unselected                # CLOCK_REALTIME not selected
     cmp dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], 0
@@ -452,10 +442,7 @@ timeskew_fake_time:
     jnz .Ltime_syscall
     lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
 .Ltime_slow_retry:
-    mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
-    lea rcx, [r11 + TSK_SLOT_STRIDE]
-    test r8b, 1
-    cmovz rcx, r11
+    TSK_SELECT_SLOT
     test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
     jz .Ltime_slow_unselected
     cmp dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], 0
@@ -517,10 +504,7 @@ timeskew_fake_time:
     .cfi_adjust_cfa_offset TSK_FRAME    # (the code below still holds the frame)
 .Ltime_flagged_retry:
     lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
-    mov r8, qword ptr [r11 + TSK_OFF_GENERATION]
-    lea rcx, [r11 + TSK_SLOT_STRIDE]
-    test r8b, 1
-    cmovz rcx, r11
+    TSK_SELECT_SLOT
     test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
     jz .Ltime_flagged_real
     mov rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]

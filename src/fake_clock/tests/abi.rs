@@ -32,52 +32,6 @@ fn fake_clock_stack_depth_alignment_and_preserved_registers() {
         &data_page(&Params::default()),
     );
 
-    /// Calls `f(a0, a1)` with rbx, rbp, r12-r15 set to sentinels; returns (rax, rsp before
-    /// the call, whether all sentinels survived).
-    fn probe(f: usize, a0: usize, a1: usize) -> (u64, u64, bool) {
-        let (ret, rsp, ok): (u64, u64, u64);
-        // SAFETY: calls a fake from the test's code page with valid arguments; rbx and rbp
-        // are saved and restored around the call (two pushes keep the 16-byte alignment
-        // Rust guarantees on entry to the asm block); everything else the C ABI lets the
-        // callee clobber is declared clobbered.
-        unsafe {
-            std::arch::asm!(
-                "push rbx",
-                "push rbp",
-                "mov rbx, 0x1111",
-                "mov rbp, 0x2222",
-                "mov r13, 0x4444",
-                "mov r14, 0x5555",
-                "mov r15, 0x6666",
-                "mov r12, rsp",
-                "call rax",
-                "xor edx, edx",
-                "cmp rbx, 0x1111", "jne 2f",
-                "cmp rbp, 0x2222", "jne 2f",
-                "cmp r13, 0x4444", "jne 2f",
-                "cmp r14, 0x5555", "jne 2f",
-                "cmp r15, 0x6666", "jne 2f",
-                "mov edx, 1",
-                "2:",
-                "pop rbp",
-                "pop rbx",
-                // f in rax, not in(reg): a register class operand may be given rbx or
-                // rbp (no frame pointer in release builds), which the sentinels
-                // overwrite before the call.
-                inout("rax") f => ret,
-                out("r12") rsp,
-                lateout("rdx") ok,
-                out("r13") _,
-                in("rdi") a0,
-                in("rsi") a1,
-                out("r14") _,
-                out("r15") _,
-                clobber_abi("C"),
-            );
-        }
-        (ret, rsp, ok == 1)
-    }
-
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -153,6 +107,182 @@ fn fake_clock_stack_depth_alignment_and_preserved_registers() {
     );
     assert_eq!(rsp - r, 40, "time (slow path) stack depth");
     assert_eq!(t, r, "*tloc");
+}
+
+/// Calls `f(a0, a1)` with rbx, rbp, r12-r15 set to sentinels; returns (rax, rsp before
+/// the call, whether all sentinels survived).
+fn probe(f: usize, a0: usize, a1: usize) -> (u64, u64, bool) {
+    let (ret, rsp, ok): (u64, u64, u64);
+    // SAFETY: calls a fake from the test's code page with valid arguments; rbx and rbp
+    // are saved and restored around the call (two pushes keep the 16-byte alignment
+    // Rust guarantees on entry to the asm block); everything else the C ABI lets the
+    // callee clobber is declared clobbered.
+    unsafe {
+        std::arch::asm!(
+            "push rbx",
+            "push rbp",
+            "mov rbx, 0x1111",
+            "mov rbp, 0x2222",
+            "mov r13, 0x4444",
+            "mov r14, 0x5555",
+            "mov r15, 0x6666",
+            "mov r12, rsp",
+            "call rax",
+            "xor edx, edx",
+            "cmp rbx, 0x1111", "jne 2f",
+            "cmp rbp, 0x2222", "jne 2f",
+            "cmp r13, 0x4444", "jne 2f",
+            "cmp r14, 0x5555", "jne 2f",
+            "cmp r15, 0x6666", "jne 2f",
+            "mov edx, 1",
+            "2:",
+            "pop rbp",
+            "pop rbx",
+            // f in rax, not in(reg): a register class operand may be given rbx or
+            // rbp (no frame pointer in release builds), which the sentinels
+            // overwrite before the call.
+            inout("rax") f => ret,
+            out("r12") rsp,
+            lateout("rdx") ok,
+            out("r13") _,
+            in("rdi") a0,
+            in("rsi") a1,
+            out("r14") _,
+            out("r15") _,
+            clobber_abi("C"),
+        );
+    }
+    (ret, rsp, ok == 1)
+}
+
+/// The program paths (clock program, strobe, resolution) keep the same ABI: callee-saved
+/// registers survive, the genuine function is entered with the stack aligned and no deeper than
+/// on the constant path (8 return + 24 frame + 8 inner return), and `.Lprogram`, called after the
+/// frame is released (or from inside time()'s), goes no deeper either.
+#[test]
+fn fake_clock_program_paths_keep_the_abi() {
+    use crate::fake_clock::data_page::{Program, RATE_ONE, Segment, Strobe};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static ENTRY_RSP: AtomicU64 = AtomicU64::new(0);
+    let at = ENTRY_RSP.as_ptr() as u64;
+    // movabs rax, &ENTRY_RSP; mov [rax], rsp — then the stub's own job.
+    let record = |rest: &[u8]| -> Vec<u8> {
+        let mut code = vec![0x48, 0xb8];
+        code.extend_from_slice(&at.to_le_bytes());
+        code.extend_from_slice(&[0x48, 0x89, 0x20]);
+        code.extend_from_slice(rest);
+        code
+    };
+    // mov qword [rsi], 1000; mov qword [rsi+8], 0; xor eax, eax; ret
+    let cg = record(&[
+        0x48, 0xc7, 0x06, 0xe8, 0x03, 0, 0, 0x48, 0xc7, 0x46, 0x08, 0, 0, 0, 0, 0x31, 0xc0, 0xc3,
+    ]);
+    // mov qword [rdi], 1000; mov qword [rdi+8], 0; xor eax, eax; ret
+    let gtod = record(&[
+        0x48, 0xc7, 0x07, 0xe8, 0x03, 0, 0, 0x48, 0xc7, 0x47, 0x08, 0, 0, 0, 0, 0x31, 0xc0, 0xc3,
+    ]);
+    // mov eax, 1000; ret
+    let time = record(&[0xb8, 0xe8, 0x03, 0, 0, 0xc3]);
+    let mut p = Params {
+        mask: 0b11,
+        resolution_ns: 1_000_000,
+        program: Some(Program {
+            segments: vec![
+                Segment {
+                    start_ns: -1_000_000_000,
+                    value_ns: -1_000_000_000,
+                    rate: RATE_ONE,
+                },
+                Segment {
+                    start_ns: 0,
+                    value_ns: 0,
+                    rate: 2 * RATE_ONE,
+                },
+            ],
+            strobe: Some(Strobe {
+                period_ns: 250_000_000,
+                delta_ns: 1_000_000_000,
+            }),
+            anchors_ns: [0; 32],
+            bases_ns: [0; 32],
+        }),
+        ..Params::default()
+    };
+    if let Some(prog) = p.program.as_mut() {
+        prog.anchors_ns[0] = 999_000_000_000;
+        prog.bases_ns[0] = 999_000_000_000;
+        prog.anchors_ns[1] = 999_000_000_000;
+        prog.bases_ns[1] = 5_000_000_000_000;
+    }
+    let inj = Injected::with_stubs(&cg, &gtod, &time, &data_page(&p));
+    let depth = |rsp: u64, what: &str| {
+        let entry = ENTRY_RSP.swap(0, Ordering::Relaxed);
+        assert_ne!(entry, 0, "{what}: the genuine function was not called");
+        assert_eq!(
+            entry % 16,
+            8,
+            "{what}: genuine entered with a misaligned stack"
+        );
+        assert_eq!(
+            rsp - entry,
+            40,
+            "{what}: 8 (ret) + 24 (frame) + 8 (inner ret)"
+        );
+    };
+    for id in [0usize, 1] {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let (r, rsp, ok) = probe(
+            inj.addr(inj.blob.entries[Entry::ClockGettime]),
+            id,
+            &raw mut ts as usize,
+        );
+        assert!(
+            ok,
+            "clock_gettime({id}) under a program clobbered a callee-saved register"
+        );
+        assert_eq!(r, 0);
+        assert_eq!(rsp % 16, 0);
+        depth(rsp, "clock_gettime");
+        let want = p.reading(id, 1_000_000_000_000).unwrap();
+        assert_eq!(
+            ts.tv_sec * 1_000_000_000 + ts.tv_nsec,
+            want,
+            "clock_gettime({id}) under the program"
+        );
+    }
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let (r, rsp, ok) = probe(
+        inj.addr(inj.blob.entries[Entry::Gettimeofday]),
+        &raw mut tv as usize,
+        0,
+    );
+    assert!(
+        ok,
+        "gettimeofday under a program clobbered a callee-saved register"
+    );
+    assert_eq!(r, 0);
+    depth(rsp, "gettimeofday");
+    // time(): the program path reads CLOCK_REALTIME_COARSE through the clock_gettime stub
+    // from inside its frame.
+    let mut t: u64 = 0;
+    let (r, rsp, ok) = probe(
+        inj.addr(inj.blob.entries[Entry::Time]),
+        &raw mut t as usize,
+        0,
+    );
+    assert!(ok, "time under a program clobbered a callee-saved register");
+    depth(rsp, "time");
+    assert_eq!(t, r, "*tloc");
+    assert_eq!(
+        r as i64,
+        p.reading(0, 1_000_000_000_000).unwrap() / 1_000_000_000
+    );
 }
 
 // ---- genuine functions that use every freedom the C ABI gives them -------------------

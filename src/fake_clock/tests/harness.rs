@@ -117,6 +117,18 @@ pub(super) fn abs_jump(target: usize) -> Vec<u8> {
     v
 }
 
+/// The clocks the vDSO reads itself (the others are system calls): what the tests on the
+/// genuine vDSO go through.
+pub(super) const VDSO_CLOCKS: [libc::clockid_t; 7] = [
+    libc::CLOCK_REALTIME,
+    libc::CLOCK_MONOTONIC,
+    libc::CLOCK_MONOTONIC_RAW,
+    libc::CLOCK_REALTIME_COARSE,
+    libc::CLOCK_MONOTONIC_COARSE,
+    libc::CLOCK_BOOTTIME,
+    libc::CLOCK_TAI,
+];
+
 pub(super) fn data_page(p: &Params) -> Vec<u8> {
     DataPage {
         patched: true,

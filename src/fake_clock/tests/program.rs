@@ -415,15 +415,7 @@ fn check_time_program(inj: &Injected, p: &Params) {
 /// gettimeofday and time from the realtime parameters.
 #[test]
 fn fake_clock_vdso_programs_bracketed() {
-    let ids = [
-        libc::CLOCK_REALTIME,
-        libc::CLOCK_MONOTONIC,
-        libc::CLOCK_MONOTONIC_RAW,
-        libc::CLOCK_REALTIME_COARSE,
-        libc::CLOCK_MONOTONIC_COARSE,
-        libc::CLOCK_BOOTTIME,
-        libc::CLOCK_TAI,
-    ];
+    let ids = VDSO_CLOCKS;
     let mask = ids.iter().fold(0u32, |m, &id| m | 1 << id);
     for (name, segments, strobe) in shapes() {
         if name == "strobe 1 ns +1" {

@@ -8,15 +8,7 @@ use std::time::Duration;
 
 #[test]
 fn fake_clock_vdso_offsets() {
-    let clocks = [
-        libc::CLOCK_REALTIME,
-        libc::CLOCK_MONOTONIC,
-        libc::CLOCK_MONOTONIC_RAW,
-        libc::CLOCK_REALTIME_COARSE,
-        libc::CLOCK_MONOTONIC_COARSE,
-        libc::CLOCK_BOOTTIME,
-        libc::CLOCK_TAI,
-    ];
+    let clocks = VDSO_CLOCKS;
     for off in OFFSETS {
         let mut mask = 0;
         let mut offs = vec![];
