@@ -293,7 +293,7 @@ pub struct InjectArgs {
     pub count: Option<u64>,
 }
 
-impl InjectArgs {
+impl CheckArgs for InjectArgs {
     /// What clap cannot check flag by flag: `--every` must leave room for `--duration` (each
     /// round skews for the duration, then recovers; the next starts `--every` after the
     /// previous one started, so an equal or shorter period would run rounds back to back).
@@ -325,7 +325,9 @@ impl InjectArgs {
             clap::Error::raw(kind, e.to_string())
         })
     }
+}
 
+impl InjectArgs {
     /// The skew these arguments ask for, ending after `--duration` if given.
     pub fn skew(&self) -> Skew {
         let step = match (self.skew_args.offset, self.shape.at) {
@@ -341,27 +343,37 @@ impl InjectArgs {
     }
 }
 
-/// [`InjectArgs`], checked as a whole once clap has parsed each flag: a failed check is a usage
-/// error like clap's own (exit status 2, with the usage line).
-#[derive(Debug)]
-pub struct CheckedInjectArgs(pub InjectArgs);
+/// Arguments with a check clap cannot make flag by flag ([`Checked`] runs it).
+pub trait CheckArgs: Args + clap::FromArgMatches {
+    fn check(&self) -> Result<(), clap::Error>;
+}
 
-impl std::ops::Deref for CheckedInjectArgs {
-    type Target = InjectArgs;
-    fn deref(&self) -> &InjectArgs {
+/// `T`, checked as a whole once clap has parsed each flag: a failed check is a usage error
+/// like clap's own (exit status 2, with the usage line).
+#[derive(Debug)]
+pub struct Checked<T>(pub T);
+
+/// The arguments of `inject`, checked.
+pub type CheckedInjectArgs = Checked<InjectArgs>;
+/// The arguments of `run`, checked.
+pub type CheckedRunArgs = Checked<RunArgs>;
+
+impl<T> std::ops::Deref for Checked<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
         &self.0
     }
 }
 
-impl clap::FromArgMatches for CheckedInjectArgs {
+impl<T: CheckArgs> clap::FromArgMatches for Checked<T> {
     fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
         Self::from_arg_matches_mut(&mut matches.clone())
     }
 
     fn from_arg_matches_mut(matches: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
-        let args = InjectArgs::from_arg_matches_mut(matches)?;
+        let args = T::from_arg_matches_mut(matches)?;
         args.check()?;
-        Ok(CheckedInjectArgs(args))
+        Ok(Checked(args))
     }
 
     fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
@@ -370,17 +382,17 @@ impl clap::FromArgMatches for CheckedInjectArgs {
     }
 }
 
-impl Args for CheckedInjectArgs {
+impl<T: CheckArgs> Args for Checked<T> {
     fn augment_args(cmd: clap::Command) -> clap::Command {
-        InjectArgs::augment_args(cmd)
+        T::augment_args(cmd)
     }
 
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        InjectArgs::augment_args_for_update(cmd)
+        T::augment_args_for_update(cmd)
     }
 
     fn group_id() -> Option<clap::Id> {
-        InjectArgs::group_id()
+        T::group_id()
     }
 }
 
@@ -457,7 +469,7 @@ const INJECT_ONLY_FLAGS: [&str; 9] = [
     "--slow-reads",
 ];
 
-impl RunArgs {
+impl CheckArgs for RunArgs {
     /// CMD takes every argument from the first one clap does not know, so `run --rate 2 -- x`
     /// would run a program called `--rate`: refuse an inject-only fault there as a usage error.
     fn check(&self) -> Result<(), clap::Error> {
@@ -473,48 +485,6 @@ impl RunArgs {
             ));
         }
         Ok(())
-    }
-}
-
-/// [`RunArgs`], checked like [`CheckedInjectArgs`].
-#[derive(Debug)]
-pub struct CheckedRunArgs(pub RunArgs);
-
-impl std::ops::Deref for CheckedRunArgs {
-    type Target = RunArgs;
-    fn deref(&self) -> &RunArgs {
-        &self.0
-    }
-}
-
-impl clap::FromArgMatches for CheckedRunArgs {
-    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
-        Self::from_arg_matches_mut(&mut matches.clone())
-    }
-
-    fn from_arg_matches_mut(matches: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
-        let args = RunArgs::from_arg_matches_mut(matches)?;
-        args.check()?;
-        Ok(CheckedRunArgs(args))
-    }
-
-    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
-        self.0.update_from_arg_matches(matches)?;
-        self.0.check()
-    }
-}
-
-impl Args for CheckedRunArgs {
-    fn augment_args(cmd: clap::Command) -> clap::Command {
-        RunArgs::augment_args(cmd)
-    }
-
-    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        RunArgs::augment_args_for_update(cmd)
-    }
-
-    fn group_id() -> Option<clap::Id> {
-        RunArgs::group_id()
     }
 }
 

@@ -216,16 +216,6 @@ fn fake_clock_vdso_time_floor_semantics() {
     }
 }
 
-const VDSO_CLOCKS: [libc::clockid_t; 7] = [
-    libc::CLOCK_REALTIME,
-    libc::CLOCK_MONOTONIC,
-    libc::CLOCK_MONOTONIC_RAW,
-    libc::CLOCK_REALTIME_COARSE,
-    libc::CLOCK_MONOTONIC_COARSE,
-    libc::CLOCK_BOOTTIME,
-    libc::CLOCK_TAI,
-];
-
 /// Each clock against its own deadline, in its own time: far ahead or none → shifted, just
 /// or long passed → genuine. The other clocks' deadlines are set the other way round, so
 /// a fake that looked at the wrong entry would be caught.
