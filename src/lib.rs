@@ -157,6 +157,7 @@ mod arch;
 mod error;
 mod fake_clock;
 mod fault;
+pub mod follow;
 mod ops;
 mod patch;
 mod ptrace;
@@ -170,6 +171,7 @@ mod target;
 mod vdso;
 
 pub use error::{Error, Result};
+pub use follow::{FollowEnd, FollowReport, follow};
 pub use ops::{ManualClock, inject, inject_traced, recover, recover_slewed, status};
 pub use report::{ClockOffset, InjectAction, InjectReport, RecoverReport, ShapeStatus, Status};
 pub use signals::{TerminationDeferred, termination_signals};

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::error::Error;
 use crate::ops::inject::inject_traced;
+use crate::ptrace::exec_stop::{LeftExecve, leave_execve};
 use crate::ptrace::raw;
 use crate::signals;
 use crate::skew::Skew;
@@ -243,35 +244,16 @@ impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
         }
     }
 
-    /// Brings `pid`, stopped at PTRACE_EVENT_EXEC, to the exit of its execve. The event stop is
-    /// still inside the system call: the kernel writes execve's result into the return register
-    /// after it, which would overwrite the syscall number the injection sets up. One
-    /// PTRACE_SYSCALL moves it to the syscall-exit-stop that follows, before any instruction of
-    /// the new program (and before any signal is handled). False if the process died.
+    /// Moves `pid` from its exec event to the exit of execve (see [`leave_execve`]); false if
+    /// something else came first (handled here) or the process is gone.
     fn leave_execve(&mut self, pid: Pid) -> bool {
-        if let Err(e) = ptrace::syscall(pid, None) {
-            log::debug!("pid {pid}: PTRACE_SYSCALL at exec failed: {e}");
-            return false;
-        }
-        loop {
-            match waitpid(pid, Some(WaitPidFlag::__WALL)) {
-                Ok(WaitStatus::PtraceSyscall(_)) => return true,
-                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                    self.handle(status);
-                    return false;
-                }
-                Ok(other) => {
-                    // Not expected before the syscall exit; let the loop deal with it.
-                    log::warn!("pid {pid}: unexpected stop leaving execve: {other:?}");
-                    self.handle(other);
-                    return false;
-                }
-                Err(Errno::EINTR) => {}
-                Err(e) => {
-                    log::debug!("pid {pid}: waiting for the end of execve failed: {e}");
-                    return false;
-                }
+        match leave_execve(pid) {
+            LeftExecve::AtExit => true,
+            LeftExecve::Other(status) => {
+                self.handle(status);
+                false
             }
+            LeftExecve::Lost => false,
         }
     }
 

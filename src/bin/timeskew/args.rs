@@ -291,6 +291,13 @@ pub struct InjectArgs {
     /// With --every: stop after N rounds
     #[arg(long, value_name = "N", requires = "every", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
+
+    /// Keep watching the selection until the experiment ends (--duration, Ctrl-C, SIGTERM, or
+    /// `timeskew recover` of it from another shell): every program a selected process execs,
+    /// every child it forks and every process that joins the selected cgroups or containers
+    /// gets the same fault; all are recovered at the end
+    #[arg(long, conflicts_with_all = ["detach", "every"])]
+    pub follow: bool,
 }
 
 impl CheckArgs for InjectArgs {

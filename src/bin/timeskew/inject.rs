@@ -22,6 +22,10 @@ pub fn inject(
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> Result<(), CliError> {
+    if args.follow {
+        // Not through the backend: the follower is one long-lived helper, not one per change.
+        return crate::follow::follow(args, out, err);
+    }
     let skew = args.skew();
     let waits = args.duration.is_some() && !args.detach;
     // Termination signals become events to wait for, not a death half-way through a round.
@@ -152,6 +156,29 @@ impl Signals {
                 Err(e) => return Err(CliError::io("wait for the deadline", e.into())),
             }
         }
+    }
+}
+
+impl Signals {
+    /// A termination signal that arrived (the descriptor polled readable), if any.
+    pub fn take(&self) -> Result<Option<Signal>, CliError> {
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+            return Ok(None);
+        }
+        match self.fd.read_signal() {
+            Ok(Some(info)) => Ok(Some(
+                Signal::try_from(info.ssi_signo as i32).unwrap_or(Signal::SIGTERM),
+            )),
+            Ok(None) => Ok(None),
+            Err(e) => Err(CliError::io("read a signal", e.into())),
+        }
+    }
+}
+
+impl AsFd for Signals {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

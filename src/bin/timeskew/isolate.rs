@@ -29,14 +29,69 @@ use serde::de::DeserializeOwned;
 /// it ends anyway (the helper finishes on its own).
 const GRACE: Duration = Duration::from_millis(500);
 
-/// What the helper sends back: the report, or the error told apart as far as the command's
+/// What a helper sends back: the report, or the error told apart as far as the command's
 /// output needs (a process that is gone is reported differently in selections).
 #[derive(Serialize, serde::Deserialize)]
-enum Answer<T> {
+pub enum Answer<T> {
     Done(T),
     NoSuchProcess,
     Gone { step: String },
     Failed { message: String },
+}
+
+impl<T> From<timeskew::Result<T>> for Answer<T> {
+    fn from(result: timeskew::Result<T>) -> Answer<T> {
+        match result {
+            Ok(report) => Answer::Done(report),
+            Err(timeskew::Error::NoSuchProcess { .. }) => Answer::NoSuchProcess,
+            Err(timeskew::Error::ProcessGone { step, .. }) => Answer::Gone { step: step.into() },
+            Err(e) => Answer::Failed {
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+impl<T> Answer<T> {
+    /// The result again, on the command's side (`pid`: the process it is about).
+    pub fn into_result(self, pid: i32) -> timeskew::Result<T> {
+        match self {
+            Answer::Done(report) => Ok(report),
+            Answer::NoSuchProcess => Err(timeskew::Error::NoSuchProcess { pid }),
+            Answer::Gone { step } => Err(timeskew::Error::ProcessGone {
+                pid,
+                // A handful of distinct texts per run, kept for the error's lifetime.
+                step: Box::leak(step.into_boxed_str()),
+            }),
+            Answer::Failed { message } => Err(timeskew::Error::Helper { pid, message }),
+        }
+    }
+}
+
+/// Makes this (forked, single-threaded) process a helper: a session of its own and deaf to the
+/// signals that end a command, so that killing the command, its process group or its terminal
+/// does not reach it.
+pub fn become_helper(tool: u32) {
+    if let Err(e) = setsid() {
+        log::warn!("helper: setsid failed: {e}");
+    }
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGPIPE,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+    ] {
+        // SAFETY: SIG_IGN installs no handler of ours.
+        if let Err(e) = unsafe { signal(sig, SigHandler::SigIgn) } {
+            log::warn!("helper: cannot ignore {sig}: {e}");
+        }
+    }
+    // SAFETY: single-threaded (the only thread fork() copied).
+    unsafe { std::env::set_var("TIMESKEW_TOOL_PID", tool.to_string()) };
 }
 
 /// Runs `op` (a change to `pid`) in a helper process and returns its result.
@@ -73,40 +128,16 @@ pub fn in_helper<T: Serialize + DeserializeOwned>(
     }
 }
 
-fn single_threaded() -> bool {
+pub fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
 }
 
 /// The helper: its own session, deaf to the signals that end a command, the change, the answer.
 fn helper<T: Serialize>(tool: u32, out: OwnedFd, op: impl FnOnce() -> timeskew::Result<T>) -> ! {
-    if let Err(e) = setsid() {
-        log::warn!("helper: setsid failed: {e}");
-    }
-    for sig in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGPIPE,
-        Signal::SIGTSTP,
-        Signal::SIGTTIN,
-        Signal::SIGTTOU,
-    ] {
-        // SAFETY: SIG_IGN installs no handler of ours.
-        if let Err(e) = unsafe { signal(sig, SigHandler::SigIgn) } {
-            log::warn!("helper: cannot ignore {sig}: {e}");
-        }
-    }
-    // SAFETY: single-threaded (the only thread fork() copied).
-    unsafe { std::env::set_var("TIMESKEW_TOOL_PID", tool.to_string()) };
+    become_helper(tool);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(op));
     let answer = match result {
-        Ok(Ok(report)) => Answer::Done(report),
-        Ok(Err(timeskew::Error::NoSuchProcess { .. })) => Answer::NoSuchProcess,
-        Ok(Err(timeskew::Error::ProcessGone { step, .. })) => Answer::Gone { step: step.into() },
-        Ok(Err(e)) => Answer::Failed {
-            message: e.to_string(),
-        },
+        Ok(result) => Answer::from(result),
         // The transaction was rolled back while unwinding.
         Err(_) => Answer::Failed {
             message: "the helper process panicked; the change was rolled back".into(),
@@ -169,14 +200,7 @@ fn await_answer<T: DeserializeOwned>(pid: i32, child: Pid, from: OwnedFd) -> tim
         }
     }
     match serde_json::from_slice::<Answer<T>>(&bytes) {
-        Ok(Answer::Done(report)) => Ok(report),
-        Ok(Answer::NoSuchProcess) => Err(timeskew::Error::NoSuchProcess { pid }),
-        Ok(Answer::Gone { step }) => Err(timeskew::Error::ProcessGone {
-            pid,
-            // A handful of distinct texts per run, kept for the error's lifetime.
-            step: Box::leak(step.into_boxed_str()),
-        }),
-        Ok(Answer::Failed { message }) => Err(timeskew::Error::Helper { pid, message }),
+        Ok(answer) => answer.into_result(pid),
         Err(_) => Err(timeskew::Error::Helper {
             pid,
             message: format!(

@@ -13,6 +13,7 @@ mod args;
 mod backend;
 mod demo;
 mod error;
+mod follow;
 mod inject;
 mod isolate;
 mod output;
