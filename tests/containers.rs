@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::container::{Container, image};
+use common::container::{Container, bind_with_libraries, image, run_once};
 use common::e2e::{LineTarget, cli_json, static_glibc_probe};
 use common::*;
 
@@ -197,6 +197,61 @@ fn a_name_resolves_through_podman_and_combines_with_pid_and_tree() {
     assert!(
         text.contains(&format!("pid {main}: not injected")) && text.contains("targets succeeded"),
         "{text}"
+    );
+}
+
+/// deploy/timeskew-job.yaml's situation, with podman instead of a kubelet: timeskew in a
+/// privileged container of its own, in the host's PID namespace but its own cgroup namespace,
+/// with the host's cgroup tree mounted at /host/sys/fs/cgroup (its own /sys/fs/cgroup shows only
+/// itself), given the id in Kubernetes' `containerd://` form.
+#[test]
+fn from_a_privileged_container_with_the_hosts_cgroups_as_the_kubernetes_job_does() {
+    let img = test_image();
+    let mut c = Container::run("job-target", &img, TICKERS);
+    let mut args: Vec<String> = [
+        "--privileged",
+        "--pid=host",
+        "--cgroupns=private",
+        "-v",
+        "/sys/fs/cgroup:/host/sys/fs/cgroup:ro",
+    ]
+    .map(String::from)
+    .into();
+    args.extend(bind_with_libraries(std::path::Path::new(timeskew_bin())));
+    let id = format!("containerd://{}", c.id);
+    let offset = format!("{OFFSET_S}s");
+    let bin = timeskew_bin();
+    args.extend(
+        [
+            img.as_str(),
+            bin,
+            "inject",
+            "--container",
+            &id,
+            "--offset",
+            &offset,
+            "--duration",
+            "2s",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_once("job", &args);
+    assert!(
+        out.status.success() && stdout(&out).contains("targets succeeded"),
+        "the job failed ({}):\n{}{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    // The ticks the container printed meanwhile were skewed; after the deadline, real again.
+    assert_ticks(&mut c, "A", OFFSET_S, 1);
+    assert_ticks(&mut c, "A", 0, 2);
+    assert_ticks(&mut c, "B", 0, 2);
+    let status = cli_json(&["status", "--container", &c.id, "--json"]);
+    assert!(
+        injected_by_pid(&status).iter().all(|&(_, i)| !i),
+        "{status}"
     );
 }
 

@@ -151,15 +151,23 @@ pub fn locate(given: &str) -> Result<Container> {
     container::pick(given, &prefix, &container::scan(&roots), &roots)
 }
 
-/// The mount point of each cgroup hierarchy (v1 controllers, v2), once each.
+/// The mount point of each cgroup hierarchy (v1 controllers, v2), once per view.
 fn hierarchy_roots() -> Result<Vec<PathBuf>> {
+    Ok(roots_of(procfs::cgroup_mounts()?))
+}
+
+/// The mount points to walk: one per (hierarchy, root shown). A mount of another root of the
+/// same hierarchy is kept: in a pod with its own cgroup namespace, the pod's `/sys/fs/cgroup`
+/// shows its own cgroup only (root `/`), while the node's tree mounted from the host shows as
+/// root `/../..`: only the second holds the other containers. Walking both costs a repeat of
+/// the smaller tree, and a container seen twice is still one (its directories merged).
+fn roots_of(mounts: Vec<procfs::CgroupMount>) -> Vec<PathBuf> {
     let mut seen = BTreeSet::new();
-    Ok(procfs::cgroup_mounts()?
+    mounts
         .into_iter()
-        // The same hierarchy mounted twice would be walked twice; its root mount shows it all.
-        .filter(|m| m.root == "/" && seen.insert(m.device.clone()))
+        .filter(|m| seen.insert((m.device.clone(), m.root.clone())))
         .map(|m| m.mountpoint)
-        .collect())
+        .collect()
 }
 
 /// The live processes of container `c` (named `given` by the user), leaving out `me`; an error
@@ -436,5 +444,26 @@ mod tests {
             "{e}"
         );
         assert_eq!(live.unwrap(), [me]);
+    }
+
+    #[test]
+    fn every_view_of_a_hierarchy_is_walked_once() {
+        // A privileged pod: its own cgroup2 view, the node's mounted at /host/sys/fs/cgroup, and
+        // the node's again (a second bind of the same view).
+        let mountinfo = "\
+1 0 0:30 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw
+2 0 0:30 /../../.. /host/sys/fs/cgroup rw - cgroup2 cgroup2 rw
+3 0 0:30 /../../.. /mnt/again rw - cgroup2 cgroup2 rw
+4 0 0:31 / /host/sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu
+";
+        let roots = roots_of(procfs::parse_cgroup_mounts(mountinfo));
+        assert_eq!(
+            roots,
+            [
+                PathBuf::from("/sys/fs/cgroup"),
+                "/host/sys/fs/cgroup".into(),
+                "/host/sys/fs/cgroup/cpu".into()
+            ]
+        );
     }
 }

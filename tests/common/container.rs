@@ -154,6 +154,54 @@ fn build_and_import(files: &[(String, PathBuf)], tag: &str) {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// `podman run --rm ARGS…` to completion (a container that does one job and exits), with the
+/// runtime flags every container here needs; named `timeskew-<test>-<our pid>`.
+pub fn run_once(test: &str, args: &[&str]) -> Output {
+    let name = format!("timeskew-{test}-{}", std::process::id());
+    podman()
+        .args(["run", "--rm", "--name", &name, "--network", "none"])
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ])
+        .args(args)
+        .output()
+        .expect("run podman run")
+}
+
+/// `-v` arguments that bind `program` and the shared libraries it loads (as `ldd` lists them)
+/// read-only at the same paths, so that a dynamically linked program of the host (the timeskew
+/// binary) runs in the busybox image.
+pub fn bind_with_libraries(program: &Path) -> Vec<String> {
+    let out = Command::new(require("ldd", "libc-bin"))
+        .arg(program)
+        .output()
+        .expect("run ldd");
+    let mut files = vec![program.to_path_buf()];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` or `/lib64/ld-linux… (0x…)`
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|r| r.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(p) = path {
+            files.push(p.into());
+        }
+    }
+    files
+        .iter()
+        .flat_map(|f| {
+            [
+                "-v".to_string(),
+                format!("{}:{}:ro", f.display(), f.display()),
+            ]
+        })
+        .collect()
+}
+
 /// A running container, removed when dropped.
 pub struct Container {
     /// Unique per test and run: `timeskew-<test>-<our pid>-<n>`.
