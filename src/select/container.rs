@@ -1,7 +1,7 @@
 //! Containers found through their cgroups, the way chaos daemons find them on a node: every
 //! runtime names a container's cgroup after its 64-hex id, in every mounted hierarchy (cgroup v1
 //! controllers, the v2 tree or the hybrid `unified` mount). No runtime API is asked; a name
-//! alone goes through a runtime's command line ([`super::names`]).
+//! alone goes through a runtime's command line (`names.rs`).
 //!
 //! The naming schemes recognised (the directory's name, and for a bare id where it sits):
 //!

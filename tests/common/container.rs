@@ -225,6 +225,16 @@ impl Container {
             std::process::id(),
             COUNT.fetch_add(1, Ordering::Relaxed)
         );
+        // A container created but not started (a failed `run -d`) is removed before failing.
+        struct RemoveUnlessStarted<'a>(&'a str, bool);
+        impl Drop for RemoveUnlessStarted<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    let _ = podman().args(["rm", "-f", "-t", "0", self.0]).output();
+                }
+            }
+        }
+        let mut guard = RemoveUnlessStarted(&name, false);
         let id = podman_ok(&[
             "run",
             "-d",
@@ -248,6 +258,8 @@ impl Container {
             id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
             "podman run printed {id:?}, not an id"
         );
+        guard.1 = true;
+        drop(guard);
         let mut logs = podman()
             .args(["logs", "-f", &name])
             .stdout(Stdio::piped())
