@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the end-to-end suites (tests/runtimes.rs, tests/servers.rs) need on a fresh
-# Debian 12 machine: the toolchains that build the test targets and the servers they skew.
+# Installs what the end-to-end suites (tests/runtimes.rs, tests/servers.rs, tests/containers.rs)
+# need on a fresh Debian 12 machine: the toolchains that build the test targets, the servers
+# they skew, and podman for real containers (daemonless: nothing to start).
 # Idempotent: packages already present are left alone, and apt is not touched at all when
 # nothing is missing. Run as root; `sudo scripts/test.sh` (and so .ci/run) runs it first.
 set -euo pipefail
@@ -15,6 +16,10 @@ packages=(
     redis-server redis-tools
     etcd-server etcd-client
     postgresql-15 postgresql-client-15
+    # tests/containers.rs: podman runs the containers with runc (crun, podman's first choice,
+    # refuses a hybrid cgroup v1/v2 layout; runc satisfies podman's "crun | runc"); the image is
+    # busybox-static alone (it replaces a dynamic `busybox` package if one is installed).
+    podman runc busybox-static
 )
 
 missing=()

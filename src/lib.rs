@@ -87,7 +87,9 @@
 //! # Choosing processes
 //!
 //! Every operation takes one process id. [`select::Selection`] turns what a chaos experiment
-//! names — pids, their descendants, the members of cgroups — into the ids to apply it to:
+//! names — pids, their descendants, the members of cgroups and of containers (by id, found
+//! through the cgroups their runtimes name after it: `selection.containers`) — into the ids to
+//! apply it to:
 //!
 //! ```
 //! use timeskew::select::Selection;

@@ -313,6 +313,69 @@ pub fn frozen_by(pid: i32) -> Option<String> {
 /// The directory of cgroup `path` in the hierarchy mounted for `controller` (v1), or the
 /// cgroup2 mount (`None`), as this process sees it in `/proc/self/mountinfo`.
 fn cgroup_dir(mountinfo: &str, controller: Option<&str>, path: &str) -> Option<std::path::PathBuf> {
+    parse_cgroup_mounts(mountinfo)
+        .iter()
+        .find(|m| match (controller, &m.controllers) {
+            (None, None) => true,
+            (Some(c), Some(have)) => have.iter().any(|h| h == c),
+            _ => false,
+        })?
+        .dir_of(path)
+}
+
+/// A mounted cgroup hierarchy, from a `cgroup` (v1) or `cgroup2` line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupMount {
+    /// Where it is mounted (`/sys/fs/cgroup/cpu`, `/sys/fs/cgroup/unified`, `/sys/fs/cgroup`).
+    pub mountpoint: std::path::PathBuf,
+    /// The cgroup shown at the mount point (`/` unless a sub-tree is mounted).
+    pub root: String,
+    /// v1: the controllers and `name=` options of the hierarchy; v2: `None`.
+    pub controllers: Option<Vec<String>>,
+    /// The superblock (`major:minor`): the same hierarchy mounted twice has one.
+    pub device: String,
+}
+
+impl CgroupMount {
+    /// The directory of cgroup `path` (as `/proc/PID/cgroup` writes it) under this mount, if
+    /// the mount shows it.
+    pub fn dir_of(&self, path: &str) -> Option<std::path::PathBuf> {
+        let rel = if self.root == "/" {
+            path
+        } else {
+            let rest = path.strip_prefix(self.root.as_str())?;
+            // `/a/bc` is not below a mount of `/a/b`.
+            if !(rest.is_empty() || rest.starts_with('/')) {
+                return None;
+            }
+            rest
+        };
+        Some(self.mountpoint.join(rel.trim_start_matches('/')))
+    }
+
+    /// Whether this mount holds the hierarchy of a `/proc/PID/cgroup` line with `controllers`
+    /// (empty for the v2 line `0::PATH`).
+    pub fn holds(&self, controllers: &str) -> bool {
+        match &self.controllers {
+            None => controllers.is_empty(),
+            Some(have) => {
+                !controllers.is_empty()
+                    && controllers.split(',').all(|c| have.iter().any(|h| h == c))
+            }
+        }
+    }
+}
+
+/// The cgroup hierarchies mounted in this process's mount namespace.
+pub fn cgroup_mounts() -> Result<Vec<CgroupMount>> {
+    let text = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::BadSelection(format!("cannot read /proc/self/mountinfo: {e}")))?;
+    Ok(parse_cgroup_mounts(&text))
+}
+
+/// The `cgroup` and `cgroup2` lines of a mountinfo text.
+pub fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+    let mut out = Vec::new();
     for line in mountinfo.lines() {
         // id parent major:minor root mountpoint options... - fstype source superoptions
         let Some((left, right)) = line.split_once(" - ") else {
@@ -320,31 +383,92 @@ fn cgroup_dir(mountinfo: &str, controller: Option<&str>, path: &str) -> Option<s
         };
         let fields: Vec<&str> = left.split(' ').collect();
         let right: Vec<&str> = right.split(' ').collect();
-        let (Some(root), Some(mountpoint), Some(fstype)) =
-            (fields.get(3), fields.get(4), right.first())
+        let (Some(device), Some(root), Some(mountpoint), Some(fstype)) =
+            (fields.get(2), fields.get(3), fields.get(4), right.first())
         else {
             continue;
         };
-        let matches = match controller {
-            None => *fstype == "cgroup2",
-            Some(c) => {
-                *fstype == "cgroup"
-                    && right
-                        .get(2)
-                        .is_some_and(|opts| opts.split(',').any(|o| o == c))
-            }
+        let controllers = match *fstype {
+            "cgroup2" => None,
+            // The super options name the controllers (`rw,cpu,cpuacct`, `rw,name=systemd`).
+            "cgroup" => Some(
+                right
+                    .get(2)
+                    .map(|o| {
+                        o.split(',')
+                            .filter(|o| !matches!(*o, "rw" | "ro"))
+                            .map(String::from)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            _ => continue,
         };
-        if !matches {
-            continue;
-        }
-        let rel = if *root == "/" {
-            path
-        } else {
-            path.strip_prefix(root)?
-        };
-        return Some(std::path::Path::new(mountpoint).join(rel.trim_start_matches('/')));
+        out.push(CgroupMount {
+            mountpoint: unescape_mountinfo(mountpoint).into(),
+            root: unescape_mountinfo(root),
+            controllers,
+            device: device.to_string(),
+        });
     }
-    None
+    out
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\NNN` octal escapes.
+fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The text of `/proc/PID/cgroup`: one `hierarchy:controllers:path` line per hierarchy.
+pub fn cgroup_of(pid: i32) -> std::io::Result<String> {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+}
+
+/// Whether `pid` is in one of the cgroup directories `dirs` or below, in any hierarchy (as
+/// `Selection::cgroup_dirs` lists them). False when the process cannot be read (it is gone).
+/// Reads `/proc/self/mountinfo` each time: mounts may change, and the read is cheap.
+pub fn pid_in_cgroups(pid: i32, dirs: &[std::path::PathBuf]) -> bool {
+    let (Ok(cgroups), Ok(mounts)) = (cgroup_of(pid), cgroup_mounts()) else {
+        return false;
+    };
+    cgroup_dirs_in(&cgroups, &mounts)
+        .iter()
+        .any(|d| dirs.iter().any(|want| d.starts_with(want)))
+}
+
+/// The directories of the cgroups a `/proc/PID/cgroup` text names, in every mount that shows
+/// them.
+pub fn cgroup_dirs_in(cgroups: &str, mounts: &[CgroupMount]) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        out.extend(
+            mounts
+                .iter()
+                .filter(|m| m.holds(controllers))
+                .filter_map(|m| m.dir_of(path)),
+        );
+    }
+    out
 }
 
 // --- for timeskew run ---
@@ -436,5 +560,73 @@ mod tests {
             task_info(i32::MAX, None),
             Err(Error::NoSuchProcess { .. })
         ));
+    }
+
+    const MOUNTINFO: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+50 23 0:38 /kubepods /host\\040cg rw - cgroup2 cgroup2 rw
+60 23 0:40 / /proc rw - proc proc rw
+";
+
+    #[test]
+    fn cgroup_mounts_and_directories() {
+        let mounts = parse_cgroup_mounts(MOUNTINFO);
+        assert_eq!(mounts.len(), 4, "{mounts:?}");
+        assert_eq!(
+            mounts[0].controllers,
+            Some(vec!["cpu".to_string(), "cpuacct".to_string()])
+        );
+        assert_eq!(mounts[2].controllers, None);
+        assert_eq!(mounts[3].mountpoint, std::path::Path::new("/host cg"));
+        assert_eq!(
+            (mounts[3].root.as_str(), mounts[3].device.as_str()),
+            ("/kubepods", "0:38")
+        );
+        let cgroups = "\
+12:cpu,cpuacct:/docker/abc
+3:name=systemd:/docker/abc
+0::/kubepods/pod1/abc
+";
+        let dirs: Vec<String> = cgroup_dirs_in(cgroups, &mounts)
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        assert_eq!(
+            dirs,
+            [
+                "/sys/fs/cgroup/cpu,cpuacct/docker/abc",
+                "/sys/fs/cgroup/systemd/docker/abc",
+                "/sys/fs/cgroup/unified/kubepods/pod1/abc",
+                "/host cg/pod1/abc",
+            ]
+        );
+        // A sub-tree mount shows only what is below its root, on a path boundary.
+        assert_eq!(mounts[3].dir_of("/kubepodsX/a"), None);
+        assert!(!mounts[0].holds("cpu,memory") && mounts[0].holds("cpuacct"));
+        assert!(!mounts[2].holds("cpu") && mounts[2].holds(""));
+        assert_eq!(
+            cgroup_dir(MOUNTINFO, Some("cpu"), "/a"),
+            Some("/sys/fs/cgroup/cpu,cpuacct/a".into())
+        );
+    }
+
+    #[test]
+    fn this_process_is_in_its_own_cgroups_only() {
+        let me = std::process::id() as i32;
+        let mounts = cgroup_mounts().unwrap();
+        let mine = cgroup_dirs_in(&cgroup_of(me).unwrap(), &mounts);
+        assert!(!mine.is_empty(), "{mounts:?}");
+        assert!(pid_in_cgroups(me, &mine[..1]));
+        // Below the given directory counts; a sibling does not.
+        let parent = mine[0].parent().unwrap().to_path_buf();
+        assert!(pid_in_cgroups(me, std::slice::from_ref(&parent)));
+        assert!(!pid_in_cgroups(
+            me,
+            &[parent.join("timeskew-no-such-cgroup")]
+        ));
+        assert!(!pid_in_cgroups(i32::MAX, &mine));
     }
 }

@@ -2,6 +2,8 @@
 //! child killed *and reaped* when the handle drops.
 #![allow(dead_code)]
 
+/// Real podman containers of a tiny busybox image, for the container selection suite.
+pub mod container;
 /// End-to-end helpers: toolchains, targets that answer on stdin/stdout, samples.
 pub mod e2e;
 /// Real servers (Redis, PostgreSQL, etcd) started on loopback for the server suite.

@@ -412,7 +412,7 @@ pub struct TargetArgs {
         value_name = "PID",
         value_parser = clap::value_parser!(i32).range(1..),
         action = ArgAction::Append,
-        required_unless_present = "cgroups"
+        required_unless_present_any = ["cgroups", "containers"]
     )]
     pub pids: Vec<i32>,
 
@@ -425,6 +425,18 @@ pub struct TargetArgs {
     #[arg(long = "cgroup", value_name = "PATH", action = ArgAction::Append)]
     pub cgroups: Vec<PathBuf>,
 
+    /// Every process of this container (docker, containerd/Kubernetes, CRI-O, podman), found
+    /// through its cgroups: the full id, a unique prefix of at least 12 hex digits, or a name
+    /// (when podman or docker is installed to look it up); run on the container's host;
+    /// repeatable
+    #[arg(
+        long = "container",
+        value_name = "ID",
+        value_parser = parse_container,
+        action = ArgAction::Append
+    )]
+    pub containers: Vec<String>,
+
     /// Print the report as JSON (one object; with several targets, a summary object per step)
     #[arg(long)]
     pub json: bool,
@@ -436,13 +448,22 @@ impl TargetArgs {
             pids: self.pids.clone(),
             tree: self.tree,
             cgroups: self.cgroups.clone(),
+            containers: self.containers.clone(),
         }
     }
 
     /// One `--pid` and nothing else: reports keep the one-object form scripts rely on.
     pub fn is_single(&self) -> bool {
-        self.pids.len() == 1 && !self.tree && self.cgroups.is_empty()
+        self.pids.len() == 1 && !self.tree && self.cgroups.is_empty() && self.containers.is_empty()
     }
+}
+
+/// `--container`: the text as given, once its form is right (a short or non-hex id is a usage
+/// error); finding the container is the selection's job, when the command runs.
+fn parse_container(text: &str) -> Result<String, String> {
+    text.parse::<timeskew::select::ContainerRef>()
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// `timeskew run [--offset OFFSET] [--clock CLOCK]... -- CMD [ARGS...]`
@@ -772,6 +793,56 @@ mod tests {
             parse_err(&["status"]).kind(),
             ErrorKind::MissingRequiredArgument
         );
+    }
+
+    #[test]
+    fn containers_by_id_prefix_or_name_and_bad_ids_are_usage_errors() {
+        let full = "869bc329f6ee7a2039b72fb75914cb95de406988d28f9286eca7ddf7399533e3";
+        for cmd in ["inject", "recover", "status"] {
+            let mut args = vec![cmd, "--container", full, "--container", "869bc329f6ee"];
+            if cmd == "inject" {
+                args.extend(["--offset", "1s"]);
+            }
+            let targets = match parse(&args)
+                .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+                .command
+            {
+                Command::Inject(a) => a.0.targets,
+                Command::Recover(a) => a.targets,
+                Command::Status(a) => a,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(targets.containers, [full, "869bc329f6ee"]);
+            assert!(targets.pids.is_empty() && !targets.is_single());
+            assert_eq!(
+                targets.selection().containers,
+                [full, "869bc329f6ee"],
+                "{cmd}"
+            );
+        }
+        let a = match parse(&["status", "--container", "web-1", "--pid", "5"])
+            .unwrap()
+            .command
+        {
+            Command::Status(a) => a,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (a.containers.as_slice(), a.pids.as_slice()),
+            (&["web-1".to_string()][..], &[5][..])
+        );
+        assert!(!a.is_single());
+        for (bad, part) in [
+            ("869bc329f6e", "11 hex digits are too few"),
+            ("abc", "at least 12"),
+            ("not/an-id", "not a container id"),
+            ("", "empty"),
+        ] {
+            let e = parse_err(&["status", "--container", bad]);
+            assert_eq!(e.kind(), ErrorKind::ValueValidation, "{bad}: {e}");
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains(part), "{bad}: {e}");
+        }
     }
 
     #[test]

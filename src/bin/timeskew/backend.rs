@@ -67,11 +67,11 @@ impl Backend for Isolated {
 
 /// The processes `args` select now.
 pub fn resolve(args: &TargetArgs) -> Result<Vec<i32>, CliError> {
-    let pids = args.selection().resolve()?;
+    let selection = args.selection();
+    let pids = selection.resolve()?;
     if pids.is_empty() {
         return Err(CliError::NothingSelected(format!(
-            "the cgroups {:?} hold no process",
-            args.cgroups
+            "{selection}: no live process"
         )));
     }
     Ok(pids)

@@ -296,6 +296,7 @@ mod tests {
             pids: vec![1],
             tree: true,
             cgroups: vec![],
+            containers: vec![],
             json: false,
         };
         let outcomes = vec![Outcome {
@@ -329,6 +330,7 @@ mod tests {
             pids: vec![1],
             tree: true,
             cgroups: vec![],
+            containers: vec![],
             json: true,
         };
         let outcomes = vec![
