@@ -280,20 +280,7 @@ fn on_path(program: &str) -> bool {
 }
 
 fn static_glibc() -> &'static Path {
-    static CELL: OnceLock<PathBuf> = OnceLock::new();
-    CELL.get_or_init(|| {
-        assert!(
-            on_path("cc"),
-            "cc not found: apt-get install build-essential (`sudo scripts/test.sh` installs what the suites need)"
-        );
-        build("clocks-static-glibc", "clocks.c (cc -static)", |out| {
-            let mut cmd = Command::new("cc");
-            cmd.args(["-static", "-O2", "-Wall", "-pthread", "-o"])
-                .arg(out)
-                .arg(sources().join("clocks.c"));
-            cmd
-        })
-    })
+    common::e2e::clocks_static_glibc()
 }
 
 fn static_musl() -> &'static Path {
@@ -314,28 +301,7 @@ fn static_musl() -> &'static Path {
 }
 
 fn static_go() -> &'static Path {
-    static CELL: OnceLock<PathBuf> = OnceLock::new();
-    CELL.get_or_init(|| {
-        assert!(
-            on_path("go"),
-            "go not found on PATH: apt-get install golang-go (`sudo scripts/test.sh` installs what the suites need)"
-        );
-        let gocache = build_dir().join("gocache");
-        let gopath = build_dir().join("gopath");
-        build("clocks-go", "clocks.go (CGO_ENABLED=0)", |out| {
-            let mut cmd = Command::new("go");
-            cmd.args(["build", "-o"])
-                .arg(out)
-                .arg(sources().join("clocks.go"))
-                .env("CGO_ENABLED", "0")
-                .env("GO111MODULE", "off")
-                .env("GOFLAGS", "")
-                .env("GOPROXY", "off")
-                .env("GOCACHE", gocache)
-                .env("GOPATH", gopath);
-            cmd
-        })
-    })
+    common::e2e::clocks_go()
 }
 
 // --- shells and scripts ----------------------------------------------------------------------

@@ -71,7 +71,7 @@ const END_WAIT: Duration = Duration::from_secs(60);
 /// If `pid` is traced by a timeskew follower, asks it to end its experiment and waits until it
 /// has recovered what it touched; returns the follower's tracer thread id. `None` when `pid` is
 /// not traced by a follower (not traced at all, or by something else).
-pub(crate) fn end_follower_of(pid: i32) -> Result<Option<i32>> {
+pub fn end_follower_of(pid: i32) -> Result<Option<i32>> {
     let Some((tracer, _)) = procfs::tracer_of(pid) else {
         return Ok(None);
     };

@@ -44,7 +44,7 @@ mod netlink;
 mod recovery;
 mod tracer;
 
-pub(crate) use control::end_follower_of;
+pub use control::end_follower_of;
 
 /// How often the selection's cgroups are scanned for members the events did not show.
 pub const RESCAN: Duration = Duration::from_millis(200);
@@ -135,6 +135,8 @@ pub struct FollowReport {
     pub join_to_skew: Latencies,
     /// Processes or programs that could not be skewed or followed, and why.
     pub missed: Vec<Missed>,
+    /// Processes that exited before they could be skewed (nothing of them is left to skew).
+    pub exited_first: usize,
     /// Processes recovered at the end, and those whose recovery failed.
     pub recovered: usize,
     pub recover_failed: Vec<Missed>,
@@ -158,7 +160,8 @@ pub fn follow(
 ) -> Result<FollowReport> {
     skew.validate()?;
     let initial = selection.resolve()?;
-    let cgroups = selection.cgroups.clone();
+    // Explicit cgroups and every container's, in every hierarchy: where newcomers appear.
+    let cgroups = selection.cgroup_dirs()?;
     let mut traced = tracer::trace(tracer::Setup {
         selection,
         skew,

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::ops::inject::{inject, inject_traced};
 use crate::ptrace::exec_stop::{LeftExecve, leave_execve};
 use crate::ptrace::raw;
-use crate::select::{Selection, cgroup_pids, has_exited};
+use crate::select::{Selection, has_exited};
 use crate::skew::Skew;
 use crate::target::{Target, procfs};
 
@@ -31,6 +31,9 @@ use crate::target::{Target, procfs};
 const ADOPT_ATTEMPTS: u32 = 3;
 /// Failed adoptions of one process before the rescans stop trying it.
 const MAX_FAILURES: u32 = 3;
+/// How long a process that entered a container by a fork may stay without exec'ing before it
+/// is skewed as it is.
+const PENDING_GRACE: Duration = Duration::from_millis(500);
 /// How long the follower waits for the kernel to finish detaching its tracees.
 const DETACH_WAIT: Duration = Duration::from_secs(2);
 
@@ -137,6 +140,13 @@ struct Follower<'a> {
     failures: HashMap<i32, u32>,
     /// The kernel's exec time of processes not (yet) ours, from the process events.
     exec_times: HashMap<i32, u64>,
+    /// The PID namespaces of the selected containers (not ours): a process forked into one is
+    /// entering a container (`podman exec`, `kubectl exec`, `nsenter`), before its runtime
+    /// moves it into the container's cgroup and lets it exec.
+    namespaces: HashSet<PathBuf>,
+    /// Processes traced but not skewed yet: they entered a container by a fork and are about
+    /// to exec (their exec stop skews the program); since when.
+    pending: HashMap<i32, Instant>,
     exec_samples: Vec<Duration>,
     join_samples: Vec<Duration>,
     report: FollowReport,
@@ -185,6 +195,8 @@ impl<'a> Follower<'a> {
             seen: HashSet::new(),
             failures: HashMap::new(),
             exec_times: HashMap::new(),
+            namespaces: HashSet::new(),
+            pending: HashMap::new(),
             exec_samples: Vec::new(),
             join_samples: Vec::new(),
             report: FollowReport {
@@ -198,6 +210,7 @@ impl<'a> Follower<'a> {
                 exec_to_skew: Latencies::default(),
                 join_to_skew: Latencies::default(),
                 missed: Vec::new(),
+                exited_first: 0,
                 recovered: 0,
                 recover_failed: Vec::new(),
             },
@@ -210,6 +223,8 @@ impl<'a> Follower<'a> {
         end: FollowEnd<'_>,
         on_started: impl FnOnce(Started),
     ) -> Traced {
+        self.note_namespaces(&initial);
+        log::debug!("following PID namespaces {:?}", self.namespaces);
         let mut started = Vec::new();
         for pid in initial {
             let outcome = self.adopt(pid, None);
@@ -303,10 +318,10 @@ impl<'a> Follower<'a> {
     /// The skew for a process skewed now: the experiment's deadline is its own.
     fn skew_now(&self) -> Option<Skew> {
         match self.deadline {
-            None => Some(self.skew.clone()),
+            None => Some(*self.skew),
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
-                (!left.is_zero()).then(|| self.skew.clone().for_duration(left))
+                (!left.is_zero()).then(|| (*self.skew).for_duration(left))
             }
         }
     }
@@ -332,7 +347,15 @@ impl<'a> Follower<'a> {
             let report = match inject(pid, &skew) {
                 Ok(report) => report,
                 Err(e) => {
-                    if !is_gone(&e) {
+                    log::debug!("pid {pid}: not adopted: {e}");
+                    if matches!(e, Error::Execed { .. }) {
+                        // A new program while we changed the old one: adopt that one.
+                        last = Err(e);
+                        continue;
+                    }
+                    if is_gone(&e) || has_exited(pid) {
+                        self.report.exited_first += 1;
+                    } else {
                         *self.failures.entry(pid).or_default() += 1;
                         self.miss(pid, format!("not skewed: {e}"));
                     }
@@ -422,17 +445,15 @@ impl<'a> Follower<'a> {
         }
         for &tid in &tids {
             let tid = Pid::from_raw(tid);
-            loop {
-                match waitpid(tid, Some(WaitPidFlag::__WALL)) {
-                    Ok(WaitStatus::Stopped(_, sig)) => {
-                        let _ = raw::ptrace_detach(tid, sig as i32);
-                        break;
-                    }
-                    Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => break,
-                    Ok(_) => {
-                        let _ = ptrace::detach(tid, None);
-                        break;
-                    }
+            // The first stop reported after the interrupt, whatever its kind, is one from which
+            // the thread can be let go (a signal being delivered is passed on).
+            match waitpid(tid, Some(WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::Stopped(_, sig)) => {
+                    let _ = raw::ptrace_detach(tid, sig as i32);
+                }
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => {}
+                Ok(_) => {
+                    let _ = ptrace::detach(tid, None);
                 }
             }
             self.threads.remove(&tid.as_raw());
@@ -475,6 +496,7 @@ impl<'a> Follower<'a> {
     fn gone(&mut self, tid: i32) {
         self.threads.remove(&tid);
         self.procs.remove(&tid);
+        self.pending.remove(&tid);
     }
 
     /// A thread we did not know yet (auto-attached by a fork or clone): note it.
@@ -521,16 +543,22 @@ impl<'a> Follower<'a> {
             {
                 self.note(pid.as_raw());
                 if let Ok(child) = ptrace::getevent(pid) {
-                    self.note(child as i32);
+                    let child = child as i32;
+                    self.note(child);
+                    // A child of a process not skewed yet has nothing to inherit.
+                    if event != libc::PTRACE_EVENT_CLONE && self.pending.contains_key(&pid.as_raw())
+                    {
+                        self.touched.remove(&child);
+                        self.pending.insert(child, Instant::now());
+                    }
                 }
                 resume(pid, None);
             }
-            WaitStatus::PtraceEvent(pid, signal, libc::PTRACE_EVENT_STOP)
-                if matches!(
-                    signal,
-                    Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
-                ) =>
-            {
+            WaitStatus::PtraceEvent(
+                pid,
+                Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU,
+                libc::PTRACE_EVENT_STOP,
+            ) => {
                 // Job control: leave it stopped; PTRACE_LISTEN keeps its events coming.
                 self.note(pid.as_raw());
                 if let Err(e) = raw::ptrace_listen(pid)
@@ -558,10 +586,15 @@ impl<'a> Follower<'a> {
                 self.report.execs_skewed += 1;
                 self.exec_samples.push(stopped.elapsed());
                 self.touched.insert(pid.as_raw());
+                self.pending.remove(&pid.as_raw());
             }
-            Err(e) if is_gone(&e) => {}
+            Err(e) if is_gone(&e) => {
+                log::debug!("pid {pid}: gone before its exec was skewed: {e}");
+                self.report.exited_first += 1;
+            }
             Err(e) => {
                 if nix::sys::signal::kill(pid, None) == Err(Errno::ESRCH) {
+                    self.report.exited_first += 1;
                     self.gone(pid.as_raw());
                     return;
                 }
@@ -582,16 +615,45 @@ impl<'a> Follower<'a> {
             }
             ProcEvent::Exec { pid, at_ns } => (pid, Some(at_ns)),
         };
+        log::trace!("{event:?}");
         if self.procs.contains(&pid) || self.threads.contains(&pid) {
             return;
         }
-        if !self.in_cgroups(pid) {
+        if !self.entering(pid, exec_at.is_none()) {
+            log::trace!(
+                "pid {pid} not entering: ns {:?}, exe {:?}",
+                procfs::namespace(pid, "pid"),
+                procfs::exe(pid)
+            );
             return;
         }
-        if let Some(at) = exec_at {
-            self.exec_times.insert(pid, at);
+        match exec_at {
+            // Entering by a fork (a runtime's `exec` into the container): it is about to exec
+            // the program asked for; traced now, that program is skewed before it runs.
+            None => self.watch_for_exec(pid),
+            Some(at) => {
+                self.exec_times.insert(pid, at);
+                self.join(pid, exec_at);
+            }
         }
-        self.join(pid, exec_at);
+    }
+
+    /// Traces `pid` without skewing it: its exec stop skews the program it execs.
+    fn watch_for_exec(&mut self, pid: i32) {
+        if self.failures.get(&pid).is_some_and(|&n| n >= MAX_FAILURES) || has_exited(pid) {
+            return;
+        }
+        match self.seize_all(pid) {
+            Ok(()) => {
+                log::debug!("pid {pid} entered a container: traced until it execs");
+                self.pending.insert(pid, Instant::now());
+                self.report.joined += 1;
+            }
+            Err(e) => {
+                *self.failures.entry(pid).or_default() += 1;
+                log::debug!("pid {pid} entered the selection but cannot be traced: {e}");
+            }
+        }
     }
 
     fn join(&mut self, pid: i32, exec_at: Option<u64>) {
@@ -605,10 +667,36 @@ impl<'a> Follower<'a> {
         }
     }
 
+    /// The PID namespaces of the cgroup members `pids` that are not this process's own.
+    fn note_namespaces(&mut self, pids: &[i32]) {
+        if self.cgroups.is_empty() {
+            return;
+        }
+        let own = procfs::namespace(std::process::id() as i32, "pid");
+        for &pid in pids {
+            if let Some(ns) = procfs::namespace(pid, "pid")
+                && Some(&ns) != own.as_ref()
+                && procfs::pid_in_cgroups(pid, self.cgroups)
+            {
+                self.namespaces.insert(ns);
+            }
+        }
+    }
+
+    /// Whether `pid` is entering the selection: in the cgroups already, or forked into a
+    /// selected container's PID namespace (the runtime moves it into the cgroup later).
+    fn entering(&self, pid: i32, forked: bool) -> bool {
+        if forked
+            && !self.namespaces.is_empty()
+            && procfs::namespace(pid, "pid").is_some_and(|ns| self.namespaces.contains(&ns))
+        {
+            return true;
+        }
+        self.in_cgroups(pid)
+    }
+
     fn in_cgroups(&self, pid: i32) -> bool {
-        self.cgroups
-            .iter()
-            .any(|dir| cgroup_pids(dir).is_ok_and(|pids| pids.contains(&pid)))
+        procfs::pid_in_cgroups(pid, self.cgroups)
     }
 
     /// Members of the selection that are not ours (missed events, or none to miss).
@@ -619,6 +707,21 @@ impl<'a> Follower<'a> {
         let Ok(now) = self.selection.resolve() else {
             return;
         };
+        self.note_namespaces(&now);
+        // Entered by a fork but never exec'd: skew it as it is.
+        let stale: Vec<i32> = self
+            .pending
+            .iter()
+            .filter(|&(_, since)| since.elapsed() >= PENDING_GRACE)
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in stale {
+            self.pending.remove(&pid);
+            if now.contains(&pid) {
+                self.release(pid);
+                self.join(pid, None);
+            }
+        }
         for pid in now {
             if !self.procs.contains(&pid) && !self.threads.contains(&pid) {
                 self.join(pid, None);

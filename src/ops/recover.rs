@@ -15,10 +15,10 @@ use crate::target::Target;
 /// Puts the original vDSO code back and zeroes the offsets. The pages stay mapped: a thread
 /// may be executing in them, or about to return through them, at any moment.
 ///
-/// A process followed by another timeskew (`inject --follow`) cannot be stopped by anyone else:
-/// that follower is asked to end its experiment (it recovers what it touched) and waited for.
+/// A process followed by another timeskew (`inject --follow`) cannot be stopped by anyone else
+/// (the error names its tracer): end that follow first with
+/// [`end_follower_of`](crate::follow::end_follower_of), as `timeskew recover` does.
 pub fn recover(pid: i32) -> Result<RecoverReport> {
-    crate::follow::end_follower_of(pid)?;
     let _lock = Target::lock(pid)?;
     let target = Target::open(pid)?;
     let not_injected = RecoverReport {

@@ -157,6 +157,41 @@ fn go_build(name: &str, cgo: bool) -> PathBuf {
 }
 
 once!(go_cgo_probe, go_build("probe-go-cgo", true));
+
+// `run/clocks.c` and `run/clocks.go`: print their clocks once (and start programs), for the
+// suites that follow execs (`timeskew run`, `inject --follow`).
+once!(clocks_static_glibc, {
+    let cc = require("cc", "build-essential");
+    build_into("clocks-static-glibc", |out| {
+        run_build(
+            "clocks.c (cc -static)",
+            Command::new(cc)
+                .args(["-static", "-O2", "-Wall", "-pthread", "-o"])
+                .arg(out)
+                .arg(sources().join("run/clocks.c")),
+        )
+    })
+});
+
+once!(clocks_go, {
+    let go = require("go", "golang-go");
+    let cache = build_dir().join("go-cache");
+    build_into("clocks-go", |out| {
+        run_build(
+            "clocks.go (CGO_ENABLED=0)",
+            Command::new(go)
+                .args(["build", "-o"])
+                .arg(out)
+                .arg(sources().join("run/clocks.go"))
+                .env("CGO_ENABLED", "0")
+                .env("GOCACHE", &cache)
+                .env("GOPATH", build_dir().join("gopath"))
+                .env("GOFLAGS", "")
+                .env("GOPROXY", "off")
+                .env("GO111MODULE", "off"),
+        )
+    })
+});
 once!(go_static_probe, go_build("probe-go-nocgo", false));
 
 once!(java_classes, {

@@ -21,6 +21,9 @@ pub trait Backend {
     fn status(&self, pid: i32) -> timeskew::Result<Status>;
     /// Lets go of the target locks held since the last changes (see [`Isolated`]).
     fn release_locks(&self) {}
+    /// Ends the experiments of the timeskew followers (`inject --follow`) tracing any of `pids`,
+    /// before any of their locks is taken: a follower recovers what it touched, taking locks.
+    fn end_followers(&self, _pids: &[i32]) {}
 }
 
 /// The real library, each change made in a helper process (see `isolate.rs`).
@@ -47,6 +50,13 @@ impl Isolated {
 }
 
 impl Backend for Isolated {
+    fn end_followers(&self, pids: &[i32]) {
+        for &pid in pids {
+            if let Err(e) = timeskew::follow::end_follower_of(pid) {
+                log::warn!("{e}");
+            }
+        }
+    }
     fn inject(&self, pid: i32, skew: &Skew) -> timeskew::Result<InjectReport> {
         self.locked(pid, || timeskew::inject(pid, skew))
     }

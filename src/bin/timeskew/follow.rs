@@ -164,7 +164,7 @@ fn watch(
                 let _ = nix::unistd::write(&stop, b"e");
             }
         }
-        if !fds[0].revents().is_some_and(|r| !r.is_empty()) {
+        if fds[0].revents().is_none_or(|r| r.is_empty()) {
             continue;
         }
         let mut line = String::new();
@@ -277,6 +277,13 @@ fn write_summary(r: &FollowReport, out: &mut impl Write) -> std::io::Result<()> 
             out,
             "  joined after their exec, skewed: {}",
             latencies(&r.join_to_skew)
+        )?;
+    }
+    if r.exited_first > 0 {
+        writeln!(
+            out,
+            "  exited before they could be skewed: {}",
+            r.exited_first
         )?;
     }
     for m in &r.missed {

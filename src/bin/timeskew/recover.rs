@@ -17,6 +17,9 @@ pub fn recover(
     err: &mut impl Write,
 ) -> Result<(), CliError> {
     let pids = resolve(args)?;
+    if args.slew.is_none() {
+        backend.end_followers(&pids);
+    }
     if let Some(slew) = args.slew {
         let results = for_each(&pids, |pid| backend.recover_slewed(pid, slew));
         return report(args, results, format_status, out, err);

@@ -1,0 +1,528 @@
+//! Issue 10: `inject --follow` — one fault for the whole experiment on a selection, with every
+//! program exec'd meanwhile, every forked child and every process entering the container from
+//! outside (`podman exec`) skewed; everything recovered at the end; the deadline in each target
+//! ending the fault when timeskew is SIGKILLed. Real podman containers (runc, cgroupfs) of a
+//! tiny busybox image with static test programs, and real host processes.
+//!
+//! Needs root, podman, runc, busybox-static, cc and go (`sudo scripts/install-test-deps.sh`;
+//! the test command `sudo scripts/test.sh` runs it). Nothing here skips itself.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::container::{Container, image};
+use common::e2e::{clocks_go, clocks_static_glibc};
+use common::*;
+
+/// The fault: a bit over a day back, unmistakable in whole seconds.
+const OFFSET_S: i64 = -100_000;
+
+fn now_s() -> i64 {
+    (realtime_ns() / SEC) as i64
+}
+
+/// The image with `/bin/clocks` (static glibc: prints "self realtime=S gtod=S time=S" and
+/// exits) and `/bin/clocks-go` (prints "go realtime=S" from its first `time.Now()`).
+fn test_image() -> String {
+    image(&[
+        ("clocks", clocks_static_glibc()),
+        ("clocks-go", clocks_go()),
+    ])
+}
+
+/// The first whole-second reading on a line of `clocks` or `clocks-go` output.
+fn reading(line: &str) -> Option<i64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("realtime="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Whether `value` reads real time shifted by `offset_s` now (± 2 s: whole seconds, printed
+/// and read a moment apart).
+fn shifted_by(value: i64, offset_s: i64) -> bool {
+    (value - (now_s() + offset_s)).abs() <= 2
+}
+
+/// `timeskew inject … --follow`, running in the background.
+struct Follow {
+    child: Option<Child>,
+}
+
+impl Follow {
+    fn start(args: &[&str]) -> Follow {
+        let child = Command::new(timeskew_bin())
+            .args(["inject"])
+            .args(args)
+            .args(["--follow", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start timeskew inject --follow");
+        Follow { child: Some(child) }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Waits for the end (bounded) and returns the `follow` summary of its JSON output.
+    fn finish(mut self, within: Duration) -> serde_json::Value {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("timeskew inject --follow did not end within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (mut out, mut err) = (String::new(), String::new());
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(
+            status.success(),
+            "timeskew failed ({status}):\n{out}\n{err}"
+        );
+        let value: serde_json::Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{out}\n{err}"));
+        eprintln!("follow summary: {}", value["follow"]);
+        value["follow"].clone()
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The follower helper: the process that traces the followed processes (the `TracerPid` of
+/// `member`), waited for (bounded).
+fn follower_of(member: i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tracer = std::fs::read_to_string(format!("/proc/{member}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("TracerPid:"))
+                    .and_then(|v| v.trim().parse::<i32>().ok())
+            })
+            .unwrap_or(0);
+        if tracer != 0 {
+            // The tracer is a thread of the helper: its process.
+            let tgid = std::fs::read_to_string(format!("/proc/{tracer}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Tgid:"))
+                        .and_then(|v| v.trim().parse().ok())
+                });
+            if let Some(tgid) = tgid {
+                return tgid;
+            }
+        }
+        assert!(Instant::now() < deadline, "pid {member} is not followed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// No thread of any of `pids` is traced or stopped.
+fn assert_untraced(pids: &[i32]) {
+    for &pid in pids {
+        for tid in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            let tid = tid.to_string_lossy();
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+            else {
+                continue;
+            };
+            assert!(
+                status.contains("TracerPid:\t0\n"),
+                "thread {tid} of pid {pid} is still traced:\n{status}"
+            );
+            assert!(
+                !status.contains("State:\tt") && !status.contains("State:\tT"),
+                "thread {tid} of pid {pid} is left stopped:\n{status}"
+            );
+        }
+    }
+}
+
+/// `podman exec C CMD…`: its output.
+fn exec_out(c: &Container, args: &[&str]) -> String {
+    let out = c.exec(args);
+    assert!(
+        out.status.success(),
+        "podman exec {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A shell loop that execs `/bin/clocks` every 50 ms: every program it starts is a fresh exec.
+const EXEC_LOOP: &str = r#"mkfifo /tmp/f; exec 3<>/tmp/f; rm /tmp/f
+echo ready
+while true; do /bin/clocks; read -t 0.05 x <&3; done"#;
+
+#[test]
+fn every_program_a_container_execs_is_skewed_and_everything_recovered_at_the_end() {
+    let mut c = Container::run("follow-execs", &test_image(), EXEC_LOOP);
+    let offset = format!("{OFFSET_S}s");
+    let follow = Follow::start(&[
+        "--container",
+        &c.id,
+        "--offset",
+        &offset,
+        "--duration",
+        "4s",
+    ]);
+    // From the first skewed program on, every program exec'd is skewed until shortly before
+    // the deadline (lines read then may already be real).
+    c.wait_for_line(
+        "a skewed `self realtime=…`",
+        Duration::from_secs(20),
+        |l| reading(l).is_some_and(|v| shifted_by(v, OFFSET_S)),
+    );
+    let started = Instant::now();
+    let mut skewed = 1;
+    while started.elapsed() < Duration::from_millis(2500) {
+        let line = c.wait_for_line("a `self realtime=…` line", Duration::from_secs(10), |l| {
+            l.starts_with("self ")
+        });
+        let v = reading(&line).unwrap();
+        assert!(
+            shifted_by(v, OFFSET_S),
+            "a program exec'd during the follow read real time: {line:?}"
+        );
+        skewed += 1;
+    }
+    let summary = follow.finish(Duration::from_secs(20));
+    assert_eq!(summary["ended_by"], "deadline");
+    assert_eq!(summary["watched_with"], "proc connector");
+    let execs = summary["execs"].as_u64().unwrap();
+    assert!(
+        execs >= skewed,
+        "{execs} execs counted, {skewed} skewed lines seen"
+    );
+    assert_eq!(summary["execs_skewed"], summary["execs"], "{summary}");
+    assert_eq!(summary["missed"], serde_json::json!([]));
+    assert!(summary["recovered"].as_u64().unwrap() >= 1, "{summary}");
+    assert_eq!(summary["exec_to_skew"]["count"], summary["execs_skewed"]);
+    // After the end: real time again, nothing traced or stopped.
+    c.wait_for_line("a real `self realtime=…`", Duration::from_secs(10), |l| {
+        reading(l).is_some_and(|v| shifted_by(v, 0))
+    });
+    for _ in 0..5 {
+        let line = c.wait_for_line("a line", Duration::from_secs(10), |l| {
+            l.starts_with("self ")
+        });
+        assert!(shifted_by(reading(&line).unwrap(), 0), "{line:?}");
+    }
+    assert_untraced(&c.host_pids());
+}
+
+#[test]
+fn podman_exec_is_skewed_during_the_follow_and_real_after_a_recover_from_another_shell() {
+    let c = Container::run(
+        "follow-exec-in",
+        &test_image(),
+        "echo ready; exec sleep 1000000",
+    );
+    let offset = format!("{OFFSET_S}s");
+    let follow = Follow::start(&["--container", &c.id, "--offset", &offset]);
+    follower_of(c.main_pid());
+    // `date +%s` (busybox) and the static glibc and Go programs, each entering the container
+    // from outside through `podman exec` (runc's init joins the cgroup, then execs).
+    let mut go_skewed = 0;
+    const GO_RUNS: usize = 10;
+    for round in 0..GO_RUNS {
+        let date: i64 = exec_out(&c, &["date", "+%s"]).trim().parse().unwrap();
+        assert!(
+            shifted_by(date, OFFSET_S),
+            "round {round}: date read {date}"
+        );
+        let line = exec_out(&c, &["/bin/clocks"]);
+        let v = reading(&line).unwrap_or_else(|| panic!("{line:?}"));
+        assert!(shifted_by(v, OFFSET_S), "round {round}: {line:?}");
+        let line = exec_out(&c, &["/bin/clocks-go"]);
+        if reading(&line).is_some_and(|v| shifted_by(v, OFFSET_S)) {
+            go_skewed += 1;
+        }
+    }
+    eprintln!(
+        "Go programs started by podman exec with a skewed first time.Now(): {go_skewed}/{GO_RUNS}"
+    );
+    assert_eq!(
+        go_skewed, GO_RUNS,
+        "a Go program's first time.Now() read real time"
+    );
+    // A recover of the container from another shell ends the follow.
+    let recovered = timeskew(&["recover", "--container", c.short_id()]);
+    assert!(recovered.status.success(), "{}", stderr(&recovered));
+    let summary = follow.finish(Duration::from_secs(20));
+    assert_eq!(summary["ended_by"], "recover_requested");
+    assert!(
+        summary["joined"].as_u64().unwrap() >= 3 * GO_RUNS as u64,
+        "{summary}"
+    );
+    assert_eq!(summary["missed"], serde_json::json!([]));
+    let date: i64 = exec_out(&c, &["date", "+%s"]).trim().parse().unwrap();
+    assert!(shifted_by(date, 0), "after recover, date read {date}");
+    let status = timeskew_ok(&["status", "--container", &c.id]);
+    assert!(
+        status
+            .lines()
+            .filter(|l| l.starts_with("pid "))
+            .all(|l| l.contains(": not injected")),
+        "{status}"
+    );
+    assert_untraced(&c.host_pids());
+}
+
+#[test]
+fn two_hundred_execs_in_a_tight_loop_are_all_skewed() {
+    let c = Container::run(
+        "follow-burst",
+        &test_image(),
+        "echo ready; exec sleep 1000000",
+    );
+    let offset = format!("{OFFSET_S}s");
+    let follow = Follow::start(&["--container", &c.id, "--offset", &offset]);
+    follower_of(c.main_pid());
+    let out = exec_out(
+        &c,
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 200 ]; do /bin/clocks; i=$((i+1)); done",
+        ],
+    );
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("self ")).collect();
+    assert_eq!(lines.len(), 200, "{out}");
+    let skewed = lines
+        .iter()
+        .filter(|l| reading(l).is_some_and(|v| shifted_by(v, OFFSET_S)))
+        .count();
+    // End the follow as Ctrl-C would.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(follow.pid()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let summary = follow.finish(Duration::from_secs(20));
+    eprintln!(
+        "200 execs: {skewed} skewed; exec to skew: {}",
+        summary["exec_to_skew"]
+    );
+    assert_eq!(skewed, 200, "{out}");
+    assert_eq!(summary["ended_by"], "stopped");
+    assert!(
+        summary["execs_skewed"].as_u64().unwrap() >= 200,
+        "{summary}"
+    );
+    assert_untraced(&c.host_pids());
+}
+
+/// Ticks from a forked subshell (`$(date +%s)`: the applet in a fork, no exec): they read the
+/// clock of the shell itself.
+const TICKS: &str = r#"mkfifo /tmp/f; exec 3<>/tmp/f; rm /tmp/f
+echo ready
+while true; do echo "tick $(date +%s)"; read -t 0.1 x <&3; done"#;
+
+fn tick(line: &str) -> Option<i64> {
+    line.strip_prefix("tick ")?.trim().parse().ok()
+}
+
+#[test]
+fn the_deadline_ends_the_fault_when_timeskew_and_its_follower_are_sigkilled() {
+    let mut c = Container::run("follow-killed", &test_image(), TICKS);
+    let offset = format!("{OFFSET_S}s");
+    let started = Instant::now();
+    let follow = Follow::start(&[
+        "--container",
+        &c.id,
+        "--offset",
+        &offset,
+        "--duration",
+        "3s",
+    ]);
+    c.wait_for_line("a skewed tick", Duration::from_secs(20), |l| {
+        tick(l).is_some_and(|v| shifted_by(v, OFFSET_S))
+    });
+    let helper = follower_of(c.main_pid());
+    for pid in [follow.pid(), helper] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    drop(follow); // reaps the command; the helper is reaped by init
+    // The kernel lets the followed processes go: none is left traced or stopped.
+    let members = c.host_pids();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while members.iter().any(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/status"))
+            .is_ok_and(|s| !s.contains("TracerPid:\t0\n"))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "still traced after the follower died"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_untraced(&members);
+    // Skewed until the deadline (3 s after the start, stored in the target), real after it.
+    while started.elapsed() < Duration::from_millis(2500) {
+        let line = c.wait_for_line("a tick", Duration::from_secs(10), |l| {
+            l.starts_with("tick ")
+        });
+        assert!(
+            shifted_by(tick(&line).unwrap(), OFFSET_S),
+            "real time before the deadline: {line:?}"
+        );
+    }
+    let line = c.wait_for_line("a real tick", Duration::from_secs(10), |l| {
+        tick(l).is_some_and(|v| shifted_by(v, 0))
+    });
+    assert!(
+        started.elapsed() >= Duration::from_millis(2900),
+        "real time {:?} after the start, before the 3 s deadline: {line:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_sigkilled_command_leaves_its_follower_to_recover_everything() {
+    let mut c = Container::run("follow-cmd-killed", &test_image(), TICKS);
+    let offset = format!("{OFFSET_S}s");
+    let follow = Follow::start(&[
+        "--container",
+        &c.id,
+        "--offset",
+        &offset,
+        "--duration",
+        "60s",
+    ]);
+    c.wait_for_line("a skewed tick", Duration::from_secs(20), |l| {
+        tick(l).is_some_and(|v| shifted_by(v, OFFSET_S))
+    });
+    let helper = follower_of(c.main_pid());
+    let killed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(follow.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    drop(follow);
+    // The helper sees the command gone, recovers the container and exits, long before 60 s.
+    c.wait_for_line("a real tick", Duration::from_secs(10), |l| {
+        tick(l).is_some_and(|v| shifted_by(v, 0))
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{helper}/exe")).exists()
+        && std::fs::read_to_string(format!("/proc/{helper}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(Instant::now() < deadline, "the follower is still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "recovered {:?} after the command was killed",
+        killed.elapsed()
+    );
+    assert_untraced(&c.host_pids());
+}
+
+#[test]
+fn a_tree_is_followed_on_the_host_too() {
+    // A host shell that execs the static `clocks` every 50 ms, followed with --pid --tree.
+    let clocks = clocks_static_glibc();
+    let script = format!(
+        "echo ready; while true; do {}; sleep 0.05; done",
+        clocks.display()
+    );
+    let mut shell = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = shell.id() as i32;
+    let lines = common::e2e::line_channel(shell.stdout.take().unwrap());
+    let next = |what: &str| {
+        lines
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no {what}"))
+    };
+    assert_eq!(next("ready"), "ready");
+    let offset = format!("{OFFSET_S}s");
+    let pid_s = pid.to_string();
+    let follow = Follow::start(&[
+        "--pid",
+        &pid_s,
+        "--tree",
+        "--offset",
+        &offset,
+        "--duration",
+        "2s",
+    ]);
+    let started = Instant::now();
+    let mut seen_skewed = false;
+    let mut after_first = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        let line = next("a clocks line");
+        let skewed = reading(&line).is_some_and(|v| shifted_by(v, OFFSET_S));
+        if seen_skewed {
+            assert!(skewed, "real time during the follow: {line:?}");
+            after_first += 1;
+        }
+        seen_skewed |= skewed;
+    }
+    let summary = follow.finish(Duration::from_secs(20));
+    let _ = shell.kill();
+    let _ = shell.wait();
+    assert!(
+        seen_skewed && after_first >= 5,
+        "{after_first} skewed lines"
+    );
+    assert_eq!(summary["ended_by"], "deadline");
+    assert_eq!(summary["execs_skewed"], summary["execs"]);
+    assert!(summary["forked"].as_u64().unwrap() >= 5, "{summary}");
+}
+
+#[test]
+fn follow_with_detach_or_every_is_a_usage_error() {
+    for extra in [
+        &["--duration", "1s", "--detach"][..],
+        &["--duration", "1s", "--every", "2s"][..],
+    ] {
+        let mut args = vec!["inject", "--pid", "1", "--offset", "1s", "--follow"];
+        args.extend_from_slice(extra);
+        let out = timeskew(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--follow"), "{}", stderr(&out));
+    }
+}
