@@ -53,7 +53,12 @@ struct Follow {
 
 impl Follow {
     fn start(args: &[&str]) -> Follow {
+        Follow::start_env(args, &[])
+    }
+
+    fn start_env(args: &[&str], env: &[(&str, &str)]) -> Follow {
         let child = Command::new(timeskew_bin())
+            .envs(env.iter().copied())
             .args(["inject"])
             .args(args)
             .args(["--follow", "--json"])
@@ -342,6 +347,69 @@ fn two_hundred_execs_in_a_tight_loop_are_all_skewed() {
     assert!(
         summary["execs_skewed"].as_u64().unwrap() >= 200,
         "{summary}"
+    );
+    assert_untraced(&c.host_pids());
+}
+
+/// The same 200 execs followed by the process events alone (a test-build switch: nothing
+/// traced, each program injected after its exec, as a follower without ptrace would) and by
+/// tracing, side by side: what tracing buys.
+#[test]
+fn tracing_skews_programs_that_the_process_events_alone_cannot_reach_in_time() {
+    let c = Container::run(
+        "follow-buys",
+        &test_image(),
+        "echo ready; exec sleep 1000000",
+    );
+    let offset = format!("{OFFSET_S}s");
+    let mut skewed = Vec::new();
+    for env in [
+        &[("TIMESKEW_FORCE_FOLLOW_WITHOUT_PTRACE", "1")][..],
+        &[][..],
+    ] {
+        let follow = Follow::start_env(&["--container", &c.id, "--offset", &offset], env);
+        // Ready once the container's process is skewed (traced or not).
+        let main = c.main_pid().to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !timeskew_ok(&["status", "--pid", &main]).contains("realtime") {
+            assert!(Instant::now() < deadline, "the follower did not inject");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = exec_out(
+            &c,
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 200 ]; do /bin/clocks; i=$((i+1)); done",
+            ],
+        );
+        let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("self ")).collect();
+        assert_eq!(lines.len(), 200, "{out}");
+        skewed.push(
+            lines
+                .iter()
+                .filter(|l| reading(l).is_some_and(|v| shifted_by(v, OFFSET_S)))
+                .count(),
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(follow.pid()),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let summary = follow.finish(Duration::from_secs(20));
+        eprintln!(
+            "{env:?}: {} of 200 skewed; {summary}",
+            skewed.last().unwrap()
+        );
+    }
+    eprintln!(
+        "200 static programs exec'd in a loop: {} skewed by the process events alone, {} by tracing",
+        skewed[0], skewed[1]
+    );
+    assert_eq!(skewed[1], 200);
+    assert!(
+        skewed[0] < 200,
+        "the events alone skewed every program: tracing buys nothing?"
     );
     assert_untraced(&c.host_pids());
 }

@@ -37,6 +37,14 @@ const PENDING_GRACE: Duration = Duration::from_millis(500);
 /// How long the follower waits for the kernel to finish detaching its tracees.
 const DETACH_WAIT: Duration = Duration::from_secs(2);
 
+/// `TIMESKEW_FORCE_FOLLOW_WITHOUT_PTRACE=1`, in test builds only: follow by the process events
+/// alone, nothing traced, every program injected after its exec — what the tests measure to
+/// show what tracing buys. The release binary ignores it.
+fn without_ptrace() -> bool {
+    cfg!(feature = "fault-injection")
+        && std::env::var_os("TIMESKEW_FORCE_FOLLOW_WITHOUT_PTRACE").is_some_and(|v| v == "1")
+}
+
 fn options() -> Options {
     Options::PTRACE_O_TRACEEXEC
         | Options::PTRACE_O_TRACEFORK
@@ -147,6 +155,9 @@ struct Follower<'a> {
     /// Processes traced but not skewed yet: they entered a container by a fork and are about
     /// to exec (their exec stop skews the program); since when.
     pending: HashMap<i32, Instant>,
+    /// Whether followed processes are traced (their execs stopped and skewed before they run);
+    /// off only in the measurement mode of [`without_ptrace`].
+    trace_execs: bool,
     exec_samples: Vec<Duration>,
     join_samples: Vec<Duration>,
     report: FollowReport,
@@ -197,6 +208,7 @@ impl<'a> Follower<'a> {
             exec_times: HashMap::new(),
             namespaces: HashSet::new(),
             pending: HashMap::new(),
+            trace_execs: !without_ptrace(),
             exec_samples: Vec::new(),
             join_samples: Vec::new(),
             report: FollowReport {
@@ -371,7 +383,7 @@ impl<'a> Follower<'a> {
                 );
                 return Ok(report);
             }
-            if still_injected(pid) {
+            if !self.trace_execs || still_injected(pid) {
                 if let Some(at) = exec_at_ns.or_else(|| self.exec_times.remove(&pid)) {
                     self.join_samples.push(since_monotonic(at));
                 }
@@ -391,6 +403,11 @@ impl<'a> Follower<'a> {
 
     /// Seizes every thread of `pid` (without stopping it) with the follow options.
     fn seize_all(&mut self, pid: i32) -> Result<()> {
+        if !self.trace_execs {
+            self.procs.insert(pid);
+            self.seen.insert(pid);
+            return Ok(());
+        }
         loop {
             let mut fresh = 0;
             for tid in procfs::threads(pid)? {
@@ -607,8 +624,14 @@ impl<'a> Follower<'a> {
     fn on_event(&mut self, event: ProcEvent) {
         let (pid, exec_at) = match event {
             ProcEvent::Fork { parent, child, .. } => {
-                // A followed parent's child is attached by the kernel already.
+                // A followed parent's child is attached by the kernel already (or, untraced,
+                // inherits the fault all the same).
                 if self.procs.contains(&parent) {
+                    if !self.trace_execs && self.procs.insert(child) {
+                        self.touched.insert(child);
+                        self.seen.insert(child);
+                        self.report.forked += 1;
+                    }
                     return;
                 }
                 (child, None)
@@ -616,6 +639,14 @@ impl<'a> Follower<'a> {
             ProcEvent::Exec { pid, at_ns } => (pid, Some(at_ns)),
         };
         log::trace!("{event:?}");
+        if !self.trace_execs && exec_at.is_some() && self.procs.contains(&pid) {
+            // Untraced, a member's exec is only seen here: skew the new program now.
+            self.report.execs += 1;
+            if self.adopt(pid, exec_at).is_ok() {
+                self.report.execs_skewed += 1;
+            }
+            return;
+        }
         if self.procs.contains(&pid) || self.threads.contains(&pid) {
             return;
         }
@@ -640,6 +671,9 @@ impl<'a> Follower<'a> {
 
     /// Traces `pid` without skewing it: its exec stop skews the program it execs.
     fn watch_for_exec(&mut self, pid: i32) {
+        if !self.trace_execs {
+            return; // its exec event will come
+        }
         if self.failures.get(&pid).is_some_and(|&n| n >= MAX_FAILURES) || has_exited(pid) {
             return;
         }
@@ -727,8 +761,12 @@ impl<'a> Follower<'a> {
                 self.join(pid, None);
             }
         }
-        // Keep the table of exec times from growing with processes that never joined.
+        // Keep the tables from growing with processes that are gone (untraced, their exits are
+        // not reported to us).
         self.exec_times.retain(|&pid, _| !has_exited(pid));
+        if !self.trace_execs {
+            self.procs.retain(|&pid| !has_exited(pid));
+        }
     }
 }
 
