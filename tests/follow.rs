@@ -582,6 +582,18 @@ fn a_tree_is_followed_on_the_host_too() {
 }
 
 #[test]
+fn the_library_example_follows_a_tree() {
+    let out = Command::new(example("follow")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
 fn follow_with_detach_or_every_is_a_usage_error() {
     for extra in [
         &["--duration", "1s", "--detach"][..],
