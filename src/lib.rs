@@ -122,6 +122,38 @@
 //! [`run::run`] starts a command under a skew from its first instruction, and skews every
 //! program it execs, like `faketime` but for static, Go and every other binary.
 //!
+//! # A whole experiment: following a selection
+//!
+//! [`follow()`] injects a selection and keeps it under the fault until a deadline (or a stop
+//! descriptor, or a `timeskew recover` from elsewhere): every program a selected process execs
+//! is skewed before its first instruction, forked children are followed, processes that enter
+//! a selected container (`podman exec`, `kubectl exec`) are caught before their exec; at the
+//! end everything touched is recovered ([`follow`](mod@follow) has the details,
+//! `examples/follow.rs` a complete program):
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use timeskew::select::Selection;
+//! use timeskew::{FollowEnd, Skew};
+//! # use std::io::BufRead;
+//! # let mut child = std::process::Command::new("sh")
+//! #     .args(["-c", "echo ready; while true; do date >/dev/null; sleep 0.05; done"])
+//! #     .stdout(std::process::Stdio::piped())
+//! #     .spawn()?;
+//! # std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut String::new())?;
+//! # let pid = child.id() as i32;
+//! let end = FollowEnd {
+//!     deadline: Some(Instant::now() + Duration::from_millis(500)),
+//!     stop: None,
+//! };
+//! let selection = Selection { pids: vec![pid], tree: true, ..Selection::default() };
+//! let report = timeskew::follow(&selection, &Skew::new("-1d".parse()?), end, |_started| {})?;
+//! assert!(report.execs > 0 && report.execs_skewed == report.execs);
+//! assert!(!timeskew::status(pid)?.injected); // recovered at the end
+//! # child.kill()?; child.wait()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Taking turns
 //!
 //! Operations on one target take a per-target lock, so two timeskew processes never interleave

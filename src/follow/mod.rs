@@ -11,12 +11,17 @@
 //!   of execve while the fault is injected into the new program.
 //! - **Forked children** inherit the fault with their parent's memory; the fork event makes
 //!   them followed processes too (traced from their first instruction by the kernel).
-//! - **Processes that join the selected cgroups from outside** (`podman exec`, `kubectl exec`,
-//!   `nsenter`) are seen by the kernel's process-event connector ([`netlink`]): a fork whose
-//!   child is already in the cgroup (container runtimes move the process in before its final
-//!   fork or exec) or an exec of a process in it is injected at once and followed from then on.
-//!   A rescan of the cgroups every [`RESCAN`] catches what the events cannot show (a process
-//!   moved in that neither forks nor execs, events lost in a burst, no CAP_NET_ADMIN).
+//! - **Processes that enter from outside** (`podman exec`, `kubectl exec`, `nsenter`) are seen
+//!   by the kernel's process-event connector (netlink, CAP_NET_ADMIN). Container runtimes fork
+//!   the process into the container's PID namespace, move it into the container's cgroup and
+//!   then let it exec the command: a fork into a selected container's PID namespace is traced
+//!   at once (not skewed: it is about to exec), so the command is skewed at its exec stop,
+//!   before its first instruction. An exec by a process already in a selected cgroup that is
+//!   not ours is injected right after it (that program ran meanwhile: `join_to_skew` in the
+//!   report). A rescan of the selection every [`RESCAN`] catches what the events cannot show
+//!   (a process moved into a cgroup that neither forks nor execs, events lost in a burst, no
+//!   CAP_NET_ADMIN); a process traced at its fork that has not exec'd after half a second is
+//!   skewed as it is.
 //!
 //! Each injected process gets the experiment's deadline as its own dead man's switch, so the
 //! fault ends on time even if the follower is killed. When the follower ends, its tracer thread
@@ -25,9 +30,12 @@
 //!
 //! Caveats: followed processes cannot be debugged or straced meanwhile (a process has one
 //! tracer), and each fork, clone and exec in them stops for the time it takes to handle it
-//! (microseconds; an exec, the injection's ~1 ms). Call [`follow`] from a thread without child
-//! processes of its own, with SIGCHLD blocked in the process's other threads (see `run`'s
-//! caveats: otherwise events are noticed up to [`NAP`] late).
+//! (microseconds; an exec, the injection's ~1 ms). The tracing is done by a thread [`follow`]
+//! starts; SIGCHLD should be blocked in the caller's other threads (see `run`'s caveats:
+//! otherwise a stop may be noticed up to [`NAP`] late). Killing the caller while an exec is
+//! being skewed can leave that program with registers of ours: `timeskew inject --follow`
+//! therefore follows from a helper process of its own session, which the command's death does
+//! not reach.
 
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
