@@ -581,6 +581,88 @@ fn a_tree_is_followed_on_the_host_too() {
     assert!(summary["forked"].as_u64().unwrap() >= 5, "{summary}");
 }
 
+/// Without the process events (no CAP_NET_ADMIN: forced in test builds), the rescans find a
+/// process that entered the container, and the programs it execs from then on are skewed.
+#[test]
+fn without_process_events_the_rescans_find_newcomers() {
+    let c = Container::run(
+        "follow-rescan",
+        &test_image(),
+        "echo ready; exec sleep 1000000",
+    );
+    let offset = format!("{OFFSET_S}s");
+    let follow = Follow::start_env(
+        &["--container", &c.id, "--offset", &offset],
+        &[("TIMESKEW_FORCE_FOLLOW_NO_EVENTS", "1")],
+    );
+    follower_of(c.main_pid());
+    // A shell entering from outside that runs `clocks` every 100 ms for 3 s.
+    let out = exec_out(
+        &c,
+        &[
+            "sh",
+            "-c",
+            "mkfifo /tmp/g; exec 3<>/tmp/g; rm /tmp/g; i=0; \
+             while [ $i -lt 30 ]; do /bin/clocks; read -t 0.1 x <&3; i=$((i+1)); done",
+        ],
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(follow.pid()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let summary = follow.finish(Duration::from_secs(20));
+    assert!(
+        summary["watched_with"]
+            .as_str()
+            .unwrap()
+            .starts_with("rescans every 200 ms only")
+    );
+    let readings: Vec<i64> = out.lines().filter_map(reading).collect();
+    assert_eq!(readings.len(), 30, "{out}");
+    let first = readings
+        .iter()
+        .position(|&v| shifted_by(v, OFFSET_S))
+        .unwrap_or_else(|| panic!("never skewed: {out}"));
+    // Found within a rescan or two (the lines are 0.1 s apart), skewed from then on.
+    assert!(first <= 8, "first skewed program: #{first}\n{out}");
+    assert!(
+        readings[first..].iter().all(|&v| shifted_by(v, OFFSET_S)),
+        "{out}"
+    );
+    assert!(summary["joined"].as_u64().unwrap() >= 1, "{summary}");
+    assert_untraced(&c.host_pids());
+}
+
+#[test]
+fn a_failing_follower_still_recovers_everything_and_lets_go() {
+    let mut shell = Command::new("sh")
+        .args(["-c", "echo ready; exec sleep 1000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(shell.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    let pid = shell.id().to_string();
+    let follow = Follow::start_env(
+        &["--pid", &pid, "--offset", "-100000s", "--duration", "30s"],
+        &[("TIMESKEW_FAULT", "follow-watch")],
+    );
+    let summary = follow.finish(Duration::from_secs(20));
+    let status = timeskew_ok(&["status", "--pid", &pid]);
+    let untraced = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let _ = shell.kill();
+    let _ = shell.wait();
+    assert_eq!(summary["ended_by"], "failed");
+    assert_eq!(summary["recovered"], 1, "{summary}");
+    assert!(status.contains("not injected"), "{status}");
+    assert!(untraced.contains("TracerPid:\t0\n"), "{untraced}");
+}
+
 #[test]
 fn the_library_example_follows_a_tree() {
     let out = Command::new(example("follow")).output().unwrap();

@@ -80,6 +80,8 @@ pub enum EndReason {
     /// Nothing left to follow: every followed process exited (a selection without cgroups) or
     /// every selected cgroup was removed.
     SelectionGone,
+    /// The follower itself failed (a bug, logged); what it touched was recovered.
+    Failed,
 }
 
 /// A process the follower could not skew (or follow), and why.

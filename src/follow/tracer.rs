@@ -45,6 +45,13 @@ fn without_ptrace() -> bool {
         && std::env::var_os("TIMESKEW_FORCE_FOLLOW_WITHOUT_PTRACE").is_some_and(|v| v == "1")
 }
 
+/// `TIMESKEW_FORCE_FOLLOW_NO_EVENTS=1`, in test builds only: as without CAP_NET_ADMIN, no
+/// process events — the rescans alone find newcomers.
+fn without_events() -> bool {
+    cfg!(feature = "fault-injection")
+        && std::env::var_os("TIMESKEW_FORCE_FOLLOW_NO_EVENTS").is_some_and(|v| v == "1")
+}
+
 fn options() -> Options {
     Options::PTRACE_O_TRACEEXEC
         | Options::PTRACE_O_TRACEFORK
@@ -93,8 +100,18 @@ pub(super) fn trace<F: FnOnce(Started) + Send>(setup: Setup<'_, F>) -> Result<Tr
                 let tid = gettid().as_raw();
                 (
                     tid,
-                    Follower::new(&setup)
-                        .map(|f| f.run(setup.initial.clone(), setup.end, setup.on_started)),
+                    Follower::new(&setup).map(|mut f| {
+                        // A bug must not cost the targets their recovery: what was touched
+                        // is recovered all the same.
+                        let run = std::panic::AssertUnwindSafe(|| {
+                            f.run(setup.initial.clone(), setup.end, setup.on_started)
+                        });
+                        f.report.ended_by = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                            log::error!("the follower failed: ending the experiment");
+                            EndReason::Failed
+                        });
+                        f.finish()
+                    }),
                 )
             });
         match thread {
@@ -176,7 +193,12 @@ impl<'a> Follower<'a> {
         let (events, watched_with) = if setup.cgroups.is_empty() {
             (None, "ptrace events (no cgroup selected)".to_string())
         } else {
-            match ProcEvents::subscribe() {
+            let subscribed = if without_events() {
+                Err(Errno::EPERM)
+            } else {
+                ProcEvents::subscribe()
+            };
+            match subscribed {
                 Ok(events) => (Some(events), "proc connector".to_string()),
                 Err(e) => (
                     None,
@@ -229,12 +251,13 @@ impl<'a> Follower<'a> {
         })
     }
 
+    /// Adopts the selection, then watches until the experiment ends.
     fn run(
-        mut self,
+        &mut self,
         initial: Vec<i32>,
         end: FollowEnd<'_>,
         on_started: impl FnOnce(Started),
-    ) -> Traced {
+    ) -> EndReason {
         self.note_namespaces(&initial);
         log::debug!("following PID namespaces {:?}", self.namespaces);
         let mut started = Vec::new();
@@ -244,7 +267,16 @@ impl<'a> Follower<'a> {
             self.drain();
         }
         on_started(started);
-        self.report.ended_by = self.watch(end.stop);
+        // Test builds: `TIMESKEW_FAULT=follow-watch` makes the follower fail here, as a bug
+        // would (the recovery must still happen).
+        if crate::fault::point(0, "follow-watch").is_err() {
+            panic!("TIMESKEW_FAULT: the follower fails");
+        }
+        self.watch(end.stop)
+    }
+
+    /// What recovery needs, and the report so far.
+    fn finish(mut self) -> Traced {
         self.report.exec_to_skew = Latencies::of(std::mem::take(&mut self.exec_samples));
         self.report.join_to_skew = Latencies::of(std::mem::take(&mut self.join_samples));
         self.report.followed = self.seen.len();

@@ -255,6 +255,7 @@ fn write_summary(r: &FollowReport, out: &mut impl Write) -> std::io::Result<()> 
         timeskew::follow::EndReason::Stopped => "a stop request",
         timeskew::follow::EndReason::RecoverRequested => "a recover from another timeskew",
         timeskew::follow::EndReason::SelectionGone => "nothing left to follow",
+        timeskew::follow::EndReason::Failed => "a failure of the follower (see the log)",
     };
     writeln!(
         out,
