@@ -207,7 +207,10 @@ mod vdso;
 pub use error::{Error, Result};
 pub use follow::{FollowEnd, FollowReport, follow};
 pub use ops::{ManualClock, inject, inject_traced, recover, recover_slewed, status};
-pub use report::{ClockOffset, InjectAction, InjectReport, RecoverReport, ShapeStatus, Status};
+pub use report::{
+    ClockOffset, InjectAction, InjectReport, LiveStats, RecoverReport, ShapeStatus, Status,
+    ThreadStop,
+};
 pub use signals::{TerminationDeferred, termination_signals};
 pub use skew::{
     At, Clock, ClockSet, NegativeClock, Offset, OffsetErrorKind, ParseAtError, ParseClockError,

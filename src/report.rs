@@ -124,6 +124,57 @@ pub struct InjectReport {
     /// Threads held while patching (zero for a live update).
     pub threads: usize,
     pub status: Status,
+    /// A first injection made one thread at a time (never the whole process): what it took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveStats>,
+    /// Why every thread was stopped at once instead (the live path could not run here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_stop_reason: Option<String>,
+}
+
+/// What a change made one thread at a time cost the target's threads (issue 11): no moment at
+/// which the whole process stands still, only short stops of single threads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveStats {
+    /// Threads (and processes sharing the memory, such as a vfork child) traced meanwhile.
+    pub threads: usize,
+    /// How many of them were stopped at all (the others never were).
+    pub threads_stopped: usize,
+    /// Stops in all: window checks, releases, the worker's holds, breakpoint hits.
+    pub stops: usize,
+    /// The longest any thread was held, as timeskew saw it (from the stop's report to letting
+    /// it run again), in microseconds.
+    pub longest_stop_us: u64,
+    /// The thread that ran timeskew's system calls (mmap, membarrier).
+    pub worker: i32,
+    /// Its longest hold (one system call each), in microseconds.
+    pub worker_longest_hold_us: u64,
+    /// From the first breakpoint written to the last one gone, in microseconds: while it lasts,
+    /// killing timeskew itself would leave a breakpoint that traps (see README, Limitations).
+    pub breakpoint_window_us: u64,
+    /// Threads that hit a breakpoint and were sent where the code leads.
+    pub traps: usize,
+    /// Threads found inside an instruction window and moved to its relocated copy.
+    pub moved: usize,
+    /// Core-serializing barriers issued in the target (membarrier SYNC_CORE).
+    pub barriers: usize,
+    /// From the first seize to the last thread let go, in microseconds.
+    pub wall_us: u64,
+    /// Every stop, for tests and benchmarks (not in JSON).
+    #[serde(skip)]
+    pub stop_log: Vec<ThreadStop>,
+}
+
+/// One stop of one thread during a live change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadStop {
+    pub tid: i32,
+    /// CLOCK_MONOTONIC of timeskew's own process when the stop was seen, in nanoseconds.
+    pub seen_ns: u64,
+    /// Until the thread was let run again, in nanoseconds.
+    pub held_ns: u64,
+    /// Why: `check`, `release`, `worker`, `trap`, `signal`, `new`.
+    pub why: &'static str,
 }
 
 /// What `recover` did.
@@ -141,6 +192,12 @@ pub struct RecoverReport {
     pub stopped_for: Duration,
     /// Threads held.
     pub threads: usize,
+    /// Restored one thread at a time (never the whole process): what it took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveStats>,
+    /// Why every thread was stopped at once instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_stop_reason: Option<String>,
 }
 
 fn as_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -91,6 +91,8 @@ pub trait Registers: Clone + std::fmt::Debug {
     fn instruction_pointer(&self) -> u64;
     /// The stack pointer: saved contexts of interrupted code (signal frames) lie above it.
     fn stack_pointer(&self) -> u64;
+    /// Moves the thread: where it resumes.
+    fn set_instruction_pointer(&mut self, ip: u64);
 }
 
 /// Everything the injector needs to know about an instruction set.
@@ -155,4 +157,22 @@ pub trait Arch {
     fn syscall_return(regs: &Self::Regs) -> i64;
     /// Address of the instruction after the syscall instruction at `insn`.
     fn after_syscall(insn: u64) -> u64;
+
+    /// The one-byte breakpoint written over an entry's first byte while the rest of it changes
+    /// under running threads (`int3`); executing it traps with the instruction pointer just
+    /// past it.
+    const BREAKPOINT: u8;
+
+    /// Where the breakpoint that trapped lies, given the instruction pointer at the trap.
+    fn breakpoint_at(ip_after_trap: u64) -> u64;
+
+    /// Where a thread at `ip`, strictly inside `window` (its bytes at `window_addr`), carries
+    /// on in the relocated copy `stub` at `stub_addr`; `None` if that cannot be told exactly.
+    fn equivalent_in_stub(
+        window: &[u8],
+        window_addr: u64,
+        stub: &[u8],
+        stub_addr: u64,
+        ip: u64,
+    ) -> Option<u64>;
 }

@@ -6,9 +6,11 @@ use crate::arch::HookPlan;
 use crate::error::{Error, Result};
 use crate::fake_clock::data_page::Params;
 use crate::patch::install::patch;
+use crate::patch::live;
 use crate::patch::plan::Plan;
 use crate::patch::unsafe_to_patch;
 use crate::ptrace::StoppedProcess;
+use crate::ptrace::live::Fallback;
 use crate::report::{InjectAction, InjectReport};
 use crate::signals::TerminationDeferred;
 use crate::skew::Skew;
@@ -22,8 +24,12 @@ use crate::target::program::{self, Spec};
 /// Skews the clocks of process `pid` (all its threads) as `skew` says.
 ///
 /// A process that is already injected has its parameters replaced in place, without being
-/// stopped. Otherwise every thread is held for the short time it takes to map the pages and
-/// write the jumps; on any error, everything done so far is undone.
+/// stopped. Otherwise the pages are mapped through one thread and each jump written under
+/// running threads behind a breakpoint, stopping single threads for microseconds, never the
+/// whole process ([`InjectReport::live`] says what it took); where that cannot run (no
+/// core-serializing membarrier, a thread blocking SIGTRAP), every thread is held for the short
+/// time it takes instead ([`InjectReport::all_stop_reason`] says why). On any error,
+/// everything done so far is undone.
 pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
     skew.validate()?;
     apply(pid, skew.clocks().mask(), &skew.spec(), skew.duration())
@@ -62,13 +68,27 @@ pub(crate) fn apply(
             stopped_for: Duration::ZERO,
             threads: 0,
             status: status_of(pid, Some(&updated(existing, &params))),
+            live: None,
+            all_stop_reason: None,
         });
     }
     // Decode, plan and build while the process still runs: the stop covers only the changes.
     let plan = Plan::new(&target, existing.as_ref())?;
     let _deferred = TerminationDeferred::new();
+    // One thread at a time, never the whole process — unless that cannot be done here.
+    let reason = if live::forced_all_stop() {
+        "TIMESKEW_ALL_STOP=1 (test builds)".to_string()
+    } else {
+        match live::inject(&mut target, &plan, params.clone())? {
+            Ok(report) => return Ok(report),
+            Err(Fallback(reason)) => reason,
+        }
+    };
+    log::warn!("pid {pid}: stopping every thread at once: {reason}");
     let (held, started) = hold_clear_of(&mut target, plan.hooks.values())?;
-    patch(target, &plan, params, held, started)
+    let mut report = patch(target, &plan, params, held, started)?;
+    report.all_stop_reason = Some(reason);
+    Ok(report)
 }
 
 /// Attempts at compiling a live change early enough to publish it before its switch.

@@ -5,7 +5,9 @@ use std::time::Duration;
 use crate::arch::{Arch, Native};
 use crate::error::{Error, Result};
 use crate::fake_clock::data_page::{OFF_PATCHED, Params};
+use crate::patch::live;
 use crate::ptrace::StoppedProcess;
+use crate::ptrace::live::Fallback;
 use crate::report::RecoverReport;
 use crate::signals::TerminationDeferred;
 use crate::state::publish::write_slot;
@@ -28,12 +30,24 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
         skipped: Vec::new(),
         stopped_for: Duration::ZERO,
         threads: 0,
+        live: None,
+        all_stop_reason: None,
     };
-    match state::find(&target)? {
-        Some(existing) if existing.hooks_live || any_jump_left(&target, &existing) => {}
+    let found = match state::find(&target)? {
+        Some(existing) if existing.hooks_live || any_jump_left(&target, &existing) => existing,
         _ => return Ok(not_injected),
-    }
+    };
     let _deferred = TerminationDeferred::new();
+    // One thread at a time, never the whole process — unless that cannot be done here.
+    let reason = if live::forced_all_stop() {
+        "TIMESKEW_ALL_STOP=1 (test builds)".to_string()
+    } else {
+        match live::recover(&target, &found)? {
+            Ok(report) => return Ok(report),
+            Err(Fallback(reason)) => reason,
+        }
+    };
+    log::warn!("pid {pid}: stopping every thread at once: {reason}");
     let mut held = StoppedProcess::stop(pid)?;
     let started = held.held_since();
     // Look again now that nothing moves.
@@ -52,6 +66,8 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
         skipped: Vec::new(),
         stopped_for: Duration::ZERO,
         threads: held.threads().len(),
+        live: None,
+        all_stop_reason: Some(reason),
     };
     // Offsets first: a hook that cannot be restored then passes the real time through.
     let data_addr = existing.data_addr();

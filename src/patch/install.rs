@@ -44,6 +44,8 @@ pub(crate) fn patch(
         stopped_for,
         threads,
         status: status_of(pid, Some(&written)),
+        live: None,
+        all_stop_reason: None,
     })
 }
 
@@ -208,12 +210,12 @@ fn map_pages(tx: &mut Transaction, target: &Target) -> Result<u64> {
 }
 
 /// The code page: read+execute, never writable (its bytes are written through /proc/PID/mem).
-const CODE_PROT: i32 = libc::PROT_READ | libc::PROT_EXEC;
+pub(crate) const CODE_PROT: i32 = libc::PROT_READ | libc::PROT_EXEC;
 /// The data page: read-write, never executable.
-const DATA_PROT: i32 = libc::PROT_READ | libc::PROT_WRITE;
+pub(crate) const DATA_PROT: i32 = libc::PROT_READ | libc::PROT_WRITE;
 
 /// mmap of one anonymous private page at exactly `addr`, never over an existing mapping.
-fn page_at(addr: u64, prot: i32) -> RemoteCall {
+pub(crate) fn page_at(addr: u64, prot: i32) -> RemoteCall {
     RemoteCall::Mmap {
         addr,
         len: PAGE_SIZE,

@@ -2,6 +2,7 @@
 //! (`placement`), the steps under stop (`install`) and their undo log (`transaction`).
 
 pub(crate) mod install;
+pub(crate) mod live;
 pub(crate) mod placement;
 pub(crate) mod plan;
 pub(crate) mod transaction;

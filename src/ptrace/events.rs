@@ -91,6 +91,28 @@ impl ChildEvents {
     }
 }
 
+impl ChildEvents {
+    /// Sleeps until a tracee changes state, at most `max` (a live change keeps this short:
+    /// a thread at a breakpoint waits for the answer).
+    pub(crate) fn pause_at_most(&mut self, max: Duration) {
+        let Some(fd) = &self.fd else {
+            std::thread::sleep(max);
+            return;
+        };
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        if let Err(e) = ppoll(&mut fds, Some(TimeSpec::from_duration(max)), None) {
+            log::debug!("poll on the SIGCHLD signalfd: {e}");
+        }
+        while let Ok(Some(info)) = fd.read_signal() {
+            if self.tracees != 0
+                && crate::target::procfs::tgid_of(info.ssi_pid as i32) != Some(self.tracees)
+            {
+                self.foreign = true;
+            }
+        }
+    }
+}
+
 impl Drop for ChildEvents {
     fn drop(&mut self) {
         self.fd = None;

@@ -5,6 +5,7 @@
 mod detach;
 mod events;
 pub(crate) mod exec_stop;
+pub(crate) mod live;
 pub(crate) mod raw;
 mod remote_mm;
 pub(crate) mod remote_syscall;

@@ -49,6 +49,32 @@ pub fn ptrace_listen(tid: nix::unistd::Pid) -> nix::Result<()> {
     ptrace_word(libc::PTRACE_LISTEN, tid, 0)
 }
 
+/// `PTRACE_PEEKSIGINFO` (include/uapi/linux/ptrace.h).
+const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+
+/// `PTRACE_PEEKSIGINFO` of one siginfo (`args.nr` must be 1) from a stopped tracee's queue
+/// into `out`: how many were copied (0 past the end of the queue).
+pub(crate) fn peek_siginfo(
+    tid: nix::unistd::Pid,
+    args: &super::live::PeekSiginfoArgs,
+    out: &mut [u8; 128],
+) -> nix::Result<i32> {
+    if args.nr != 1 {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: `addr` points at a valid ptrace_peeksiginfo_args asking for one siginfo; the
+    // kernel copies at most that one 128-byte siginfo into `out`, which has room for it.
+    let rc = unsafe {
+        libc::ptrace(
+            PTRACE_PEEKSIGINFO,
+            tid.as_raw(),
+            std::ptr::from_ref(args).cast_mut().cast::<libc::c_void>(),
+            out.as_mut_ptr().cast::<libc::c_void>(),
+        )
+    };
+    Errno::result(rc).map(|n| n as i32)
+}
+
 /// The longest filter program the kernel accepts (BPF_MAXINSNS): the buffer the filter is read
 /// into, and the bound the evaluator checks.
 pub(crate) const MAX_FILTER_LEN: usize = libc::BPF_MAXINSNS as usize;

@@ -23,7 +23,17 @@ pub(crate) enum RemoteCall {
         addr: u64,
         len: u64,
     },
+    /// `membarrier(cmd, flags, 0)`: asks about (`MEMBARRIER_CMD_QUERY`), registers for, or
+    /// issues a core-serializing barrier across every thread of the target.
+    Membarrier {
+        cmd: i32,
+    },
 }
+
+/// `MEMBARRIER_CMD_*` (include/uapi/linux/membarrier.h).
+pub(crate) const MEMBARRIER_CMD_QUERY: i32 = 0;
+pub(crate) const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: i32 = 1 << 5;
+pub(crate) const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: i32 = 1 << 6;
 
 impl RemoteCall {
     /// The name in messages (`the injected mmap() failed …`).
@@ -31,6 +41,7 @@ impl RemoteCall {
         match self {
             RemoteCall::Mmap { .. } => "mmap",
             RemoteCall::Munmap { .. } => "munmap",
+            RemoteCall::Membarrier { .. } => "membarrier",
         }
     }
 
@@ -54,6 +65,7 @@ impl RemoteCall {
                 ],
             ),
             RemoteCall::Munmap { addr, len } => (libc::SYS_munmap, [addr, len, 0, 0, 0, 0]),
+            RemoteCall::Membarrier { cmd } => (libc::SYS_membarrier, [cmd as u64, 0, 0, 0, 0, 0]),
         }
     }
 
@@ -82,6 +94,9 @@ impl RemoteCall {
             }
             (RemoteCall::Mmap { .. }, Errno::ENOMEM) => {
                 " — the target is out of memory or address space (RLIMIT_AS)"
+            }
+            (RemoteCall::Membarrier { .. }, Errno::ENOSYS | Errno::EINVAL | Errno::EPERM) => {
+                " — the kernel (or a policy) does not offer a core-serializing membarrier here"
             }
             _ => "",
         }
@@ -152,6 +167,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("out of memory or address space"), "{e}");
+        let barrier = RemoteCall::Membarrier {
+            cmd: MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
+        };
+        assert_eq!(
+            barrier.nr_and_args(),
+            (libc::SYS_membarrier, [32, 0, 0, 0, 0, 0])
+        );
+        assert_eq!(barrier.name(), "membarrier");
         let unmap = RemoteCall::Munmap { addr: 1, len: 2 };
         assert_eq!(unmap.nr_and_args(), (libc::SYS_munmap, [1, 2, 0, 0, 0, 0]));
         assert!(matches!(

@@ -32,14 +32,14 @@ const MAX_ATTEMPTS: usize = 64;
 const STOP_DEADLINE: Duration = Duration::from_millis(500);
 
 /// Saved registers of one thread, written back on `restore` or, failing that, on drop.
-struct RegsGuard {
+pub(super) struct RegsGuard {
     pid: i32,
     tid: Pid,
     saved: Option<Regs>,
 }
 
 impl RegsGuard {
-    fn save(pid: i32, tid: Pid) -> Result<RegsGuard> {
+    pub(super) fn save(pid: i32, tid: Pid) -> Result<RegsGuard> {
         let saved = Native::get_regs(tid)
             .map_err(|e| procfs::errno_error(pid, tid.as_raw(), "save registers", e))?;
         Ok(RegsGuard {
@@ -50,11 +50,11 @@ impl RegsGuard {
     }
 
     /// The saved registers (present until `restore`, which consumes the guard).
-    fn regs(&self) -> Option<Regs> {
+    pub(super) fn regs(&self) -> Option<Regs> {
         self.saved
     }
 
-    fn restore(mut self) -> Result<()> {
+    pub(super) fn restore(mut self) -> Result<()> {
         match self.saved.take() {
             Some(saved) => Native::set_regs(self.tid, &saved).map_err(|e| {
                 procfs::errno_error(self.pid, self.tid.as_raw(), "restore registers", e)

@@ -50,6 +50,40 @@ pub(super) fn find_syscall_instruction(image: &VdsoImage) -> Option<u64> {
     })
 }
 
+/// Where a thread at `ip`, strictly inside the window `window` (at `window_addr`), continues
+/// in the relocated copy `stub` (at `stub_addr`): the start of the same instruction there.
+/// The relocation keeps one instruction per instruction (checked when the stub is built), so
+/// a thread moved there runs exactly what it would have run in the window, then jumps back.
+/// `None` when `ip` is not an instruction boundary of the window or the two do not correspond.
+pub(super) fn equivalent_in_stub(
+    window: &[u8],
+    window_addr: u64,
+    stub: &[u8],
+    stub_addr: u64,
+    ip: u64,
+) -> Option<u64> {
+    let win: Vec<Instruction> = Decoder::with_ip(64, window, window_addr, DecoderOptions::NONE)
+        .into_iter()
+        .collect();
+    if win.iter().any(|i| i.is_invalid()) {
+        return None;
+    }
+    let index = win.iter().position(|i| i.ip() == ip)?;
+    if index == 0 {
+        return None;
+    }
+    let relocated: Vec<Instruction> = Decoder::with_ip(64, stub, stub_addr, DecoderOptions::NONE)
+        .into_iter()
+        .take(win.len())
+        .collect();
+    let same = relocated.len() == win.len()
+        && win
+            .iter()
+            .zip(&relocated)
+            .all(|(w, r)| w.code() == r.code() && !r.is_invalid());
+    same.then(|| relocated[index].ip())
+}
+
 /// `instr` in Intel syntax, for messages.
 pub(super) fn format_instr(instr: &Instruction) -> String {
     let mut text = String::new();
@@ -82,6 +116,22 @@ mod tests {
                 .iter()
                 .any(|&(s, l)| addr >= s && addr + 2 <= s + l)
         );
+    }
+
+    #[test]
+    fn a_thread_inside_a_window_maps_to_the_same_instruction_of_its_stub() {
+        // push rbp; mov rbp,rsp; push r14 — relocated elsewhere (no RIP-relative operand).
+        let window = [0x55, 0x48, 0x89, 0xe5, 0x41, 0x56];
+        let stub = [0x55, 0x48, 0x89, 0xe5, 0x41, 0x56, 0xe9, 0, 0, 0, 0];
+        let (w, s) = (0x7000_1000u64, 0x7100_0040u64);
+        assert_eq!(equivalent_in_stub(&window, w, &stub, s, w + 1), Some(s + 1));
+        assert_eq!(equivalent_in_stub(&window, w, &stub, s, w + 4), Some(s + 4));
+        // Not an instruction boundary, or the entry itself: no answer.
+        assert_eq!(equivalent_in_stub(&window, w, &stub, s, w + 2), None);
+        assert_eq!(equivalent_in_stub(&window, w, &stub, s, w), None);
+        // A stub that says something else.
+        let other = [0x90, 0x90, 0x90, 0x90];
+        assert_eq!(equivalent_in_stub(&window, w, &other, s, w + 1), None);
     }
 
     #[test]

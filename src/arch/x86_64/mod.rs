@@ -75,6 +75,22 @@ impl Arch for X86_64 {
     fn after_syscall(insn: u64) -> u64 {
         insn + 2
     }
+
+    const BREAKPOINT: u8 = 0xcc;
+
+    fn breakpoint_at(ip_after_trap: u64) -> u64 {
+        ip_after_trap.wrapping_sub(1)
+    }
+
+    fn equivalent_in_stub(
+        window: &[u8],
+        window_addr: u64,
+        stub: &[u8],
+        stub_addr: u64,
+        ip: u64,
+    ) -> Option<u64> {
+        decode::equivalent_in_stub(window, window_addr, stub, stub_addr, ip)
+    }
 }
 
 #[cfg(test)]

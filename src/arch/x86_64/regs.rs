@@ -26,6 +26,9 @@ impl Registers for Regs {
     fn stack_pointer(&self) -> u64 {
         self.0.rsp
     }
+    fn set_instruction_pointer(&mut self, ip: u64) {
+        self.0.rip = ip;
+    }
 }
 
 pub fn get(tid: Pid) -> nix::Result<Regs> {

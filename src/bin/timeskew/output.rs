@@ -167,6 +167,33 @@ fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// How the process was held: one thread at a time (`one thread at a time: 2 of 7 threads
+/// stopped, longest 42 µs`), or all at once and why (`stopped 0.4 ms, 3 threads, all at once:
+/// …`).
+fn hold_details(
+    live: Option<&timeskew::LiveStats>,
+    all_stop_reason: Option<&str>,
+    stopped_for: Duration,
+    threads: usize,
+) -> Vec<String> {
+    if let Some(l) = live {
+        return vec![format!(
+            "one thread at a time: {} of {} stopped, longest {} µs",
+            l.threads_stopped,
+            count(l.threads, "thread", "threads"),
+            l.longest_stop_us
+        )];
+    }
+    let mut d = vec![
+        format!("stopped {}", format_duration(stopped_for)),
+        count(threads, "thread", "threads"),
+    ];
+    if let Some(why) = all_stop_reason {
+        d.push(format!("all at once: {why}"));
+    }
+    d
+}
+
 /// `pid 123: injected, realtime -600s (trampoline 0x7f…, stopped 0.4 ms, 3 threads)`
 pub fn format_inject(r: &InjectReport) -> String {
     let verb = match r.action {
@@ -180,10 +207,12 @@ pub fn format_inject(r: &InjectReport) -> String {
     }
     match r.action {
         InjectAction::Updated => details.push("live update, not stopped".into()),
-        _ => {
-            details.push(format!("stopped {}", format_duration(r.stopped_for)));
-            details.push(count(r.threads, "thread", "threads"));
-        }
+        _ => details.extend(hold_details(
+            r.live.as_ref(),
+            r.all_stop_reason.as_deref(),
+            r.stopped_for,
+            r.threads,
+        )),
     }
     if r.action == InjectAction::Repatched {
         details.push("reused pages of an earlier injection".into());
@@ -205,11 +234,16 @@ pub fn format_recover(r: &RecoverReport) -> String {
         return format!("pid {}: not injected, nothing to do", r.pid);
     }
     let mut line = format!(
-        "pid {}: recovered, restored {} (stopped {}, {})",
+        "pid {}: recovered, restored {} ({})",
         r.pid,
         count(r.restored, "vDSO entry", "vDSO entries"),
-        format_duration(r.stopped_for),
-        count(r.threads, "thread", "threads")
+        hold_details(
+            r.live.as_ref(),
+            r.all_stop_reason.as_deref(),
+            r.stopped_for,
+            r.threads
+        )
+        .join(", ")
     );
     if !r.skipped.is_empty() {
         let _ = write!(
@@ -441,6 +475,8 @@ mod tests {
             skipped: vec![],
             stopped_for: Duration::ZERO,
             threads: 0,
+            live: None,
+            all_stop_reason: None,
         };
         assert_eq!(format_recover(&r), "pid 77: not injected, nothing to do");
         r.was_injected = true;

@@ -58,6 +58,8 @@ pub fn inject_report(action: InjectAction, clocks: &[(Clock, Offset)]) -> Inject
         stopped_for: Duration::from_micros(400),
         threads: 3,
         status: status(123, clocks),
+        live: None,
+        all_stop_reason: None,
     }
 }
 
@@ -86,6 +88,8 @@ impl Backend for Fake {
             skipped: vec![],
             stopped_for: Duration::ZERO,
             threads: 0,
+            live: None,
+            all_stop_reason: None,
         })
     }
     fn recover_slewed(&self, pid: i32, slew: SlewRate) -> timeskew::Result<Status> {
