@@ -28,6 +28,7 @@ use nix::sys::ptrace::{self, Options};
 use nix::unistd::Pid;
 
 use super::events::ChildEvents;
+use super::raw::PeekSiginfoArgs;
 use super::remote_mm::{
     MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, MEMBARRIER_CMD_QUERY,
     MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, RemoteCall,
@@ -930,18 +931,16 @@ impl LiveSession {
             Err(e) => return Err(procfs::errno_error(pid, w.as_raw(), step, e)),
         }
         resume(ptrace::cont)?;
-        loop {
-            match self.next_of(w, step)? {
-                Ev::Interrupt => return Ok(ret),
-                // A signal stop instead (it cancels the interrupt): the thread is just as
-                // much back in the signal path with its own registers; the signal goes later.
-                Ev::Signal(sig) => {
-                    pending.push(sig);
-                    return Ok(ret);
-                }
-                Ev::Exited => return Err(Error::ProcessGone { pid, step }),
-                other => return Err(lost(format!("it stopped with {other:?} after the call"))),
+        match self.next_of(w, step)? {
+            Ev::Interrupt => Ok(ret),
+            // A signal stop instead (it cancels the interrupt): the thread is just as much back
+            // in the signal path with its own registers; the signal is sent again afterwards.
+            Ev::Signal(sig) => {
+                pending.push(sig);
+                Ok(ret)
             }
+            Ev::Exited => Err(Error::ProcessGone { pid, step }),
+            other => Err(lost(format!("it stopped with {other:?} after the call"))),
         }
     }
 
@@ -978,10 +977,8 @@ impl LiveSession {
             if self.first_breakpoint.is_none() {
                 self.first_breakpoint = Some(Instant::now());
             }
-            if let Err(e) = self.write(addr, &[Native::BREAKPOINT], "write a breakpoint") {
-                // Nothing (or the breakpoint) was written: the undo puts the first byte back.
-                return Err(e);
-            }
+            // On failure nothing (or the breakpoint) was written: the undo puts the byte back.
+            self.write(addr, &[Native::BREAKPOINT], "write a breakpoint")?;
         }
         self.barrier()
     }
@@ -1140,7 +1137,11 @@ impl LiveSession {
             self.maps = procfs::maps_of(self.pid, self.worker.as_raw())?;
             let mut busy = Vec::new();
             let tids: Vec<(i32, i32)> = self.tracees.iter().map(|(t, x)| (*t, x.tgid)).collect();
-            for (tid, tgid) in &tids {
+            for (n, (tid, tgid)) in tids.iter().enumerate() {
+                if n % 8 == 7 {
+                    // A thread at a breakpoint waits for us: answer between looks.
+                    self.drain(None)?;
+                }
                 if *tgid != self.pid {
                     continue; // another memory (a forked child) is repaired when let go
                 }
@@ -1288,9 +1289,10 @@ impl LiveSession {
         for tid in tids {
             match seen(self.pid, tid) {
                 Seen::Blocked { sp, pc, .. } => {
-                    if self.inside(pc) || inside_entry(pc) {
-                        found = true;
-                    } else if self.saved_context_inside(tid, sp)?.is_some() {
+                    if self.inside(pc)
+                        || inside_entry(pc)
+                        || self.saved_context_inside(tid, sp)?.is_some()
+                    {
                         found = true;
                     }
                 }
@@ -1318,7 +1320,10 @@ impl LiveSession {
     /// by the kernel when the tracer thread ends — without a stop.
     pub(crate) fn release(&mut self) -> Result<()> {
         let tids: Vec<(i32, i32)> = self.tracees.iter().map(|(t, x)| (*t, x.tgid)).collect();
-        for (tid, tgid) in tids {
+        for (n, (tid, tgid)) in tids.into_iter().enumerate() {
+            if n % 8 == 7 {
+                self.drain(None)?;
+            }
             let must_stop = tgid != self.pid
                 || match seen(tgid, tid) {
                     Seen::Gone => {
@@ -1442,15 +1447,6 @@ impl LiveSession {
     pub(crate) fn finish(&mut self) {
         let _ = self.drain(None);
     }
-}
-
-/// `struct ptrace_peeksiginfo_args`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PeekSiginfoArgs {
-    pub off: u64,
-    pub flags: u32,
-    pub nr: i32,
 }
 
 /// Runs `f` in a thread of its own that is the tracer of everything `f` seizes, and waits until

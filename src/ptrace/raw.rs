@@ -49,6 +49,15 @@ pub fn ptrace_listen(tid: nix::unistd::Pid) -> nix::Result<()> {
     ptrace_word(libc::PTRACE_LISTEN, tid, 0)
 }
 
+/// `struct ptrace_peeksiginfo_args`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeekSiginfoArgs {
+    pub off: u64,
+    pub flags: u32,
+    pub nr: i32,
+}
+
 /// `PTRACE_PEEKSIGINFO` (include/uapi/linux/ptrace.h).
 const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
 
@@ -56,7 +65,7 @@ const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
 /// into `out`: how many were copied (0 past the end of the queue).
 pub(crate) fn peek_siginfo(
     tid: nix::unistd::Pid,
-    args: &super::live::PeekSiginfoArgs,
+    args: &PeekSiginfoArgs,
     out: &mut [u8; 128],
 ) -> nix::Result<i32> {
     if args.nr != 1 {
