@@ -13,10 +13,15 @@ use timeskew::{Skew, inject, recover};
 
 const OFFSET_NS: i64 = -600_000_000_000;
 
-/// One test at a time: they measure stops on a 2-core machine.
+/// One test at a time: they measure stops on a 2-core machine. The live path is opt-in (test
+/// builds, `TIMESKEW_LIVE=1`): switched on for this whole test process.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: set while holding the lock every test of this file takes first; no other thread
+    // of this process reads the environment at that moment.
+    unsafe { std::env::set_var("TIMESKEW_LIVE", "1") };
+    guard
 }
 
 fn stress_bin() -> &'static Path {
@@ -245,6 +250,7 @@ fn membarrier_refused_by_seccomp_falls_back_to_stopping_every_thread_and_says_so
     let bin = env!("CARGO_BIN_EXE_timeskew");
     let o = Command::new(bin)
         .args(["inject", "--pid", &t.pid.to_string(), "--offset", "-600s"])
+        .env("TIMESKEW_LIVE", "1")
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
@@ -293,6 +299,7 @@ fn a_failure_at_each_step_of_the_live_protocol_is_undone() {
         let o = Command::new(bin)
             .args(["inject", "--pid", &t.pid.to_string(), "--offset", "-600s"])
             .env("TIMESKEW_FAULT", step)
+            .env("TIMESKEW_LIVE", "1")
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
@@ -312,6 +319,7 @@ fn a_failure_at_each_step_of_the_live_protocol_is_undone() {
         let o = Command::new(bin)
             .args(["recover", "--pid", &t.pid.to_string()])
             .env("TIMESKEW_FAULT", step)
+            .env("TIMESKEW_LIVE", "1")
             .output()
             .unwrap();
         assert!(!o.status.success(), "{step}");
@@ -326,6 +334,7 @@ fn a_failure_at_each_step_of_the_live_protocol_is_undone() {
     let o = Command::new(bin)
         .args(["inject", "--pid", &t.pid.to_string(), "--offset", "-600s"])
         .env("TIMESKEW_FAULT", "kill@live-armed")
+        .env("TIMESKEW_LIVE", "1")
         .output()
         .unwrap();
     assert!(!o.status.success());

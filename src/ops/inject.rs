@@ -24,12 +24,9 @@ use crate::target::program::{self, Spec};
 /// Skews the clocks of process `pid` (all its threads) as `skew` says.
 ///
 /// A process that is already injected has its parameters replaced in place, without being
-/// stopped. Otherwise the pages are mapped through one thread and each jump written under
-/// running threads behind a breakpoint, stopping single threads for microseconds, never the
-/// whole process ([`InjectReport::live`] says what it took); where that cannot run (no
-/// core-serializing membarrier, a thread blocking SIGTRAP), every thread is held for the short
-/// time it takes instead ([`InjectReport::all_stop_reason`] says why). On any error,
-/// everything done so far is undone.
+/// stopped. Otherwise every thread is held for the short time it takes to map the pages and
+/// write the jumps; on any error, everything done so far is undone. (Test builds can try the
+/// experimental one-thread-at-a-time path with `TIMESKEW_LIVE=1`: [`InjectReport::live`].)
 pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
     skew.validate()?;
     apply(pid, skew.clocks().mask(), &skew.spec(), skew.duration())
@@ -75,19 +72,21 @@ pub(crate) fn apply(
     // Decode, plan and build while the process still runs: the stop covers only the changes.
     let plan = Plan::new(&target, existing.as_ref())?;
     let _deferred = TerminationDeferred::new();
-    // One thread at a time, never the whole process — unless that cannot be done here.
-    let reason = if live::forced_all_stop() {
-        "TIMESKEW_ALL_STOP=1 (test builds)".to_string()
-    } else {
+    // One thread at a time (test builds, TIMESKEW_LIVE=1; see patch/live.rs), else — or where
+    // that cannot run — every thread at once.
+    let mut reason = None;
+    if live::requested() {
         match live::inject(&mut target, &plan, params.clone())? {
             Ok(report) => return Ok(report),
-            Err(Fallback(reason)) => reason,
+            Err(Fallback(why)) => {
+                log::info!("pid {pid}: stopping every thread at once: {why}");
+                reason = Some(why);
+            }
         }
-    };
-    log::warn!("pid {pid}: stopping every thread at once: {reason}");
+    }
     let (held, started) = hold_clear_of(&mut target, plan.hooks.values())?;
     let mut report = patch(target, &plan, params, held, started)?;
-    report.all_stop_reason = Some(reason);
+    report.all_stop_reason = reason;
     Ok(report)
 }
 

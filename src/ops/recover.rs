@@ -38,16 +38,17 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
         _ => return Ok(not_injected),
     };
     let _deferred = TerminationDeferred::new();
-    // One thread at a time, never the whole process — unless that cannot be done here.
-    let reason = if live::forced_all_stop() {
-        "TIMESKEW_ALL_STOP=1 (test builds)".to_string()
-    } else {
+    // One thread at a time (test builds, TIMESKEW_LIVE=1), else every thread at once.
+    let mut reason = None;
+    if live::requested() {
         match live::recover(&target, &found)? {
             Ok(report) => return Ok(report),
-            Err(Fallback(reason)) => reason,
+            Err(Fallback(why)) => {
+                log::info!("pid {pid}: stopping every thread at once: {why}");
+                reason = Some(why);
+            }
         }
-    };
-    log::warn!("pid {pid}: stopping every thread at once: {reason}");
+    }
     let mut held = StoppedProcess::stop(pid)?;
     let started = held.held_since();
     // Look again now that nothing moves.
@@ -67,7 +68,7 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
         stopped_for: Duration::ZERO,
         threads: held.threads().len(),
         live: None,
-        all_stop_reason: Some(reason),
+        all_stop_reason: reason,
     };
     // Offsets first: a hook that cannot be restored then passes the real time through.
     let data_addr = existing.data_addr();

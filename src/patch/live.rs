@@ -10,7 +10,9 @@ use std::time::Duration;
 use crate::arch::{Arch, Native};
 use crate::error::{Error, Result};
 use crate::fake_clock::DATA_PAGE_OFFSET;
-use crate::fake_clock::data_page::{DataPage, OFF_PATCHED, PAGE_SIZE, Params, Patch};
+use crate::fake_clock::data_page::{
+    DataPage, OFF_GENERATION, OFF_PATCHED, PAGE_SIZE, Params, Patch, slot_offset,
+};
 use crate::fault;
 use crate::patch::install::{CODE_PROT, DATA_PROT, page_at};
 use crate::patch::plan::Plan;
@@ -18,16 +20,16 @@ use crate::patch::{PAGES_LEN, placement, unsafe_to_patch};
 use crate::ptrace::RemoteCall;
 use crate::ptrace::live::{Fallback, LiveSession, Swap, SwapState, in_tracer_thread};
 use crate::report::{InjectAction, InjectReport, LiveStats, RecoverReport};
-use crate::state::publish::write_slot;
 use crate::state::status::status_of;
 use crate::state::{self, Existing};
 use crate::target::Target;
 
-/// `TIMESKEW_ALL_STOP=1` (test builds only) takes the old path that stops every thread, so
-/// benchmarks and tests can put the two side by side.
-pub(crate) fn forced_all_stop() -> bool {
-    cfg!(feature = "fault-injection")
-        && std::env::var_os("TIMESKEW_ALL_STOP").is_some_and(|v| v == "1")
+/// Whether to try the live path: only in test builds, with `TIMESKEW_LIVE=1`. It is not on by
+/// default because the attack campaign still finds targets it harms (a process that execs
+/// while it runs was killed by SIGSEGV in 8 of 30 rounds) and hangs on others; until those are
+/// understood and fixed, every thread is held at once as before (README, Limitations).
+pub(crate) fn requested() -> bool {
+    cfg!(feature = "fault-injection") && std::env::var_os("TIMESKEW_LIVE").is_some_and(|v| v == "1")
 }
 
 /// First injection (or re-injection into recovered pages) without stopping the process.
@@ -39,7 +41,7 @@ pub(crate) fn inject(
     let pid = target.pid;
     let syscall_insn = plan.syscall_insn;
     in_tracer_thread(move || {
-        let mut s = match LiveSession::start(pid, target.mem, syscall_insn)? {
+        let mut s = match LiveSession::start(pid, target.mem.via(), syscall_insn)? {
             Ok(s) => s,
             Err(f) => return Ok(Err(f)),
         };
@@ -117,11 +119,10 @@ fn install(
     };
     if fresh.is_some() {
         // Nobody can run the code page yet: no jump leads there.
-        target
-            .mem
-            .write_code(code_addr, &code, s.worker(), "write the trampoline code")?;
+        s.mem()
+            .write(code_addr, &code, "write the trampoline code")?;
     } else {
-        let current = target.mem.read(
+        let current = s.mem().read(
             code_addr,
             PAGE_SIZE as usize,
             "read the existing trampoline",
@@ -136,16 +137,15 @@ fn install(
             });
         }
     }
-    target
-        .mem
-        .write_data(data_addr, &data.encode(), "write the data page")?;
+    s.mem()
+        .write(data_addr, &data.encode(), "write the data page")?;
     fault::point(pid, "before-patch")?;
 
     let mut swaps = Vec::new();
     for (entry, hook) in plan.hooks.iter() {
         // The image was read before anything was traced: check nothing changed since.
-        let now = target
-            .mem
+        let now = s
+            .mem()
             .read(hook.addr, hook.original.len(), "re-read a vDSO entry")?;
         if now != hook.original {
             return Err(unsafe_to_patch(
@@ -185,7 +185,7 @@ fn install(
     fault::point(pid, "live-tails")?;
     s.write_heads()?;
     fault::point(pid, "patch")?;
-    target.mem.write_data(
+    s.mem().write(
         data_addr + OFF_PATCHED as u64,
         &1u32.to_le_bytes(),
         "mark the hooks as installed",
@@ -344,7 +344,7 @@ pub(crate) fn recover(
 ) -> Result<std::result::Result<RecoverReport, Fallback>> {
     let pid = target.pid;
     in_tracer_thread(move || {
-        let mut s = match LiveSession::start(pid, target.mem, existing_syscall(target)?)? {
+        let mut s = match LiveSession::start(pid, target.mem.via(), existing_syscall(target)?)? {
             Ok(s) => s,
             Err(f) => return Ok(Err(f)),
         };
@@ -406,17 +406,23 @@ fn restore(
     let pid = target.pid;
     let data_addr = existing.data_addr();
     // Offsets first: a hook that cannot be restored then passes the real time through.
-    write_slot(
-        &target.mem,
-        data_addr,
-        existing.data.generation,
-        &Params::default(),
+    // The seqlock writer's two writes (state/publish.rs), through the bound memory.
+    let next = existing.data.generation.wrapping_add(1);
+    s.mem().write(
+        data_addr + slot_offset(next) as u64,
+        &Params::default().encode_slot(),
+        "write the new offsets",
+    )?;
+    s.mem().write(
+        data_addr + OFF_GENERATION as u64,
+        &next.to_le_bytes(),
+        "publish the new offsets",
     )?;
     let code_page = existing.code_addr;
     let mut swaps = Vec::new();
     for p in &existing.data.patches {
-        let current = target
-            .mem
+        let current = s
+            .mem()
             .read(p.addr, Native::JUMP_LEN, "read a patched vDSO entry")?;
         let dest = Native::decode_jump(&current, p.addr);
         match dest {
@@ -445,7 +451,7 @@ fn restore(
         s.write_heads()?;
     }
     report.restored = s.swaps.len();
-    target.mem.write_data(
+    s.mem().write(
         data_addr + OFF_PATCHED as u64,
         &0u32.to_le_bytes(),
         "mark as recovered",

@@ -35,6 +35,7 @@ use super::remote_mm::{
 };
 use super::remote_syscall::RegsGuard;
 use super::seccomp::{self, PlannedSyscall};
+use super::seize::{SeizeWatch, reap_exited};
 use super::stop::{signal_name, stuck};
 use crate::arch::{Arch, Native, Registers};
 use crate::error::{Error, Result};
@@ -196,10 +197,57 @@ fn monotonic_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// The target's memory through one `/proc/PID/mem` opened at the start: the file stays bound
+/// to that address space, so once a thread execs (threads run meanwhile) a write goes nowhere
+/// instead of into the new program. Code is written through it too (forced, as the vDSO is).
+#[derive(Debug)]
+pub(crate) struct BoundMem {
+    pid: i32,
+    file: std::fs::File,
+}
+
+impl BoundMem {
+    fn open(pid: i32, tid: i32) -> Result<BoundMem> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(procfs::mem_path(pid, tid))
+            .map_err(|e| procfs::io_error(pid, "open the target's memory", e))?;
+        Ok(BoundMem { pid, file })
+    }
+
+    fn fail(&self, step: &'static str, e: std::io::Error) -> Error {
+        if !procfs::exists(self.pid) || procfs::is_zombie(self.pid) {
+            Error::ProcessGone {
+                pid: self.pid,
+                step,
+            }
+        } else {
+            procfs::io_error(self.pid, step, e)
+        }
+    }
+
+    pub(crate) fn read(&self, addr: u64, len: usize, step: &'static str) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, addr)
+            .map_err(|e| self.fail(step, e))?;
+        Ok(buf)
+    }
+
+    pub(crate) fn write(&self, addr: u64, bytes: &[u8], step: &'static str) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(bytes, addr)
+            .map_err(|e| self.fail(step, e))
+    }
+}
+
 /// Every thread of one process traced, none held but the worker during its calls.
 pub(crate) struct LiveSession {
     pid: i32,
-    mem: RemoteMemory,
+    mem: BoundMem,
     syscall_insn: u64,
     tracees: HashMap<i32, Tracee>,
     worker: Pid,
@@ -227,7 +275,7 @@ impl LiveSession {
     /// caller should stop every thread instead.
     pub(crate) fn start(
         pid: i32,
-        mem: RemoteMemory,
+        via: i32,
         syscall_insn: u64,
     ) -> Result<std::result::Result<LiveSession, Fallback>> {
         if let Some(why) = procfs::frozen_by(pid) {
@@ -239,7 +287,7 @@ impl LiveSession {
         let _ = nix::sys::prctl::set_timerslack(1);
         let mut s = LiveSession {
             pid,
-            mem,
+            mem: BoundMem::open(pid, via)?,
             syscall_insn,
             tracees: HashMap::new(),
             worker: Pid::from_raw(pid),
@@ -269,13 +317,28 @@ impl LiveSession {
         self.pid
     }
 
-    pub(crate) fn worker(&self) -> Pid {
-        self.worker
+    /// The target's memory, bound to the address space found at the start.
+    pub(crate) fn mem(&self) -> &BoundMem {
+        &self.mem
     }
 
     /// PTRACE_SEIZE of every thread, re-reading `/proc/PID/task` until no new one appears
     /// (threads created after their creator was seized are traced by the kernel).
     fn seize_all(&mut self) -> Result<Option<Fallback>> {
+        // An execve in the target while we attach waits, holding the lock PTRACE_SEIZE needs,
+        // for threads it killed — ours to reap (see `seize.rs`): a second thread reaps them.
+        let watch = SeizeWatch::default();
+        let pid = self.pid;
+        std::thread::scope(|scope| {
+            let reaper = scope.spawn(|| reap_exited(pid, &watch));
+            let out = self.seize_each(&watch);
+            watch.done.store(true, std::sync::atomic::Ordering::Release);
+            reaper.thread().unpark();
+            out
+        })
+    }
+
+    fn seize_each(&mut self, watch: &SeizeWatch) -> Result<Option<Fallback>> {
         let pid = self.pid;
         loop {
             let fresh: Vec<i32> = procfs::threads(pid)?
@@ -301,6 +364,17 @@ impl LiveSession {
                     });
                 }
                 let trap = 1u64 << (libc::SIGTRAP - 1);
+                // glibc blocks every signal in a thread while it starts: look again briefly.
+                let (mut blocked, mut ignored) = (blocked, ignored);
+                for _ in 0..10 {
+                    if (blocked | ignored) & trap == 0 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                    if let Some((_, b, i)) = stat_signals(pid, tid) {
+                        (blocked, ignored) = (b, i);
+                    }
+                }
                 if (blocked | ignored) & trap != 0 {
                     return Ok(Some(Fallback(format!(
                         "thread {tid} {} SIGTRAP, which a breakpoint trap would reset",
@@ -311,8 +385,14 @@ impl LiveSession {
                         }
                     ))));
                 }
-                match ptrace::seize(Pid::from_raw(tid), seize_options()) {
+                watch.set_seizing(Some(Instant::now()));
+                let seized = ptrace::seize(Pid::from_raw(tid), seize_options());
+                watch.set_seizing(None);
+                match seized {
                     Ok(()) => {
+                        if let Ok(mut list) = watch.seized.lock() {
+                            list.push(Pid::from_raw(tid));
+                        }
                         self.tracees.insert(
                             tid,
                             Tracee {
@@ -512,6 +592,9 @@ impl LiveSession {
             if let Some(ev) = self.drain(Some(tid.as_raw()))? {
                 return Ok(ev);
             }
+            if let Some(e) = self.abandoned.take() {
+                return Err(e);
+            }
             if Instant::now() >= deadline {
                 return Err(stuck(self.pid, tid.as_raw(), step));
             }
@@ -597,7 +680,22 @@ impl LiveSession {
         let (at, at_ns) = (Instant::now(), monotonic_ns());
         match ev {
             Ev::Exited => {
-                self.tracees.remove(&tid);
+                let tgid = self.tracees.remove(&tid).map_or(pid, |t| t.tgid);
+                // A thread of the target exits alone (pthread_exit) — or the whole process is
+                // going: then stop at once, nothing is left to change or undo.
+                if tgid == pid
+                    && (tid == pid
+                        || !procfs::exists(pid)
+                        || procfs::is_zombie(pid)
+                        || { procfs::task_info(pid, None).is_ok_and(|i| i.state == 'Z') }
+                        || self.dying())
+                    && self.abandoned.is_none()
+                {
+                    self.abandoned = Some(Error::ProcessGone {
+                        pid,
+                        step: "change it one thread at a time",
+                    });
+                }
             }
             Ev::Exec => {
                 // A new program, a fresh vDSO: nothing of ours is in it. Let it go at once.
@@ -627,6 +725,19 @@ impl LiveSession {
             Ev::Interrupt => self.on_interrupt(t, at, at_ns)?,
         }
         Ok(())
+    }
+
+    /// The process is being killed: a fatal signal is shared-pending (SIGKILL shows in ShdPnd
+    /// until every thread has seen it), or its threads are leaving.
+    fn dying(&self) -> bool {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
+            return true;
+        };
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("ShdPnd:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|m| m & (1 << (libc::SIGKILL - 1)) != 0)
     }
 
     /// A signal-delivery stop: our breakpoint (redirected, the SIGTRAP dropped), or a signal
@@ -704,8 +815,13 @@ impl LiveSession {
         };
         // Read in the memory `t` runs in: a forked copy keeps the breakpoint it was made with.
         let tgid = self.tracees.get(&t.as_raw()).map_or(self.pid, |x| x.tgid);
-        let mem = RemoteMemory::through(tgid, t.as_raw());
-        let first = mem.read(at, 1, "read a breakpoint").ok()?;
+        let first = if tgid == self.pid {
+            self.mem.read(at, 1, "read a breakpoint").ok()?
+        } else {
+            RemoteMemory::through(tgid, t.as_raw())
+                .read(at, 1, "read a breakpoint")
+                .ok()?
+        };
         // Still there: the detour runs what the code does (old or new, the same result); gone:
         // the entry holds whole instructions again.
         Some(if first[0] == Native::BREAKPOINT {
@@ -961,8 +1077,16 @@ impl LiveSession {
     // The code changes
 
     /// Writes bytes of code through `/proc/PID/mem` (forced: the pages are not writable).
-    fn write(&self, addr: u64, bytes: &[u8], step: &'static str) -> Result<()> {
-        self.mem.write_code(addr, bytes, self.worker, step)
+    fn write(&mut self, addr: u64, bytes: &[u8], step: &'static str) -> Result<()> {
+        let out = self.mem.write(addr, bytes, step);
+        if out.is_err() {
+            // An exec or an exit explains it better: say that.
+            let _ = self.drain(None);
+            if let Some(e) = self.abandoned.take() {
+                return Err(e);
+            }
+        }
+        out
     }
 
     /// Step 1: the breakpoint over the first byte of every swap still `Before`, then a barrier.

@@ -280,16 +280,16 @@ impl StoppedProcess {
 
 /// What the reaper sees of the thread that seizes.
 #[derive(Default)]
-struct SeizeWatch {
+pub(super) struct SeizeWatch {
     /// Every thread seized so far.
-    seized: Mutex<Vec<Pid>>,
+    pub(super) seized: Mutex<Vec<Pid>>,
     /// When the PTRACE_SEIZE under way started, if one is.
     seizing_since: Mutex<Option<Instant>>,
-    done: AtomicBool,
+    pub(super) done: AtomicBool,
 }
 
 impl SeizeWatch {
-    fn set_seizing(&self, since: Option<Instant>) {
+    pub(super) fn set_seizing(&self, since: Option<Instant>) {
         if let Ok(mut s) = self.seizing_since.lock() {
             *s = since;
         }
@@ -314,7 +314,7 @@ const SEIZE_BLOCKED: Duration = Duration::from_millis(5);
 /// its tracer reaps it, and PTRACE_SEIZE of any further thread blocks on that very mutex. Any
 /// thread of the tracer's process may reap its tracees; only zombies are reaped here (a ptrace
 /// stop would be reported to `waitid` too, and those belong to the seizing thread).
-fn reap_exited(pid: i32, watch: &SeizeWatch) {
+pub(super) fn reap_exited(pid: i32, watch: &SeizeWatch) {
     while !watch.done.load(Ordering::Acquire) {
         if watch.seize_blocked() {
             let tids: Vec<Pid> = watch.seized.lock().map(|l| l.clone()).unwrap_or_default();

@@ -37,6 +37,11 @@ impl RemoteMemory {
         RemoteMemory { pid, via: tid }
     }
 
+    /// The thread the address space is reached through.
+    pub fn via(&self) -> i32 {
+        self.via
+    }
+
     /// Reads exactly `len` bytes at `addr`.
     pub fn read(&self, addr: u64, len: usize, step: &'static str) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
