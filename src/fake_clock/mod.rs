@@ -77,6 +77,11 @@ core::arch::global_asm!(
     MAX_SEGMENTS = const data_page::MAX_SEGMENTS,
     SLOT_OFF_ANCHORS = const data_page::SLOT_OFF_ANCHORS,
     SLOT_OFF_BASES = const data_page::SLOT_OFF_BASES,
+    SLOT_OFF_FAST_KIND = const data_page::SLOT_OFF_FAST_KIND,
+    SLOT_OFF_FAST_WINDOWS = const data_page::SLOT_OFF_FAST_WINDOWS,
+    FAST_CLOCKS = const data_page::FAST_CLOCKS,
+    FAST_OFFSET = const data_page::FAST_OFFSET,
+    FAST_VALUE = const data_page::FAST_VALUE,
     RATE_SHIFT = const data_page::RATE_SHIFT,
     NSEC_PER_SEC = const NSEC_PER_SEC,
     NSEC_RECIP = const NSEC_RECIP,
@@ -127,6 +132,13 @@ const _: () = {
             <= data_page::SLOT_OFF_ANCHORS
     );
     assert!(data_page::RATE_SHIFT > 0 && data_page::RATE_SHIFT < 64);
+    // The fast windows are indexed by id * CLOCK_ENTRY_LEN, like the clocks table.
+    assert!(data_page::FAST_WINDOW_LEN == data_page::CLOCK_ENTRY_LEN);
+    assert!(
+        data_page::SLOT_OFF_FAST_WINDOWS + data_page::FAST_CLOCKS * data_page::FAST_WINDOW_LEN
+            <= data_page::SLOT_LEN
+    );
+    assert!(data_page::FAST_CLOCKS >= 1 && data_page::FAST_CLOCKS <= data_page::MAX_CLOCK_ID + 1);
     assert!(data_page::MAX_RATE <= i64::MAX as u64);
     // Immediates: 1e9 fits a sign-extended imm32 (imul, cmp, and).
     assert!(NSEC_PER_SEC <= i32::MAX as u64);
