@@ -15,12 +15,15 @@
 //! 0x028 patch_count   u32
 //! 0x030 patches[4]    32 bytes each: addr u64, len u32, pad u32, original [u8; 16]
 //! 0x100 slot 0        SLOT_LEN bytes (see below)
-//! 0x880 slot 1
+//! 0x800 slot 1
 //! slot: 0x00 mask u32 (bit n: clock id n is skewed), 0x04 flags u32 (FLAG_*), 0x08 segment
-//!       count u32, 0x0c fast kind u32 (FAST_*: with a program, what clocks[] holds),
-//!       0x10 gtod_sec i64, 0x18 gtod_usec i64 (0..1e6): clocks[0] in microseconds,
+//!       count u32, 0x0c fast kind u32 (FAST_*), 0x10 gtod_sec i64, 0x18 gtod_usec i64
+//!       (0..1e6): clocks[0] in microseconds (with a program: fast[0]'s pair),
 //!       0x020 clocks[32]    { sec i64, nsec i64 (0..1e9) }   the offset per clock id; with a
-//!             program, the fast case's offset or value (below)
+//!             program this area instead holds fast[FAST_CLOCKS] { pair sec i64, pair nsec
+//!             i64, from sec i64, from nsec i64, until sec i64 }: clock id n < FAST_CLOCKS
+//!             takes the fast case while its real reading is at least (from sec, from nsec)
+//!             and its real seconds below until sec
 //!       0x220 deadlines[32] { sec i64, nsec i64 (0..1e9) }   the skew of clock id n applies
 //!             while its real reading is below deadlines[n]; sec = i64::MAX: no deadline.
 //!             gettimeofday and time use deadlines[0]. A zeroed slot passes real time through.
@@ -30,8 +33,6 @@
 //!       0x448 segments[4]  { start i64, value i64, rate u64 (fixed point, RATE_SHIFT bits) }
 //!       0x4a8 anchors[32]  i64: clock id n's real reading when the program started
 //!       0x5a8 bases[32]    i64: what clock id n read then
-//!       0x6a8 fast windows[12] { from_sec i64, until_sec i64 }: clock id n < FAST_CLOCKS takes
-//!             the fast case while its real seconds lie in [from_sec, until_sec)
 //! ```
 //!
 //! The clock program (`FLAG_PROGRAM`): clock id n reads `bases[n] + g(e)` where `e = real −
@@ -47,12 +48,12 @@
 //! The fast case of a program ([`FastCase`], derived here by `encode_slot`, so it cannot
 //! disagree with the program): one piece of the program at rate 1 or 0 without a strobe — the
 //! first one in force from the switch on — is, for each clock, real time plus a constant
-//! (`FAST_OFFSET`: clocks[n] holds it, split as the constant offset is) or a constant
-//! (`FAST_VALUE`: clocks[n] holds the rounded value). While clock n's real seconds lie in its
-//! window, which the piece covers whole, the fake adds or stores that pair — no multiply, no
-//! split — and takes the exact general path otherwise (the windows are whole seconds, so the
-//! first and last partial second of a piece take the general path). Decoding recovers
-//! offsets_ns as bases − anchors, which is what `target::program::compile` writes there.
+//! (`FAST_OFFSET`: the pair, split as the constant offset is) or a constant (`FAST_VALUE`: the
+//! rounded value). While clock n's real reading lies in its window, which the piece covers,
+//! the fake adds or stores that pair — no multiply, no split — and takes the exact general path
+//! otherwise (the window ends at a whole second, so the last partial second of a piece takes
+//! the general path). Decoding recovers offsets_ns as bases − anchors, which is what
+//! `target::program::compile` writes.
 //!
 //! Live updates never tear: the writer fills the *inactive* slot, then bumps `generation` (one
 //! aligned word). A reader takes the generation, reads the slot it selects, and retries if the
@@ -83,7 +84,7 @@ pub const MAX_PATCH_LEN: usize = {
 };
 
 pub const OFF_SLOT0: usize = 0x100;
-pub const SLOT_STRIDE: usize = 0x780;
+pub const SLOT_STRIDE: usize = 0x700;
 pub const SLOT_OFF_MASK: usize = 0x00;
 pub const SLOT_OFF_FLAGS: usize = 0x04;
 pub const SLOT_OFF_SEGMENT_COUNT: usize = 0x08;
@@ -104,12 +105,16 @@ pub const SEGMENT_LEN: usize = 24;
 pub const MAX_SEGMENTS: usize = 4;
 pub const SLOT_OFF_ANCHORS: usize = SLOT_OFF_SEGMENTS + MAX_SEGMENTS * SEGMENT_LEN;
 pub const SLOT_OFF_BASES: usize = SLOT_OFF_ANCHORS + (MAX_CLOCK_ID + 1) * 8;
-pub const SLOT_OFF_FAST_WINDOWS: usize = SLOT_OFF_BASES + (MAX_CLOCK_ID + 1) * 8;
-/// Clock ids below this have a fast window: every clock Linux defines (0..=11, TAI last);
-/// a reading of a higher id fails in the genuine code anyway.
+pub const SLOT_LEN: usize = SLOT_OFF_BASES + (MAX_CLOCK_ID + 1) * 8;
+/// With a program, the clocks area holds the fast entries instead (nothing reads clocks[]
+/// then): one per clock id below FAST_CLOCKS, every clock Linux defines (0..=11, TAI last; a
+/// higher id fails in the genuine code anyway).
+pub const SLOT_OFF_FAST: usize = SLOT_OFF_CLOCKS;
 pub const FAST_CLOCKS: usize = 12;
-pub const FAST_WINDOW_LEN: usize = 16;
-pub const SLOT_LEN: usize = SLOT_OFF_FAST_WINDOWS + FAST_CLOCKS * FAST_WINDOW_LEN;
+pub const FAST_ENTRY_LEN: usize = 40;
+pub const FAST_PAIR: usize = 0;
+pub const FAST_FROM: usize = 16;
+pub const FAST_UNTIL: usize = 32;
 /// The slot's fast kind: no fast case (windows empty).
 pub const FAST_NONE: u32 = 0;
 /// In its window, clock n reads real + clocks[n].
@@ -140,8 +145,10 @@ const _: () = assert!(OFF_PATCHES + MAX_PATCHES * PATCH_RECORD_LEN <= OFF_SLOT0)
 const _: () = assert!(OFF_SLOT0 + SLOT_LEN <= OFF_SLOT0 + SLOT_STRIDE);
 const _: () = assert!(OFF_SLOT0 + SLOT_STRIDE + SLOT_LEN <= PAGE_SIZE as usize);
 const _: () = assert!(MAX_RATE <= i64::MAX as u64);
-const _: () = assert!(SLOT_OFF_ANCHORS == 0x4a8 && SLOT_OFF_BASES == 0x5a8 && SLOT_LEN == 0x768);
-const _: () = assert!(SLOT_LEN.is_multiple_of(8));
+const _: () = assert!(SLOT_OFF_ANCHORS == 0x4a8 && SLOT_OFF_BASES == 0x5a8 && SLOT_LEN == 0x6a8);
+const _: () = assert!(
+    SLOT_OFF_FAST + FAST_CLOCKS * FAST_ENTRY_LEN <= SLOT_OFF_CLOCKS + (MAX_CLOCK_ID + 1) * 16
+);
 
 /// One vDSO entry whose first bytes were replaced by a jump.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,11 +319,12 @@ impl FastCase {
         best
     }
 
-    /// Clock `id`'s window in whole real seconds `[from, until)` and its pair: the offset
-    /// (kind offset) or the value (kind value) in ns. Inside the window the model gives
-    /// exactly real + offset, or the value: every intermediate stays in range (no wrapping),
-    /// which the window is narrowed to ensure.
-    pub fn for_clock(&self, params: &Params, p: &Program, id: usize) -> ((i64, i64), i128) {
+    /// Clock `id`'s window — from a real reading `from` (ns) on, while the real seconds are
+    /// below `until` — and its pair: the offset (kind offset) or the value (kind value) in ns.
+    /// Inside the window the model gives exactly real + offset, or the value: every
+    /// intermediate stays in range (no wrapping), which the window is narrowed to ensure.
+    /// `None`: an empty window.
+    pub fn for_clock(&self, params: &Params, p: &Program, id: usize) -> Option<(i64, i64, i128)> {
         let s = p.segments[self.index];
         let (anchor, base) = (i128::from(p.anchors_ns[id]), i128::from(p.bases_ns[id]));
         let (min, max) = (i128::from(i64::MIN), i128::from(i64::MAX));
@@ -334,15 +342,9 @@ impl FastCase {
         } else {
             i128::from(params.round(p.bases_ns[id].wrapping_add(s.value_ns)))
         };
-        // real_sec >= from implies real >= lo; real_sec < until implies real < hi.
-        let from = (lo + NS - 1).div_euclid(NS);
+        // real_sec < until implies real < hi.
         let until = hi.div_euclid(NS);
-        let window = if from < until {
-            (from as i64, until as i64)
-        } else {
-            (i64::MAX, i64::MIN)
-        };
-        (window, pair)
+        (lo < until * NS).then_some((lo as i64, until as i64, pair))
     }
 }
 
@@ -486,28 +488,37 @@ impl Params {
         s
     }
 
-    /// With a program, clocks[] and the gtod pair hold the fast case (zero without one) and
-    /// the windows say where it applies (empty for unselected ids and without one).
+    /// With a program, the clocks area holds the fast entries and the gtod pair fast[0]'s
+    /// pair in microseconds; an empty window (unselected ids, no fast case) has from =
+    /// (i64::MAX, 0) and until = i64::MIN.
     fn encode_fast(&self, p: &Program, s: &mut [u8; SLOT_LEN]) {
         let fast = FastCase::of(p, self.resolution_ns);
         put_u32(s, SLOT_OFF_FAST_KIND, fast.map_or(FAST_NONE, |f| f.kind));
-        for id in 0..=MAX_CLOCK_ID {
-            let (window, pair) = match fast {
+        s[SLOT_OFF_CLOCKS..SLOT_OFF_DEADLINES].fill(0);
+        put_u64(s, SLOT_OFF_GTOD_SEC, 0);
+        put_u64(s, SLOT_OFF_GTOD_USEC, 0);
+        for id in 0..FAST_CLOCKS {
+            let window = match fast {
                 Some(f) if self.mask & (1 << id) != 0 => f.for_clock(self, p, id),
-                _ => ((i64::MAX, i64::MIN), 0),
+                _ => None,
+            };
+            let (from, until, pair) = window.unwrap_or((i64::MAX, i64::MIN, 0));
+            let (from_sec, from_nsec) = if window.is_some() {
+                split_wide(i128::from(from), NANOS_PER_SEC)
+            } else {
+                (i64::MAX, 0)
             };
             let (sec, nsec) = split_wide(pair, NANOS_PER_SEC);
-            put_u64(s, SLOT_OFF_CLOCKS + id * CLOCK_ENTRY_LEN, sec as u64);
-            put_u64(s, SLOT_OFF_CLOCKS + id * CLOCK_ENTRY_LEN + 8, nsec as u64);
+            let at = SLOT_OFF_FAST + id * FAST_ENTRY_LEN;
+            put_u64(s, at + FAST_PAIR, sec as u64);
+            put_u64(s, at + FAST_PAIR + 8, nsec as u64);
+            put_u64(s, at + FAST_FROM, from_sec as u64);
+            put_u64(s, at + FAST_FROM + 8, from_nsec as u64);
+            put_u64(s, at + FAST_UNTIL, until as u64);
             if id == 0 {
                 let (sec, usec) = split_wide(pair, 1_000_000);
                 put_u64(s, SLOT_OFF_GTOD_SEC, sec as u64);
                 put_u64(s, SLOT_OFF_GTOD_USEC, usec as u64);
-            }
-            if id < FAST_CLOCKS {
-                let at = SLOT_OFF_FAST_WINDOWS + id * FAST_WINDOW_LEN;
-                put_u64(s, at, window.0 as u64);
-                put_u64(s, at + 8, window.1 as u64);
             }
         }
     }

@@ -78,7 +78,10 @@ core::arch::global_asm!(
     SLOT_OFF_ANCHORS = const data_page::SLOT_OFF_ANCHORS,
     SLOT_OFF_BASES = const data_page::SLOT_OFF_BASES,
     SLOT_OFF_FAST_KIND = const data_page::SLOT_OFF_FAST_KIND,
-    SLOT_OFF_FAST_WINDOWS = const data_page::SLOT_OFF_FAST_WINDOWS,
+    SLOT_OFF_FAST = const data_page::SLOT_OFF_FAST,
+    FAST_PAIR = const data_page::FAST_PAIR,
+    FAST_FROM = const data_page::FAST_FROM,
+    FAST_UNTIL = const data_page::FAST_UNTIL,
     FAST_CLOCKS = const data_page::FAST_CLOCKS,
     FAST_OFFSET = const data_page::FAST_OFFSET,
     FAST_VALUE = const data_page::FAST_VALUE,
@@ -132,12 +135,11 @@ const _: () = {
             <= data_page::SLOT_OFF_ANCHORS
     );
     assert!(data_page::RATE_SHIFT > 0 && data_page::RATE_SHIFT < 64);
-    // The fast windows are indexed by id * CLOCK_ENTRY_LEN, like the clocks table.
-    assert!(data_page::FAST_WINDOW_LEN == data_page::CLOCK_ENTRY_LEN);
-    assert!(
-        data_page::SLOT_OFF_FAST_WINDOWS + data_page::FAST_CLOCKS * data_page::FAST_WINDOW_LEN
-            <= data_page::SLOT_LEN
-    );
+    // The fast entries are indexed by id * 5 * 8 (one lea and a scaled index).
+    assert!(data_page::FAST_ENTRY_LEN == 40);
+    assert!(data_page::FAST_PAIR + 16 <= data_page::FAST_FROM);
+    assert!(data_page::FAST_FROM + 16 <= data_page::FAST_UNTIL);
+    assert!(data_page::FAST_UNTIL + 8 <= data_page::FAST_ENTRY_LEN);
     assert!(data_page::FAST_CLOCKS >= 1 && data_page::FAST_CLOCKS <= data_page::MAX_CLOCK_ID + 1);
     assert!(data_page::MAX_RATE <= i64::MAX as u64);
     // Immediates: 1e9 fits a sign-extended imm32 (imul, cmp, and).

@@ -32,12 +32,15 @@
 # Flags (data page v2): each fast path adds one compare-and-branch inside its checked read,
 # `cmp dword ptr [slot + FLAGS], 0; jne .L*_flagged`; flags == 0 takes today's constant path.
 # A non-zero flags word sends a selected clock to its flagged path:
-# - FLAG_SLOW_READS: the real reading is taken again with the system call (clock_gettime:
-#   SYS_clock_gettime with the same id and ts; gettimeofday: SYS_gettimeofday with tz NULL,
-#   *tz having been filled by the genuine call; time: SYS_clock_gettime(CLOCK_REALTIME_COARSE)).
-#   The genuine call has already run by then (so that flags == 0 costs one test, the flag is
-#   read after it); its reading is discarded. The flag is read before the generation is
-#   re-checked: a torn or stale value is harmless, both ways give a correct real reading.
+# - FLAG_SLOW_READS: the real reading is taken with the system call. clock_gettime and
+#   gettimeofday look at the flag (and the mask) at entry, unchecked, and then take
+#   SYS_clock_gettime(id, ts) or SYS_gettimeofday(tv, tz) instead of the genuine call, so slow
+#   reads cost the system call alone (the look costs the fast path a few independent
+#   instructions). A flag published after that look is seen in the checked read after the
+#   genuine call, which then takes the system call again (gettimeofday with tz NULL, *tz
+#   having been filled by the genuine call). time() keeps the latter way (its genuine call is
+#   one load): SYS_clock_gettime(CLOCK_REALTIME_COARSE). A torn or stale flag is harmless:
+#   both ways give a correct real reading.
 # - FLAG_PROGRAM / FLAG_RESOLUTION: the reading in ns is evaluated by .Lprogram exactly as
 #   data_page::Params::reading, then stored as (sec, nsec), (sec, usec) or seconds, by floor.
 # Each flagged path makes its own checked-read loop (which never takes the syscall again), so
@@ -95,7 +98,10 @@
 .set TSK_SLOT_OFF_BASES,     {SLOT_OFF_BASES}     # bases[id] i64, 8 bytes each
 .set TSK_RATE_SHIFT,         {RATE_SHIFT}         # data_page::RATE_SHIFT
 .set TSK_SLOT_OFF_FAST_KIND, {SLOT_OFF_FAST_KIND} # data_page::SLOT_OFF_FAST_KIND (u32)
-.set TSK_SLOT_OFF_FAST_WINDOWS, {SLOT_OFF_FAST_WINDOWS}  # windows[id] = (from sec, until sec)
+.set TSK_SLOT_OFF_FAST,      {SLOT_OFF_FAST}      # fast[id], 40 bytes each (with a program)
+.set TSK_FAST_PAIR,          {FAST_PAIR}          # (sec, nsec): the offset or the value
+.set TSK_FAST_FROM,          {FAST_FROM}          # (sec, nsec): the window's first real reading
+.set TSK_FAST_UNTIL,         {FAST_UNTIL}         # sec: real seconds below this
 .set TSK_FAST_CLOCKS,        {FAST_CLOCKS}        # ids below this have a window
 .set TSK_FAST_OFFSET,        {FAST_OFFSET}        # in the window: real + clocks[id]
 .set TSK_FAST_VALUE,         {FAST_VALUE}         # in the window: clocks[id]
@@ -142,6 +148,13 @@ timeskew_fake_start:
 timeskew_fake_clock_gettime:
 .Lfake_clock_gettime:
     .cfi_startproc
+    # Slow reads are seen before the genuine call, so that they cost the system call alone.
+    # Unchecked: a torn or stale flag only chooses between two correct real readings.
+    lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
+    TSK_SELECT_SLOT
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAG_SLOW_READS
+    jnz .Lcg_slow_first
+.Lcg_genuine:
     sub rsp, TSK_FRAME
     .cfi_adjust_cfa_offset TSK_FRAME
     mov qword ptr [rsp], rsi            # ts
@@ -197,7 +210,22 @@ timeskew_fake_clock_gettime:
     xor eax, eax                        # clock not selected: genuine value, success
     ret
 
+# Slow reads seen at entry (rcx = the slot, unchecked): a selected clock takes the system call
+# instead of the genuine code, then the checked read applies the parameters to its reading.
+.Lcg_slow_first:
+    cmp edi, TSK_MAX_CLOCK_ID
+    ja .Lcg_genuine                     # not a clock a slot can select
+    mov eax, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK]
+    bt eax, edi
+    jnc .Lcg_genuine                    # unselected: the vDSO, as without slow reads
+    mov eax, TSK_SYS_CLOCK_GETTIME
+    syscall                             # clobbers rcx, r11; keeps rdi, rsi
+    test eax, eax
+    jnz .Lcg_return                     # -errno, as the genuine code's own fallback returns it
+    jmp .Lcg_prog_retry
+
 # Flagged (selected, flags != 0, read in the checked read of generation r8, not yet re-checked).
+# Slow reads here were published after the entry's look: the system call is taken now.
 .Lcg_flagged:
     test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAG_SLOW_READS
     jz .Lcg_program                     # continue this checked read
@@ -227,17 +255,24 @@ timeskew_fake_clock_gettime:
     jne .Lcg_prog_retry
     jmp .Lcg_checked
 .Lcg_program:                           # rsi ts, edi id, rdx id * 16, rcx slot, r8 generation
-    # The fast case (data_page::FastCase): real seconds inside this clock's window (empty
-    # without one) give real + clocks[id] or clocks[id], like the constant path.
+    # The fast case (data_page::FastCase): a real reading inside this clock's window (empty
+    # without one) gives real + pair or the pair, like the constant path.
     cmp edi, TSK_FAST_CLOCKS - 1
     ja .Lcg_general
+    lea eax, [rdi + rdi * 4]            # id * 5: 40-byte entries
+    lea r9, [rcx + rax * 8 + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST]
     mov rax, qword ptr [rsi]            # real sec
-    cmp rax, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST_WINDOWS]
+    cmp rax, qword ptr [r9 + TSK_FAST_UNTIL]
+    jge .Lcg_general                    # at or after the window's end second
+    cmp rax, qword ptr [r9 + TSK_FAST_FROM]
     jl .Lcg_general                     # before the window, signed
-    cmp rax, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST_WINDOWS + 8]
-    jge .Lcg_general                    # at or after its end
-    mov r9, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS]          # sec
-    mov r10, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS + 8]     # nsec
+    jg .Lcg_fast_in
+    mov rax, qword ptr [rsi + 8]
+    cmp rax, qword ptr [r9 + TSK_FAST_FROM + 8]
+    jl .Lcg_general
+.Lcg_fast_in:
+    mov r10, qword ptr [r9 + TSK_FAST_PAIR + 8]     # nsec
+    mov r9, qword ptr [r9 + TSK_FAST_PAIR]          # sec
     mov rax, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]
     mov r11, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES + 8]
     mov ecx, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST_KIND]
@@ -288,6 +323,12 @@ timeskew_fake_clock_gettime:
 timeskew_fake_gettimeofday:
 .Lfake_gettimeofday:
     .cfi_startproc
+    # Slow reads first, as in clock_gettime.
+    lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
+    TSK_SELECT_SLOT
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAG_SLOW_READS
+    jnz .Lgtod_slow_first
+.Lgtod_genuine:
     sub rsp, TSK_FRAME
     .cfi_adjust_cfa_offset TSK_FRAME
     mov qword ptr [rsp], rdi            # tv
@@ -339,7 +380,21 @@ timeskew_fake_gettimeofday:
     xor eax, eax
     ret
 
-# Flagged (realtime selected, flags != 0, unchecked), rdi = tv (not NULL).
+# Slow reads seen at entry (rcx = the slot, unchecked): with realtime selected, the system call
+# (tv and tz) instead of the genuine code, then the checked read.
+.Lgtod_slow_first:
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
+    jz .Lgtod_genuine
+    mov eax, TSK_SYS_GETTIMEOFDAY
+    syscall
+    test eax, eax
+    jnz .Lgtod_return
+    test rdi, rdi
+    jz .Lgtod_return                    # tv == NULL: nothing to shift (eax is 0)
+    jmp .Lgtod_prog_retry
+
+# Flagged (realtime selected, flags != 0, unchecked), rdi = tv (not NULL). Slow reads here
+# were published after the entry's look.
 .Lgtod_flagged:
     test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAG_SLOW_READS
     jz .Lgtod_program
@@ -367,10 +422,15 @@ timeskew_fake_gettimeofday:
 .Lgtod_program:                         # rdi tv, rcx slot, r8 generation
     # The fast case, as in clock_gettime (id 0): the gtod pair is clocks[0] in microseconds.
     mov rax, qword ptr [rdi]            # real sec
-    cmp rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST_WINDOWS]
-    jl .Lgtod_general
-    cmp rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST_WINDOWS + 8]
+    cmp rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST + TSK_FAST_UNTIL]
     jge .Lgtod_general
+    cmp rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST + TSK_FAST_FROM]
+    jl .Lgtod_general
+    jg .Lgtod_fast_in
+    imul rax, qword ptr [rdi + 8], TSK_NSEC_PER_USEC
+    cmp rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST + TSK_FAST_FROM + 8]
+    jl .Lgtod_general
+.Lgtod_fast_in:
     mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_GTOD_SEC]
     mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_GTOD_USEC]
     mov rdx, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]
@@ -542,17 +602,17 @@ timeskew_fake_time:
 # with the genuine clock_gettime or, with slow reads, the system call; it stays in the frame
 # while the parameters are read (a retry reuses it).
 .Ltime_flagged:                         # rax = t, r11 data page, r8 generation
-    # The fast case without slow reads, when the seconds decide: t inside the window of id 0
-    # and before the deadline's second; a value gives its seconds, an offset of whole seconds
-    # t + those seconds.
+    # The fast case without slow reads, when the seconds decide: t after the window's first
+    # second (its own second would need the ns), below its end and the deadline's second; a
+    # value gives its seconds, an offset of whole seconds t + those seconds.
     test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAG_SLOW_READS
     jnz .Ltime_coarse
-    cmp rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST_WINDOWS]
-    jl .Ltime_coarse
-    cmp rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST_WINDOWS + 8]
+    cmp rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST + TSK_FAST_UNTIL]
     jge .Ltime_coarse
-    mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS]           # sec
-    mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS + 8]      # nsec
+    cmp rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST + TSK_FAST_FROM]
+    jle .Ltime_coarse
+    mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST + TSK_FAST_PAIR]       # sec
+    mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST + TSK_FAST_PAIR + 8]  # nsec
     mov rdx, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]       # deadlines[0].sec
     mov esi, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST_KIND]
     cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]

@@ -502,7 +502,11 @@ fn fake_clock_slow_reads_take_the_system_call() {
                 let (r, ts) = cg(inj.clock_gettime(), id);
                 let g2 = now(id);
                 assert_eq!(r, 0, "{what}");
-                assert_eq!(SCRIPT.get().calls, 1, "{what}: the genuine is still called");
+                assert_eq!(
+                    SCRIPT.get().calls,
+                    u32::from(!slow),
+                    "{what}: slow reads take the system call instead of the genuine code"
+                );
                 let f = ts_ns(&ts);
                 if slow {
                     let o = off as i128;
@@ -531,11 +535,27 @@ fn fake_clock_slow_reads_take_the_system_call() {
             let r = inj.gettimeofday()(&mut tv, tz.as_mut_ptr().cast());
             let g2 = now_us();
             assert_eq!(r, 0, "{what}");
-            assert_eq!(
-                tz,
-                [0x1234, 0x5678],
-                "{what}: tz is the genuine call's business (the stand-in leaves it)"
-            );
+            if slow {
+                // The system call filled *tz (the kernel's timezone), not the stand-in.
+                let mut kernel_tz = [0u32; 2];
+                // SAFETY: a valid timezone-sized buffer; tv may be NULL.
+                let r = unsafe {
+                    libc::syscall(
+                        libc::SYS_gettimeofday,
+                        std::ptr::null_mut::<libc::timeval>(),
+                        kernel_tz.as_mut_ptr(),
+                    )
+                };
+                assert_eq!(r, 0);
+                assert_eq!(tz, kernel_tz, "{what}: tz from the system call");
+                assert_eq!(SCRIPT.get().calls, 0, "{what}: no genuine gettimeofday");
+            } else {
+                assert_eq!(
+                    tz,
+                    [0x1234, 0x5678],
+                    "{what}: tz is the genuine call's business (the stand-in leaves it)"
+                );
+            }
             let f = tv_us(&tv);
             let o = (off as i128).div_euclid(1000);
             if slow {
@@ -652,12 +672,13 @@ fn fake_clock_fast_cases_match_the_model_at_their_edges() {
                 let prog = p.program.clone().unwrap();
                 let fast = layout::FastCase::of(&prog, resolution);
                 let mut reals = reals_around(anchor);
-                if let Some(f) = fast {
-                    let ((from, until), _) = f.for_clock(&p, &prog, 0);
-                    for sec in [from, until] {
-                        if sec.abs() < i64::MAX / S {
-                            reals.extend([sec * S - 1, sec * S, sec * S + 1, sec * S + S - 1]);
-                        }
+                if let Some((from, until, _)) = fast.and_then(|f| f.for_clock(&p, &prog, 0)) {
+                    reals.extend([from - 1, from, from + 1]);
+                    let (sec, _) = split_ns(from);
+                    reals.extend([sec * S, sec * S + S - 1, sec * S + S]);
+                    if until.abs() < i64::MAX / S {
+                        let end = until * S;
+                        reals.extend([end - S, end - 1, end, end + 1]);
                     }
                 }
                 for deadline in [NEVER, anchor + 3 * S + 1, anchor + 3 * S] {
@@ -689,24 +710,33 @@ fn fake_clock_fast_case_answers_inside_its_window() {
         layout::get_u32(&slot, layout::SLOT_OFF_FAST_KIND),
         layout::FAST_VALUE
     );
-    let window = |id: usize| {
-        let at = layout::SLOT_OFF_FAST_WINDOWS + id * layout::FAST_WINDOW_LEN;
+    let entry = |id: usize| layout::SLOT_OFF_FAST + id * layout::FAST_ENTRY_LEN;
+    let window = |slot: &[u8], id: usize| {
+        let at = entry(id);
         (
-            layout::get_u64(&slot, at) as i64,
-            layout::get_u64(&slot, at + 8) as i64,
+            layout::get_u64(slot, at + layout::FAST_FROM) as i64,
+            layout::get_u64(slot, at + layout::FAST_FROM + 8) as i64,
+            layout::get_u64(slot, at + layout::FAST_UNTIL) as i64,
         )
     };
-    // The frozen piece [anchor, anchor + 10 s) in whole seconds.
-    assert_eq!(window(1), (1_700_000_001, 1_700_000_010));
-    assert_eq!(window(2), (i64::MAX, i64::MIN), "unselected: empty");
-    let clocks = layout::SLOT_OFF_CLOCKS + layout::CLOCK_ENTRY_LEN;
-    slot[clocks..clocks + 8].copy_from_slice(&77i64.to_le_bytes());
-    slot[clocks + 8..clocks + 16].copy_from_slice(&88i64.to_le_bytes());
+    // The frozen piece [anchor, anchor + 10 s), its end cut to a whole second.
+    assert_eq!(
+        window(&slot, 1),
+        (1_700_000_000, 250_000_000, 1_700_000_010)
+    );
+    assert_eq!(
+        window(&slot, 2),
+        (i64::MAX, 0, i64::MIN),
+        "unselected: empty"
+    );
+    let pair = entry(1) + layout::FAST_PAIR;
+    slot[pair..pair + 8].copy_from_slice(&77i64.to_le_bytes());
+    slot[pair + 8..pair + 16].copy_from_slice(&88i64.to_le_bytes());
     let inj = Injected::scripted(&Params::default());
     inj.publish_raw(&slot);
     for (real, marked) in [
-        (1_700_000_001 * S - 1, false),
-        (1_700_000_001 * S, true),
+        (anchor - 1, false),
+        (anchor, true),
         (1_700_000_009 * S + 999_999_999, true),
         (1_700_000_010 * S, false),
     ] {
