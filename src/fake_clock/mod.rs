@@ -19,11 +19,14 @@
 //! Every fake applies the skew of clock id n only while the real reading is below the slot's
 //! `deadlines[n]` ([`crate::fake_clock::data_page`]); `gettimeofday` and `time` use `deadlines[0]`.
 //!
-//! A slot's `flags` (data page v2) send the selected clocks off the constant-offset path: with
-//! `FLAG_PROGRAM` or `FLAG_RESOLUTION` the reading is evaluated exactly as
-//! `data_page::Params::reading` (one routine in the blob, no `div`); with `FLAG_SLOW_READS` the
-//! real reading is taken again with the system call after the genuine call (flags == 0 costs
-//! one compare-and-branch). `time` then reads `CLOCK_REALTIME_COARSE` (genuine or syscall).
+//! A slot's `flags` (data page v2 on) send the selected clocks off the constant-offset path:
+//! with `FLAG_PROGRAM` or `FLAG_RESOLUTION` the reading is evaluated exactly as
+//! `data_page::Params::reading` (one routine in the blob, no `div`), except inside a clock's
+//! fast-case window (v3, `data_page::FastCase`), where a precomputed offset or value is added
+//! or stored as on the constant path; with `FLAG_SLOW_READS` the real reading is taken with the
+//! system call (clock_gettime and gettimeofday look at the flag before the genuine call and
+//! skip it). `time` then reads `CLOCK_REALTIME_COARSE` (genuine or syscall), unless the fast
+//! case decides from the seconds alone.
 //!
 //! Header of the blob (all little-endian, read with `from_le_bytes`), [`HEADER_LEN`] bytes:
 //!

@@ -1,4 +1,4 @@
-//! Clock programs, resolution and slow reads (data page v2): the fakes against
+//! Clock programs, their fast cases, resolution and slow reads: the fakes against
 //! [`Params::reading`], the model in `data_page`, exactly on scripted real readings and
 //! bracketed on the genuine vDSO; an hour of elapsed time at several rates; the system call
 //! taken instead of the vDSO; and a writer switching between continuous programs while
