@@ -32,14 +32,13 @@
 # Flags (data page v2): each fast path adds one compare-and-branch inside its checked read,
 # `cmp dword ptr [slot + FLAGS], 0; jne .L*_flagged`; flags == 0 takes today's constant path.
 # A non-zero flags word sends a selected clock to its flagged path:
-# - FLAG_SLOW_READS: the real reading is taken with the system call. clock_gettime and
-#   gettimeofday look at the flag (and the mask) at entry, unchecked, and then take
-#   SYS_clock_gettime(id, ts) or SYS_gettimeofday(tv, tz) instead of the genuine call, so slow
-#   reads cost the system call alone (the look costs the fast path a few independent
-#   instructions). A flag published after that look is seen in the checked read after the
-#   genuine call, which then takes the system call again (gettimeofday with tz NULL, *tz
-#   having been filled by the genuine call). time() keeps the latter way (its genuine call is
-#   one load): SYS_clock_gettime(CLOCK_REALTIME_COARSE). A torn or stale flag is harmless:
+# - FLAG_SLOW_READS: the real reading is taken again with the system call (clock_gettime:
+#   SYS_clock_gettime with the same id and ts; gettimeofday: SYS_gettimeofday with tz NULL,
+#   *tz having been filled by the genuine call; time: SYS_clock_gettime(CLOCK_REALTIME_COARSE)).
+#   The genuine call has already run by then: looking at the flag before it would put a
+#   dependent pair of loads in front of every constant-offset call (measured ≈ 1–2 ns, the
+#   whole budget of that path), so slow reads cost the genuine read on top of the system call.
+#   The flag is read before the generation is re-checked: a torn or stale value is harmless,
 #   both ways give a correct real reading.
 # - FLAG_PROGRAM / FLAG_RESOLUTION: the reading in ns is evaluated by .Lprogram exactly as
 #   data_page::Params::reading, then stored as (sec, nsec), (sec, usec) or seconds, by floor.
@@ -148,13 +147,6 @@ timeskew_fake_start:
 timeskew_fake_clock_gettime:
 .Lfake_clock_gettime:
     .cfi_startproc
-    # Slow reads are seen before the genuine call, so that they cost the system call alone.
-    # Unchecked: a torn or stale flag only chooses between two correct real readings.
-    lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
-    TSK_SELECT_SLOT
-    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAG_SLOW_READS
-    jnz .Lcg_slow_first
-.Lcg_genuine:
     sub rsp, TSK_FRAME
     .cfi_adjust_cfa_offset TSK_FRAME
     mov qword ptr [rsp], rsi            # ts
@@ -210,22 +202,7 @@ timeskew_fake_clock_gettime:
     xor eax, eax                        # clock not selected: genuine value, success
     ret
 
-# Slow reads seen at entry (rcx = the slot, unchecked): a selected clock takes the system call
-# instead of the genuine code, then the checked read applies the parameters to its reading.
-.Lcg_slow_first:
-    cmp edi, TSK_MAX_CLOCK_ID
-    ja .Lcg_genuine                     # not a clock a slot can select
-    mov eax, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK]
-    bt eax, edi
-    jnc .Lcg_genuine                    # unselected: the vDSO, as without slow reads
-    mov eax, TSK_SYS_CLOCK_GETTIME
-    syscall                             # clobbers rcx, r11; keeps rdi, rsi
-    test eax, eax
-    jnz .Lcg_return                     # -errno, as the genuine code's own fallback returns it
-    jmp .Lcg_prog_retry
-
 # Flagged (selected, flags != 0, read in the checked read of generation r8, not yet re-checked).
-# Slow reads here were published after the entry's look: the system call is taken now.
 .Lcg_flagged:
     test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAG_SLOW_READS
     jz .Lcg_program                     # continue this checked read
@@ -323,12 +300,6 @@ timeskew_fake_clock_gettime:
 timeskew_fake_gettimeofday:
 .Lfake_gettimeofday:
     .cfi_startproc
-    # Slow reads first, as in clock_gettime.
-    lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
-    TSK_SELECT_SLOT
-    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAG_SLOW_READS
-    jnz .Lgtod_slow_first
-.Lgtod_genuine:
     sub rsp, TSK_FRAME
     .cfi_adjust_cfa_offset TSK_FRAME
     mov qword ptr [rsp], rdi            # tv
@@ -380,21 +351,7 @@ timeskew_fake_gettimeofday:
     xor eax, eax
     ret
 
-# Slow reads seen at entry (rcx = the slot, unchecked): with realtime selected, the system call
-# (tv and tz) instead of the genuine code, then the checked read.
-.Lgtod_slow_first:
-    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
-    jz .Lgtod_genuine
-    mov eax, TSK_SYS_GETTIMEOFDAY
-    syscall
-    test eax, eax
-    jnz .Lgtod_return
-    test rdi, rdi
-    jz .Lgtod_return                    # tv == NULL: nothing to shift (eax is 0)
-    jmp .Lgtod_prog_retry
-
-# Flagged (realtime selected, flags != 0, unchecked), rdi = tv (not NULL). Slow reads here
-# were published after the entry's look.
+# Flagged (realtime selected, flags != 0, unchecked), rdi = tv (not NULL).
 .Lgtod_flagged:
     test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAG_SLOW_READS
     jz .Lgtod_program
