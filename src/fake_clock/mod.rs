@@ -23,9 +23,9 @@
 //! with `FLAG_PROGRAM` or `FLAG_RESOLUTION` the reading is evaluated exactly as
 //! `data_page::Params::reading` (one routine in the blob, no `div`), except inside a clock's
 //! fast-case window (v3, `data_page::FastCase`), where a precomputed offset or value is added
-//! or stored as on the constant path; with `FLAG_SLOW_READS` the real reading is taken with the
-//! system call (clock_gettime and gettimeofday look at the flag before the genuine call and
-//! skip it). `time` then reads `CLOCK_REALTIME_COARSE` (genuine or syscall), unless the fast
+//! or stored as on the constant path; with `FLAG_SLOW_READS` the real reading is taken again
+//! with the system call, after the genuine call (a look before it would cost every call). `time`
+//! then reads `CLOCK_REALTIME_COARSE` (genuine or syscall), unless the fast
 //! case decides from the seconds alone.
 //!
 //! Header of the blob (all little-endian, read with `from_le_bytes`), [`HEADER_LEN`] bytes:
