@@ -20,6 +20,8 @@ use common::Probe;
 const CALLS: u64 = 3_000_000;
 const ROUNDS: usize = 5;
 const STOP_ROUNDS: usize = 30;
+/// How long the per-shape table waits after each change before measuring.
+const SETTLE: Duration = Duration::from_millis(1100);
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -122,6 +124,9 @@ fn per_shape_costs() {
         }
         for (k, (_, skew)) in shapes.iter().enumerate() {
             timeskew::inject(probe.pid, skew).expect("inject");
+            // Steady state: a shape takes over 50 ms after the change, and time()'s fast case
+            // starts with the next whole second after that.
+            std::thread::sleep(SETTLE);
             for (i, v) in bench_line(&mut probe).into_iter().enumerate() {
                 under[k][i].push(v);
             }
@@ -130,7 +135,11 @@ fn per_shape_costs() {
     timeskew::recover(probe.pid).expect("recover");
     let n: Vec<f64> = native.iter().map(|v| median(v.clone())).collect();
     println!();
-    println!("## Cost per call by fault shape (ns and ratio to native, median of {ROUNDS} runs)");
+    println!(
+        "## Cost per call by fault shape (ns and ratio to native, median of {ROUNDS} runs, \
+         measured {} ms after each change)",
+        SETTLE.as_millis()
+    );
     println!("| shape | clock_gettime | gettimeofday | time | worst run, clock_gettime |");
     println!("|---|---|---|---|---|");
     println!(

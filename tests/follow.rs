@@ -46,6 +46,12 @@ fn shifted_by(value: i64, offset_s: i64) -> bool {
     (value - (now_s() + offset_s)).abs() <= 2
 }
 
+/// Whether a whole-second reading printed some time ago (seconds, under load) was skewed: far
+/// behind real time rather than within seconds of a shifted now.
+fn far_behind(value: i64) -> bool {
+    value < now_s() + OFFSET_S / 2
+}
+
 /// `timeskew inject … --follow`, running in the background.
 struct Follow {
     child: Option<Child>,
@@ -71,6 +77,15 @@ impl Follow {
 
     fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Ends the follow as Ctrl-C would.
+    fn interrupt(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
     }
 
     /// Waits for the end (bounded) and returns the `follow` summary of its JSON output.
@@ -187,6 +202,31 @@ fn exec_out(c: &Container, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A container whose one process only sleeps: newcomers come through `podman exec`.
+fn idle_container(test: &str) -> Container {
+    Container::run(test, &test_image(), "echo ready; exec sleep 1000000")
+}
+
+/// `podman exec` of a shell that execs `/bin/clocks` 200 times in a tight loop: how many of the
+/// 200 read the skewed clock, and the output.
+fn exec_loop_of_200(c: &Container) -> (usize, String) {
+    let out = exec_out(
+        c,
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 200 ]; do /bin/clocks; i=$((i+1)); done",
+        ],
+    );
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("self ")).collect();
+    assert_eq!(lines.len(), 200, "{out}");
+    let skewed = lines
+        .iter()
+        .filter(|l| reading(l).is_some_and(far_behind))
+        .count();
+    (skewed, out)
+}
+
 /// A shell loop that execs `/bin/clocks` every 50 ms: every program it starts is a fresh exec.
 const EXEC_LOOP: &str = r#"mkfifo /tmp/f; exec 3<>/tmp/f; rm /tmp/f
 echo ready
@@ -251,11 +291,7 @@ fn every_program_a_container_execs_is_skewed_and_everything_recovered_at_the_end
 
 #[test]
 fn podman_exec_is_skewed_during_the_follow_and_real_after_a_recover_from_another_shell() {
-    let c = Container::run(
-        "follow-exec-in",
-        &test_image(),
-        "echo ready; exec sleep 1000000",
-    );
+    let c = idle_container("follow-exec-in");
     let offset = format!("{OFFSET_S}s");
     let follow = Follow::start(&["--container", &c.id, "--offset", &offset]);
     follower_of(c.main_pid());
@@ -309,34 +345,12 @@ fn podman_exec_is_skewed_during_the_follow_and_real_after_a_recover_from_another
 
 #[test]
 fn two_hundred_execs_in_a_tight_loop_are_all_skewed() {
-    let c = Container::run(
-        "follow-burst",
-        &test_image(),
-        "echo ready; exec sleep 1000000",
-    );
+    let c = idle_container("follow-burst");
     let offset = format!("{OFFSET_S}s");
     let follow = Follow::start(&["--container", &c.id, "--offset", &offset]);
     follower_of(c.main_pid());
-    let out = exec_out(
-        &c,
-        &[
-            "sh",
-            "-c",
-            "i=0; while [ $i -lt 200 ]; do /bin/clocks; i=$((i+1)); done",
-        ],
-    );
-    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("self ")).collect();
-    assert_eq!(lines.len(), 200, "{out}");
-    let skewed = lines
-        .iter()
-        .filter(|l| reading(l).is_some_and(|v| shifted_by(v, OFFSET_S)))
-        .count();
-    // End the follow as Ctrl-C would.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(follow.pid()),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    let (skewed, out) = exec_loop_of_200(&c);
+    follow.interrupt();
     let summary = follow.finish(Duration::from_secs(20));
     eprintln!(
         "200 execs: {skewed} skewed; exec to skew: {}",
@@ -356,11 +370,7 @@ fn two_hundred_execs_in_a_tight_loop_are_all_skewed() {
 /// tracing, side by side: what tracing buys.
 #[test]
 fn tracing_skews_programs_that_the_process_events_alone_cannot_reach_in_time() {
-    let c = Container::run(
-        "follow-buys",
-        &test_image(),
-        "echo ready; exec sleep 1000000",
-    );
+    let c = idle_container("follow-buys");
     let offset = format!("{OFFSET_S}s");
     let mut skewed = Vec::new();
     for env in [
@@ -375,27 +385,8 @@ fn tracing_skews_programs_that_the_process_events_alone_cannot_reach_in_time() {
             assert!(Instant::now() < deadline, "the follower did not inject");
             std::thread::sleep(Duration::from_millis(10));
         }
-        let out = exec_out(
-            &c,
-            &[
-                "sh",
-                "-c",
-                "i=0; while [ $i -lt 200 ]; do /bin/clocks; i=$((i+1)); done",
-            ],
-        );
-        let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("self ")).collect();
-        assert_eq!(lines.len(), 200, "{out}");
-        skewed.push(
-            lines
-                .iter()
-                .filter(|l| reading(l).is_some_and(|v| shifted_by(v, OFFSET_S)))
-                .count(),
-        );
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(follow.pid()),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
+        skewed.push(exec_loop_of_200(&c).0);
+        follow.interrupt();
         let summary = follow.finish(Duration::from_secs(20));
         eprintln!(
             "{env:?}: {} of 200 skewed; {summary}",
@@ -585,11 +576,7 @@ fn a_tree_is_followed_on_the_host_too() {
 /// process that entered the container, and the programs it execs from then on are skewed.
 #[test]
 fn without_process_events_the_rescans_find_newcomers() {
-    let c = Container::run(
-        "follow-rescan",
-        &test_image(),
-        "echo ready; exec sleep 1000000",
-    );
+    let c = idle_container("follow-rescan");
     let offset = format!("{OFFSET_S}s");
     let follow = Follow::start_env(
         &["--container", &c.id, "--offset", &offset],
@@ -606,11 +593,7 @@ fn without_process_events_the_rescans_find_newcomers() {
              while [ $i -lt 30 ]; do /bin/clocks; read -t 0.1 x <&3; i=$((i+1)); done",
         ],
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(follow.pid()),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    follow.interrupt();
     let summary = follow.finish(Duration::from_secs(20));
     assert!(
         summary["watched_with"]
@@ -620,16 +603,16 @@ fn without_process_events_the_rescans_find_newcomers() {
     );
     let readings: Vec<i64> = out.lines().filter_map(reading).collect();
     assert_eq!(readings.len(), 30, "{out}");
+    // Read after the loop (3 s or more): a reading is skewed when it is far behind real time,
+    // not within seconds of a shifted now.
+    let skewed = far_behind;
     let first = readings
         .iter()
-        .position(|&v| shifted_by(v, OFFSET_S))
+        .position(|&v| skewed(v))
         .unwrap_or_else(|| panic!("never skewed: {out}"));
     // Found within a rescan or two (the lines are 0.1 s apart), skewed from then on.
     assert!(first <= 8, "first skewed program: #{first}\n{out}");
-    assert!(
-        readings[first..].iter().all(|&v| shifted_by(v, OFFSET_S)),
-        "{out}"
-    );
+    assert!(readings[first..].iter().all(|&v| skewed(v)), "{out}");
     assert!(summary["joined"].as_u64().unwrap() >= 1, "{summary}");
     assert_untraced(&c.host_pids());
 }

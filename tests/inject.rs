@@ -141,7 +141,7 @@ fn separate_timeskew_processes_see_update_and_undo_each_other() {
     let st: serde_json::Value =
         serde_json::from_str(&timeskew_ok(&["status", "--pid", &pid, "--json"])).unwrap();
     assert_eq!(st["injected"], true);
-    assert_eq!(st["layout_version"], 2);
+    assert_eq!(st["layout_version"], 3);
     // Near the vDSO (within jump reach), wherever ASLR put it.
     let tramp = st["trampoline"].as_str().unwrap();
     let addr = u64::from_str_radix(tramp.trim_start_matches("0x"), 16).unwrap();

@@ -15,10 +15,15 @@
 //! 0x028 patch_count   u32
 //! 0x030 patches[4]    32 bytes each: addr u64, len u32, pad u32, original [u8; 16]
 //! 0x100 slot 0        SLOT_LEN bytes (see below)
-//! 0x580 slot 1
+//! 0x800 slot 1
 //! slot: 0x00 mask u32 (bit n: clock id n is skewed), 0x04 flags u32 (FLAG_*), 0x08 segment
-//!       count u32, 0x0c pad, 0x10 gtod_sec i64, 0x18 gtod_usec i64 (0..1e6),
-//!       0x020 clocks[32]    { sec i64, nsec i64 (0..1e9) }   the offset per clock id
+//!       count u32, 0x0c fast kind u32 (FAST_*), 0x10 gtod_sec i64, 0x18 gtod_usec i64
+//!       (0..1e6): clocks[0] in microseconds (with a program: fast[0]'s pair),
+//!       0x020 clocks[32]    { sec i64, nsec i64 (0..1e9) }   the offset per clock id; with a
+//!             program this area instead holds fast[FAST_CLOCKS] { pair sec i64, pair nsec
+//!             i64, from sec i64, from nsec i64, until sec i64 }: clock id n < FAST_CLOCKS
+//!             takes the fast case while its real reading is at least (from sec, from nsec)
+//!             and its real seconds below until sec
 //!       0x220 deadlines[32] { sec i64, nsec i64 (0..1e9) }   the skew of clock id n applies
 //!             while its real reading is below deadlines[n]; sec = i64::MAX: no deadline.
 //!             gettimeofday and time use deadlines[0]. A zeroed slot passes real time through.
@@ -40,6 +45,16 @@
 //! path). `FLAG_SLOW_READS` makes the fake take the real reading with the system call instead
 //! of the vDSO.
 //!
+//! The fast case of a program ([`FastCase`], derived here by `encode_slot`, so it cannot
+//! disagree with the program): one piece of the program at rate 1 or 0 without a strobe — the
+//! first one in force from the switch on — is, for each clock, real time plus a constant
+//! (`FAST_OFFSET`: the pair, split as the constant offset is) or a constant (`FAST_VALUE`: the
+//! rounded value). While clock n's real reading lies in its window, which the piece covers,
+//! the fake adds or stores that pair — no multiply, no split — and takes the exact general path
+//! otherwise (the window ends at a whole second, so the last partial second of a piece takes
+//! the general path). Decoding recovers offsets_ns as bases − anchors, which is what
+//! `target::program::compile` writes.
+//!
 //! Live updates never tear: the writer fills the *inactive* slot, then bumps `generation` (one
 //! aligned word). A reader takes the generation, reads the slot it selects, and retries if the
 //! generation changed meanwhile. A writer that dies half-way leaves the active slot intact.
@@ -48,7 +63,7 @@ use crate::error::{Error, Result};
 
 pub const PAGE_SIZE: u64 = 4096;
 pub const DATA_MAGIC: [u8; 8] = *b"TSKWDATA";
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 pub const OFF_MAGIC: usize = 0x000;
 pub const OFF_VERSION: usize = 0x008;
@@ -73,6 +88,7 @@ pub const SLOT_STRIDE: usize = 0x700;
 pub const SLOT_OFF_MASK: usize = 0x00;
 pub const SLOT_OFF_FLAGS: usize = 0x04;
 pub const SLOT_OFF_SEGMENT_COUNT: usize = 0x08;
+pub const SLOT_OFF_FAST_KIND: usize = 0x0c;
 pub const SLOT_OFF_GTOD_SEC: usize = 0x10;
 pub const SLOT_OFF_GTOD_USEC: usize = 0x18;
 pub const SLOT_OFF_CLOCKS: usize = 0x20;
@@ -90,6 +106,21 @@ pub const MAX_SEGMENTS: usize = 4;
 pub const SLOT_OFF_ANCHORS: usize = SLOT_OFF_SEGMENTS + MAX_SEGMENTS * SEGMENT_LEN;
 pub const SLOT_OFF_BASES: usize = SLOT_OFF_ANCHORS + (MAX_CLOCK_ID + 1) * 8;
 pub const SLOT_LEN: usize = SLOT_OFF_BASES + (MAX_CLOCK_ID + 1) * 8;
+/// With a program, the clocks area holds the fast entries instead (nothing reads clocks[]
+/// then): one per clock id below FAST_CLOCKS, every clock Linux defines (0..=11, TAI last; a
+/// higher id fails in the genuine code anyway).
+pub const SLOT_OFF_FAST: usize = SLOT_OFF_CLOCKS;
+pub const FAST_CLOCKS: usize = 12;
+pub const FAST_ENTRY_LEN: usize = 40;
+pub const FAST_PAIR: usize = 0;
+pub const FAST_FROM: usize = 16;
+pub const FAST_UNTIL: usize = 32;
+/// The slot's fast kind: no fast case (windows empty).
+pub const FAST_NONE: u32 = 0;
+/// In its window, clock n reads real + clocks[n].
+pub const FAST_OFFSET: u32 = 1;
+/// In its window, clock n reads clocks[n].
+pub const FAST_VALUE: u32 = 2;
 /// The slot's `flags`: the selected clocks follow the program (not the constant offsets).
 pub const FLAG_PROGRAM: u32 = 1;
 /// The reading is rounded down to a multiple of the resolution.
@@ -115,6 +146,9 @@ const _: () = assert!(OFF_SLOT0 + SLOT_LEN <= OFF_SLOT0 + SLOT_STRIDE);
 const _: () = assert!(OFF_SLOT0 + SLOT_STRIDE + SLOT_LEN <= PAGE_SIZE as usize);
 const _: () = assert!(MAX_RATE <= i64::MAX as u64);
 const _: () = assert!(SLOT_OFF_ANCHORS == 0x4a8 && SLOT_OFF_BASES == 0x5a8 && SLOT_LEN == 0x6a8);
+const _: () = assert!(
+    SLOT_OFF_FAST + FAST_CLOCKS * FAST_ENTRY_LEN <= SLOT_OFF_CLOCKS + (MAX_CLOCK_ID + 1) * 16
+);
 
 /// One vDSO entry whose first bytes were replaced by a jump.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +274,88 @@ impl Program {
     }
 }
 
+/// The fast case of a program (see the module docs): the piece it covers and, per clock, its
+/// window and the pair the fake adds or stores there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastCase {
+    /// [`FAST_OFFSET`] or [`FAST_VALUE`].
+    pub kind: u32,
+    /// The piece: segment `index`, in force for `e` in `[start, until)`.
+    pub index: usize,
+    pub until: i128,
+}
+
+const NS: i128 = NANOS_PER_SEC as i128;
+
+impl FastCase {
+    /// The first piece in force from the switch (`e = 0`) on that needs neither a multiply
+    /// nor a split: rate 1 (unrounded) or rate 0, no strobe. `None` when there is none.
+    pub fn of(p: &Program, resolution_ns: u64) -> Option<FastCase> {
+        if p.strobe.is_some() {
+            return None;
+        }
+        let segs = &p.segments[..p.segments.len().clamp(1, MAX_SEGMENTS)];
+        let mut best: Option<FastCase> = None;
+        for (index, s) in segs.iter().enumerate() {
+            let later = &segs[index + 1..];
+            // A later segment starting no later shadows this one from its start on.
+            if later.iter().any(|j| j.start_ns <= s.start_ns) {
+                continue;
+            }
+            let kind = match s.rate {
+                0 => FAST_VALUE,
+                RATE_ONE if resolution_ns <= 1 => FAST_OFFSET,
+                _ => continue,
+            };
+            let until = later
+                .iter()
+                .map(|j| i128::from(j.start_ns))
+                .min()
+                .unwrap_or(i128::MAX);
+            if until > 0 && best.is_none_or(|b| until < b.until) {
+                best = Some(FastCase { kind, index, until });
+            }
+        }
+        best
+    }
+
+    /// Clock `id`'s window — from a real reading `from` (ns) on, while the real seconds are
+    /// below `until` — and its pair: the offset (kind offset) or the value (kind value) in ns.
+    /// Inside the window the model gives exactly real + offset, or the value: every
+    /// intermediate stays in range (no wrapping), which the window is narrowed to ensure.
+    /// `None`: an empty window.
+    pub fn for_clock(&self, params: &Params, p: &Program, id: usize) -> Option<(i64, i64, i128)> {
+        let s = p.segments[self.index];
+        let (anchor, base) = (i128::from(p.anchors_ns[id]), i128::from(p.bases_ns[id]));
+        let (min, max) = (i128::from(i64::MIN), i128::from(i64::MAX));
+        let start = i128::from(s.start_ns);
+        // e = real − anchor and e − start must not overflow, nor real itself.
+        let until_e = self.until.min(start + max).min(max);
+        let mut lo = (anchor + start).max(min);
+        let mut hi = (anchor + until_e).min(max);
+        let pair = if self.kind == FAST_OFFSET {
+            let c = base + i128::from(s.value_ns) - anchor - start;
+            // real + c must not overflow either (the model would wrap).
+            lo = lo.max(min - c);
+            hi = hi.min(max - c);
+            c
+        } else {
+            i128::from(params.round(p.bases_ns[id].wrapping_add(s.value_ns)))
+        };
+        // real_sec < until implies real < hi.
+        let until = hi.div_euclid(NS);
+        (lo < until * NS).then_some((lo as i64, until as i64, pair))
+    }
+}
+
+/// `v` split into whole `NANOS_PER_SEC` units (floor) and a remainder in `unit`s, for values
+/// beyond i64 (a fast offset may lie there; its seconds do not).
+fn split_wide(v: i128, unit: i64) -> (i64, i64) {
+    let sec = v.div_euclid(NS) as i64;
+    let sub = (v.rem_euclid(NS) / (NS / i128::from(unit))) as i64;
+    (sec, sub)
+}
+
 impl Params {
     /// What clock id `id` reads when its real reading is `real_ns` — the model of the fake:
     /// `None` when the reading passes through untouched (not selected, or past its deadline).
@@ -339,6 +455,9 @@ impl Params {
             put_u64(&mut s, at + 8, dnsec as u64);
         }
         put_u32(&mut s, SLOT_OFF_FLAGS, self.flags());
+        if let Some(p) = &self.program {
+            self.encode_fast(p, &mut s);
+        }
         if self.resolution_ns > 1 {
             put_u64(&mut s, SLOT_OFF_RESOLUTION, self.resolution_ns);
             put_u64(
@@ -367,6 +486,41 @@ impl Params {
             }
         }
         s
+    }
+
+    /// With a program, the clocks area holds the fast entries and the gtod pair fast[0]'s
+    /// pair in microseconds; an empty window (unselected ids, no fast case) has from =
+    /// (i64::MAX, 0) and until = i64::MIN.
+    fn encode_fast(&self, p: &Program, s: &mut [u8; SLOT_LEN]) {
+        let fast = FastCase::of(p, self.resolution_ns);
+        put_u32(s, SLOT_OFF_FAST_KIND, fast.map_or(FAST_NONE, |f| f.kind));
+        s[SLOT_OFF_CLOCKS..SLOT_OFF_DEADLINES].fill(0);
+        put_u64(s, SLOT_OFF_GTOD_SEC, 0);
+        put_u64(s, SLOT_OFF_GTOD_USEC, 0);
+        for id in 0..FAST_CLOCKS {
+            let window = match fast {
+                Some(f) if self.mask & (1 << id) != 0 => f.for_clock(self, p, id),
+                _ => None,
+            };
+            let (from, until, pair) = window.unwrap_or((i64::MAX, i64::MIN, 0));
+            let (from_sec, from_nsec) = if window.is_some() {
+                split_wide(i128::from(from), NANOS_PER_SEC)
+            } else {
+                (i64::MAX, 0)
+            };
+            let (sec, nsec) = split_wide(pair, NANOS_PER_SEC);
+            let at = SLOT_OFF_FAST + id * FAST_ENTRY_LEN;
+            put_u64(s, at + FAST_PAIR, sec as u64);
+            put_u64(s, at + FAST_PAIR + 8, nsec as u64);
+            put_u64(s, at + FAST_FROM, from_sec as u64);
+            put_u64(s, at + FAST_FROM + 8, from_nsec as u64);
+            put_u64(s, at + FAST_UNTIL, until as u64);
+            if id == 0 {
+                let (sec, usec) = split_wide(pair, 1_000_000);
+                put_u64(s, SLOT_OFF_GTOD_SEC, sec as u64);
+                put_u64(s, SLOT_OFF_GTOD_USEC, usec as u64);
+            }
+        }
     }
 
     /// Decodes a slot written by [`Params::encode_slot`].
@@ -419,6 +573,12 @@ impl Params {
             for id in 0..=MAX_CLOCK_ID {
                 program.anchors_ns[id] = get_u64(s, SLOT_OFF_ANCHORS + id * 8) as i64;
                 program.bases_ns[id] = get_u64(s, SLOT_OFF_BASES + id * 8) as i64;
+                // clocks[] holds the fast case: the offset is what compile writes.
+                p.offsets_ns[id] = if p.mask & (1 << id) != 0 {
+                    program.bases_ns[id].saturating_sub(program.anchors_ns[id])
+                } else {
+                    0
+                };
             }
             p.program = Some(program);
         }
@@ -621,13 +781,15 @@ mod tests {
 
     #[test]
     fn programs_round_trip() {
-        let params = Params {
+        let mut params = Params {
             mask: 0b10,
             program: Some(program()),
             resolution_ns: 15_000_000,
             slow_reads: true,
             ..Params::default()
         };
+        // As compile writes it (the slot keeps bases and anchors, not this).
+        params.offsets_ns[1] = 600 * NANOS_PER_SEC;
         let page = DataPage {
             patched: true,
             generation: 3,

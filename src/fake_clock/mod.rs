@@ -19,11 +19,14 @@
 //! Every fake applies the skew of clock id n only while the real reading is below the slot's
 //! `deadlines[n]` ([`crate::fake_clock::data_page`]); `gettimeofday` and `time` use `deadlines[0]`.
 //!
-//! A slot's `flags` (data page v2) send the selected clocks off the constant-offset path: with
-//! `FLAG_PROGRAM` or `FLAG_RESOLUTION` the reading is evaluated exactly as
-//! `data_page::Params::reading` (one routine in the blob, no `div`); with `FLAG_SLOW_READS` the
-//! real reading is taken again with the system call after the genuine call (flags == 0 costs
-//! one compare-and-branch). `time` then reads `CLOCK_REALTIME_COARSE` (genuine or syscall).
+//! A slot's `flags` (data page v2 on) send the selected clocks off the constant-offset path:
+//! with `FLAG_PROGRAM` or `FLAG_RESOLUTION` the reading is evaluated exactly as
+//! `data_page::Params::reading` (one routine in the blob, no `div`), except inside a clock's
+//! fast-case window (v3, `data_page::FastCase`), where a precomputed offset or value is added
+//! or stored as on the constant path; with `FLAG_SLOW_READS` the real reading is taken again
+//! with the system call, after the genuine call (a look before it would cost every call). `time`
+//! then reads `CLOCK_REALTIME_COARSE` (genuine or syscall), unless the fast
+//! case decides from the seconds alone.
 //!
 //! Header of the blob (all little-endian, read with `from_le_bytes`), [`HEADER_LEN`] bytes:
 //!
@@ -77,6 +80,14 @@ core::arch::global_asm!(
     MAX_SEGMENTS = const data_page::MAX_SEGMENTS,
     SLOT_OFF_ANCHORS = const data_page::SLOT_OFF_ANCHORS,
     SLOT_OFF_BASES = const data_page::SLOT_OFF_BASES,
+    SLOT_OFF_FAST_KIND = const data_page::SLOT_OFF_FAST_KIND,
+    SLOT_OFF_FAST = const data_page::SLOT_OFF_FAST,
+    FAST_PAIR = const data_page::FAST_PAIR,
+    FAST_FROM = const data_page::FAST_FROM,
+    FAST_UNTIL = const data_page::FAST_UNTIL,
+    FAST_CLOCKS = const data_page::FAST_CLOCKS,
+    FAST_OFFSET = const data_page::FAST_OFFSET,
+    FAST_VALUE = const data_page::FAST_VALUE,
     RATE_SHIFT = const data_page::RATE_SHIFT,
     NSEC_PER_SEC = const NSEC_PER_SEC,
     NSEC_RECIP = const NSEC_RECIP,
@@ -127,6 +138,12 @@ const _: () = {
             <= data_page::SLOT_OFF_ANCHORS
     );
     assert!(data_page::RATE_SHIFT > 0 && data_page::RATE_SHIFT < 64);
+    // The fast entries are indexed by id * 5 * 8 (one lea and a scaled index).
+    assert!(data_page::FAST_ENTRY_LEN == 40);
+    assert!(data_page::FAST_PAIR + 16 <= data_page::FAST_FROM);
+    assert!(data_page::FAST_FROM + 16 <= data_page::FAST_UNTIL);
+    assert!(data_page::FAST_UNTIL + 8 <= data_page::FAST_ENTRY_LEN);
+    assert!(data_page::FAST_CLOCKS >= 1 && data_page::FAST_CLOCKS <= data_page::MAX_CLOCK_ID + 1);
     assert!(data_page::MAX_RATE <= i64::MAX as u64);
     // Immediates: 1e9 fits a sign-extended imm32 (imul, cmp, and).
     assert!(NSEC_PER_SEC <= i32::MAX as u64);

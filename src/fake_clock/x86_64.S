@@ -35,9 +35,11 @@
 # - FLAG_SLOW_READS: the real reading is taken again with the system call (clock_gettime:
 #   SYS_clock_gettime with the same id and ts; gettimeofday: SYS_gettimeofday with tz NULL,
 #   *tz having been filled by the genuine call; time: SYS_clock_gettime(CLOCK_REALTIME_COARSE)).
-#   The genuine call has already run by then (so that flags == 0 costs one test, the flag is
-#   read after it); its reading is discarded. The flag is read before the generation is
-#   re-checked: a torn or stale value is harmless, both ways give a correct real reading.
+#   The genuine call has already run by then: looking at the flag before it would put a
+#   dependent pair of loads in front of every constant-offset call (measured ≈ 1–2 ns, the
+#   whole budget of that path), so slow reads cost the genuine read on top of the system call.
+#   The flag is read before the generation is re-checked: a torn or stale value is harmless,
+#   both ways give a correct real reading.
 # - FLAG_PROGRAM / FLAG_RESOLUTION: the reading in ns is evaluated by .Lprogram exactly as
 #   data_page::Params::reading, then stored as (sec, nsec), (sec, usec) or seconds, by floor.
 # Each flagged path makes its own checked-read loop (which never takes the syscall again), so
@@ -94,6 +96,14 @@
 .set TSK_SLOT_OFF_ANCHORS,   {SLOT_OFF_ANCHORS}   # anchors[id] i64, 8 bytes each
 .set TSK_SLOT_OFF_BASES,     {SLOT_OFF_BASES}     # bases[id] i64, 8 bytes each
 .set TSK_RATE_SHIFT,         {RATE_SHIFT}         # data_page::RATE_SHIFT
+.set TSK_SLOT_OFF_FAST_KIND, {SLOT_OFF_FAST_KIND} # data_page::SLOT_OFF_FAST_KIND (u32)
+.set TSK_SLOT_OFF_FAST,      {SLOT_OFF_FAST}      # fast[id], 40 bytes each (with a program)
+.set TSK_FAST_PAIR,          {FAST_PAIR}          # (sec, nsec): the offset or the value
+.set TSK_FAST_FROM,          {FAST_FROM}          # (sec, nsec): the window's first real reading
+.set TSK_FAST_UNTIL,         {FAST_UNTIL}         # sec: real seconds below this
+.set TSK_FAST_CLOCKS,        {FAST_CLOCKS}        # ids below this have a window
+.set TSK_FAST_OFFSET,        {FAST_OFFSET}        # in the window: real + clocks[id]
+.set TSK_FAST_VALUE,         {FAST_VALUE}         # in the window: clocks[id]
 .set TSK_NSEC_PER_SEC,       {NSEC_PER_SEC}       # fake_clock::NSEC_PER_SEC
 .set TSK_NSEC_RECIP,         {NSEC_RECIP}         # data_page::reciprocal(NSEC_PER_SEC), as a constant
 .set TSK_NSEC_PER_USEC,      {NSEC_PER_USEC}      # fake_clock::NSEC_PER_USEC
@@ -222,6 +232,42 @@ timeskew_fake_clock_gettime:
     jne .Lcg_prog_retry
     jmp .Lcg_checked
 .Lcg_program:                           # rsi ts, edi id, rdx id * 16, rcx slot, r8 generation
+    # The fast case (data_page::FastCase): a real reading inside this clock's window (empty
+    # without one) gives real + pair or the pair, like the constant path.
+    cmp edi, TSK_FAST_CLOCKS - 1
+    ja .Lcg_general
+    lea eax, [rdi + rdi * 4]            # id * 5: 40-byte entries
+    lea r9, [rcx + rax * 8 + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST]
+    mov rax, qword ptr [rsi]            # real sec
+    cmp rax, qword ptr [r9 + TSK_FAST_UNTIL]
+    jge .Lcg_general                    # at or after the window's end second
+    cmp rax, qword ptr [r9 + TSK_FAST_FROM]
+    jl .Lcg_general                     # before the window, signed
+    jg .Lcg_fast_in
+    mov rax, qword ptr [rsi + 8]
+    cmp rax, qword ptr [r9 + TSK_FAST_FROM + 8]
+    jl .Lcg_general
+.Lcg_fast_in:
+    mov r10, qword ptr [r9 + TSK_FAST_PAIR + 8]     # nsec
+    mov r9, qword ptr [r9 + TSK_FAST_PAIR]          # sec
+    mov rax, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]
+    mov r11, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES + 8]
+    mov ecx, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST_KIND]
+    cmp r8, qword ptr [rip + .Lblob_start + TSK_DATA_PAGE + TSK_OFF_GENERATION]
+    jne .Lcg_prog_retry
+    cmp qword ptr [rsi], rax            # the deadline, as on the constant path
+    jl .Lcg_fast
+    jg .Lcg_success
+    cmp qword ptr [rsi + 8], r11
+    jge .Lcg_success
+.Lcg_fast:
+    cmp ecx, TSK_FAST_OFFSET
+    je .Lcg_shift                       # real + (r9, r10)
+    mov qword ptr [rsi], r9             # the value
+    mov qword ptr [rsi + 8], r10
+    xor eax, eax
+    ret
+.Lcg_general:
     mov rax, qword ptr [rcx + rdx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]
     cmp qword ptr [rsi], rax
     jl .Lcg_prog_eval
@@ -331,6 +377,38 @@ timeskew_fake_gettimeofday:
     jne .Lgtod_prog_retry
     jmp .Lgtod_checked
 .Lgtod_program:                         # rdi tv, rcx slot, r8 generation
+    # The fast case, as in clock_gettime (id 0): the gtod pair is clocks[0] in microseconds.
+    mov rax, qword ptr [rdi]            # real sec
+    cmp rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST + TSK_FAST_UNTIL]
+    jge .Lgtod_general
+    cmp rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST + TSK_FAST_FROM]
+    jl .Lgtod_general
+    jg .Lgtod_fast_in
+    imul rax, qword ptr [rdi + 8], TSK_NSEC_PER_USEC
+    cmp rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST + TSK_FAST_FROM + 8]
+    jl .Lgtod_general
+.Lgtod_fast_in:
+    mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_GTOD_SEC]
+    mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_GTOD_USEC]
+    mov rdx, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]
+    mov rsi, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES + 8]
+    mov ecx, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST_KIND]
+    cmp r8, qword ptr [rip + .Lblob_start + TSK_DATA_PAGE + TSK_OFF_GENERATION]
+    jne .Lgtod_prog_retry
+    cmp qword ptr [rdi], rdx
+    jl .Lgtod_fast
+    jg .Lgtod_success
+    imul rax, qword ptr [rdi + 8], TSK_NSEC_PER_USEC
+    cmp rax, rsi
+    jge .Lgtod_success
+.Lgtod_fast:
+    cmp ecx, TSK_FAST_OFFSET
+    je .Lgtod_shift
+    mov qword ptr [rdi], r9
+    mov qword ptr [rdi + 8], r10
+    xor eax, eax
+    ret
+.Lgtod_general:
     mov rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]
     cmp qword ptr [rdi], rax
     jl .Lgtod_prog_eval
@@ -446,7 +524,7 @@ timeskew_fake_time:
     test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_MASK], 1
     jz .Ltime_slow_unselected
     cmp dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], 0
-    jne .Ltime_flagged                  # published meanwhile: read again, the flagged way
+    jne .Ltime_coarse                   # published meanwhile: read again, the flagged way
     mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS]           # clocks[0].sec
     mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_CLOCKS + 8]      # clocks[0].nsec
     mov rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]       # deadlines[0].sec
@@ -480,7 +558,34 @@ timeskew_fake_time:
 # (rsp as at entry), rdi = tloc, rcx = the slot read. The real reading is CLOCK_REALTIME_COARSE,
 # with the genuine clock_gettime or, with slow reads, the system call; it stays in the frame
 # while the parameters are read (a retry reuses it).
-.Ltime_flagged:
+.Ltime_flagged:                         # rax = t, r11 data page, r8 generation
+    # The fast case without slow reads, when the seconds decide: t after the window's first
+    # second (its own second would need the ns), below its end and the deadline's second; a
+    # value gives its seconds, an offset of whole seconds t + those seconds.
+    test byte ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FLAGS], TSK_FLAG_SLOW_READS
+    jnz .Ltime_coarse
+    cmp rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST + TSK_FAST_UNTIL]
+    jge .Ltime_coarse
+    cmp rax, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST + TSK_FAST_FROM]
+    jle .Ltime_coarse
+    mov r9, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST + TSK_FAST_PAIR]       # sec
+    mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST + TSK_FAST_PAIR + 8]  # nsec
+    mov rdx, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_DEADLINES]       # deadlines[0].sec
+    mov esi, dword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_FAST_KIND]
+    cmp r8, qword ptr [r11 + TSK_OFF_GENERATION]
+    jne .Ltime_retry
+    cmp rax, rdx
+    jge .Ltime_coarse                   # the deadline's second or later: the coarse way
+    cmp esi, TSK_FAST_VALUE
+    je .Ltime_fast_value
+    test r10, r10
+    jnz .Ltime_coarse                   # a fractional offset: the carry depends on the ns
+    add rax, r9
+    jmp .Ltime_store
+.Ltime_fast_value:
+    mov rax, r9
+    jmp .Ltime_store
+.Ltime_coarse:                          # rcx = a slot read (its flags, unchecked)
     sub rsp, TSK_FRAME
     .cfi_adjust_cfa_offset TSK_FRAME
     mov qword ptr [rsp + 16], rdi       # tloc; [rsp] .. [rsp + 15] is a struct timespec
