@@ -157,6 +157,8 @@ pub trait Arch {
     fn syscall_return(regs: &Self::Regs) -> i64;
     /// Address of the instruction after the syscall instruction at `insn`.
     fn after_syscall(insn: u64) -> u64;
+    /// The bytes of the system call instruction `find_syscall_instruction` finds.
+    fn syscall_instruction() -> &'static [u8];
 
     /// The one-byte breakpoint written over an entry's first byte while the rest of it changes
     /// under running threads (`int3`); executing it traps with the instruction pointer just

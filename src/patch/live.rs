@@ -40,8 +40,9 @@ pub(crate) fn inject(
 ) -> Result<std::result::Result<InjectReport, Fallback>> {
     let pid = target.pid;
     let syscall_insn = plan.syscall_insn;
+    let vdso = (target.vdso.base(), target.vdso.len());
     in_tracer_thread(move || {
-        let mut s = match LiveSession::start(pid, target.mem.via(), syscall_insn)? {
+        let mut s = match LiveSession::start(pid, target.mem.via(), syscall_insn, vdso)? {
             Ok(s) => s,
             Err(f) => return Ok(Err(f)),
         };
@@ -343,8 +344,9 @@ pub(crate) fn recover(
     existing: &Existing,
 ) -> Result<std::result::Result<RecoverReport, Fallback>> {
     let pid = target.pid;
+    let vdso = (target.vdso.base(), target.vdso.len());
     in_tracer_thread(move || {
-        let mut s = match LiveSession::start(pid, target.mem.via(), existing_syscall(target)?)? {
+        let mut s = match LiveSession::start(pid, target.mem.via(), existing_syscall(target)?, vdso)? {
             Ok(s) => s,
             Err(f) => return Ok(Err(f)),
         };

@@ -277,6 +277,7 @@ impl LiveSession {
         pid: i32,
         via: i32,
         syscall_insn: u64,
+        vdso: (u64, usize),
     ) -> Result<std::result::Result<LiveSession, Fallback>> {
         if let Some(why) = procfs::frozen_by(pid) {
             return Err(Error::Unsupported {
@@ -287,7 +288,7 @@ impl LiveSession {
         let _ = nix::sys::prctl::set_timerslack(1);
         let mut s = LiveSession {
             pid,
-            mem: BoundMem::open(pid, via)?,
+            mem: BoundMem::open(pid, via).or_else(|_| BoundMem::open(pid, pid))?,
             syscall_insn,
             tracees: HashMap::new(),
             worker: Pid::from_raw(pid),
@@ -306,6 +307,11 @@ impl LiveSession {
         if let Some(why) = s.seize_all()? {
             return Ok(Err(why));
         }
+        // Every thread is traced with exec reported from here on; a program exec'd before that
+        // (the plan was made from the vDSO read earlier) is caught now, before any call runs at
+        // an address of the old program.
+        s.mem = BoundMem::open(pid, via).or_else(|_| BoundMem::open(pid, pid))?;
+        s.same_program(vdso)?;
         s.pick_worker()?;
         if let Some(why) = s.barrier_setup()? {
             return Ok(Err(why));
@@ -315,6 +321,21 @@ impl LiveSession {
 
     pub(crate) fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The program is still the one planned for: its vDSO where it was, and a system call
+    /// instruction at `syscall_insn`. Else it exec'd in between.
+    fn same_program(&mut self, (base, len): (u64, usize)) -> Result<()> {
+        let pid = self.pid;
+        let maps = procfs::maps_of(pid, pid)?;
+        let vdso = maps.iter().find(|m| m.path == "[vdso]");
+        let moved = vdso.is_none_or(|m| (m.start, (m.end - m.start) as usize) != (base, len));
+        let insn = Native::syscall_instruction();
+        let found = self.mem.read(self.syscall_insn, insn.len(), "read the syscall instruction");
+        if moved || found.as_ref().is_ok_and(|b| b != insn) {
+            return Err(Error::Execed { pid });
+        }
+        found.map(|_| ())
     }
 
     /// The target's memory, bound to the address space found at the start.
@@ -340,19 +361,28 @@ impl LiveSession {
 
     fn seize_each(&mut self, watch: &SeizeWatch) -> Result<Option<Fallback>> {
         let pid = self.pid;
+        // Threads passed over (exited, or a zombie leader that stays listed until the process
+        // is reaped) are not looked at again: the listing would never come out empty.
+        let mut passed = std::collections::HashSet::new();
+        let deadline = Instant::now() + STOP_DEADLINE * 4;
         loop {
             let fresh: Vec<i32> = procfs::threads(pid)?
                 .into_iter()
-                .filter(|t| !self.tracees.contains_key(t))
+                .filter(|t| !self.tracees.contains_key(t) && !passed.contains(t))
                 .collect();
             if fresh.is_empty() {
                 break;
             }
+            if Instant::now() >= deadline {
+                return Err(stuck(pid, fresh[0], "attach to every thread"));
+            }
             for tid in fresh {
                 let Some((state, blocked, ignored)) = stat_signals(pid, tid) else {
+                    passed.insert(tid);
                     continue;
                 };
                 if matches!(state, 'Z' | 'X') {
+                    passed.insert(tid);
                     continue;
                 }
                 if state == 'T' {
@@ -402,10 +432,29 @@ impl LiveSession {
                             },
                         );
                     }
-                    Err(Errno::ESRCH) => {}
+                    Err(Errno::ESRCH) => {
+                        passed.insert(tid);
+                    }
+                    // Created by a thread seized before it: the kernel traces it for us already
+                    // (its first stop is on its way).
+                    Err(Errno::EPERM)
+                        if procfs::tracer_of(tid).is_some_and(|(t, _)| t == nix::unistd::gettid().as_raw()) =>
+                    {
+                        self.tracees.insert(
+                            tid,
+                            Tracee {
+                                tgid: pid,
+                                want: Want::Nothing,
+                                busy: false,
+                            },
+                        );
+                    }
                     Err(Errno::EPERM)
                         if !procfs::task_info(pid, Some(tid))
-                            .is_ok_and(|i| !matches!(i.state, 'Z' | 'X')) => {}
+                            .is_ok_and(|i| !matches!(i.state, 'Z' | 'X')) =>
+                    {
+                        passed.insert(tid);
+                    }
                     Err(e @ (Errno::EPERM | Errno::EACCES)) => {
                         let why = procfs::refusal(pid, tid);
                         return Err(Error::refused(pid, "attach with PTRACE_SEIZE", e, why));
@@ -428,6 +477,9 @@ impl LiveSession {
     /// and restarts its call afterwards), else any thread not in an uninterruptible wait.
     fn pick_worker(&mut self) -> Result<()> {
         let pid = self.pid;
+        // Reports waiting (signals under a storm) are answered first: a thread in such a stop
+        // would look busy.
+        self.drain(None)?;
         let mut fallback = None;
         let mut tids: Vec<i32> = self.tracees.keys().copied().collect();
         tids.sort_unstable();
@@ -444,7 +496,8 @@ impl LiveSession {
                     self.stats.worker = tid;
                     return self.note_worker_filters();
                 }
-                (Some('S' | 'R'), _) if fallback.is_none() => fallback = Some(tid),
+                // 't': in a stop of ours (a signal reporting to us): as usable as a running one.
+                (Some('S' | 'R' | 't'), _) if fallback.is_none() => fallback = Some(tid),
                 _ => {}
             }
         }
@@ -877,54 +930,53 @@ impl LiveSession {
     // -----------------------------------------------------------------------------------------
     // The worker
 
+    /// Brings the worker to an interrupt stop with nothing of ours pending: a signal that
+    /// comes first is handled as any other (a breakpoint trap redirected, anything else passed
+    /// on with its own siginfo), and a breakpoint trap still queued at the interrupt stop is
+    /// let through first — running a call in a thread that owes us a trap would lose the trap
+    /// and leave the thread inside the instruction the breakpoint covers.
+    fn stop_worker(&mut self, step: &'static str) -> Result<()> {
+        let w = self.worker;
+        let interrupt = |s: &Self| match ptrace::interrupt(w) {
+            Ok(()) => Ok(()),
+            Err(Errno::ESRCH) => Err(Error::ProcessGone { pid: s.pid, step }),
+            Err(e) => Err(procfs::errno_error(s.pid, w.as_raw(), step, e)),
+        };
+        interrupt(self)?;
+        let deadline = Instant::now() + STOP_DEADLINE;
+        loop {
+            match self.next_of(w, step)? {
+                Ev::Interrupt if self.trap_pending(w) => {
+                    if Instant::now() >= deadline {
+                        return Err(stuck(self.pid, w.as_raw(), step));
+                    }
+                    // The trap's signal stop comes next; on_signal answers it.
+                    let _ = super::raw::ptrace_cont(w, 0);
+                }
+                Ev::Interrupt => return Ok(()),
+                Ev::Signal(sig) => {
+                    // That stop cancelled our interrupt: answer it, ask again.
+                    let (at, ns) = (Instant::now(), monotonic_ns());
+                    self.on_signal(w, sig, at, ns)?;
+                    interrupt(self)?;
+                }
+                Ev::Exited => return Err(Error::ProcessGone { pid: self.pid, step }),
+                other => {
+                    self.handle(w.as_raw(), other)?;
+                    return Err(self
+                        .abandoned
+                        .take()
+                        .unwrap_or(Error::ProcessGone { pid: self.pid, step }));
+                }
+            }
+        }
+    }
+
     /// Holds the worker (interrupt stop), runs `f`, lets it run again; signals that came
     /// meanwhile are passed on after.
     fn hold_worker<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let w = self.worker;
-        let step = "hold the worker thread";
-        match ptrace::interrupt(w) {
-            Ok(()) => {}
-            Err(Errno::ESRCH) => {
-                return Err(Error::ProcessGone {
-                    pid: self.pid,
-                    step,
-                });
-            }
-            Err(e) => return Err(procfs::errno_error(self.pid, w.as_raw(), step, e)),
-        }
-        loop {
-            match self.next_of(w, step)? {
-                Ev::Interrupt => break,
-                Ev::Signal(sig) => {
-                    // That stop cancelled our interrupt: pass the signal on, ask again.
-                    let (at, ns) = (Instant::now(), monotonic_ns());
-                    self.on_signal(w, sig, at, ns)?;
-                    match ptrace::interrupt(w) {
-                        Ok(()) => {}
-                        Err(Errno::ESRCH) => {
-                            return Err(Error::ProcessGone {
-                                pid: self.pid,
-                                step,
-                            });
-                        }
-                        Err(e) => return Err(procfs::errno_error(self.pid, w.as_raw(), step, e)),
-                    }
-                }
-                Ev::Exited => {
-                    return Err(Error::ProcessGone {
-                        pid: self.pid,
-                        step,
-                    });
-                }
-                other => {
-                    self.handle(w.as_raw(), other)?;
-                    return Err(self.abandoned.take().unwrap_or(Error::ProcessGone {
-                        pid: self.pid,
-                        step,
-                    }));
-                }
-            }
-        }
+        self.stop_worker("hold the worker thread")?;
         let (at, ns) = (Instant::now(), monotonic_ns());
         let out = f(self);
         let _ = super::raw::ptrace_cont(w, 0);
@@ -980,13 +1032,6 @@ impl LiveSession {
         let (pid, w) = (self.pid, self.worker);
         let step = "run a system call in the worker thread";
         let (nr, args) = call.nr_and_args();
-        let guard = RegsGuard::save(pid, w)?;
-        let Some(mut regs) = guard.regs() else {
-            return Err(Error::ProcessGone { pid, step });
-        };
-        Native::prepare_syscall(&mut regs, insn, nr, &args);
-        Native::set_regs(w, &regs)
-            .map_err(|e| procfs::errno_error(pid, w.as_raw(), "set up the injected syscall", e))?;
         let done = Native::after_syscall(insn);
         let lost = |detail: String| Error::RemoteSyscallLost {
             pid,
@@ -1000,23 +1045,46 @@ impl LiveSession {
                 e => procfs::errno_error(pid, w.as_raw(), step, e),
             })
         };
-        let mut entered = false;
+        // Another thread's execve kills the worker and, if the worker led the process, gives
+        // its id to the exec'ing thread: after an exit or exec report, `w` may name the new
+        // program's thread, stopped at its exec event. Its registers are never touched then.
+        let mut entered = None;
         for _ in 0..SYSCALL_ATTEMPTS {
+            let mut guard = RegsGuard::save(pid, w)?;
+            let Some(mut regs) = guard.regs() else {
+                return Err(Error::ProcessGone { pid, step });
+            };
+            Native::prepare_syscall(&mut regs, insn, nr, &args);
+            guard.sent_to(insn);
+            Native::set_regs(w, &regs).map_err(|e| {
+                procfs::errno_error(pid, w.as_raw(), "set up the injected syscall", e)
+            })?;
             resume(ptrace::syscall)?;
             match self.next_of(w, step)? {
                 Ev::Syscall => {
-                    entered = true;
+                    entered = Some(guard);
                     break;
                 }
-                // Taken before the instruction ran: kept, sent again afterwards.
-                Ev::Signal(sig) => pending.push(sig),
-                Ev::Exited => return Err(Error::ProcessGone { pid, step }),
+                Ev::Signal(sig) => {
+                    if let Some(why) = super::remote_syscall::our_fault(w, sig, insn) {
+                        return Err(lost(why));
+                    }
+                    // Taken before the instruction ran: the thread gets its own registers
+                    // back and the signal as it came (its siginfo kept), then is stopped again.
+                    guard.restore()?;
+                    let (at, ns) = (Instant::now(), monotonic_ns());
+                    self.on_signal(w, sig, at, ns)?;
+                    self.stop_worker(step)?;
+                }
+                // A stop we asked for earlier (a look at every thread): nothing ran yet.
+                Ev::Interrupt => guard.restore()?,
+                ev @ (Ev::Exited | Ev::Exec) => return Err(self.worker_gone(guard, ev, step)),
                 other => return Err(lost(format!("it stopped with {other:?} before the call"))),
             }
         }
-        if !entered {
+        let Some(guard) = entered else {
             return Err(lost("signals kept arriving before it could run".into()));
-        }
+        };
         let ip = Native::get_regs(w)
             .map_err(|e| procfs::errno_error(pid, w.as_raw(), step, e))?
             .instruction_pointer();
@@ -1028,7 +1096,7 @@ impl LiveSession {
         resume(ptrace::syscall)?;
         match self.next_of(w, step)? {
             Ev::Syscall => {}
-            Ev::Exited => return Err(Error::ProcessGone { pid, step }),
+            ev @ (Ev::Exited | Ev::Exec) => return Err(self.worker_gone(guard, ev, step)),
             other => return Err(lost(format!("it stopped with {other:?} in the call"))),
         }
         let after = Native::get_regs(w)
@@ -1056,8 +1124,28 @@ impl LiveSession {
                 Ok(ret)
             }
             Ev::Exited => Err(Error::ProcessGone { pid, step }),
+            Ev::Exec => {
+                // Killed by another thread's execve after its registers were back: the report
+                // is the new program's; let it go.
+                let _ = self.handle(w.as_raw(), Ev::Exec);
+                Err(self.abandoned.take().unwrap_or(Error::Execed { pid }))
+            }
             other => Err(lost(format!("it stopped with {other:?} after the call"))),
         }
+    }
+
+    /// The worker reported its exit or an exec in the middle of a call (another thread's
+    /// execve kills it and, if it led the process, gives its id to the exec'ing thread): the
+    /// saved registers are dropped unwritten, the report handled like any other.
+    fn worker_gone(&mut self, guard: RegsGuard, ev: Ev, step: &'static str) -> Error {
+        guard.forget();
+        if let Err(e) = self.handle(self.worker.as_raw(), ev) {
+            log::debug!("pid {}: after the worker's {ev:?}: {e}", self.pid);
+        }
+        self.abandoned.take().unwrap_or(Error::ProcessGone {
+            pid: self.pid,
+            step,
+        })
     }
 
     /// A core-serializing barrier across every thread of the target: none executes another

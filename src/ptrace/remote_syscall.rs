@@ -36,6 +36,8 @@ pub(super) struct RegsGuard {
     pid: i32,
     tid: Pid,
     saved: Option<Regs>,
+    /// The `syscall` instruction the thread was sent to, once it was.
+    sent_to: Option<u64>,
 }
 
 impl RegsGuard {
@@ -46,12 +48,40 @@ impl RegsGuard {
             pid,
             tid,
             saved: Some(saved),
+            sent_to: None,
         })
     }
 
     /// The saved registers (present until `restore`, which consumes the guard).
     pub(super) fn regs(&self) -> Option<Regs> {
         self.saved
+    }
+
+    /// Notes that the thread's registers now point at the `syscall` instruction `insn`.
+    pub(super) fn sent_to(&mut self, insn: u64) {
+        self.sent_to = Some(insn);
+    }
+
+    /// Whether the thread is still where we left it: at its own instruction, or at or just
+    /// past the `syscall` we sent it to. Anywhere else it is not the code we stopped — its id
+    /// names another program's thread after an exec — and the saved registers must not go in.
+    fn where_we_left_it(&self, saved: &Regs) -> bool {
+        let Ok(now) = Native::get_regs(self.tid) else {
+            return true; // not in a stop (gone): the write below fails harmlessly
+        };
+        let ip = now.instruction_pointer();
+        ip == saved.instruction_pointer()
+            || self
+                .sent_to
+                .is_some_and(|insn| ip == insn || ip == Native::after_syscall(insn))
+    }
+
+    /// Gives up the saved registers without writing them: the thread reported an exec or its
+    /// exit, so its id may now name the thread of a *new* program (a non-leader thread that
+    /// execs takes the leader's id) — the old registers would send that program into code it
+    /// does not have.
+    pub(super) fn forget(mut self) {
+        self.saved = None;
     }
 
     pub(super) fn restore(mut self) -> Result<()> {
@@ -66,9 +96,19 @@ impl RegsGuard {
 
 impl Drop for RegsGuard {
     fn drop(&mut self) {
-        if let Some(saved) = self.saved.take()
-            && let Err(e) = Native::set_regs(self.tid, &saved)
-        {
+        let Some(saved) = self.saved.take() else {
+            return;
+        };
+        if !self.where_we_left_it(&saved) {
+            log::warn!(
+                "pid {}: thread {} is no longer where it was stopped (an exec took its id?): \
+                 its registers are left as they are",
+                self.pid,
+                self.tid
+            );
+            return;
+        }
+        if let Err(e) = Native::set_regs(self.tid, &saved) {
             // ESRCH: the thread is no longer in a stop — killed, and dying with the process.
             let level = if e == Errno::ESRCH {
                 log::Level::Debug
@@ -83,6 +123,27 @@ impl Drop for RegsGuard {
             );
         }
     }
+}
+
+/// Whether signal `sig`, reported by `tid` before it entered the system call we set it up
+/// for at `insn`, was raised by that instruction itself (a fault at it: the address no longer
+/// holds a system call — the program exec'd, or the page went away). Such a signal is ours and
+/// must never be passed on: it would kill the target. Returns what to say.
+pub(super) fn our_fault(tid: Pid, sig: i32, insn: u64) -> Option<String> {
+    // (Not SIGTRAP: a system call instruction raises none; a trap reported here was owed
+    // from before, and its owner must answer it.)
+    if !matches!(sig, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL) {
+        return None;
+    }
+    // si_code > 0: raised by the kernel for what the thread executed (not kill/tgkill/queue).
+    let info = ptrace::getsiginfo(tid).ok()?;
+    let ip = Native::get_regs(tid).ok()?.instruction_pointer();
+    (info.si_code > 0 && (ip == insn || ip == Native::after_syscall(insn))).then(|| {
+        format!(
+            "the instruction it was sent to at {insn:#x} raised signal {sig} (is the program \
+             still the one examined?); the signal was not passed on"
+        )
+    })
 }
 
 /// How to let a held thread run until its next stop.
@@ -135,7 +196,7 @@ impl StoppedProcess {
     fn run_syscall(
         &mut self,
         tid: Pid,
-        guard: RegsGuard,
+        mut guard: RegsGuard,
         insn: u64,
         nr: i64,
         args: &[u64; 6],
@@ -147,6 +208,7 @@ impl StoppedProcess {
             return Err(Error::ProcessGone { pid, step });
         };
         Native::prepare_syscall(&mut regs, insn, nr, args);
+        guard.sent_to(insn);
         Native::set_regs(tid, &regs).map_err(|e| {
             procfs::errno_error(pid, tid.as_raw(), "set up the injected syscall", e)
         })?;

@@ -72,6 +72,10 @@ impl Arch for X86_64 {
         regs::syscall_return(regs)
     }
 
+    fn syscall_instruction() -> &'static [u8] {
+        &[0x0f, 0x05]
+    }
+
     fn after_syscall(insn: u64) -> u64 {
         insn + 2
     }
