@@ -220,7 +220,11 @@ fn install(
 /// mapped, marked not patched, and the next injection reuses them — as after `recover`.
 fn undo(s: &mut LiveSession, fresh: Option<u64>, err: Error) -> Error {
     let pid = s.pid();
-    if matches!(err, Error::ProcessGone { .. } | Error::Execed { .. }) {
+    // Nothing to undo in a process that is gone, or in memory an exec left behind; a
+    // "gone" that was only one thread (the worker exiting) still needs the undo.
+    if matches!(err, Error::Execed { .. })
+        || matches!(err, Error::ProcessGone { .. }) && s.process_gone()
+    {
         return err;
     }
     let mut failures = s.unwind();
@@ -346,10 +350,11 @@ pub(crate) fn recover(
     let pid = target.pid;
     let vdso = (target.vdso.base(), target.vdso.len());
     in_tracer_thread(move || {
-        let mut s = match LiveSession::start(pid, target.mem.via(), existing_syscall(target)?, vdso)? {
-            Ok(s) => s,
-            Err(f) => return Ok(Err(f)),
-        };
+        let mut s =
+            match LiveSession::start(pid, target.mem.via(), existing_syscall(target)?, vdso)? {
+                Ok(s) => s,
+                Err(f) => return Ok(Err(f)),
+            };
         let mut report = RecoverReport {
             pid,
             was_injected: true,
@@ -364,7 +369,9 @@ pub(crate) fn recover(
         let outcome = match outcome {
             Ok(()) => s.release(),
             Err(e) => {
-                let failures = if matches!(e, Error::ProcessGone { .. } | Error::Execed { .. }) {
+                let failures = if matches!(e, Error::Execed { .. })
+                    || matches!(e, Error::ProcessGone { .. }) && s.process_gone()
+                {
                     Vec::new()
                 } else {
                     s.settle_swaps()

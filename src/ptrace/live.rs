@@ -98,6 +98,8 @@ pub(crate) enum SwapState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Want {
     Nothing,
+    /// Stopped once and let go: any thread it was creating is in the thread list by then.
+    Look,
     /// Stopped to be looked at (window check).
     Check,
     /// Stopped to be let go.
@@ -110,6 +112,9 @@ enum Want {
 struct Tracee {
     tgid: i32,
     want: Want,
+    /// Any thread it creates is traced by the kernel for us: attached by the kernel itself,
+    /// or seized by us and seen outside a clone since (see `LiveSession::creations_settled`).
+    settled: bool,
     /// Looked at and found busy (inside a window, or a handler on top of one).
     busy: bool,
 }
@@ -151,7 +156,12 @@ fn classify(status: libc::c_int) -> Option<Ev> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seen {
     Running,
-    Blocked { in_syscall: bool, sp: u64, pc: u64 },
+    Blocked {
+        in_syscall: bool,
+        nr: i64,
+        sp: u64,
+        pc: u64,
+    },
     Gone,
 }
 
@@ -169,6 +179,7 @@ fn parse_seen(text: &str) -> Seen {
         [nr, .., sp, pc] if fields.len() >= 3 => match (nr.parse::<i64>(), hex(sp), hex(pc)) {
             (Ok(nr), Some(sp), Some(pc)) => Seen::Blocked {
                 in_syscall: nr >= 0,
+                nr,
                 sp,
                 pc,
             },
@@ -310,6 +321,9 @@ impl LiveSession {
         // Every thread is traced with exec reported from here on; a program exec'd before that
         // (the plan was made from the vDSO read earlier) is caught now, before any call runs at
         // an address of the old program.
+        if let Some(why) = s.creations_settled()? {
+            return Ok(Err(why));
+        }
         s.mem = BoundMem::open(pid, via).or_else(|_| BoundMem::open(pid, pid))?;
         s.same_program(vdso)?;
         s.pick_worker()?;
@@ -323,6 +337,62 @@ impl LiveSession {
         self.pid
     }
 
+    /// Makes sure no thread is half-way through creating one we would not trace: the kernel
+    /// decides whether a new thread is traced when its creator *enters* clone, so a thread
+    /// seized in the middle of a clone makes an untraced child — which would die of the first
+    /// breakpoint it meets. Every thread we seized that may be in a clone (running, or blocked
+    /// in clone itself) is stopped once (its stop comes after the clone returns), then the
+    /// thread list is read again; new threads so found get the same, until none. Threads
+    /// blocked in any other system call are not stopped.
+    fn creations_settled(&mut self) -> Result<Option<Fallback>> {
+        let creating = [
+            libc::SYS_clone,
+            libc::SYS_fork,
+            libc::SYS_vfork,
+            libc::SYS_clone3,
+        ];
+        for _ in 0..8 {
+            let pid = self.pid;
+            let mut asked = 0;
+            let tids: Vec<i32> = self
+                .tracees
+                .iter()
+                .filter(|(_, t)| !t.settled)
+                .map(|(tid, _)| *tid)
+                .collect();
+            for tid in tids {
+                match seen(pid, tid) {
+                    Seen::Gone => {
+                        self.tracees.remove(&tid);
+                    }
+                    Seen::Blocked {
+                        in_syscall: true,
+                        nr,
+                        ..
+                    } if !creating.contains(&nr) => {
+                        if let Some(t) = self.tracees.get_mut(&tid) {
+                            t.settled = true;
+                        }
+                    }
+                    _ => {
+                        self.ask_stop(tid, Want::Look)?;
+                        asked += 1;
+                    }
+                }
+            }
+            if asked == 0 {
+                return Ok(None);
+            }
+            self.settle("look at a thread")?;
+            if let Some(why) = self.seize_all()? {
+                return Ok(Some(why));
+            }
+        }
+        Ok(Some(Fallback(
+            "threads kept appearing faster than they could be traced".into(),
+        )))
+    }
+
     /// The program is still the one planned for: its vDSO where it was, and a system call
     /// instruction at `syscall_insn`. Else it exec'd in between.
     fn same_program(&mut self, (base, len): (u64, usize)) -> Result<()> {
@@ -331,7 +401,11 @@ impl LiveSession {
         let vdso = maps.iter().find(|m| m.path == "[vdso]");
         let moved = vdso.is_none_or(|m| (m.start, (m.end - m.start) as usize) != (base, len));
         let insn = Native::syscall_instruction();
-        let found = self.mem.read(self.syscall_insn, insn.len(), "read the syscall instruction");
+        let found = self.mem.read(
+            self.syscall_insn,
+            insn.len(),
+            "read the syscall instruction",
+        );
         if moved || found.as_ref().is_ok_and(|b| b != insn) {
             return Err(Error::Execed { pid });
         }
@@ -428,6 +502,7 @@ impl LiveSession {
                             Tracee {
                                 tgid: pid,
                                 want: Want::Nothing,
+                                settled: false,
                                 busy: false,
                             },
                         );
@@ -438,13 +513,15 @@ impl LiveSession {
                     // Created by a thread seized before it: the kernel traces it for us already
                     // (its first stop is on its way).
                     Err(Errno::EPERM)
-                        if procfs::tracer_of(tid).is_some_and(|(t, _)| t == nix::unistd::gettid().as_raw()) =>
+                        if procfs::tracer_of(tid)
+                            .is_some_and(|(t, _)| t == nix::unistd::gettid().as_raw()) =>
                     {
                         self.tracees.insert(
                             tid,
                             Tracee {
                                 tgid: pid,
                                 want: Want::Nothing,
+                                settled: true,
                                 busy: false,
                             },
                         );
@@ -771,7 +848,27 @@ impl LiveSession {
                     });
                 }
             }
-            Ev::Child | Ev::Syscall => {
+            Ev::Child => {
+                // Known from now on, before its own first stop reports: letting everyone go
+                // then waits for it (a forked copy may hold a breakpoint to repair).
+                if let Ok(new) = ptrace::getevent(t).map(|n| n as i32)
+                    && !self.tracees.contains_key(&new)
+                {
+                    let tgid = procfs::tgid_of(new).unwrap_or(new);
+                    self.tracees.insert(
+                        new,
+                        Tracee {
+                            tgid,
+                            want: Want::Nothing,
+                            settled: true,
+                            busy: false,
+                        },
+                    );
+                    self.stats.threads += 1;
+                }
+                let _ = super::raw::ptrace_cont(t, 0);
+            }
+            Ev::Syscall => {
                 let _ = super::raw::ptrace_cont(t, 0);
             }
             Ev::Signal(sig) => self.on_signal(t, sig, at, at_ns)?,
@@ -837,7 +934,13 @@ impl LiveSession {
                     self.tracees.remove(&tid);
                 }
             }
-            Want::Nothing => {
+            Want::Nothing | Want::Look => {
+                if want == Want::Look
+                    && let Some(x) = self.tracees.get_mut(&tid)
+                {
+                    x.want = Want::Nothing;
+                    x.settled = true;
+                }
                 let _ = super::raw::ptrace_cont(t, deliver);
             }
         }
@@ -894,6 +997,7 @@ impl LiveSession {
                 Tracee {
                     tgid,
                     want: Want::Nothing,
+                    settled: true,
                     busy: false,
                 },
             );
@@ -920,6 +1024,14 @@ impl LiveSession {
                 self.log_stop(tid, at, at_ns, "check");
             }
             Want::Release => self.release_stopped(t, at, at_ns),
+            Want::Look => {
+                if let Some(x) = self.tracees.get_mut(&tid) {
+                    x.want = Want::Nothing;
+                    x.settled = true;
+                }
+                let _ = super::raw::ptrace_cont(t, 0);
+                self.log_stop(tid, at, at_ns, "look");
+            }
             Want::Nothing | Want::ReleaseAfterTrap => {
                 let _ = super::raw::ptrace_cont(t, 0);
             }
@@ -936,6 +1048,30 @@ impl LiveSession {
     /// let through first — running a call in a thread that owes us a trap would lose the trap
     /// and leave the thread inside the instruction the breakpoint covers.
     fn stop_worker(&mut self, step: &'static str) -> Result<()> {
+        // The worker may exit on its own (a short-lived thread): another one takes over.
+        for _ in 0..8 {
+            match self.stop_this_worker(step) {
+                Err(Error::ProcessGone { .. }) if !self.process_gone() => {
+                    log::debug!(
+                        "pid {}: worker {} exited; picking another",
+                        self.pid,
+                        self.worker
+                    );
+                    self.tracees.remove(&self.worker.as_raw());
+                    self.pick_worker()?;
+                }
+                other => return other,
+            }
+        }
+        Err(stuck(self.pid, self.worker.as_raw(), step))
+    }
+
+    /// Whether the whole process is gone or going (not just one of its threads).
+    pub(crate) fn process_gone(&self) -> bool {
+        !procfs::exists(self.pid) || procfs::is_zombie(self.pid) || self.dying()
+    }
+
+    fn stop_this_worker(&mut self, step: &'static str) -> Result<()> {
         let w = self.worker;
         let interrupt = |s: &Self| match ptrace::interrupt(w) {
             Ok(()) => Ok(()),
@@ -960,13 +1096,20 @@ impl LiveSession {
                     self.on_signal(w, sig, at, ns)?;
                     interrupt(self)?;
                 }
-                Ev::Exited => return Err(Error::ProcessGone { pid: self.pid, step }),
+                Ev::Exited => {
+                    return Err(Error::ProcessGone {
+                        pid: self.pid,
+                        step,
+                    });
+                }
+                // It forked or made a thread on its way to our stop, which still comes.
+                ev @ (Ev::Child | Ev::Syscall) => self.handle(w.as_raw(), ev)?,
                 other => {
                     self.handle(w.as_raw(), other)?;
-                    return Err(self
-                        .abandoned
-                        .take()
-                        .unwrap_or(Error::ProcessGone { pid: self.pid, step }));
+                    return Err(self.abandoned.take().unwrap_or(Error::ProcessGone {
+                        pid: self.pid,
+                        step,
+                    }));
                 }
             }
         }
@@ -1698,6 +1841,7 @@ mod tests {
             parse_seen("-1 0x7ffd1000 0x401000\n"),
             Seen::Blocked {
                 in_syscall: false,
+                nr: -1,
                 sp: 0x7ffd_1000,
                 pc: 0x40_1000
             }
@@ -1706,6 +1850,7 @@ mod tests {
             parse_seen("202 0x1 0x2 0x3 0x4 0x5 0x6 0x7ffd2000 0x7f0012345678\n"),
             Seen::Blocked {
                 in_syscall: true,
+                nr: 202,
                 sp: 0x7ffd_2000,
                 pc: 0x7f00_1234_5678
             }
