@@ -1,0 +1,303 @@
+//! Changing a running process one thread at a time: every thread traced (PTRACE_SEIZE, never
+//! all stopped), one *worker* thread held only for the length of each system call timeskew
+//! runs in it, any other thread stopped only when it must be looked at or let go — a few
+//! microseconds each — and breakpoints written over the first byte of code that changes while
+//! threads run, their traps answered at once.
+//!
+//! Runs in a thread of its own (the tracer): when that thread ends the kernel detaches every
+//! tracee at once without stopping any (`exit_ptrace`), so the threads that never needed a stop
+//! are let go without one. Before it ends, every thread that might still have a breakpoint trap
+//! on its way to us (running, or last seen just past a breakpoint) is stopped and detached by
+//! hand, its trap consumed; see [`LiveSession::release`].
+//!
+//! What reports to us while threads run, and what we do:
+//! - a breakpoint of ours (SIGTRAP from the kernel, instruction pointer just past one of our
+//!   breakpoints): the thread is sent where the code leads — to where the new jump goes while
+//!   the breakpoint is in place, back to the entry once it is gone — and the SIGTRAP dropped;
+//! - any other signal: passed on unchanged (PTRACE_CONT with it);
+//! - a new thread or process (PTRACE_O_TRACECLONE/FORK/VFORK): traced from its first
+//!   instruction; a forked copy of the memory that still holds a breakpoint is repaired before
+//!   it is let go (see [`LiveSession::release`]);
+//! - an exec, the process exiting, a job-control stop: the change is abandoned.
+
+mod code;
+mod reports;
+mod threads;
+mod worker;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::ptrace::{self, Options};
+use nix::unistd::Pid;
+
+use super::events::ChildEvents;
+use super::raw::PeekSiginfoArgs;
+use super::remote_mm::{
+    MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, MEMBARRIER_CMD_QUERY,
+    MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, RemoteCall,
+};
+use super::remote_syscall::RegsGuard;
+use super::seccomp::{self, PlannedSyscall};
+use super::seize::{SeizeWatch, reap_exited};
+use super::stop::{signal_name, stuck};
+use crate::arch::{Arch, Native, Registers};
+use crate::error::{Error, Result};
+use crate::report::{LiveStats, ThreadStop};
+use crate::target::mem::RemoteMemory;
+use crate::target::procfs::{self, Mapping};
+
+pub(crate) use code::{BoundMem, Swap, SwapState};
+use reports::Ev;
+use threads::{Seen, seen};
+
+/// How long one thread may take to report a stop we asked for (a scheduler delay on a loaded
+/// machine; a thread in an uninterruptible wait is never asked).
+const STOP_DEADLINE: Duration = Duration::from_millis(500);
+/// Why the live path cannot run here: the caller stops every thread instead and says why.
+#[derive(Debug)]
+pub(crate) struct Fallback(pub String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Nothing,
+    /// Stopped once and let go: any thread it was creating is in the thread list by then.
+    Look,
+    /// Stopped to be looked at (window check).
+    Check,
+    /// Stopped to be let go.
+    Release,
+    /// Let go after the breakpoint trap it still has to report.
+    ReleaseAfterTrap,
+}
+
+#[derive(Debug)]
+struct Tracee {
+    tgid: i32,
+    want: Want,
+    /// Any thread it creates is traced by the kernel for us: attached by the kernel itself,
+    /// or seized by us and seen outside a clone since (see `LiveSession::creations_settled`).
+    settled: bool,
+    /// Looked at and found busy (inside a window, or a handler on top of one).
+    busy: bool,
+}
+
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// Every thread of one process traced, none held but the worker during its calls.
+pub(crate) struct LiveSession {
+    pid: i32,
+    mem: BoundMem,
+    syscall_insn: u64,
+    tracees: HashMap<i32, Tracee>,
+    worker: Pid,
+    /// The worker's seccomp filters must be asked about each call (mode != 0).
+    worker_filtered: bool,
+    events: ChildEvents,
+    pub(crate) swaps: Vec<Swap>,
+    /// Set by a report that ends the change: exec, exit, job-control stop.
+    abandoned: Option<Error>,
+    started: Instant,
+    first_breakpoint: Option<Instant>,
+    last_breakpoint_gone: Option<Instant>,
+    stats: LiveStats,
+    ever_stopped: std::collections::HashSet<i32>,
+    /// The target's mappings, read for the current look at its threads' stacks.
+    maps: Vec<Mapping>,
+    /// A complete new jump was written at some point (threads may have taken it).
+    reached_after: bool,
+}
+
+/// Runs `f` in a thread of its own that is the tracer of everything `f` seizes, and waits until
+/// the kernel has detached every tracee left (which it does when that thread ends).
+pub(crate) fn in_tracer_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        let handle = scope.spawn(move || {
+            // SAFETY: gettid takes no arguments and cannot fail.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+            (f(), tid)
+        });
+        let (out, tid) = match handle.join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        // pthread_join returns before the kernel's exit_ptrace has run for that thread; the
+        // thread's /proc entry goes only after it.
+        let me = std::process::id();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while std::path::Path::new(&format!("/proc/{me}/task/{tid}")).exists()
+            && Instant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
+        out
+    })
+}
+
+impl LiveSession {
+    /// Traces every thread of `pid` without stopping any, picks the worker, and checks the
+    /// live path can run: no thread blocks or ignores SIGTRAP (a breakpoint trap is a forced
+    /// SIGTRAP, which would reset that) and the worker may call membarrier. `Ok(Err(_))`: the
+    /// caller should stop every thread instead.
+    pub(crate) fn start(
+        pid: i32,
+        via: i32,
+        syscall_insn: u64,
+        vdso: (u64, usize),
+    ) -> Result<std::result::Result<LiveSession, Fallback>> {
+        if let Some(why) = procfs::frozen_by(pid) {
+            return Err(Error::Unsupported {
+                pid,
+                reason: format!("it is frozen ({why})"),
+            });
+        }
+        let _ = nix::sys::prctl::set_timerslack(1);
+        let mut s = LiveSession {
+            pid,
+            mem: BoundMem::open(pid, via).or_else(|_| BoundMem::open(pid, pid))?,
+            syscall_insn,
+            tracees: HashMap::new(),
+            worker: Pid::from_raw(pid),
+            worker_filtered: false,
+            events: ChildEvents::new(pid),
+            swaps: Vec::new(),
+            abandoned: None,
+            started: Instant::now(),
+            first_breakpoint: None,
+            last_breakpoint_gone: None,
+            stats: LiveStats::default(),
+            ever_stopped: Default::default(),
+            maps: Vec::new(),
+            reached_after: false,
+        };
+        if let Some(why) = s.seize_all()? {
+            return Ok(Err(why));
+        }
+        // Every thread is traced with exec reported from here on; a program exec'd before that
+        // (the plan was made from the vDSO read earlier) is caught now, before any call runs at
+        // an address of the old program.
+        if let Some(why) = s.creations_settled()? {
+            return Ok(Err(why));
+        }
+        s.mem = BoundMem::open(pid, via).or_else(|_| BoundMem::open(pid, pid))?;
+        s.same_program(vdso)?;
+        s.pick_worker()?;
+        if let Some(why) = s.barrier_setup()? {
+            return Ok(Err(why));
+        }
+        Ok(Ok(s))
+    }
+
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Makes sure no thread is half-way through creating one we would not trace: the kernel
+    /// decides whether a new thread is traced when its creator *enters* clone, so a thread
+    /// seized in the middle of a clone makes an untraced child — which would die of the first
+    /// breakpoint it meets. Every thread we seized that may be in a clone (running, or blocked
+    /// in clone itself) is stopped once (its stop comes after the clone returns), then the
+    /// thread list is read again; new threads so found get the same, until none. Threads
+    /// blocked in any other system call are not stopped.
+    fn creations_settled(&mut self) -> Result<Option<Fallback>> {
+        let creating = [
+            libc::SYS_clone,
+            libc::SYS_fork,
+            libc::SYS_vfork,
+            libc::SYS_clone3,
+        ];
+        for _ in 0..8 {
+            let pid = self.pid;
+            let mut asked = 0;
+            let tids: Vec<i32> = self
+                .tracees
+                .iter()
+                .filter(|(_, t)| !t.settled)
+                .map(|(tid, _)| *tid)
+                .collect();
+            for tid in tids {
+                match seen(pid, tid) {
+                    Seen::Gone => {
+                        self.tracees.remove(&tid);
+                    }
+                    Seen::Blocked {
+                        in_syscall: true,
+                        nr,
+                        ..
+                    } if !creating.contains(&nr) => {
+                        if let Some(t) = self.tracees.get_mut(&tid) {
+                            t.settled = true;
+                        }
+                    }
+                    _ => {
+                        self.ask_stop(tid, Want::Look)?;
+                        asked += 1;
+                    }
+                }
+            }
+            if asked == 0 {
+                return Ok(None);
+            }
+            self.settle("look at a thread")?;
+            if let Some(why) = self.seize_all()? {
+                return Ok(Some(why));
+            }
+        }
+        Ok(Some(Fallback(
+            "threads kept appearing faster than they could be traced".into(),
+        )))
+    }
+
+    /// The program is still the one planned for: its vDSO where it was, and a system call
+    /// instruction at `syscall_insn`. Else it exec'd in between.
+    fn same_program(&mut self, (base, len): (u64, usize)) -> Result<()> {
+        let pid = self.pid;
+        let maps = procfs::maps_of(pid, pid)?;
+        let vdso = maps.iter().find(|m| m.path == "[vdso]");
+        let moved = vdso.is_none_or(|m| (m.start, (m.end - m.start) as usize) != (base, len));
+        let insn = Native::syscall_instruction();
+        let found = self.mem.read(
+            self.syscall_insn,
+            insn.len(),
+            "read the syscall instruction",
+        );
+        if moved || found.as_ref().is_ok_and(|b| b != insn) {
+            return Err(Error::Execed { pid });
+        }
+        found.map(|_| ())
+    }
+
+    /// The target's memory, bound to the address space found at the start.
+    pub(crate) fn mem(&self) -> &BoundMem {
+        &self.mem
+    }
+
+    /// Whether any thread may have entered the code the swaps lead to: one met a breakpoint
+    /// (and was sent there), was moved into a relocated copy, or a complete jump was in place.
+    pub(crate) fn code_entered(&self) -> bool {
+        self.stats.traps > 0 || self.stats.moved > 0 || self.reached_after
+    }
+
+    /// The figures, once everything is done.
+    pub(crate) fn stats(&mut self) -> LiveStats {
+        self.stats.threads_stopped = self.ever_stopped.len();
+        if let (Some(a), Some(b)) = (self.first_breakpoint, self.last_breakpoint_gone) {
+            self.stats.breakpoint_window_us = b.duration_since(a).as_micros() as u64;
+        }
+        if self.stats.wall_us == 0 {
+            self.stats.wall_us = self.started.elapsed().as_micros() as u64;
+        }
+        self.stats.clone()
+    }
+
+    /// Takes out any report that arrived for an awaited stop before an error, so the kernel's
+    /// detach at the tracer's end finds every thread as it should.
+    pub(crate) fn finish(&mut self) {
+        let _ = self.drain(None);
+    }
+}

@@ -1,0 +1,422 @@
+//! Reports of the traced threads: waiting for them and answering each — breakpoint traps
+//! redirected, signals passed on, new threads and processes taken in, exec and exit ending
+//! the change.
+
+use super::*;
+
+/// The longest nap between looks for reports: SIGCHLD may be taken by another thread of the
+/// caller's process, so this bounds how long a thread at a breakpoint waits for us.
+pub(super) const MAX_NAP: Duration = Duration::from_micros(40);
+/// How a tracee reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ev {
+    Exited,
+    Syscall,
+    Signal(i32),
+    /// PTRACE_EVENT_STOP: our interrupt, or a new tracee's first stop.
+    Interrupt,
+    GroupStop(i32),
+    Exec,
+    /// A fork, vfork or clone event of the parent: the child reports on its own.
+    Child,
+}
+
+pub(super) fn classify(status: libc::c_int) -> Option<Ev> {
+    if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+        return Some(Ev::Exited);
+    }
+    if !libc::WIFSTOPPED(status) {
+        return None;
+    }
+    let sig = libc::WSTOPSIG(status);
+    Some(match (status >> 16) & 0xff {
+        0 if sig == libc::SIGTRAP | 0x80 => Ev::Syscall,
+        0 => Ev::Signal(sig),
+        libc::PTRACE_EVENT_STOP if sig == libc::SIGTRAP => Ev::Interrupt,
+        libc::PTRACE_EVENT_STOP => Ev::GroupStop(sig),
+        libc::PTRACE_EVENT_EXEC => Ev::Exec,
+        _ => Ev::Child,
+    })
+}
+
+impl LiveSession {
+    /// One look for a report of any tracee: `(tid, event)`.
+    pub(super) fn wait_any(&self) -> Result<Option<(i32, Ev)>> {
+        loop {
+            let mut status: libc::c_int = 0;
+            // SAFETY: waitpid writes the status into the integer we pass. __WNOTHREAD: only this
+            // thread's tracees, never the caller's own children.
+            let rc = unsafe {
+                libc::waitpid(
+                    -1,
+                    &mut status,
+                    libc::__WALL | libc::__WNOTHREAD | libc::WNOHANG,
+                )
+            };
+            match Errno::result(rc) {
+                Ok(0) | Err(Errno::ECHILD) => return Ok(None),
+                Ok(tid) => match classify(status) {
+                    Some(ev) => {
+                        log::trace!("pid {}: thread {tid} reports {ev:?}", self.pid);
+                        return Ok(Some((tid, ev)));
+                    }
+                    None => continue,
+                },
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    return Err(Error::Wait {
+                        pid: self.pid,
+                        tid: -1,
+                        step: "wait for a thread's report",
+                        source: e,
+                    });
+                }
+            }
+        }
+    }
+
+    pub(super) fn nap(&mut self, round: &mut u32) {
+        *round += 1;
+        if *round < 4 {
+            std::thread::yield_now();
+        } else {
+            self.events.pause_at_most(MAX_NAP);
+        }
+    }
+
+    /// Handles every report waiting; returns `awaited`'s report if it came.
+    pub(super) fn drain(&mut self, awaited: Option<i32>) -> Result<Option<Ev>> {
+        while let Some((tid, ev)) = self.wait_any()? {
+            if Some(tid) == awaited {
+                return Ok(Some(ev));
+            }
+            self.handle(tid, ev)?;
+        }
+        Ok(None)
+    }
+
+    /// Waits for `tid`'s next report, handling everyone else's meanwhile.
+    pub(super) fn next_of(&mut self, tid: Pid, step: &'static str) -> Result<Ev> {
+        let deadline = Instant::now() + STOP_DEADLINE;
+        let mut round = 0;
+        loop {
+            if let Some(ev) = self.drain(Some(tid.as_raw()))? {
+                return Ok(ev);
+            }
+            if let Some(e) = self.abandoned.take() {
+                return Err(e);
+            }
+            if Instant::now() >= deadline {
+                return Err(stuck(self.pid, tid.as_raw(), step));
+            }
+            self.nap(&mut round);
+        }
+    }
+
+    /// Handles everything that reports until no tracee has `want` set; a thread that stops
+    /// neither in time nor at all (it exited) is dropped or named.
+    pub(super) fn settle(&mut self, step: &'static str) -> Result<()> {
+        let deadline = Instant::now() + STOP_DEADLINE;
+        let mut round = 0;
+        let mut nudge = Instant::now() + Duration::from_millis(20);
+        loop {
+            self.drain(None)?;
+            if let Some(e) = self.abandoned.take() {
+                return Err(e);
+            }
+            let waiting: Vec<i32> = self
+                .tracees
+                .iter()
+                .filter(|(_, t)| t.want != Want::Nothing)
+                .map(|(tid, _)| *tid)
+                .collect();
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= nudge {
+                nudge = Instant::now() + Duration::from_millis(20);
+                for &tid in &waiting {
+                    log::debug!("pid {}: thread {tid} asked again to stop", self.pid);
+                    let _ = ptrace::interrupt(Pid::from_raw(tid));
+                }
+            }
+            if Instant::now() >= deadline {
+                // Exited (a zombie never stops) or stuck.
+                for tid in waiting {
+                    let tgid = self.tracees.get(&tid).map_or(self.pid, |t| t.tgid);
+                    if procfs::task_info(tgid, Some(tid))
+                        .map_or(true, |i| matches!(i.state, 'Z' | 'X'))
+                    {
+                        self.tracees.remove(&tid);
+                    } else {
+                        log::debug!(
+                            "pid {}: thread {tid} ({:?}) never reported: {}",
+                            self.pid,
+                            self.tracees.get(&tid),
+                            std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/status"))
+                                .unwrap_or_default()
+                                .lines()
+                                .filter(|l| l.starts_with("State")
+                                    || l.starts_with("TracerPid")
+                                    || l.starts_with("SigPnd"))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        );
+                        return Err(stuck(self.pid, tid, step));
+                    }
+                }
+                continue;
+            }
+            self.nap(&mut round);
+        }
+    }
+
+    pub(super) fn log_stop(&mut self, tid: i32, seen: Instant, seen_ns: u64, why: &'static str) {
+        let held = seen.elapsed();
+        self.stats.stops += 1;
+        self.stats.longest_stop_us = self.stats.longest_stop_us.max(held.as_micros() as u64);
+        self.ever_stopped.insert(tid);
+        self.stats.stop_log.push(ThreadStop {
+            tid,
+            seen_ns,
+            held_ns: held.as_nanos() as u64,
+            why,
+        });
+    }
+
+    /// A report of a tracee we are not waiting for in particular.
+    pub(super) fn handle(&mut self, tid: i32, ev: Ev) -> Result<()> {
+        let pid = self.pid;
+        let t = Pid::from_raw(tid);
+        let (at, at_ns) = (Instant::now(), monotonic_ns());
+        match ev {
+            Ev::Exited => {
+                let tgid = self.tracees.remove(&tid).map_or(pid, |t| t.tgid);
+                // A thread of the target exits alone (pthread_exit) — or the whole process is
+                // going: then stop at once, nothing is left to change or undo.
+                if tgid == pid
+                    && (tid == pid
+                        || !procfs::exists(pid)
+                        || procfs::is_zombie(pid)
+                        || { procfs::task_info(pid, None).is_ok_and(|i| i.state == 'Z') }
+                        || self.dying())
+                    && self.abandoned.is_none()
+                {
+                    self.abandoned = Some(Error::ProcessGone {
+                        pid,
+                        step: "change it one thread at a time",
+                    });
+                }
+            }
+            Ev::Exec => {
+                // A new program, a fresh vDSO: nothing of ours is in it. Let it go at once.
+                let tgid = self.tracees.remove(&tid).map_or(pid, |t| t.tgid);
+                let _ = crate::ptrace::raw::ptrace_detach(t, 0);
+                if tgid == pid {
+                    self.abandoned = Some(Error::Execed { pid });
+                }
+            }
+            Ev::GroupStop(sig) => {
+                // Job control: leave it stopped (the kernel keeps it so when we let go).
+                let _ = crate::ptrace::raw::ptrace_listen(t);
+                if self.abandoned.is_none() {
+                    self.abandoned = Some(Error::Unsupported {
+                        pid,
+                        reason: format!(
+                            "it was stopped by job control ({}) meanwhile; resume it and retry",
+                            signal_name(sig)
+                        ),
+                    });
+                }
+            }
+            Ev::Child => {
+                // Known from now on, before its own first stop reports: letting everyone go
+                // then waits for it (a forked copy may hold a breakpoint to repair).
+                if let Ok(new) = ptrace::getevent(t).map(|n| n as i32)
+                    && !self.tracees.contains_key(&new)
+                {
+                    let tgid = procfs::tgid_of(new).unwrap_or(new);
+                    self.tracees.insert(
+                        new,
+                        Tracee {
+                            tgid,
+                            want: Want::Nothing,
+                            settled: true,
+                            busy: false,
+                        },
+                    );
+                    self.stats.threads += 1;
+                }
+                let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+            }
+            Ev::Syscall => {
+                let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+            }
+            Ev::Signal(sig) => self.on_signal(t, sig, at, at_ns)?,
+            Ev::Interrupt => self.on_interrupt(t, at, at_ns)?,
+        }
+        Ok(())
+    }
+
+    /// The process is being killed: a fatal signal is shared-pending (SIGKILL shows in ShdPnd
+    /// until every thread has seen it), or its threads are leaving.
+    pub(super) fn dying(&self) -> bool {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
+            return true;
+        };
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("ShdPnd:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|m| m & (1 << (libc::SIGKILL - 1)) != 0)
+    }
+
+    /// A signal-delivery stop: our breakpoint (redirected, the SIGTRAP dropped), or a signal
+    /// passed on unchanged. Entering any ptrace stop cancels a pending PTRACE_INTERRUPT, so for
+    /// a thread we asked to stop this *is* that stop: it is looked at or let go here.
+    pub(super) fn on_signal(&mut self, t: Pid, sig: i32, at: Instant, at_ns: u64) -> Result<()> {
+        let tid = t.as_raw();
+        let ours = if sig == libc::SIGTRAP {
+            self.breakpoint_hit(t)
+        } else {
+            None
+        };
+        if let Some(dest) = ours {
+            let Ok(mut regs) = Native::get_regs(t) else {
+                return Ok(()); // gone
+            };
+            regs.set_instruction_pointer(dest);
+            if Native::set_regs(t, &regs).is_err() {
+                return Ok(());
+            }
+            self.stats.traps += 1;
+        }
+        let deliver = if ours.is_some() { 0 } else { sig };
+        let want = self.tracees.get(&tid).map_or(Want::Nothing, |x| x.want);
+        match want {
+            Want::Check => {
+                let done = self.check_stopped(t)?;
+                if let Some(x) = self.tracees.get_mut(&tid) {
+                    x.want = Want::Nothing;
+                    x.busy = !done;
+                }
+                let _ = crate::ptrace::raw::ptrace_cont(t, deliver);
+            }
+            Want::Release | Want::ReleaseAfterTrap => {
+                if ours.is_none() && self.trap_queued(t) {
+                    if let Some(x) = self.tracees.get_mut(&tid) {
+                        x.want = Want::ReleaseAfterTrap;
+                    }
+                    let _ = crate::ptrace::raw::ptrace_cont(t, deliver);
+                } else {
+                    // Detaching from a signal stop delivers `deliver` (none: the trap dropped).
+                    self.repair_copy(t);
+                    let _ = crate::ptrace::raw::ptrace_detach(t, deliver);
+                    self.tracees.remove(&tid);
+                }
+            }
+            Want::Nothing | Want::Look => {
+                if want == Want::Look
+                    && let Some(x) = self.tracees.get_mut(&tid)
+                {
+                    x.want = Want::Nothing;
+                    x.settled = true;
+                }
+                let _ = crate::ptrace::raw::ptrace_cont(t, deliver);
+            }
+        }
+        self.log_stop(
+            tid,
+            at,
+            at_ns,
+            if ours.is_some() { "trap" } else { "signal" },
+        );
+        Ok(())
+    }
+
+    /// If `t` stopped for a breakpoint of ours, where it must go: the detour while the
+    /// breakpoint is in place (in the memory `t` runs in), else back to the entry.
+    pub(super) fn breakpoint_hit(&self, t: Pid) -> Option<u64> {
+        let info = ptrace::getsiginfo(t).ok()?;
+        if info.si_code != libc::SI_KERNEL {
+            return None;
+        }
+        let ip = Native::get_regs(t).ok()?.instruction_pointer();
+        let at = Native::breakpoint_at(ip);
+        let Some(swap) = self.swaps.iter().find(|s| s.addr == at) else {
+            log::debug!(
+                "pid {}: thread {t}: a SIGTRAP at {ip:#x} that is not ours",
+                self.pid
+            );
+            return None;
+        };
+        // Read in the memory `t` runs in: a forked copy keeps the breakpoint it was made with.
+        let tgid = self.tracees.get(&t.as_raw()).map_or(self.pid, |x| x.tgid);
+        let first = if tgid == self.pid {
+            self.mem.read(at, 1, "read a breakpoint").ok()?
+        } else {
+            RemoteMemory::through(tgid, t.as_raw())
+                .read(at, 1, "read a breakpoint")
+                .ok()?
+        };
+        // Still there: the detour runs what the code does (old or new, the same result); gone:
+        // the entry holds whole instructions again.
+        Some(if first[0] == Native::BREAKPOINT {
+            swap.detour
+        } else {
+            at
+        })
+    }
+
+    pub(super) fn on_interrupt(&mut self, t: Pid, at: Instant, at_ns: u64) -> Result<()> {
+        let tid = t.as_raw();
+        let Some(tracee) = self.tracees.get(&tid) else {
+            // A new thread or process, at its first instruction: traced from here on.
+            let tgid = procfs::tgid_of(tid).unwrap_or(self.pid);
+            self.tracees.insert(
+                tid,
+                Tracee {
+                    tgid,
+                    want: Want::Nothing,
+                    settled: true,
+                    busy: false,
+                },
+            );
+            self.stats.threads += 1;
+            let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+            self.log_stop(tid, at, at_ns, "new");
+            return Ok(());
+        };
+        match tracee.want {
+            // Met a breakpoint and the trap is still queued (the interrupt stop comes first):
+            // its signal stop comes next and is the one to look at; moving it now would make
+            // the trap unrecognisable.
+            Want::Check if self.trap_pending(t) => {
+                let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+                self.log_stop(tid, at, at_ns, "check");
+            }
+            Want::Check => {
+                let done = self.check_stopped(t)?;
+                if let Some(x) = self.tracees.get_mut(&tid) {
+                    x.want = Want::Nothing;
+                    x.busy = !done;
+                }
+                let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+                self.log_stop(tid, at, at_ns, "check");
+            }
+            Want::Release => self.release_stopped(t, at, at_ns),
+            Want::Look => {
+                if let Some(x) = self.tracees.get_mut(&tid) {
+                    x.want = Want::Nothing;
+                    x.settled = true;
+                }
+                let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+                self.log_stop(tid, at, at_ns, "look");
+            }
+            Want::Nothing | Want::ReleaseAfterTrap => {
+                let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,534 @@
+//! The threads: every one traced without a stop, looked at one at a time where code is
+//! about to change, and let go at the end (forked copies repaired).
+
+use super::*;
+
+/// Every tracee's options: exec reported as an event, and every thread or process created
+/// meanwhile traced from its first instruction (it could meet a breakpoint).
+pub(super) fn seize_options() -> Options {
+    Options::PTRACE_O_TRACESYSGOOD
+        | Options::PTRACE_O_TRACEEXEC
+        | Options::PTRACE_O_TRACECLONE
+        | Options::PTRACE_O_TRACEFORK
+        | Options::PTRACE_O_TRACEVFORK
+}
+
+/// Rounds of looking again at threads whose signal handler runs on top of a window.
+pub(super) const CHECK_ATTEMPTS: u32 = 40;
+/// How far above the stack pointer saved contexts are looked for (as `windows.rs`).
+pub(super) const STACK_SCAN: u64 = 256 * 1024;
+/// What `/proc/PID/task/TID/syscall` says: running, or blocked with its user-space stack and
+/// instruction pointers (in a system call or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seen {
+    Running,
+    Blocked {
+        in_syscall: bool,
+        nr: i64,
+        sp: u64,
+        pc: u64,
+    },
+    Gone,
+}
+
+pub(super) fn seen(tgid: i32, tid: i32) -> Seen {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/syscall")) else {
+        return Seen::Gone;
+    };
+    parse_seen(&text)
+}
+
+pub(super) fn parse_seen(text: &str) -> Seen {
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    match fields.as_slice() {
+        [nr, .., sp, pc] if fields.len() >= 3 => match (nr.parse::<i64>(), hex(sp), hex(pc)) {
+            (Ok(nr), Some(sp), Some(pc)) => Seen::Blocked {
+                in_syscall: nr >= 0,
+                nr,
+                sp,
+                pc,
+            },
+            _ => Seen::Running,
+        },
+        _ => Seen::Running,
+    }
+}
+
+/// State, blocked and ignored signals of a thread from its `stat` line (fields 3, 33, 34).
+pub(super) fn stat_signals(pid: i32, tid: i32) -> Option<(char, u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    let rest: Vec<&str> = text
+        .get(text.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let state = rest.first()?.chars().next()?;
+    let blocked = rest.get(29)?.parse().ok()?;
+    let ignored = rest.get(30)?.parse().ok()?;
+    Some((state, blocked, ignored))
+}
+
+impl LiveSession {
+    /// PTRACE_SEIZE of every thread, re-reading `/proc/PID/task` until no new one appears
+    /// (threads created after their creator was seized are traced by the kernel).
+    pub(super) fn seize_all(&mut self) -> Result<Option<Fallback>> {
+        // An execve in the target while we attach waits, holding the lock PTRACE_SEIZE needs,
+        // for threads it killed — ours to reap (see `seize.rs`): a second thread reaps them.
+        let watch = SeizeWatch::default();
+        let pid = self.pid;
+        std::thread::scope(|scope| {
+            let reaper = scope.spawn(|| reap_exited(pid, &watch));
+            let out = self.seize_each(&watch);
+            watch.done.store(true, std::sync::atomic::Ordering::Release);
+            reaper.thread().unpark();
+            out
+        })
+    }
+
+    pub(super) fn seize_each(&mut self, watch: &SeizeWatch) -> Result<Option<Fallback>> {
+        let pid = self.pid;
+        // Threads passed over (exited, or a zombie leader that stays listed until the process
+        // is reaped) are not looked at again: the listing would never come out empty.
+        let mut passed = std::collections::HashSet::new();
+        let deadline = Instant::now() + STOP_DEADLINE * 4;
+        loop {
+            let fresh: Vec<i32> = procfs::threads(pid)?
+                .into_iter()
+                .filter(|t| !self.tracees.contains_key(t) && !passed.contains(t))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(stuck(pid, fresh[0], "attach to every thread"));
+            }
+            for tid in fresh {
+                let Some((state, blocked, ignored)) = stat_signals(pid, tid) else {
+                    passed.insert(tid);
+                    continue;
+                };
+                if matches!(state, 'Z' | 'X') {
+                    passed.insert(tid);
+                    continue;
+                }
+                if state == 'T' {
+                    return Err(Error::Unsupported {
+                        pid,
+                        reason: format!(
+                            "it is stopped by job control; resume it first (kill -CONT {pid})"
+                        ),
+                    });
+                }
+                let trap = 1u64 << (libc::SIGTRAP - 1);
+                // glibc blocks every signal in a thread while it starts: look again briefly.
+                let (mut blocked, mut ignored) = (blocked, ignored);
+                for _ in 0..10 {
+                    if (blocked | ignored) & trap == 0 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                    if let Some((_, b, i)) = stat_signals(pid, tid) {
+                        (blocked, ignored) = (b, i);
+                    }
+                }
+                if (blocked | ignored) & trap != 0 {
+                    return Ok(Some(Fallback(format!(
+                        "thread {tid} {} SIGTRAP, which a breakpoint trap would reset",
+                        if ignored & trap != 0 {
+                            "ignores"
+                        } else {
+                            "blocks"
+                        }
+                    ))));
+                }
+                watch.set_seizing(Some(Instant::now()));
+                let seized = ptrace::seize(Pid::from_raw(tid), seize_options());
+                watch.set_seizing(None);
+                match seized {
+                    Ok(()) => {
+                        if let Ok(mut list) = watch.seized.lock() {
+                            list.push(Pid::from_raw(tid));
+                        }
+                        self.tracees.insert(
+                            tid,
+                            Tracee {
+                                tgid: pid,
+                                want: Want::Nothing,
+                                settled: false,
+                                busy: false,
+                            },
+                        );
+                    }
+                    Err(Errno::ESRCH) => {
+                        passed.insert(tid);
+                    }
+                    // Created by a thread seized before it: the kernel traces it for us already
+                    // (its first stop is on its way).
+                    Err(Errno::EPERM)
+                        if procfs::tracer_of(tid)
+                            .is_some_and(|(t, _)| t == nix::unistd::gettid().as_raw()) =>
+                    {
+                        self.tracees.insert(
+                            tid,
+                            Tracee {
+                                tgid: pid,
+                                want: Want::Nothing,
+                                settled: true,
+                                busy: false,
+                            },
+                        );
+                    }
+                    Err(Errno::EPERM)
+                        if !procfs::task_info(pid, Some(tid))
+                            .is_ok_and(|i| !matches!(i.state, 'Z' | 'X')) =>
+                    {
+                        passed.insert(tid);
+                    }
+                    Err(e @ (Errno::EPERM | Errno::EACCES)) => {
+                        let why = procfs::refusal(pid, tid);
+                        return Err(Error::refused(pid, "attach with PTRACE_SEIZE", e, why));
+                    }
+                    Err(e) => return Err(Error::ptrace(pid, tid, "attach with PTRACE_SEIZE", e)),
+                }
+            }
+        }
+        if self.tracees.is_empty() {
+            return Err(Error::Unsupported {
+                pid,
+                reason: "it has no live thread (zombie)".into(),
+            });
+        }
+        self.stats.threads = self.tracees.len();
+        Ok(None)
+    }
+
+    /// Step 2: makes sure no thread is inside code about to change (`inside`) — executing it
+    /// or interrupted there by a signal handler still running — once the breakpoints guard
+    /// the way in. A thread blocked in the kernel is read from `/proc` without a stop; a
+    /// running one is stopped once, looked at, and moved to the same instruction of the
+    /// relocated copy if it is inside. A handler on top of a window is waited out (bounded).
+    pub(crate) fn check_threads(&mut self) -> Result<()> {
+        let mut round = 0;
+        loop {
+            self.maps = procfs::maps_of(self.pid, self.worker.as_raw())?;
+            let mut busy = Vec::new();
+            let tids: Vec<(i32, i32)> = self.tracees.iter().map(|(t, x)| (*t, x.tgid)).collect();
+            for (n, (tid, tgid)) in tids.iter().enumerate() {
+                if n % 8 == 7 {
+                    // A thread at a breakpoint waits for us: answer between looks.
+                    self.drain(None)?;
+                }
+                if *tgid != self.pid {
+                    continue; // another memory (a forked child) is repaired when let go
+                }
+                match seen(self.pid, *tid) {
+                    Seen::Gone => {
+                        self.tracees.remove(tid);
+                    }
+                    Seen::Blocked { sp, pc, .. } if !self.inside(pc) => {
+                        if let Some(why) = self.saved_context_inside(*tid, sp)? {
+                            busy.push(why);
+                        }
+                    }
+                    _ => self.ask_stop(*tid, Want::Check)?,
+                }
+            }
+            self.settle("look at a thread")?;
+            busy.extend(
+                self.tracees
+                    .iter()
+                    .filter(|(_, t)| t.busy)
+                    .map(|(tid, _)| format!("thread {tid} was interrupted inside")),
+            );
+            for t in self.tracees.values_mut() {
+                t.busy = false;
+            }
+            if busy.is_empty() {
+                return Ok(());
+            }
+            round += 1;
+            if round >= CHECK_ATTEMPTS {
+                return Err(Error::UnsafeToPatch {
+                    pid: self.pid,
+                    symbol: "vDSO entry",
+                    reason: format!("{} — still so after {CHECK_ATTEMPTS} looks; retry", busy[0]),
+                });
+            }
+            log::debug!("pid {}: look {round}: {}", self.pid, busy[0]);
+            std::thread::sleep(Duration::from_micros(200 * u64::from(round.min(8))));
+        }
+    }
+
+    pub(super) fn ask_stop(&mut self, tid: i32, want: Want) -> Result<()> {
+        log::trace!("pid {}: thread {tid}: stop for {want:?}", self.pid);
+        match ptrace::interrupt(Pid::from_raw(tid)) {
+            Ok(()) => {
+                if let Some(t) = self.tracees.get_mut(&tid) {
+                    t.want = want;
+                }
+                Ok(())
+            }
+            Err(Errno::ESRCH) => {
+                self.tracees.remove(&tid);
+                Ok(())
+            }
+            Err(e) => Err(procfs::errno_error(self.pid, tid, "stop one thread", e)),
+        }
+    }
+
+    pub(super) fn inside(&self, ip: u64) -> bool {
+        self.swaps.iter().any(|s| {
+            s.window
+                .as_ref()
+                .is_some_and(|(w, _, _)| ip > s.addr && ip < s.addr + w.len() as u64)
+        })
+    }
+
+    /// A stopped thread: moved out of a window if inside one; `false` if it must be looked at
+    /// again (a saved context inside a window, or no exact place to move it to).
+    pub(super) fn check_stopped(&mut self, t: Pid) -> Result<bool> {
+        let Ok(mut regs) = Native::get_regs(t) else {
+            return Ok(true); // gone
+        };
+        let ip = regs.instruction_pointer();
+        if self.inside(ip) {
+            let dest = self.swaps.iter().find_map(|s| {
+                let (window, stub, stub_addr) = s.window.as_ref()?;
+                Native::equivalent_in_stub(window, s.addr, stub, *stub_addr, ip)
+            });
+            let Some(dest) = dest else {
+                return Ok(false);
+            };
+            regs.set_instruction_pointer(dest);
+            if Native::set_regs(t, &regs).is_err() {
+                return Ok(true);
+            }
+            self.stats.moved += 1;
+            log::debug!(
+                "pid {}: thread {t} moved from {ip:#x} to {dest:#x}",
+                self.pid
+            );
+        }
+        Ok(self
+            .saved_context_inside(t.as_raw(), regs.stack_pointer())?
+            .is_none())
+    }
+
+    /// Why a saved context (a signal frame of a handler still running) on `tid`'s stack above
+    /// `sp` points inside a window, if one does (as `windows.rs` looks).
+    pub(super) fn saved_context_inside(&self, tid: i32, sp: u64) -> Result<Option<String>> {
+        let sp = sp & !7;
+        let i = self.maps.partition_point(|m| m.end <= sp);
+        let Some(stack) = self.maps.get(i).filter(|m| m.start <= sp) else {
+            return Ok(None);
+        };
+        let end = stack.end.min(sp.saturating_add(STACK_SCAN));
+        let Ok(words) = self
+            .mem
+            .read(sp, (end - sp) as usize, "read a thread's stack")
+        else {
+            return Ok(None); // exited meanwhile
+        };
+        Ok(words
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("chunks of 8")))
+            .find(|w| self.inside(*w))
+            .map(|w| {
+                format!(
+                    "thread {tid} was interrupted at {w:#x}, inside the instructions to be \
+                     replaced, by a signal handler that is still running"
+                )
+            }))
+    }
+
+    /// After an undo: is any thread inside `[start, end)` (executing it, or with a return
+    /// address or saved context pointing into it)? Running threads are stopped once to see.
+    pub(crate) fn anyone_in(&mut self, start: u64, end: u64) -> Result<bool> {
+        let saved = std::mem::take(&mut self.swaps);
+        self.swaps = vec![Swap {
+            addr: start,
+            before: vec![0],
+            after: vec![0],
+            detour: start,
+            window: Some((vec![0; (end - start) as usize], Vec::new(), 0)),
+            state: SwapState::Before,
+        }];
+        self.maps = procfs::maps_of(self.pid, self.worker.as_raw())?;
+        let inside_entry = |ip: u64| ip == start;
+        let mut found = false;
+        let tids: Vec<i32> = self
+            .tracees
+            .iter()
+            .filter(|(_, t)| t.tgid == self.pid)
+            .map(|(t, _)| *t)
+            .collect();
+        for tid in tids {
+            match seen(self.pid, tid) {
+                Seen::Blocked { sp, pc, .. } => {
+                    if self.inside(pc)
+                        || inside_entry(pc)
+                        || self.saved_context_inside(tid, sp)?.is_some()
+                    {
+                        found = true;
+                    }
+                }
+                Seen::Gone => {}
+                Seen::Running => self.ask_stop(tid, Want::Check)?,
+            }
+        }
+        // A stopped thread inside is not moved (no window to move from): it counts as found.
+        let out = self.settle("look at a thread");
+        found |= self.tracees.values().any(|t| t.busy);
+        for t in self.tracees.values_mut() {
+            t.busy = false;
+        }
+        self.swaps = saved;
+        out.map(|()| found)
+    }
+
+    /// Lets every thread go once no breakpoint is left: threads that might still have a trap
+    /// on its way (running, or blocked just past a breakpoint) and every other process traced
+    /// meanwhile (a forked child, whose copy of the memory may hold a breakpoint) are stopped
+    /// and detached here, their trap consumed; the others, blocked in the kernel, are detached
+    /// by the kernel when the tracer thread ends — without a stop.
+    pub(crate) fn release(&mut self) -> Result<()> {
+        let tids: Vec<(i32, i32)> = self.tracees.iter().map(|(t, x)| (*t, x.tgid)).collect();
+        for (n, (tid, tgid)) in tids.into_iter().enumerate() {
+            if n % 8 == 7 {
+                self.drain(None)?;
+            }
+            let must_stop = tgid != self.pid
+                || match seen(tgid, tid) {
+                    Seen::Gone => {
+                        self.tracees.remove(&tid);
+                        continue;
+                    }
+                    Seen::Running => true,
+                    Seen::Blocked { pc, .. } => {
+                        let at = Native::breakpoint_at(pc);
+                        self.swaps.iter().any(|s| s.addr == at)
+                    }
+                };
+            if must_stop {
+                self.ask_stop(tid, Want::Release)?;
+            }
+        }
+        let out = self.settle("let a thread go");
+        self.stats.wall_us = self.started.elapsed().as_micros() as u64;
+        out
+    }
+
+    pub(super) fn release_stopped(&mut self, t: Pid, at: Instant, at_ns: u64) {
+        let tid = t.as_raw();
+        if self.trap_queued(t) {
+            // Its breakpoint trap comes next: answered there, and the thread let go then.
+            if let Some(x) = self.tracees.get_mut(&tid) {
+                x.want = Want::ReleaseAfterTrap;
+            }
+            let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+        } else {
+            self.repair_copy(t);
+            let _ = crate::ptrace::raw::ptrace_detach(t, 0);
+            self.tracees.remove(&tid);
+        }
+        self.log_stop(tid, at, at_ns, "release");
+    }
+
+    /// Whether `t` stands just past one of our breakpoints with its trap still queued.
+    pub(super) fn trap_pending(&self, t: Pid) -> bool {
+        let Ok(regs) = Native::get_regs(t) else {
+            return false;
+        };
+        let at = Native::breakpoint_at(regs.instruction_pointer());
+        self.swaps.iter().any(|s| s.addr == at) && self.trap_queued(t)
+    }
+
+    /// Whether a kernel SIGTRAP waits in `t`'s own queue (a breakpoint it met).
+    pub(super) fn trap_queued(&self, t: Pid) -> bool {
+        let mut info = [0u8; 128];
+        let args = PeekSiginfoArgs {
+            off: 0,
+            flags: 0,
+            nr: 1,
+        };
+        for off in 0..32u64 {
+            let args = PeekSiginfoArgs { off, ..args };
+            match crate::ptrace::raw::peek_siginfo(t, &args, &mut info) {
+                Ok(1) => {
+                    let signo = i32::from_ne_bytes(info[0..4].try_into().expect("4 bytes"));
+                    let code = i32::from_ne_bytes(info[8..12].try_into().expect("4 bytes"));
+                    if signo == libc::SIGTRAP && code == libc::SI_KERNEL {
+                        return true;
+                    }
+                }
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// A process that is not the target (forked meanwhile) has its own copy of the memory:
+    /// each breakpoint in it is resolved to whichever side its tail is on. It is stopped and
+    /// single-threaded (only the forking thread is copied), so the writes are safe.
+    pub(super) fn repair_copy(&self, t: Pid) {
+        let tid = t.as_raw();
+        let Some(tgid) = self.tracees.get(&tid).map(|x| x.tgid) else {
+            return;
+        };
+        if tgid == self.pid {
+            return;
+        }
+        let mem = RemoteMemory::through(tgid, tid);
+        for s in &self.swaps {
+            let Ok(now) = mem.read(s.addr, s.after.len(), "read a forked copy") else {
+                continue;
+            };
+            if now[0] != Native::BREAKPOINT {
+                continue;
+            }
+            let head = if now[1..] == s.after[1..] {
+                s.after[0]
+            } else {
+                s.before[0]
+            };
+            if let Err(e) = mem.write_code(s.addr, &[head], t, "repair a forked copy") {
+                log::warn!("pid {tgid}: a breakpoint in this forked copy stays: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_syscall_lines() {
+        assert_eq!(parse_seen("running\n"), Seen::Running);
+        assert_eq!(
+            parse_seen("-1 0x7ffd1000 0x401000\n"),
+            Seen::Blocked {
+                in_syscall: false,
+                nr: -1,
+                sp: 0x7ffd_1000,
+                pc: 0x40_1000
+            }
+        );
+        assert_eq!(
+            parse_seen("202 0x1 0x2 0x3 0x4 0x5 0x6 0x7ffd2000 0x7f0012345678\n"),
+            Seen::Blocked {
+                in_syscall: true,
+                nr: 202,
+                sp: 0x7ffd_2000,
+                pc: 0x7f00_1234_5678
+            }
+        );
+    }
+
+    #[test]
+    fn own_stat_signals_parse() {
+        let me = std::process::id() as i32;
+        let (state, _, _) = stat_signals(me, me).expect("own stat");
+        assert!(matches!(state, 'R' | 'S'));
+    }
+}

@@ -1,0 +1,377 @@
+//! The worker: the one thread that runs timeskew's system calls (mmap, membarrier), held
+//! only for each call, replaced if it exits.
+
+use super::*;
+
+/// Attempts at entering the worker's system call when signals keep arriving first.
+pub(super) const SYSCALL_ATTEMPTS: usize = 64;
+
+impl LiveSession {
+    /// The worker: a thread blocked in a system call if there is one (it was waiting anyway,
+    /// and restarts its call afterwards), else any thread not in an uninterruptible wait.
+    pub(super) fn pick_worker(&mut self) -> Result<()> {
+        let pid = self.pid;
+        // Reports waiting (signals under a storm) are answered first: a thread in such a stop
+        // would look busy.
+        self.drain(None)?;
+        let mut fallback = None;
+        let mut tids: Vec<i32> = self.tracees.keys().copied().collect();
+        tids.sort_unstable();
+        for tid in tids {
+            let state = procfs::task_info(pid, Some(tid)).map(|i| i.state).ok();
+            match (state, seen(pid, tid)) {
+                (
+                    Some('S'),
+                    Seen::Blocked {
+                        in_syscall: true, ..
+                    },
+                ) => {
+                    self.worker = Pid::from_raw(tid);
+                    self.stats.worker = tid;
+                    return self.note_worker_filters();
+                }
+                // 't': in a stop of ours (a signal reporting to us): as usable as a running one.
+                (Some('S' | 'R' | 't'), _) if fallback.is_none() => fallback = Some(tid),
+                _ => {}
+            }
+        }
+        let tid = fallback.ok_or_else(|| stuck(pid, pid, "pick a thread to work through"))?;
+        self.worker = Pid::from_raw(tid);
+        self.stats.worker = tid;
+        self.note_worker_filters()
+    }
+
+    pub(super) fn note_worker_filters(&mut self) -> Result<()> {
+        self.worker_filtered = procfs::seccomp_status(self.pid, self.worker.as_raw())?.mode != 0;
+        Ok(())
+    }
+
+    /// membarrier: asks whether the kernel has the core-serializing barrier, then registers
+    /// the target for it. `Some` when the live path cannot use it.
+    pub(super) fn barrier_setup(&mut self) -> Result<Option<Fallback>> {
+        let query = RemoteCall::Membarrier {
+            cmd: MEMBARRIER_CMD_QUERY,
+        };
+        let register = RemoteCall::Membarrier {
+            cmd: MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
+        };
+        let sync = RemoteCall::Membarrier {
+            cmd: MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
+        };
+        if self.worker_filtered {
+            // Needs the worker stopped: one short hold for the filters alone.
+            if let Err(e) = self.hold_worker(|s| s.filters_allow(&[query, register, sync])) {
+                return match e {
+                    Error::Seccomp { reason, .. } => Ok(Some(Fallback(format!(
+                        "membarrier is not allowed in the target ({reason})"
+                    )))),
+                    other => Err(other),
+                };
+            }
+        }
+        let supported = self.call(&query)?;
+        if supported < 0 || supported & i64::from(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) == 0 {
+            return Ok(Some(Fallback(format!(
+                "the kernel offers no core-serializing membarrier \
+                 (MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE; membarrier query returned {supported})"
+            ))));
+        }
+        let registered = self.call(&register)?;
+        if registered < 0 {
+            return Ok(Some(Fallback(format!(
+                "membarrier registration failed in the target ({})",
+                Errno::from_raw(-registered as i32)
+            ))));
+        }
+        Ok(None)
+    }
+
+    /// Fails unless the worker's seccomp filters allow `calls` (the worker must be held).
+    pub(super) fn filters_allow(&mut self, calls: &[RemoteCall]) -> Result<()> {
+        let ip = Native::after_syscall(self.syscall_insn);
+        let planned: Vec<PlannedSyscall> = calls
+            .iter()
+            .map(|c| {
+                let (nr, args) = c.nr_and_args();
+                PlannedSyscall {
+                    name: c.name(),
+                    nr,
+                    args,
+                    ip,
+                }
+            })
+            .collect();
+        seccomp::check(self.pid, self.worker, &planned)
+    }
+
+    /// Fails unless the worker may run `calls` (and their undo), checked in one short hold.
+    pub(crate) fn check_allowed(&mut self, calls: &[RemoteCall]) -> Result<()> {
+        if !self.worker_filtered {
+            return Ok(());
+        }
+        let calls = calls.to_vec();
+        self.hold_worker(move |s| s.filters_allow(&calls))
+    }
+
+    /// Brings the worker to an interrupt stop with nothing of ours pending: a signal that
+    /// comes first is handled as any other (a breakpoint trap redirected, anything else passed
+    /// on with its own siginfo), and a breakpoint trap still queued at the interrupt stop is
+    /// let through first — running a call in a thread that owes us a trap would lose the trap
+    /// and leave the thread inside the instruction the breakpoint covers.
+    pub(super) fn stop_worker(&mut self, step: &'static str) -> Result<()> {
+        // The worker may exit on its own (a short-lived thread): another one takes over.
+        for _ in 0..8 {
+            match self.stop_this_worker(step) {
+                Err(Error::ProcessGone { .. }) if !self.process_gone() => {
+                    log::debug!(
+                        "pid {}: worker {} exited; picking another",
+                        self.pid,
+                        self.worker
+                    );
+                    self.tracees.remove(&self.worker.as_raw());
+                    self.pick_worker()?;
+                }
+                other => return other,
+            }
+        }
+        Err(stuck(self.pid, self.worker.as_raw(), step))
+    }
+
+    /// Whether the whole process is gone or going (not just one of its threads).
+    pub(crate) fn process_gone(&self) -> bool {
+        !procfs::exists(self.pid) || procfs::is_zombie(self.pid) || self.dying()
+    }
+
+    pub(super) fn stop_this_worker(&mut self, step: &'static str) -> Result<()> {
+        let w = self.worker;
+        let interrupt = |s: &Self| match ptrace::interrupt(w) {
+            Ok(()) => Ok(()),
+            Err(Errno::ESRCH) => Err(Error::ProcessGone { pid: s.pid, step }),
+            Err(e) => Err(procfs::errno_error(s.pid, w.as_raw(), step, e)),
+        };
+        interrupt(self)?;
+        let deadline = Instant::now() + STOP_DEADLINE;
+        loop {
+            match self.next_of(w, step)? {
+                Ev::Interrupt if self.trap_pending(w) => {
+                    if Instant::now() >= deadline {
+                        return Err(stuck(self.pid, w.as_raw(), step));
+                    }
+                    // The trap's signal stop comes next; on_signal answers it.
+                    let _ = crate::ptrace::raw::ptrace_cont(w, 0);
+                }
+                Ev::Interrupt => return Ok(()),
+                Ev::Signal(sig) => {
+                    // That stop cancelled our interrupt: answer it, ask again.
+                    let (at, ns) = (Instant::now(), monotonic_ns());
+                    self.on_signal(w, sig, at, ns)?;
+                    interrupt(self)?;
+                }
+                Ev::Exited => {
+                    return Err(Error::ProcessGone {
+                        pid: self.pid,
+                        step,
+                    });
+                }
+                // It forked or made a thread on its way to our stop, which still comes.
+                ev @ (Ev::Child | Ev::Syscall) => self.handle(w.as_raw(), ev)?,
+                other => {
+                    self.handle(w.as_raw(), other)?;
+                    return Err(self.abandoned.take().unwrap_or(Error::ProcessGone {
+                        pid: self.pid,
+                        step,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Holds the worker (interrupt stop), runs `f`, lets it run again; signals that came
+    /// meanwhile are passed on after.
+    pub(super) fn hold_worker<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let w = self.worker;
+        self.stop_worker("hold the worker thread")?;
+        let (at, ns) = (Instant::now(), monotonic_ns());
+        let out = f(self);
+        let _ = crate::ptrace::raw::ptrace_cont(w, 0);
+        let held = at.elapsed();
+        self.stats.worker_longest_hold_us = self
+            .stats
+            .worker_longest_hold_us
+            .max(held.as_micros() as u64);
+        self.log_stop(w.as_raw(), at, ns, "worker");
+        out
+    }
+
+    /// Runs `call` in the worker (one hold) and returns its raw result.
+    pub(crate) fn call(&mut self, call: &RemoteCall) -> Result<i64> {
+        let insn = self.syscall_insn;
+        let call = *call;
+        let mut pending = Vec::new();
+        let out = self.hold_worker(|s| {
+            if s.worker_filtered {
+                s.filters_allow(&[call])?;
+            }
+            s.run_in_worker(insn, &call, &mut pending)
+        });
+        for sig in pending {
+            let _ = crate::ptrace::raw::tgkill_raw(self.pid, self.worker.as_raw(), sig);
+        }
+        let ret = out?;
+        log::debug!(
+            "pid {}: {} in worker {} returned {ret:#x}",
+            self.pid,
+            call.name(),
+            self.worker
+        );
+        Ok(ret)
+    }
+
+    /// `call` and its result check.
+    pub(crate) fn run(&mut self, call: &RemoteCall) -> Result<u64> {
+        let ret = self.call(call)?;
+        call.check(self.pid, self.worker.as_raw(), ret)
+    }
+
+    /// The worker's system call, as `remote_syscall.rs` runs it in a held thread (registers
+    /// saved, PTRACE_SYSCALL to the entry and exit stops, registers back at the exit stop,
+    /// then one more interrupt stop on the way out), with everyone else's reports handled
+    /// while we wait.
+    pub(super) fn run_in_worker(
+        &mut self,
+        insn: u64,
+        call: &RemoteCall,
+        pending: &mut Vec<i32>,
+    ) -> Result<i64> {
+        let (pid, w) = (self.pid, self.worker);
+        let step = "run a system call in the worker thread";
+        let (nr, args) = call.nr_and_args();
+        let done = Native::after_syscall(insn);
+        let lost = |detail: String| Error::RemoteSyscallLost {
+            pid,
+            tid: w.as_raw(),
+            syscall: call.name(),
+            detail,
+        };
+        let resume = |how: fn(Pid, Option<nix::sys::signal::Signal>) -> nix::Result<()>| {
+            how(w, None).map_err(|e| match e {
+                Errno::ESRCH => Error::ProcessGone { pid, step },
+                e => procfs::errno_error(pid, w.as_raw(), step, e),
+            })
+        };
+        // Another thread's execve kills the worker and, if the worker led the process, gives
+        // its id to the exec'ing thread: after an exit or exec report, `w` may name the new
+        // program's thread, stopped at its exec event. Its registers are never touched then.
+        let mut entered = None;
+        for _ in 0..SYSCALL_ATTEMPTS {
+            let mut guard = RegsGuard::save(pid, w)?;
+            let Some(mut regs) = guard.regs() else {
+                return Err(Error::ProcessGone { pid, step });
+            };
+            Native::prepare_syscall(&mut regs, insn, nr, &args);
+            guard.sent_to(insn);
+            Native::set_regs(w, &regs).map_err(|e| {
+                procfs::errno_error(pid, w.as_raw(), "set up the injected syscall", e)
+            })?;
+            resume(ptrace::syscall)?;
+            match self.next_of(w, step)? {
+                Ev::Syscall => {
+                    entered = Some(guard);
+                    break;
+                }
+                Ev::Signal(sig) => {
+                    if let Some(why) = crate::ptrace::remote_syscall::our_fault(w, sig, insn) {
+                        return Err(lost(why));
+                    }
+                    // Taken before the instruction ran: the thread gets its own registers
+                    // back and the signal as it came (its siginfo kept), then is stopped again.
+                    guard.restore()?;
+                    let (at, ns) = (Instant::now(), monotonic_ns());
+                    self.on_signal(w, sig, at, ns)?;
+                    self.stop_worker(step)?;
+                }
+                // A stop we asked for earlier (a look at every thread): nothing ran yet.
+                Ev::Interrupt => guard.restore()?,
+                ev @ (Ev::Exited | Ev::Exec) => return Err(self.worker_gone(guard, ev, step)),
+                other => return Err(lost(format!("it stopped with {other:?} before the call"))),
+            }
+        }
+        let Some(guard) = entered else {
+            return Err(lost("signals kept arriving before it could run".into()));
+        };
+        let ip = Native::get_regs(w)
+            .map_err(|e| procfs::errno_error(pid, w.as_raw(), step, e))?
+            .instruction_pointer();
+        if ip != done {
+            return Err(lost(format!(
+                "the thread entered it at {ip:#x}, not {done:#x}"
+            )));
+        }
+        resume(ptrace::syscall)?;
+        match self.next_of(w, step)? {
+            Ev::Syscall => {}
+            ev @ (Ev::Exited | Ev::Exec) => return Err(self.worker_gone(guard, ev, step)),
+            other => return Err(lost(format!("it stopped with {other:?} in the call"))),
+        }
+        let after = Native::get_regs(w)
+            .map_err(|e| procfs::errno_error(pid, w.as_raw(), "read the syscall result", e))?;
+        if after.instruction_pointer() != done {
+            return Err(lost(format!(
+                "the thread left it at {:#x}, not {done:#x}",
+                after.instruction_pointer()
+            )));
+        }
+        let ret = Native::syscall_return(&after);
+        guard.restore()?;
+        match ptrace::interrupt(w) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => return Err(Error::ProcessGone { pid, step }),
+            Err(e) => return Err(procfs::errno_error(pid, w.as_raw(), step, e)),
+        }
+        resume(ptrace::cont)?;
+        match self.next_of(w, step)? {
+            Ev::Interrupt => Ok(ret),
+            // A signal stop instead (it cancels the interrupt): the thread is just as much back
+            // in the signal path with its own registers; the signal is sent again afterwards.
+            Ev::Signal(sig) => {
+                pending.push(sig);
+                Ok(ret)
+            }
+            Ev::Exited => Err(Error::ProcessGone { pid, step }),
+            Ev::Exec => {
+                // Killed by another thread's execve after its registers were back: the report
+                // is the new program's; let it go.
+                let _ = self.handle(w.as_raw(), Ev::Exec);
+                Err(self.abandoned.take().unwrap_or(Error::Execed { pid }))
+            }
+            other => Err(lost(format!("it stopped with {other:?} after the call"))),
+        }
+    }
+
+    /// The worker reported its exit or an exec in the middle of a call (another thread's
+    /// execve kills it and, if it led the process, gives its id to the exec'ing thread): the
+    /// saved registers are dropped unwritten, the report handled like any other.
+    pub(super) fn worker_gone(&mut self, guard: RegsGuard, ev: Ev, step: &'static str) -> Error {
+        guard.forget();
+        if let Err(e) = self.handle(self.worker.as_raw(), ev) {
+            log::debug!("pid {}: after the worker's {ev:?}: {e}", self.pid);
+        }
+        self.abandoned.take().unwrap_or(Error::ProcessGone {
+            pid: self.pid,
+            step,
+        })
+    }
+
+    /// A core-serializing barrier across every thread of the target: none executes another
+    /// instruction of its own before a serializing one (the SDM's condition for running code
+    /// another processor modified).
+    pub(crate) fn barrier(&mut self) -> Result<()> {
+        let sync = RemoteCall::Membarrier {
+            cmd: MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
+        };
+        let ret = self.call(&sync)?;
+        sync.check(self.pid, self.worker.as_raw(), ret)?;
+        self.stats.barriers += 1;
+        Ok(())
+    }
+}
