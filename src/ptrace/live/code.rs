@@ -48,7 +48,7 @@ impl BoundMem {
     }
 
     fn fail(&self, step: &'static str, e: std::io::Error) -> Error {
-        if !procfs::exists(self.pid) || procfs::is_zombie(self.pid) {
+        if !procfs::exists(self.pid) || procfs::is_zombie(self.pid) || killed(self.pid) {
             Error::ProcessGone {
                 pid: self.pid,
                 step,
@@ -246,4 +246,17 @@ impl LiveSession {
         }
         failures
     }
+}
+
+/// Whether `pid` is being killed: a SIGKILL shared-pending (it shows in ShdPnd until every
+/// thread has seen it), or its status unreadable.
+pub(super) fn killed(pid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("ShdPnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|m| m & (1 << (libc::SIGKILL - 1)) != 0)
 }

@@ -111,6 +111,10 @@ pub(crate) struct LiveSession {
     maps: Vec<Mapping>,
     /// A complete new jump was written at some point (threads may have taken it).
     reached_after: bool,
+    /// The vDSO planned for (base, length): another one means another program.
+    vdso: (u64, usize),
+    /// The target exec'd meanwhile (its old memory, and what we wrote there, is gone).
+    execed: bool,
 }
 
 /// Runs `f` in a thread of its own that is the tracer of everything `f` seizes, and waits until
@@ -174,6 +178,8 @@ impl LiveSession {
             ever_stopped: Default::default(),
             maps: Vec::new(),
             reached_after: false,
+            vdso,
+            execed: false,
         };
         if let Some(why) = s.seize_all()? {
             return Ok(Err(why));
@@ -251,6 +257,17 @@ impl LiveSession {
         Ok(Some(Fallback(
             "threads kept appearing faster than they could be traced".into(),
         )))
+    }
+
+    /// Whether the target now runs another program (it exec'd during the change): nothing of
+    /// the old memory is left to undo.
+    pub(crate) fn program_replaced(&self) -> bool {
+        self.execed
+            || procfs::maps_of(self.pid, self.pid).is_ok_and(|maps| {
+                maps.iter()
+                    .find(|m| m.path == "[vdso]")
+                    .is_none_or(|m| (m.start, (m.end - m.start) as usize) != self.vdso)
+            })
     }
 
     /// The program is still the one planned for: its vDSO where it was, and a system call

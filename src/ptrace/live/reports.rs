@@ -213,6 +213,7 @@ impl LiveSession {
                 let tgid = self.tracees.remove(&tid).map_or(pid, |t| t.tgid);
                 let _ = crate::ptrace::raw::ptrace_detach(t, 0);
                 if tgid == pid {
+                    self.execed = true;
                     self.abandoned = Some(Error::Execed { pid });
                 }
             }
@@ -261,14 +262,7 @@ impl LiveSession {
     /// The process is being killed: a fatal signal is shared-pending (SIGKILL shows in ShdPnd
     /// until every thread has seen it), or its threads are leaving.
     pub(super) fn dying(&self) -> bool {
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
-            return true;
-        };
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("ShdPnd:"))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .is_some_and(|m| m & (1 << (libc::SIGKILL - 1)) != 0)
+        code::killed(self.pid)
     }
 
     /// A signal-delivery stop: our breakpoint (redirected, the SIGTRAP dropped), or a signal
