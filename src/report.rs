@@ -158,6 +158,10 @@ pub struct LiveStats {
     pub moved: usize,
     /// Core-serializing barriers issued in the target (membarrier SYNC_CORE).
     pub barriers: usize,
+    /// Threads blocked in the kernel that were stopped once after a recover moved a monotonic
+    /// clock forward, so that waits whose timeouts were computed on the skewed clock end and
+    /// are computed again (what stopping every thread does as a side effect).
+    pub woken: usize,
     /// From the first seize to the last thread let go, in microseconds.
     pub wall_us: u64,
     /// Every stop, for tests and benchmarks (not in JSON).

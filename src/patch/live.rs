@@ -372,7 +372,15 @@ pub(crate) fn recover(
         };
         let outcome = restore(&mut s, target, existing, &mut report);
         let outcome = match outcome {
-            Ok(()) => s.release(),
+            Ok(()) => {
+                let woke = if monotonic_moves_forward(&existing.data.params) {
+                    s.wake_blocked()
+                } else {
+                    Ok(())
+                };
+                let released = s.release();
+                woke.and(released)
+            }
             Err(e) => {
                 let failures = if matches!(e, Error::Execed { .. })
                     || matches!(e, Error::ProcessGone { .. }) && s.process_gone()
@@ -405,6 +413,26 @@ pub(crate) fn recover(
         report.threads = stats.threads;
         report.live = Some(stats);
         Ok(Ok(report))
+    })
+}
+
+/// Whether recovering from `params` steps a monotonic-family clock forward (the target read
+/// it behind real time), which leaves waits armed on it too long.
+fn monotonic_moves_forward(params: &Params) -> bool {
+    let monotonic = [
+        libc::CLOCK_MONOTONIC,
+        libc::CLOCK_MONOTONIC_RAW,
+        libc::CLOCK_MONOTONIC_COARSE,
+        libc::CLOCK_BOOTTIME,
+    ];
+    monotonic.into_iter().any(|id| {
+        let Ok(now) = nix::time::clock_gettime(nix::time::ClockId::from_raw(id)) else {
+            return false;
+        };
+        let real = now.tv_sec() * 1_000_000_000 + now.tv_nsec();
+        params
+            .reading(id as usize, real)
+            .is_some_and(|seen| seen < real)
     })
 }
 

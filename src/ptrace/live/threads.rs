@@ -341,6 +341,33 @@ impl LiveSession {
             }))
     }
 
+    /// Stops once, and lets go, every thread of the target blocked in a system call that was
+    /// not stopped yet: a wait that ends early for a stop (`epoll_wait`, `poll`, …: EINTR)
+    /// lets the program look at its clock again. Used when a recover moves a monotonic clock
+    /// forward: a runtime sleeping until a deadline computed on the skewed clock (Go's
+    /// netpoller, sysmon) would otherwise sleep for as long as the skew was.
+    pub(crate) fn wake_blocked(&mut self) -> Result<()> {
+        let tids: Vec<i32> = self
+            .tracees
+            .iter()
+            .filter(|(tid, t)| t.tgid == self.pid && !self.ever_stopped.contains(tid))
+            .map(|(tid, _)| *tid)
+            .collect();
+        for tid in tids {
+            if matches!(
+                seen(self.pid, tid),
+                Seen::Blocked {
+                    in_syscall: true,
+                    ..
+                }
+            ) {
+                self.ask_stop(tid, Want::Look)?;
+                self.stats.woken += 1;
+            }
+        }
+        self.settle("wake a thread blocked in the kernel")
+    }
+
     /// After an undo: is any thread inside `[start, end)` (executing it, or with a return
     /// address or saved context pointing into it)? Running threads are stopped once to see.
     pub(crate) fn anyone_in(&mut self, start: u64, end: u64) -> Result<bool> {
