@@ -117,6 +117,13 @@ pub(crate) struct LiveSession {
     execed: bool,
 }
 
+/// Whether `maps` have the vDSO at `(base, len)`: the program it was planned for.
+fn vdso_is(maps: &[Mapping], (base, len): (u64, usize)) -> bool {
+    maps.iter()
+        .find(|m| m.path == "[vdso]")
+        .is_some_and(|m| (m.start, (m.end - m.start) as usize) == (base, len))
+}
+
 /// Runs `f` in a thread of its own that is the tracer of everything `f` seizes, and waits until
 /// the kernel has detached every tracee left (which it does when that thread ends).
 pub(crate) fn in_tracer_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
@@ -262,21 +269,14 @@ impl LiveSession {
     /// Whether the target now runs another program (it exec'd during the change): nothing of
     /// the old memory is left to undo.
     pub(crate) fn program_replaced(&self) -> bool {
-        self.execed
-            || procfs::maps_of(self.pid, self.pid).is_ok_and(|maps| {
-                maps.iter()
-                    .find(|m| m.path == "[vdso]")
-                    .is_none_or(|m| (m.start, (m.end - m.start) as usize) != self.vdso)
-            })
+        self.execed || procfs::maps_of(self.pid, self.pid).is_ok_and(|m| !vdso_is(&m, self.vdso))
     }
 
     /// The program is still the one planned for: its vDSO where it was, and a system call
     /// instruction at `syscall_insn`. Else it exec'd in between.
     fn same_program(&mut self, (base, len): (u64, usize)) -> Result<()> {
         let pid = self.pid;
-        let maps = procfs::maps_of(pid, pid)?;
-        let vdso = maps.iter().find(|m| m.path == "[vdso]");
-        let moved = vdso.is_none_or(|m| (m.start, (m.end - m.start) as usize) != (base, len));
+        let moved = !vdso_is(&procfs::maps_of(pid, pid)?, (base, len));
         let insn = Native::syscall_instruction();
         let found = self.mem.read(
             self.syscall_insn,
