@@ -605,14 +605,13 @@ fn without_process_events_the_rescans_find_newcomers() {
     assert_eq!(readings.len(), 30, "{out}");
     // Read after the loop (3 s or more): a reading is skewed when it is far behind real time,
     // not within seconds of a shifted now.
-    let skewed = far_behind;
     let first = readings
         .iter()
-        .position(|&v| skewed(v))
+        .position(|&v| far_behind(v))
         .unwrap_or_else(|| panic!("never skewed: {out}"));
     // Found within a rescan or two (the lines are 0.1 s apart), skewed from then on.
     assert!(first <= 8, "first skewed program: #{first}\n{out}");
-    assert!(readings[first..].iter().all(|&v| skewed(v)), "{out}");
+    assert!(readings[first..].iter().all(|&v| far_behind(v)), "{out}");
     assert!(summary["joined"].as_u64().unwrap() >= 1, "{summary}");
     assert_untraced(&c.host_pids());
 }
