@@ -24,9 +24,11 @@ use crate::target::program::{self, Spec};
 /// Skews the clocks of process `pid` (all its threads) as `skew` says.
 ///
 /// A process that is already injected has its parameters replaced in place, without being
-/// stopped. Otherwise every thread is held for the short time it takes to map the pages and
-/// write the jumps; on any error, everything done so far is undone. (Test builds can try the
-/// experimental one-thread-at-a-time path with `TIMESKEW_LIVE=1`: [`InjectReport::live`].)
+/// stopped. Otherwise the pages are mapped through one thread and the jumps written under the
+/// running threads, one short stop per thread at most ([`InjectReport::live`]); where that
+/// cannot run (no core-serializing `membarrier`, SIGTRAP blocked or ignored, …) every thread
+/// is held instead for the short time the change takes, and the report says why
+/// ([`InjectReport::all_stop_reason`]). On any error, everything done so far is undone.
 pub fn inject(pid: i32, skew: &Skew) -> Result<InjectReport> {
     skew.validate()?;
     apply(pid, skew.clocks().mask(), &skew.spec(), skew.duration())
@@ -72,8 +74,7 @@ pub(crate) fn apply(
     // Decode, plan and build while the process still runs: the stop covers only the changes.
     let plan = Plan::new(&target, existing.as_ref())?;
     let _deferred = TerminationDeferred::new();
-    // One thread at a time (test builds, TIMESKEW_LIVE=1; see patch/live.rs), else — or where
-    // that cannot run — every thread at once.
+    // One thread at a time (patch/live.rs); where that cannot run, every thread at once.
     let mut reason = None;
     if live::requested() {
         match live::inject(&mut target, &plan, params.clone())? {

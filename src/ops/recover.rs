@@ -38,7 +38,7 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
         _ => return Ok(not_injected),
     };
     let _deferred = TerminationDeferred::new();
-    // One thread at a time (test builds, TIMESKEW_LIVE=1), else every thread at once.
+    // One thread at a time (patch/live.rs); where that cannot run, every thread at once.
     let mut reason = None;
     if live::requested() {
         match live::recover(&target, &found)? {

@@ -24,12 +24,12 @@ use crate::state::status::status_of;
 use crate::state::{self, Existing};
 use crate::target::Target;
 
-/// Whether to try the live path: only in test builds, with `TIMESKEW_LIVE=1`. It is not on by
-/// default yet: with it on, the whole suite passes but for the signal-storm attack's time
-/// budget (every signal to a traced thread is a round trip through timeskew), and a failure
-/// injected after the last step killed a target twice, unexplained (README, Limitations).
+/// Whether to try the live path: always, but in test builds run with `TIMESKEW_LIVE=0` (the
+/// benchmark's and the tests' way to measure and exercise the all-stop path side by side).
+/// Where the live path cannot run, it says why and the caller falls back.
 pub(crate) fn requested() -> bool {
-    cfg!(feature = "fault-injection") && std::env::var_os("TIMESKEW_LIVE").is_some_and(|v| v == "1")
+    !(cfg!(feature = "fault-injection")
+        && std::env::var_os("TIMESKEW_LIVE").is_some_and(|v| v == "0"))
 }
 
 /// First injection (or re-injection into recovered pages) without stopping the process.
@@ -89,6 +89,54 @@ fn install(
     }) {
         return Err(Error::Execed { pid });
     }
+    let (code_addr, data) = s.holding(|s| stage(s, target, plan, params, fresh))?;
+    let (data_addr, generation) = (code_addr + DATA_PAGE_OFFSET, data.generation);
+    s.check_threads_then(|s| {
+        fault::point(pid, "live-checked")?;
+        s.write_tails()?;
+        fault::point(pid, "live-tails")?;
+        s.write_heads()
+    })?;
+    fault::point(pid, "patch")?;
+    s.mem().write(
+        data_addr + OFF_PATCHED as u64,
+        &1u32.to_le_bytes(),
+        "mark the hooks as installed",
+    )?;
+    fault::point(pid, "before-commit")?;
+    if !crate::target::procfs::exists(pid) || crate::target::procfs::is_zombie(pid) {
+        return Err(Error::ProcessGone {
+            pid,
+            step: "finish the injection",
+        });
+    }
+    let action = if generation == 0 {
+        InjectAction::Injected
+    } else {
+        InjectAction::Repatched
+    };
+    let written = Existing {
+        code_addr,
+        data: DataPage {
+            patched: true,
+            ..data
+        },
+        hooks_live: true,
+    };
+    Ok((action, written))
+}
+
+/// Steps with nothing to wait for in between, in one hold of the worker: the pages (mapped
+/// if new), the code and the parameters written, the entries re-read, and step 1 of the
+/// protocol (breakpoints, barrier). Returns the code page's address and the data written.
+fn stage(
+    s: &mut LiveSession,
+    target: &mut Target,
+    plan: &Plan,
+    params: Params,
+    fresh: &mut Option<u64>,
+) -> Result<(u64, DataPage)> {
+    let pid = target.pid;
     let (code_addr, generation) = match state::find(target)? {
         Some(e) => (e.code_addr, e.data.generation + 1),
         None => {
@@ -180,38 +228,7 @@ fn install(
     s.swaps = swaps;
     s.arm()?;
     fault::point(pid, "live-armed")?;
-    s.check_threads()?;
-    fault::point(pid, "live-checked")?;
-    s.write_tails()?;
-    fault::point(pid, "live-tails")?;
-    s.write_heads()?;
-    fault::point(pid, "patch")?;
-    s.mem().write(
-        data_addr + OFF_PATCHED as u64,
-        &1u32.to_le_bytes(),
-        "mark the hooks as installed",
-    )?;
-    fault::point(pid, "before-commit")?;
-    if !crate::target::procfs::exists(pid) || crate::target::procfs::is_zombie(pid) {
-        return Err(Error::ProcessGone {
-            pid,
-            step: "finish the injection",
-        });
-    }
-    let action = if generation == 0 {
-        InjectAction::Injected
-    } else {
-        InjectAction::Repatched
-    };
-    let written = Existing {
-        code_addr,
-        data: DataPage {
-            patched: true,
-            ..data
-        },
-        hooks_live: true,
-    };
-    Ok((action, written))
+    Ok((code_addr, data))
 }
 
 /// Undoes a failed live injection: every entry back to its original bytes by the protocol in
@@ -225,7 +242,15 @@ fn undo(s: &mut LiveSession, fresh: Option<u64>, err: Error) -> Error {
     if nothing_to_undo(s, &err) {
         return err;
     }
-    let mut failures = s.unwind();
+    // One hold for the three barriers; the writes happen even if the worker cannot be held.
+    let mut failures = match s.holding(|s| Ok(s.unwind())) {
+        Ok(failures) => failures,
+        Err(e) => {
+            let mut failures = s.unwind();
+            failures.push(format!("hold the worker for the undo: {e}"));
+            failures
+        }
+    };
     if s.program_replaced() {
         // An exec took the memory the undo was writing to: nothing of ours is left.
         return Error::Execed { pid };
@@ -493,11 +518,14 @@ fn restore(
     }
     s.swaps = swaps;
     if !s.swaps.is_empty() {
-        s.arm()?;
-        fault::point(pid, "recover-armed")?;
-        s.write_tails()?;
-        fault::point(pid, "recover-tails")?;
-        s.write_heads()?;
+        // No thread can be inside a jump: nothing to look at between the steps, one hold.
+        s.holding(|s| {
+            s.arm()?;
+            fault::point(pid, "recover-armed")?;
+            s.write_tails()?;
+            fault::point(pid, "recover-tails")?;
+            s.write_heads()
+        })?;
     }
     report.restored = s.swaps.len();
     s.mem().write(

@@ -38,6 +38,8 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or(log_level(cli.verbose).as_str()),
     )
+    // Microseconds: the steps of a change take tens to hundreds of them.
+    .format_timestamp_micros()
     .init();
     // Holds the target locks until the report is printed (dropped at the end of main).
     let backend = Isolated::default();

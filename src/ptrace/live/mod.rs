@@ -100,6 +100,14 @@ pub(crate) struct LiveSession {
     worker_filtered: bool,
     events: ChildEvents,
     pub(crate) swaps: Vec<Swap>,
+    /// While `anyone_in` looks: the range a thread must not be in (instead of the windows).
+    /// The swaps stay as they are: a trap still on its way from one of their breakpoints
+    /// must be recognised as ours, not delivered to the thread as a SIGTRAP.
+    region: Option<std::ops::Range<u64>>,
+    /// The worker while `holding` keeps it stopped across several calls, and the signals it
+    /// received meanwhile (passed on when it is let go).
+    held: Option<Pid>,
+    held_signals: Vec<i32>,
     /// Set by a report that ends the change: exec, exit, job-control stop.
     abandoned: Option<Error>,
     started: Instant,
@@ -177,6 +185,9 @@ impl LiveSession {
             worker_filtered: false,
             events: ChildEvents::new(pid),
             swaps: Vec::new(),
+            region: None,
+            held: None,
+            held_signals: Vec::new(),
             abandoned: None,
             started: Instant::now(),
             first_breakpoint: None,

@@ -204,47 +204,35 @@ impl LiveSession {
 
     /// Step 2: makes sure no thread is inside code about to change (`inside`) — executing it
     /// or interrupted there by a signal handler still running — once the breakpoints guard
-    /// the way in. A thread blocked in the kernel is read from `/proc` without a stop; a
-    /// running one is stopped once, looked at, and moved to the same instruction of the
-    /// relocated copy if it is inside. A handler on top of a window is waited out (bounded).
-    pub(crate) fn check_threads(&mut self) -> Result<()> {
+    /// the way in, then runs `f` (the next steps) with the worker still held. A thread blocked
+    /// in the kernel is read from `/proc` without a stop; a running one is stopped once,
+    /// looked at, and moved to the same instruction of the relocated copy if it is inside;
+    /// the worker is looked at last, in the hold `f` then runs in (one wait for it to be
+    /// scheduled instead of two). A handler on top of a window is waited out (bounded).
+    pub(crate) fn check_threads_then<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        let mut f = Some(f);
         let mut round = 0;
         loop {
-            self.maps = procfs::maps_of(self.pid, self.worker.as_raw())?;
-            let mut busy = Vec::new();
-            let tids: Vec<(i32, i32)> = self.tracees.iter().map(|(t, x)| (*t, x.tgid)).collect();
-            for (n, (tid, tgid)) in tids.iter().enumerate() {
-                if n % 8 == 7 {
-                    // A thread at a breakpoint waits for us: answer between looks.
-                    self.drain(None)?;
-                }
-                if *tgid != self.pid {
-                    continue; // another memory (a forked child) is repaired when let go
-                }
-                match seen(self.pid, *tid) {
-                    Seen::Gone => {
-                        self.tracees.remove(tid);
-                    }
-                    Seen::Blocked { sp, pc, .. } if !self.inside(pc) => {
-                        if let Some(why) = self.saved_context_inside(*tid, sp)? {
-                            busy.push(why);
-                        }
-                    }
-                    _ => self.ask_stop(*tid, Want::Check)?,
-                }
-            }
-            self.settle("look at a thread")?;
-            busy.extend(
-                self.tracees
-                    .iter()
-                    .filter(|(_, t)| t.busy)
-                    .map(|(tid, _)| format!("thread {tid} was interrupted inside")),
-            );
-            for t in self.tracees.values_mut() {
-                t.busy = false;
-            }
+            let mut busy = self.look_at_others()?;
             if busy.is_empty() {
-                return Ok(());
+                let out = self.holding(|s| {
+                    let w = s.worker;
+                    if !s.check_stopped(w)? {
+                        return Ok(None);
+                    }
+                    let f = f.take().expect("runs once: the loop ends when it has");
+                    f(s).map(Some)
+                })?;
+                match out {
+                    Some(v) => return Ok(v),
+                    None => busy.push(format!(
+                        "thread {} (the worker) was interrupted inside",
+                        self.worker
+                    )),
+                }
             }
             round += 1;
             if round >= CHECK_ATTEMPTS {
@@ -257,6 +245,45 @@ impl LiveSession {
             log::debug!("pid {}: look {round}: {}", self.pid, busy[0]);
             std::thread::sleep(Duration::from_micros(200 * u64::from(round.min(8))));
         }
+    }
+
+    /// One look at every thread but the worker (`check_threads_then`): why each one still
+    /// inside is, if any is.
+    fn look_at_others(&mut self) -> Result<Vec<String>> {
+        self.maps = procfs::maps_of(self.pid, self.worker.as_raw())?;
+        let mut busy = Vec::new();
+        let tids: Vec<(i32, i32)> = self.tracees.iter().map(|(t, x)| (*t, x.tgid)).collect();
+        for (n, (tid, tgid)) in tids.iter().enumerate() {
+            if n % 8 == 7 {
+                // A thread at a breakpoint waits for us: answer between looks.
+                self.drain(None)?;
+            }
+            if *tgid != self.pid || *tid == self.worker.as_raw() {
+                continue; // another memory (a forked child) is repaired when let go
+            }
+            match seen(self.pid, *tid) {
+                Seen::Gone => {
+                    self.tracees.remove(tid);
+                }
+                Seen::Blocked { sp, pc, .. } if !self.inside(pc) => {
+                    if let Some(why) = self.saved_context_inside(*tid, sp)? {
+                        busy.push(why);
+                    }
+                }
+                _ => self.ask_stop(*tid, Want::Check)?,
+            }
+        }
+        self.settle("look at a thread")?;
+        busy.extend(
+            self.tracees
+                .iter()
+                .filter(|(_, t)| t.busy)
+                .map(|(tid, _)| format!("thread {tid} was interrupted inside")),
+        );
+        for t in self.tracees.values_mut() {
+            t.busy = false;
+        }
+        Ok(busy)
     }
 
     pub(super) fn ask_stop(&mut self, tid: i32, want: Want) -> Result<()> {
@@ -277,6 +304,9 @@ impl LiveSession {
     }
 
     pub(super) fn inside(&self, ip: u64) -> bool {
+        if let Some(r) = &self.region {
+            return r.contains(&ip);
+        }
         self.swaps.iter().any(|s| {
             s.window
                 .as_ref()
@@ -291,6 +321,9 @@ impl LiveSession {
             return Ok(true); // gone
         };
         let ip = regs.instruction_pointer();
+        if self.region.as_ref().is_some_and(|r| r.contains(&ip)) {
+            return Ok(false); // inside code about to go: nowhere to move it
+        }
         if self.inside(ip) {
             let dest = self.swaps.iter().find_map(|s| {
                 let (window, stub, stub_addr) = s.window.as_ref()?;
@@ -371,17 +404,8 @@ impl LiveSession {
     /// After an undo: is any thread inside `[start, end)` (executing it, or with a return
     /// address or saved context pointing into it)? Running threads are stopped once to see.
     pub(crate) fn anyone_in(&mut self, start: u64, end: u64) -> Result<bool> {
-        let saved = std::mem::take(&mut self.swaps);
-        self.swaps = vec![Swap {
-            addr: start,
-            before: vec![0],
-            after: vec![0],
-            detour: start,
-            window: Some((vec![0; (end - start) as usize], Vec::new(), 0)),
-            state: SwapState::Before,
-        }];
         self.maps = procfs::maps_of(self.pid, self.worker.as_raw())?;
-        let inside_entry = |ip: u64| ip == start;
+        self.region = Some(start..end);
         let mut found = false;
         let tids: Vec<i32> = self
             .tracees
@@ -389,28 +413,33 @@ impl LiveSession {
             .filter(|(_, t)| t.tgid == self.pid)
             .map(|(t, _)| *t)
             .collect();
+        let mut out = Ok(());
         for tid in tids {
             match seen(self.pid, tid) {
-                Seen::Blocked { sp, pc, .. } => {
-                    if self.inside(pc)
-                        || inside_entry(pc)
-                        || self.saved_context_inside(tid, sp)?.is_some()
-                    {
-                        found = true;
+                Seen::Blocked { sp, pc, .. } => match self.saved_context_inside(tid, sp) {
+                    Ok(inside) => found |= self.inside(pc) || inside.is_some(),
+                    Err(e) => {
+                        out = Err(e);
+                        break;
+                    }
+                },
+                Seen::Gone => {}
+                Seen::Running => {
+                    if let Err(e) = self.ask_stop(tid, Want::Check) {
+                        out = Err(e);
+                        break;
                     }
                 }
-                Seen::Gone => {}
-                Seen::Running => self.ask_stop(tid, Want::Check)?,
             }
         }
         // A stopped thread inside is not moved (no window to move from): it counts as found.
-        let out = self.settle("look at a thread");
+        let settled = self.settle("look at a thread");
         found |= self.tracees.values().any(|t| t.busy);
         for t in self.tracees.values_mut() {
             t.busy = false;
         }
-        self.swaps = saved;
-        out.map(|()| found)
+        self.region = None;
+        out.and(settled).map(|()| found)
     }
 
     /// Lets every thread go once no breakpoint is left: threads that might still have a trap

@@ -49,6 +49,10 @@ impl LiveSession {
     /// membarrier: asks whether the kernel has the core-serializing barrier, then registers
     /// the target for it. `Some` when the live path cannot use it.
     pub(super) fn barrier_setup(&mut self) -> Result<Option<Fallback>> {
+        self.holding(|s| s.barrier_setup_held())
+    }
+
+    fn barrier_setup_held(&mut self) -> Result<Option<Fallback>> {
         let query = RemoteCall::Membarrier {
             cmd: MEMBARRIER_CMD_QUERY,
         };
@@ -59,7 +63,7 @@ impl LiveSession {
             cmd: MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
         };
         if self.worker_filtered {
-            // Needs the worker stopped: one short hold for the filters alone.
+            // Asked while the worker is held (as it is here).
             if let Err(e) = self.hold_worker(|s| s.filters_allow(&[query, register, sync])) {
                 return match e {
                     Error::Seccomp { reason, .. } => Ok(Some(Fallback(format!(
@@ -189,6 +193,9 @@ impl LiveSession {
     /// Holds the worker (interrupt stop), runs `f`, lets it run again; signals that came
     /// meanwhile are passed on after.
     pub(super) fn hold_worker<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.held == Some(self.worker) {
+            return f(self);
+        }
         let w = self.worker;
         self.stop_worker("hold the worker thread")?;
         let (at, ns) = (Instant::now(), monotonic_ns());
@@ -203,6 +210,25 @@ impl LiveSession {
         out
     }
 
+    /// Keeps the worker held across every call `f` makes. Each hold waits for the worker to be
+    /// scheduled — milliseconds when its CPU is busy — so steps with nothing to wait for in
+    /// between (a few writes of our own) share one hold instead of paying that wait each.
+    pub(crate) fn holding<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.held == Some(self.worker) {
+            return f(self);
+        }
+        let out = self.hold_worker(|s| {
+            s.held = Some(s.worker);
+            let out = f(s);
+            s.held = None;
+            out
+        });
+        for sig in std::mem::take(&mut self.held_signals) {
+            let _ = crate::ptrace::raw::tgkill_raw(self.pid, self.worker.as_raw(), sig);
+        }
+        out
+    }
+
     /// Runs `call` in the worker (one hold) and returns its raw result.
     pub(crate) fn call(&mut self, call: &RemoteCall) -> Result<i64> {
         let insn = self.syscall_insn;
@@ -214,8 +240,13 @@ impl LiveSession {
             }
             s.run_in_worker(insn, &call, &mut pending)
         });
-        for sig in pending {
-            let _ = crate::ptrace::raw::tgkill_raw(self.pid, self.worker.as_raw(), sig);
+        if self.held.is_some() {
+            // Sent when the hold ends: sent now, it would only stop the next call.
+            self.held_signals.extend(pending);
+        } else {
+            for sig in pending {
+                let _ = crate::ptrace::raw::tgkill_raw(self.pid, self.worker.as_raw(), sig);
+            }
         }
         let ret = out?;
         log::debug!(
