@@ -204,35 +204,15 @@ impl LiveSession {
 
     /// Step 2: makes sure no thread is inside code about to change (`inside`) — executing it
     /// or interrupted there by a signal handler still running — once the breakpoints guard
-    /// the way in, then runs `f` (the next steps) with the worker still held. A thread blocked
-    /// in the kernel is read from `/proc` without a stop; a running one is stopped once,
-    /// looked at, and moved to the same instruction of the relocated copy if it is inside;
-    /// the worker is looked at last, in the hold `f` then runs in (one wait for it to be
-    /// scheduled instead of two). A handler on top of a window is waited out (bounded).
-    pub(crate) fn check_threads_then<T>(
-        &mut self,
-        f: impl FnOnce(&mut Self) -> Result<T>,
-    ) -> Result<T> {
-        let mut f = Some(f);
+    /// the way in. A thread blocked in the kernel is read from `/proc` without a stop; a
+    /// running one is stopped once, looked at, and moved to the same instruction of the
+    /// relocated copy if it is inside. A handler on top of a window is waited out (bounded).
+    pub(crate) fn check_threads(&mut self) -> Result<()> {
         let mut round = 0;
         loop {
-            let mut busy = self.look_at_others()?;
+            let busy = self.look_at_all()?;
             if busy.is_empty() {
-                let out = self.holding(|s| {
-                    let w = s.worker;
-                    if !s.check_stopped(w)? {
-                        return Ok(None);
-                    }
-                    let f = f.take().expect("runs once: the loop ends when it has");
-                    f(s).map(Some)
-                })?;
-                match out {
-                    Some(v) => return Ok(v),
-                    None => busy.push(format!(
-                        "thread {} (the worker) was interrupted inside",
-                        self.worker
-                    )),
-                }
+                return Ok(());
             }
             round += 1;
             if round >= CHECK_ATTEMPTS {
@@ -247,9 +227,8 @@ impl LiveSession {
         }
     }
 
-    /// One look at every thread but the worker (`check_threads_then`): why each one still
-    /// inside is, if any is.
-    fn look_at_others(&mut self) -> Result<Vec<String>> {
+    /// One look at every thread (`check_threads`): why each one still inside is, if any is.
+    fn look_at_all(&mut self) -> Result<Vec<String>> {
         self.maps = procfs::maps_of(self.pid, self.worker.as_raw())?;
         let mut busy = Vec::new();
         let tids: Vec<(i32, i32)> = self.tracees.iter().map(|(t, x)| (*t, x.tgid)).collect();
@@ -258,7 +237,7 @@ impl LiveSession {
                 // A thread at a breakpoint waits for us: answer between looks.
                 self.drain(None)?;
             }
-            if *tgid != self.pid || *tid == self.worker.as_raw() {
+            if *tgid != self.pid {
                 continue; // another memory (a forked child) is repaired when let go
             }
             match seen(self.pid, *tid) {
