@@ -15,6 +15,9 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 
 pub const SEC: i128 = 1_000_000_000;
+/// `time()` reads the kernel's coarse clock, which lags real time by up to one tick (10 ms at
+/// HZ=100): just after a second boundary it may still give the second before, natively too.
+pub const COARSE_TICK: i128 = 10_000_000;
 
 /// Path of a binary cargo built beside the test binary (examples live in `../examples`).
 pub fn example(name: &str) -> PathBuf {
