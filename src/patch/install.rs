@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use crate::arch::{Arch, Native};
 use crate::error::{Error, Result};
 use crate::fake_clock::DATA_PAGE_OFFSET;
-use crate::fake_clock::data_page::{DataPage, OFF_PATCHED, PAGE_SIZE, Params, Patch};
+use crate::fake_clock::data_page::{DataPage, OFF_PATCHED, PAGE_SIZE, Params};
 use crate::fault;
 use crate::patch::plan::Plan;
 use crate::patch::transaction::Transaction;
@@ -69,21 +69,7 @@ fn install(
 
     let code = plan.code_page(code_addr)?;
     let data_addr = code_addr + DATA_PAGE_OFFSET;
-    let data = DataPage {
-        patched: false,
-        generation,
-        vdso_base: target.vdso.base(),
-        code_addr,
-        patches: plans
-            .values()
-            .iter()
-            .map(|p| Patch {
-                addr: p.addr,
-                original: p.original.clone(),
-            })
-            .collect(),
-        params,
-    };
+    let data = plan.data_page(target.vdso.base(), code_addr, generation, params);
 
     if generation == 0 {
         // The code page was mapped read+execute and is never writable: the write is forced
@@ -157,12 +143,17 @@ fn install(
     )?;
     fault::point(pid, "before-commit")?;
     tx.held().check_alive("finish the injection")?;
-    let action = if generation == 0 {
+    Ok(committed(code_addr, data))
+}
+
+/// What an injection that wrote `data` at `code_addr` did, and what the target now holds (for
+/// the report: no need to read it back).
+pub(crate) fn committed(code_addr: u64, data: DataPage) -> (InjectAction, Existing) {
+    let action = if data.generation == 0 {
         InjectAction::Injected
     } else {
         InjectAction::Repatched
     };
-    // What the target now holds, for the report: no need to read it back.
     let written = Existing {
         code_addr,
         data: DataPage {
@@ -171,7 +162,7 @@ fn install(
         },
         hooks_live: true,
     };
-    Ok((action, written))
+    (action, written)
 }
 
 /// Maps the code page (read+execute, never writable) and the data page (read-write, never

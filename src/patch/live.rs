@@ -11,10 +11,10 @@ use crate::arch::{Arch, Native};
 use crate::error::{Error, Result};
 use crate::fake_clock::DATA_PAGE_OFFSET;
 use crate::fake_clock::data_page::{
-    DataPage, OFF_GENERATION, OFF_PATCHED, PAGE_SIZE, Params, Patch, slot_offset,
+    DataPage, OFF_GENERATION, OFF_PATCHED, PAGE_SIZE, Params, slot_offset,
 };
 use crate::fault;
-use crate::patch::install::{CODE_PROT, DATA_PROT, page_at};
+use crate::patch::install::{CODE_PROT, DATA_PROT, committed, page_at};
 use crate::patch::plan::Plan;
 use crate::patch::{PAGES_LEN, placement, unsafe_to_patch};
 use crate::ptrace::RemoteCall;
@@ -93,7 +93,7 @@ fn install(
     // for a CPU each time but makes its stop the sum of them (measured: recover's longest
     // stop 81 → 196 µs, for a few ms saved per run only where the CPUs are oversubscribed).
     let (code_addr, data) = stage(s, target, plan, params, fresh)?;
-    let (data_addr, generation) = (code_addr + DATA_PAGE_OFFSET, data.generation);
+    let data_addr = code_addr + DATA_PAGE_OFFSET;
     s.check_threads()?;
     fault::point(pid, "live-checked")?;
     s.write_tails()?;
@@ -112,20 +112,7 @@ fn install(
             step: "finish the injection",
         });
     }
-    let action = if generation == 0 {
-        InjectAction::Injected
-    } else {
-        InjectAction::Repatched
-    };
-    let written = Existing {
-        code_addr,
-        data: DataPage {
-            patched: true,
-            ..data
-        },
-        hooks_live: true,
-    };
-    Ok((action, written))
+    Ok(committed(code_addr, data))
 }
 
 /// The pages (mapped if new), the code and the parameters written, the entries re-read, and
@@ -152,22 +139,7 @@ fn stage(
     let blob = &plan.blob;
     let code = plan.code_page(code_addr)?;
     let data_addr = code_addr + DATA_PAGE_OFFSET;
-    let data = DataPage {
-        patched: false,
-        generation,
-        vdso_base: target.vdso.base(),
-        code_addr,
-        patches: plan
-            .hooks
-            .values()
-            .iter()
-            .map(|p| Patch {
-                addr: p.addr,
-                original: p.original.clone(),
-            })
-            .collect(),
-        params,
-    };
+    let data = plan.data_page(target.vdso.base(), code_addr, generation, params);
     if fresh.is_some() {
         // Nobody can run the code page yet: no jump leads there.
         s.mem()

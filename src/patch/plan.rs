@@ -3,6 +3,7 @@
 
 use crate::arch::{Arch, Entry, HookPlan, Native, PerEntry};
 use crate::error::{Error, Result};
+use crate::fake_clock::data_page::{DataPage, Params, Patch};
 use crate::fake_clock::{self, FakeBlob};
 use crate::patch::{PAGES_LEN, placement, unsafe_to_patch};
 use crate::state::Existing;
@@ -49,6 +50,33 @@ impl Plan {
             plan.prebuilt = Some((addr, plan.build_code_page(addr)?));
         }
         Ok(plan)
+    }
+
+    /// The data page this plan writes (not yet marked patched): the parameters, and each
+    /// hook's address and original bytes for a later recover.
+    pub(crate) fn data_page(
+        &self,
+        vdso_base: u64,
+        code_addr: u64,
+        generation: u64,
+        params: Params,
+    ) -> DataPage {
+        DataPage {
+            patched: false,
+            generation,
+            vdso_base,
+            code_addr,
+            patches: self
+                .hooks
+                .values()
+                .iter()
+                .map(|p| Patch {
+                    addr: p.addr,
+                    original: p.original.clone(),
+                })
+                .collect(),
+            params,
+        }
     }
 
     /// The code page for `code_addr`: prebuilt if we guessed right, else built now.

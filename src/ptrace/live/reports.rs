@@ -236,17 +236,7 @@ impl LiveSession {
                 if let Ok(new) = ptrace::getevent(t).map(|n| n as i32)
                     && !self.tracees.contains_key(&new)
                 {
-                    let tgid = procfs::tgid_of(new).unwrap_or(new);
-                    self.tracees.insert(
-                        new,
-                        Tracee {
-                            tgid,
-                            want: Want::Nothing,
-                            settled: true,
-                            busy: false,
-                        },
-                    );
-                    self.stats.threads += 1;
+                    self.adopt(new, procfs::tgid_of(new).unwrap_or(new));
                 }
                 let _ = crate::ptrace::raw::ptrace_cont(t, 0);
             }
@@ -362,21 +352,26 @@ impl LiveSession {
         })
     }
 
+    /// A thread or process the kernel traced for us (created by one we trace): known from here
+    /// on, with nothing asked of it.
+    fn adopt(&mut self, tid: i32, tgid: i32) {
+        self.tracees.insert(
+            tid,
+            Tracee {
+                tgid,
+                want: Want::Nothing,
+                settled: true,
+                busy: false,
+            },
+        );
+        self.stats.threads += 1;
+    }
+
     pub(super) fn on_interrupt(&mut self, t: Pid, at: Instant, at_ns: u64) -> Result<()> {
         let tid = t.as_raw();
         let Some(tracee) = self.tracees.get(&tid) else {
             // A new thread or process, at its first instruction: traced from here on.
-            let tgid = procfs::tgid_of(tid).unwrap_or(self.pid);
-            self.tracees.insert(
-                tid,
-                Tracee {
-                    tgid,
-                    want: Want::Nothing,
-                    settled: true,
-                    busy: false,
-                },
-            );
-            self.stats.threads += 1;
+            self.adopt(tid, procfs::tgid_of(tid).unwrap_or(self.pid));
             let _ = crate::ptrace::raw::ptrace_cont(t, 0);
             self.log_stop(tid, at, at_ns, "new");
             return Ok(());
