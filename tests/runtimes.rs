@@ -29,7 +29,8 @@ const fn f(key: &'static str, unit: i128, slack: i128) -> Field {
     Field { key, unit, slack }
 }
 
-/// What a runtime's 10 ms sleep loop (the `ticks` field) does over half a second.
+/// What a runtime's 10 ms sleep loop (the `ticks` field; Go's is a ticker, Node's an interval)
+/// does over half a second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timers {
     /// Sleeps as asked: tens of rounds, little CPU.

@@ -9,8 +9,11 @@
 //
 // realtime is time.Now().UnixNano(); monotonic is runtime.nanotime() (CLOCK_MONOTONIC, as the
 // runtime's timers and scheduler see it); since is time.Since(start), the monotonic reading
-// carried inside time.Time; ticks counts rounds of a goroutine doing time.Sleep(10ms), to show
-// whether the runtime's timers keep working under the skew.
+// carried inside time.Time; ticks counts the ticks of a 10 ms time.Ticker, to show whether the
+// runtime's timers keep working under the skew. A ticker, not a time.Sleep loop: a ticker's
+// next deadline is its last one plus the period, so after a step back it is always armed on the
+// old clock and waits the step out, while a loop that happens to re-arm its sleep just after
+// the step (its goroutine woken but not yet run) legitimately runs on.
 package main
 
 import (
@@ -28,9 +31,9 @@ func nanotime() int64
 func main() {
 	start := time.Now()
 	var ticks int64
+	ticker := time.NewTicker(10 * time.Millisecond)
 	go func() {
-		for {
-			time.Sleep(10 * time.Millisecond)
+		for range ticker.C {
 			atomic.AddInt64(&ticks, 1)
 		}
 	}()
