@@ -29,10 +29,14 @@ impl TargetLock {
 
 impl Drop for TargetLock {
     fn drop(&mut self) {
-        if self.lock.take().is_some()
-            && let Ok(mut held) = HELD.lock()
-        {
-            held.retain(|&p| p != self.pid);
+        if let Some(lock) = self.lock.take() {
+            drop(lock);
+            // Every change was written under the lock: this line's timestamp orders racing
+            // timeskews by their last write (the race attack of the campaign reads it).
+            log::debug!("pid {}: target lock released", self.pid);
+            if let Ok(mut held) = HELD.lock() {
+                held.retain(|&p| p != self.pid);
+            }
         }
     }
 }

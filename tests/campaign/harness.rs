@@ -1100,9 +1100,12 @@ pub fn watch_hold(pid: i32, args: &[String]) -> (Option<(f64, f64)>, TsRun) {
                 last = Some(ms);
             }
         }
-        if p.try_reap().is_some() || t0.elapsed() > Duration::from_secs(2) {
+        // 10 s, as `ts` allows: on a loaded 2-core machine this sampling loop itself competes
+        // with timeskew for a CPU (2 s was once exceeded with builds running beside it).
+        if p.try_reap().is_some() || t0.elapsed() > Duration::from_secs(10) {
             break;
         }
+        std::thread::yield_now();
     }
     let run = ts_finish(p, args, t0, Instant::now());
     (first.zip(last), run)

@@ -2,7 +2,8 @@
 //! update, recover), 300 rounds. They take turns through the flock on /proc/PID, so each
 //! must exit 0 (F9: spurious "its code changed while timeskew was attaching"), the target stays
 //! alive and unharmed, and what it reads and what `status` says is the state left by the
-//! command that finished last.
+//! command that released the lock last (its debug log line: a process's exit can come after a
+//! later one's, when it is descheduled between releasing the lock and exiting).
 
 use std::time::{Duration, Instant};
 
@@ -76,7 +77,9 @@ fn racing_timeskew_processes_take_turns_and_the_last_one_wins() {
             .map(|c| {
                 let a = c.args(pid);
                 let t0 = Instant::now();
-                (*c, a.clone(), ts_start(&a), t0)
+                let mut cmd = ts_command(&a);
+                cmd.env("RUST_LOG", "timeskew::target::lock=debug");
+                (*c, a.clone(), Proc::start_quiet("timeskew", &mut cmd), t0)
             })
             .collect();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -113,7 +116,9 @@ fn racing_timeskew_processes_take_turns_and_the_last_one_wins() {
             }
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        ended.sort_by_key(|e| e.2);
+        // By when each released the target lock (µs timestamps in UTC, ISO 8601: their text
+        // sorts in time order); a command that logged no release sorts first.
+        ended.sort_by_key(|e| lock_released_at(&e.1));
         let what = format!(
             "round {round}: {}",
             ended
@@ -138,15 +143,21 @@ fn racing_timeskew_processes_take_turns_and_the_last_one_wins() {
             let p = unharmed(&mut t, Duration::from_millis(500))?;
             let s = status_of(pid).map_err(|e| ("status failed".to_string(), e))?;
             let last = ended.last().unwrap();
+            let Some(last_release) = lock_released_at(&last.1) else {
+                return Err((
+                    "no lock release logged".into(),
+                    format!("{what}: {}", last.1.summary()),
+                ));
+            };
             let want = last.0.leaves();
             if s == want && want.matches_reading(p.reads()) {
                 return Ok(());
             }
-            // Two ends within 1 ms cannot be ordered from outside: accept the state of either.
+            // Two releases in the same microsecond cannot be ordered: accept either state.
             if ended.len() >= 2 {
                 let prev = &ended[ended.len() - 2];
                 let other = prev.0.leaves();
-                if last.2 - prev.2 < Duration::from_millis(1)
+                if lock_released_at(&prev.1).as_deref() == Some(last_release.as_str())
                     && s == other
                     && other.matches_reading(p.reads())
                 {
@@ -157,14 +168,13 @@ fn racing_timeskew_processes_take_turns_and_the_last_one_wins() {
             Err((
                 "final state is not the last command's".into(),
                 format!(
-                    "{what}: expected {want:?}; status says {s:?}, the target reads {:?}; the \
-                     last two ended {:?} apart",
+                    "{what}: expected {want:?}; status says {s:?}, the target reads {:?}; lock \
+                     releases at {:?}",
                     p.reads(),
                     ended
-                        .len()
-                        .checked_sub(2)
-                        .map(|i| last.2 - ended[i].2)
-                        .unwrap_or_default()
+                        .iter()
+                        .map(|e| lock_released_at(&e.1))
+                        .collect::<Vec<_>>()
                 ),
             ))
         })();
@@ -179,8 +189,8 @@ fn racing_timeskew_processes_take_turns_and_the_last_one_wins() {
     report(
         "attack 3: timeskew processes racing on one target",
         &format!(
-            "rounds {done}/{n} in {:.1} s; rounds whose last two ended within 1 ms (either \
-             state accepted): {close_finishes}\nfailures: {}",
+            "rounds {done}/{n} in {:.1} s; rounds whose last two released the lock in the \
+             same µs (either state accepted): {close_finishes}\nfailures: {}",
             started.elapsed().as_secs_f64(),
             failures.summary()
         ),
@@ -191,4 +201,15 @@ fn racing_timeskew_processes_take_turns_and_the_last_one_wins() {
         "racing timeskews: {}",
         failures.summary()
     );
+}
+
+/// When a timeskew run released the target lock: the timestamp of its debug line
+/// (`[2026-12-01T05:30:00.123456Z DEBUG timeskew::target::lock] pid N: target lock released`).
+fn lock_released_at(run: &TsRun) -> Option<String> {
+    run.stderr
+        .lines()
+        .filter(|l| l.contains("target lock released"))
+        .filter_map(|l| l.strip_prefix('[')?.split_whitespace().next())
+        .map(str::to_string)
+        .next_back()
 }
