@@ -8,7 +8,10 @@
 //! system calls and keep their longest gap between two iterations (what a stop costs them,
 //! measured from inside); the other threads sleep in read(). "stop" is the longest any thread
 //! was held as timeskew saw it (report to resume; the old path: the whole hold).
-//! `cargo bench --bench stops` (scripts/bench-stops.sh); `TIMESKEW_STOPS_ROUNDS` (default 7).
+//! `cargo bench --bench stops` (scripts/bench-stops.sh); `TIMESKEW_STOPS_ROUNDS` (default 7);
+//! `TIMESKEW_STOPS_DETAIL=1` also prints, per live change, its stops of 0.5 ms or more (up to 8:
+//! thread, why, µs, when after the first stop) and the count of stops per reason — where a longest stop comes
+//! from; `TIMESKEW_STOPS_ONLY=6|1000` runs one thread count, idle only, live path only.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -110,6 +113,43 @@ fn all_stop(on: bool) {
     }
 }
 
+/// With `TIMESKEW_STOPS_DETAIL`: the longest stops of one live change and the stops per reason.
+fn detail(what: &str, live: Option<&timeskew::LiveStats>) {
+    let Some(l) = live.filter(|_| std::env::var_os("TIMESKEW_STOPS_DETAIL").is_some()) else {
+        return;
+    };
+    let first = l.stop_log.iter().map(|s| s.seen_ns).min().unwrap_or(0);
+    let mut by_len: Vec<_> = l.stop_log.iter().collect();
+    by_len.sort_by_key(|s| std::cmp::Reverse(s.held_ns));
+    let mut per_why = std::collections::BTreeMap::new();
+    for s in &l.stop_log {
+        *per_why.entry(s.why).or_insert(0) += 1;
+    }
+    let longest: Vec<String> = by_len
+        .iter()
+        .take(8)
+        .filter(|s| s.held_ns >= 500_000)
+        .map(|s| {
+            format!(
+                "{} {} {} µs at +{} µs",
+                s.tid,
+                s.why,
+                s.held_ns / 1000,
+                (s.seen_ns - first) / 1000
+            )
+        })
+        .collect();
+    println!(
+        "  {what}: wall {} µs, window {} µs, registration {} ({} µs), stops {per_why:?}; \
+         longest: {}",
+        l.wall_us,
+        l.breakpoint_window_us,
+        l.registration,
+        l.registration_us,
+        longest.join("; ")
+    );
+}
+
 fn one(bin: &Path, spin: usize, idle: usize, old: bool) -> (Sample, Sample) {
     let mut t = Target::start(bin, spin, idle);
     std::thread::sleep(Duration::from_millis(50));
@@ -120,6 +160,7 @@ fn one(bin: &Path, spin: usize, idle: usize, old: bool) -> (Sample, Sample) {
     let r = timeskew::inject(t.pid, &skew).expect("inject");
     let wall = started.elapsed().as_micros() as u64;
     let gap = t.stat("maxgap_ns") as u64 / 1000;
+    detail("inject", r.live.as_ref());
     let inj = match &r.live {
         Some(l) => Sample {
             gap,
@@ -144,6 +185,7 @@ fn one(bin: &Path, spin: usize, idle: usize, old: bool) -> (Sample, Sample) {
     let r = timeskew::recover(t.pid).expect("recover");
     let wall = started.elapsed().as_micros() as u64;
     let gap = t.stat("maxgap_ns") as u64 / 1000;
+    detail("recover", r.live.as_ref());
     let rec = match &r.live {
         Some(l) => Sample {
             gap,
@@ -204,10 +246,25 @@ fn main() {
     );
     println!("| case | gap | stop | wall | window | threads stopped |");
     println!("|---|---|---|---|---|---|");
-    for loaded in [false, true] {
+    let only = std::env::var("TIMESKEW_STOPS_ONLY").ok();
+    let sizes: Vec<(usize, usize, &str)> = [(1, 4, "6 threads"), (2, 997, "1,000 threads")]
+        .into_iter()
+        .filter(|(s, i, _)| only.as_deref().is_none_or(|o| o == (s + i + 1).to_string()))
+        .collect();
+    let loads: &[bool] = if only.is_some() {
+        &[false]
+    } else {
+        &[false, true]
+    };
+    let paths: &[bool] = if only.is_some() {
+        &[false]
+    } else {
+        &[false, true]
+    };
+    for &loaded in loads {
         let mut load = loaded.then(busy);
-        for (spin, idle, name) in [(1, 4, "6 threads"), (2, 997, "1,000 threads")] {
-            for old in [false, true] {
+        for &(spin, idle, name) in &sizes {
+            for &old in paths {
                 let (mut inj, mut rec) = (Vec::new(), Vec::new());
                 for _ in 0..rounds {
                     let (i, r) = one(&bin, spin, idle, old);

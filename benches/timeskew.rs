@@ -44,11 +44,29 @@ fn parse_bench(line: &str) -> [f64; 4] {
     out
 }
 
+/// Sets the test-build switch that makes `time()`'s hook call the genuine `time()` instead of
+/// running a copy of it (`TIMESKEW_INLINE_TIME=0`), or clears it.
+fn call_genuine_time(on: bool) {
+    // SAFETY: the benchmark is single-threaded here (the probe is a child process talked to
+    // over pipes from this thread): nothing reads or writes the environment concurrently.
+    unsafe {
+        if on {
+            std::env::set_var("TIMESKEW_INLINE_TIME", "0");
+        } else {
+            std::env::remove_var("TIMESKEW_INLINE_TIME");
+        }
+    }
+}
+
 fn per_call_costs() {
     let skew = timeskew::Skew::new("-600s".parse().unwrap());
     let mut probe = Probe::spawn(&[]);
     let mut native = vec![Vec::new(); 4];
     let mut injected = vec![Vec::new(); 4];
+    // time() through the calling fake (what every injection did before the copy), same rounds:
+    // a second probe, with fresh pages (the first one's hold the copy, reused by each inject).
+    let mut other = Probe::spawn(&[]);
+    let mut called = Vec::new();
     for _ in 0..ROUNDS {
         for (i, v) in bench_line(&mut probe).into_iter().enumerate() {
             native[i].push(v);
@@ -58,6 +76,12 @@ fn per_call_costs() {
             injected[i].push(v);
         }
         timeskew::recover(probe.pid).expect("recover");
+        call_genuine_time(true);
+        let injected_other = timeskew::inject(other.pid, &skew);
+        call_genuine_time(false);
+        injected_other.expect("inject (time() calling the genuine one)");
+        called.push(bench_line(&mut other)[2]);
+        timeskew::recover(other.pid).expect("recover");
     }
     let faketime = libfaketime_costs();
     println!("## Cost per call (ns, median of {ROUNDS} runs of {CALLS} calls)");
@@ -83,6 +107,21 @@ fn per_call_costs() {
             j / n
         );
     }
+    let (n, j, c) = (
+        median(native[2].clone()),
+        median(injected[2].clone()),
+        median(called.clone()),
+    );
+    let worst = |v: &[f64]| v.iter().cloned().fold(f64::NAN, f64::max);
+    println!(
+        "\n`time()` (ns, median / worst of {ROUNDS}): native {n:.2} / {:.2}; inlined copy of the \
+         genuine {j:.2} / {:.2} ({:.2}×); calling the genuine {c:.2} / {:.2} ({:.2}×)",
+        worst(&native[2]),
+        worst(&injected[2]),
+        j / n,
+        worst(&called),
+        c / n
+    );
 }
 
 /// Cost per call under each fault shape, side by side with native in the same rounds (a round:

@@ -1,7 +1,8 @@
 //! An experiment on a process tree with `timeskew::follow`: a shell that runs `date` (a new
 //! program each time) is followed for two seconds with its clock an hour back; every `date` it
 //! starts meanwhile is skewed before its first instruction, and the shell is recovered at the
-//! end. Run as root: `cargo run --example follow`.
+//! end. Run as root: `cargo run --example follow` (`RUST_LOG=timeskew::follow=info` also shows
+//! what the follower does, such as why a program could not be skewed).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -11,6 +12,7 @@ use timeskew::select::Selection;
 use timeskew::{FollowEnd, Offset, Skew};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    env_logger::init();
     let mut shell = Command::new("sh")
         .args(["-c", "echo ready; while true; do date +%s; sleep 0.1; done"])
         .stdout(Stdio::piped())

@@ -102,6 +102,16 @@ impl ShapeStatus {
     }
 }
 
+/// The timeskew follower (`inject --follow`) tracing a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Follower {
+    /// The follower's tracer thread: the `TracerPid` of every process it follows, and the name
+    /// of its control socket (`@timeskew-follow.<tracer>`).
+    pub tracer: i32,
+    /// The process that runs the follower (`timeskew inject --follow`'s helper).
+    pub pid: i32,
+}
+
 /// How `inject` reached its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -158,12 +168,25 @@ pub struct LiveStats {
     pub moved: usize,
     /// Core-serializing barriers issued in the target (membarrier SYNC_CORE).
     pub barriers: usize,
+    /// Threads the window check passed over because they had not run since they were seen
+    /// blocked outside every window, just before the breakpoints (their scheduler counters
+    /// did not move).
+    pub unmoved: usize,
     /// Threads blocked in the kernel that were stopped once after a recover moved a monotonic
     /// clock forward, so that waits whose timeouts were computed on the skewed clock end and
     /// are computed again (what stopping every thread does as a side effect).
     pub woken: usize,
     /// From the first seize to the last thread let go, in microseconds.
     pub wall_us: u64,
+    /// How the target came to be registered for the barriers: `earlier` (by a change before
+    /// this one), `helper` (by a thread timeskew made in the target for it, which then
+    /// exited), `worker` (in the worker thread, held through the registration's RCU grace
+    /// period), or empty when no barrier was needed.
+    #[serde(default)]
+    pub registration: String,
+    /// How long that registration took, in microseconds (0 when `earlier`).
+    #[serde(default)]
+    pub registration_us: u64,
     /// Every stop, for tests and benchmarks (not in JSON).
     #[serde(skip)]
     pub stop_log: Vec<ThreadStop>,

@@ -55,6 +55,8 @@ fn far_behind(value: i64) -> bool {
 /// `timeskew inject … --follow`, running in the background.
 struct Follow {
     child: Option<Child>,
+    /// Its human output (see [`Follow::start_adopted`]).
+    lines: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Follow {
@@ -72,7 +74,73 @@ impl Follow {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start timeskew inject --follow");
-        Follow { child: Some(child) }
+        Follow {
+            child: Some(child),
+            lines: None,
+        }
+    }
+
+    /// With its human output, once it says it follows: every process selected has been adopted
+    /// (injected, then traced). A busy shell must not exec while it is injected (the injection
+    /// gives up on a thread that keeps waiting for children); from then on it execs freely.
+    fn start_adopted(args: &[&str]) -> Follow {
+        let mut child = Command::new(timeskew_bin())
+            .args(["inject"])
+            .args(args)
+            .arg("--follow")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start timeskew inject --follow");
+        let lines = common::e2e::line_channel(child.stdout.take().unwrap());
+        let follow = Follow {
+            child: Some(child),
+            lines: Some(lines),
+        };
+        loop {
+            let line = follow.next_line();
+            assert!(!line.starts_with("timeskew:"), "{line}");
+            if line.starts_with("following the selection") {
+                return follow;
+            }
+        }
+    }
+
+    fn next_line(&self) -> String {
+        self.lines
+            .as_ref()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a line from timeskew inject --follow")
+    }
+
+    /// [`finish`](Follow::finish) of a follow started by [`start_adopted`](Follow::start_adopted):
+    /// the summary's lines.
+    fn finish_text(mut self, within: Duration) -> String {
+        let status = self.wait(within);
+        let lines = self.lines.take().unwrap();
+        let summary: Vec<String> = std::iter::from_fn(|| lines.recv().ok()).collect();
+        let summary = summary.join("\n");
+        assert!(status.success(), "timeskew failed ({status}):\n{summary}");
+        eprintln!("follow summary:\n{summary}");
+        summary
+    }
+
+    /// Waits for the end (bounded).
+    fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("timeskew inject --follow did not end within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn pid(&self) -> i32 {
@@ -647,7 +715,11 @@ fn a_failing_follower_still_recovers_everything_and_lets_go() {
 
 #[test]
 fn the_library_example_follows_a_tree() {
-    let out = Command::new(example("follow")).output().unwrap();
+    // The follower's log says why a program was not skewed, should one not be.
+    let out = Command::new(example("follow"))
+        .env("RUST_LOG", "timeskew::follow=info")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -669,4 +741,262 @@ fn follow_with_detach_or_every_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains("--follow"), "{}", stderr(&out));
     }
+}
+
+/// A host shell that execs the static `clocks` once for each line it reads: every reading is a
+/// new program. Killed and reaped when dropped.
+struct ExecOnDemand {
+    shell: Reaped,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ExecOnDemand {
+    fn spawn() -> ExecOnDemand {
+        let script = format!(
+            "echo ready; while read x; do {}; done",
+            clocks_static_glibc().display()
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let lines = common::e2e::line_channel(child.stdout.take().unwrap());
+        let mut shell = ExecOnDemand {
+            shell: Reaped(child),
+            stdin,
+            lines,
+        };
+        assert_eq!(shell.next_line(), "ready");
+        shell
+    }
+
+    fn pid(&self) -> i32 {
+        self.shell.0.id() as i32
+    }
+
+    fn next_line(&mut self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("pid {}: no line", self.pid()))
+    }
+
+    /// The realtime reading (whole seconds) of a program it execs now.
+    fn exec_clocks(&mut self) -> i64 {
+        use std::io::Write;
+        writeln!(self.stdin, "go").unwrap();
+        let line = self.next_line();
+        reading(&line).unwrap_or_else(|| panic!("{line:?}"))
+    }
+}
+
+/// `TracerPid` of `pid` (0: not traced).
+fn tracer_pid(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+fn status_json(pid: i32) -> serde_json::Value {
+    let out = timeskew_ok(&["status", "--pid", &pid.to_string(), "--json"]);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// The realtime offset `status --json` shows for `pid`, in whole seconds.
+fn realtime_offset_s(status: &serde_json::Value) -> i64 {
+    let clocks = status["clocks"].as_array().unwrap();
+    let realtime = clocks
+        .iter()
+        .find(|c| c["clock"] == "realtime")
+        .unwrap_or_else(|| panic!("no realtime offset: {status}"));
+    let text = realtime["offset"].as_str().unwrap();
+    text.strip_suffix('s')
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("offset {text:?}"))
+}
+
+/// A line of a human follow summary that starts with `prefix` (trimmed).
+fn summary_line<'a>(summary: &'a str, prefix: &str) -> &'a str {
+    summary
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in:\n{summary}"))
+}
+
+/// `programs exec'd: N, skewed before their first instruction: M (…)`: every one skewed.
+fn assert_every_exec_skewed(summary: &str) {
+    let line = summary_line(summary, "programs exec'd: ");
+    let numbers: Vec<&str> = line
+        .split([' ', ','])
+        .filter(|w| w.parse::<u64>().is_ok())
+        .take(2)
+        .collect();
+    assert!(
+        numbers.len() == 2 && numbers[0] == numbers[1] && numbers[0] != "0",
+        "{line}"
+    );
+}
+
+/// Issue: an `inject` on a followed process changed the processes running, but the follower kept
+/// giving newcomers the fault it started with. Now the whole follow takes the new fault: the
+/// targeted process (by the inject), the other followed processes (by the follower) and every
+/// program exec'd afterwards, in either.
+#[test]
+fn another_inject_gives_the_whole_follow_its_fault() {
+    let mut a = ExecOnDemand::spawn();
+    let mut b = ExecOnDemand::spawn();
+    let (a_pid, b_pid) = (a.pid().to_string(), b.pid().to_string());
+    let offset = format!("{OFFSET_S}s");
+    let follow = Follow::start_adopted(&["--pid", &a_pid, "--pid", &b_pid, "--offset", &offset]);
+    let helper = follower_of(b.pid());
+    for shell in [&mut a, &mut b] {
+        let v = shell.exec_clocks();
+        assert!(shifted_by(v, OFFSET_S), "followed, yet a program read {v}");
+    }
+
+    // From another shell: a new offset for one of the followed processes.
+    const NEW_S: i64 = 2 * OFFSET_S;
+    let new = format!("{NEW_S}s");
+    let out = timeskew_ok(&["inject", "--pid", &a_pid, "--offset", &new, "--json"]);
+    let injected: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(injected["action"], "updated", "{injected}");
+    assert_eq!(
+        injected["follower"]["tracer"],
+        tracer_pid(a.pid()),
+        "{injected}"
+    );
+    assert_eq!(injected["follower"]["pid"], helper, "{injected}");
+    assert_eq!(injected["follower"]["updated"], 1, "b updated: {injected}");
+    assert_eq!(injected["follower"]["failed"], serde_json::json!([]));
+    // The human form says it too.
+    let text = timeskew_ok(&["inject", "--pid", &a_pid, "--offset", &new]);
+    assert!(
+        text.contains(&format!("followed (tracer thread {}", tracer_pid(a.pid()))),
+        "{text}"
+    );
+
+    // Newcomers in both, and the process the inject did not name, read the new offset.
+    for (name, shell) in [("a", &mut a), ("b", &mut b)] {
+        let v = shell.exec_clocks();
+        assert!(shifted_by(v, NEW_S), "a program {name} exec'd read {v}");
+    }
+    assert_eq!(realtime_offset_s(&status_json(b.pid())), NEW_S);
+    assert_eq!(realtime_offset_s(&status_json(a.pid())), NEW_S);
+
+    let tracer = tracer_pid(b.pid());
+    let recovered = timeskew_ok(&["recover", "--pid", &b_pid, "--json"]);
+    let recovered: serde_json::Value = serde_json::from_str(recovered.trim()).unwrap();
+    assert_eq!(
+        recovered["ended_follow"],
+        serde_json::json!({"tracer": tracer, "pid": helper}),
+        "{recovered}"
+    );
+    let summary = follow.finish_text(Duration::from_secs(20));
+    assert!(
+        summary.starts_with("follow ended by a recover from another timeskew"),
+        "{summary}"
+    );
+    assert_eq!(
+        summary_line(&summary, "fault changed"),
+        "fault changed by another timeskew inject: 2 time(s)"
+    );
+    assert_every_exec_skewed(&summary);
+    assert!(shifted_by(a.exec_clocks(), 0), "real time after the end");
+    assert_untraced(&[a.pid(), b.pid()]);
+}
+
+/// `status` says which process is followed, and by which follower.
+#[test]
+fn status_names_the_follower_of_a_followed_process() {
+    let a = ExecOnDemand::spawn();
+    let pid = a.pid().to_string();
+    let unfollowed = status_json(a.pid());
+    assert!(unfollowed.get("followed_by").is_none(), "{unfollowed}");
+    let follow = Follow::start_adopted(&["--pid", &pid, "--offset", "-100000s"]);
+    let helper = follower_of(a.pid());
+    let status = status_json(a.pid());
+    assert_eq!(status["injected"], true, "{status}");
+    assert_eq!(
+        status["followed_by"],
+        serde_json::json!({"tracer": tracer_pid(a.pid()), "pid": helper})
+    );
+    let text = timeskew_ok(&["status", "--pid", &pid]);
+    assert!(
+        text.contains(&format!(
+            "followed by timeskew (tracer thread {}, pid {helper})",
+            tracer_pid(a.pid())
+        )),
+        "{text}"
+    );
+    follow.interrupt();
+    follow.finish_text(Duration::from_secs(20));
+    let after = status_json(a.pid());
+    assert!(after.get("followed_by").is_none(), "{after}");
+    assert_eq!(after["injected"], false, "{after}");
+}
+
+/// `recover --slew` of a followed process ends the follow, every process it touched slewing
+/// back to real time (not stepping back: that is what `--slew` is for).
+#[test]
+fn recover_slew_of_a_followed_process_ends_the_follow_slewing_back() {
+    let mut a = ExecOnDemand::spawn();
+    let pid = a.pid().to_string();
+    let follow = Follow::start_adopted(&["--pid", &pid, "--offset", "-100000s"]);
+    assert!(shifted_by(a.exec_clocks(), OFFSET_S));
+    let out = timeskew_ok(&["recover", "--pid", &pid, "--slew", "10%"]);
+    assert!(
+        out.contains("returning to real time") && out.contains("; its follow (tracer thread"),
+        "{out}"
+    );
+    let summary = follow.finish_text(Duration::from_secs(20));
+    assert!(
+        summary.starts_with("follow ended by a recover --slew from another timeskew"),
+        "{summary}"
+    );
+    assert_eq!(summary_line(&summary, "recovered:"), "recovered: 1");
+    assert_untraced(&[a.pid()]);
+    // Still skewed (100000 s at 10% take 11 days), returning gradually.
+    let status = status_json(a.pid());
+    assert_eq!(status["injected"], true, "{status}");
+    let state = status["shape"]["state"].as_str().unwrap_or_default();
+    assert!(state.starts_with("returning to real time"), "{status}");
+    // Not followed any more: a program exec'd now reads real time.
+    assert!(shifted_by(a.exec_clocks(), 0));
+    timeskew_ok(&["recover", "--pid", &pid]);
+}
+
+/// The library's `recover` of a followed process ends the follow (the follower recovers what
+/// it touched) instead of failing on the tracer.
+#[test]
+fn the_library_recover_of_a_followed_process_ends_the_follow() {
+    let mut a = ExecOnDemand::spawn();
+    let follow = Follow::start_adopted(&["--pid", &a.pid().to_string(), "--offset", "-100000s"]);
+    let helper = follower_of(a.pid());
+    assert_eq!(
+        timeskew::follow::follower_of(a.pid()),
+        Some(timeskew::follow::Follower {
+            tracer: tracer_pid(a.pid()),
+            pid: helper
+        })
+    );
+    let report = timeskew::recover(a.pid()).expect("recover of a followed process");
+    // The follower recovered it before `recover` looked.
+    assert!(!report.was_injected, "{report:?}");
+    assert!(!timeskew::status(a.pid()).unwrap().injected);
+    assert_eq!(timeskew::follow::follower_of(a.pid()), None);
+    let summary = follow.finish_text(Duration::from_secs(20));
+    assert!(
+        summary.starts_with("follow ended by a recover from another timeskew"),
+        "{summary}"
+    );
+    assert_eq!(summary_line(&summary, "recovered:"), "recovered: 1");
+    assert!(shifted_by(a.exec_clocks(), 0));
+    assert_untraced(&[a.pid()]);
 }

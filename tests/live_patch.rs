@@ -226,9 +226,102 @@ fn a_blocked_thread_is_never_stopped_while_running_ones_are_looked_at() {
     // the idle threads kept sleeping.
     assert!(spin.iter().all(|s| stopped.contains(s)), "{stopped:?}");
     assert!(live.threads_stopped < live.threads, "{live:?}");
+    // And the idle ones were passed over in the window on their scheduler counters alone
+    // (seen blocked outside just before the breakpoints, not run since).
+    assert!(live.unmoved >= 3, "{live:?}");
     recover(t.pid).unwrap();
     assert_eq!(t.stats()["bad"], 0);
     assert_free(t.pid);
+}
+
+/// The first injection registers the process for membarrier from a thread timeskew makes in
+/// it (the registration waits out an RCU grace period, milliseconds, which a thread of the
+/// program used to sit out); that thread takes none of the program's signals and is gone
+/// afterwards. Later changes find the process registered.
+#[test]
+fn membarrier_is_registered_by_a_thread_of_its_own_that_blocks_every_signal() {
+    let _s = serial();
+    // A watcher sees the helper only if it gets a CPU during the helper's few milliseconds:
+    // up to three fresh targets (one is enough on an idle machine).
+    let mut seen_any = false;
+    for _ in 0..3 {
+        let mut t = Target::start(&["-s", "2", "-i", "2", "-t"]);
+        let mut ours: std::collections::HashSet<i32> = ["idle", "spin", "timer"]
+            .iter()
+            .flat_map(|k| t.tids(k))
+            .collect();
+        ours.insert(t.pid);
+        let (live, seen) = inject_watching_others(t.pid, &ours);
+        assert_eq!(live.registration, "helper", "{live:?}");
+        assert!(live.registration_us > 0, "{live:?}");
+        // SIGKILL and SIGSTOP cannot be blocked: every other bit is set.
+        for (tid, blk) in &seen {
+            assert_eq!(blk, "fffffffffffbfeff", "helper {tid} took signals");
+        }
+        seen_any |= !seen.is_empty();
+        assert_eq!(
+            live.threads,
+            ours.len(),
+            "the helper is not counted: {live:?}"
+        );
+        assert!(
+            live.stop_log.iter().all(|s| ours.contains(&s.tid)),
+            "{:?}",
+            live.stop_log
+        );
+        let now = std::fs::read_dir(format!("/proc/{}/task", t.pid))
+            .unwrap()
+            .count();
+        assert_eq!(now, ours.len(), "the helper thread is gone");
+        recover(t.pid).unwrap();
+        let again = inject(t.pid, &skew())
+            .unwrap()
+            .live
+            .expect("the live path ran");
+        assert_eq!(again.registration, "earlier", "{again:?}");
+        recover(t.pid).unwrap();
+        let st = t.stats();
+        assert_eq!((st["bad"], st["timer_bad"]), (0, 0), "{st:?}");
+        assert!(t.alive());
+        assert_free(t.pid);
+        if seen_any {
+            break;
+        }
+    }
+    assert!(seen_any, "the helper thread was never seen");
+}
+
+/// Injects into `pid` while another thread lists its threads: the live figures, and the
+/// blocked-signal mask (`SigBlk`) of every thread seen that is not in `ours`.
+fn inject_watching_others(
+    pid: i32,
+    ours: &std::collections::HashSet<i32>,
+) -> (timeskew::LiveStats, std::collections::HashMap<i32, String>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut seen = std::collections::HashMap::new();
+            while !stop.load(Ordering::Relaxed) {
+                for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+                    let tid: i32 = task.unwrap().file_name().to_string_lossy().parse().unwrap();
+                    if ours.contains(&tid) {
+                        continue;
+                    }
+                    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+                        .unwrap_or_default();
+                    if let Some(blk) = status.lines().find_map(|l| l.strip_prefix("SigBlk:")) {
+                        seen.insert(tid, blk.trim().to_string());
+                    }
+                }
+            }
+            seen
+        });
+        let r = inject(pid, &skew());
+        stop.store(true, Ordering::Relaxed);
+        let seen = watcher.join().unwrap();
+        (r.unwrap().live.expect("the live path ran"), seen)
+    })
 }
 
 #[test]

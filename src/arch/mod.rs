@@ -77,6 +77,8 @@ pub struct HookPlan {
     pub addr: u64,
     /// The original bytes of the window: whole instructions, at least `JUMP_LEN` long.
     pub original: Vec<u8>,
+    /// The whole function, as long as its symbol says (what [`Arch::build_body`] copies).
+    pub function: Vec<u8>,
 }
 
 impl HookPlan {
@@ -136,6 +138,18 @@ pub trait Arch {
     /// operands fixed up) followed by a jump back to `plan.addr + window length`. Fails if the
     /// result does not fit `capacity` bytes or a displacement does not reach.
     fn build_stub(plan: &HookPlan, stub_addr: u64, capacity: usize) -> Result<Vec<u8>, String>;
+
+    /// Machine code for a copy of `plan`'s whole function at `at`, run inline by a fake: every
+    /// return becomes a jump to `continue_at`. Fails (and the fake calls the genuine function
+    /// instead) unless the function is a leaf that uses no stack, writes only the registers a
+    /// caller may lose except the one holding the fake's argument, branches only inside itself
+    /// and fits `capacity` bytes.
+    fn build_body(
+        plan: &HookPlan,
+        at: u64,
+        capacity: usize,
+        continue_at: u64,
+    ) -> Result<Vec<u8>, String>;
 
     /// The jump written at `from` to reach `to`, exactly `JUMP_LEN` bytes; `None` if out of reach.
     fn encode_jump(from: u64, to: u64) -> Option<Vec<u8>>;

@@ -14,6 +14,7 @@
 //! 0x020 code_addr     u64      the code page
 //! 0x028 patch_count   u32
 //! 0x030 patches[4]    32 bytes each: addr u64, len u32, pad u32, original [u8; 16]
+//! 0x0b0 time_word     u64      time()'s summary of the active slot (see [`time_word`])
 //! 0x100 slot 0        SLOT_LEN bytes (see below)
 //! 0x800 slot 1
 //! slot: 0x00 mask u32 (bit n: clock id n is skewed), 0x04 flags u32 (FLAG_*), 0x08 segment
@@ -58,6 +59,10 @@
 //! Live updates never tear: the writer fills the *inactive* slot, then bumps `generation` (one
 //! aligned word). A reader takes the generation, reads the slot it selects, and retries if the
 //! generation changed meanwhile. A writer that dies half-way leaves the active slot intact.
+//! After the generation the writer stores `time_word`, tagged with that generation: `time()`
+//! answers from it alone when its tag matches the generation (two loads instead of a checked
+//! slot read); a stale or missing word (a writer that died before it, or one that does not know
+//! it) only sends `time()` to the slot.
 
 use crate::error::{Error, Result};
 
@@ -73,6 +78,9 @@ pub const OFF_VDSO_BASE: usize = 0x018;
 pub const OFF_CODE_ADDR: usize = 0x020;
 pub const OFF_PATCH_COUNT: usize = 0x028;
 pub const OFF_PATCHES: usize = 0x030;
+pub const OFF_TIME_WORD: usize = 0x0b0;
+/// Bits of [`time_word`] that hold the generation tag.
+pub const TIME_WORD_TAG_BITS: u32 = 16;
 pub const PATCH_RECORD_LEN: usize = 32;
 pub const MAX_PATCHES: usize = 4;
 /// Longest original byte run we keep per patch: a layout fact (16 of the record's 32 bytes), not
@@ -141,7 +149,8 @@ pub const NEVER: i64 = i64::MAX;
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
 // The regions must not overlap and must fit the page.
-const _: () = assert!(OFF_PATCHES + MAX_PATCHES * PATCH_RECORD_LEN <= OFF_SLOT0);
+const _: () = assert!(OFF_PATCHES + MAX_PATCHES * PATCH_RECORD_LEN <= OFF_TIME_WORD);
+const _: () = assert!(OFF_TIME_WORD + 8 <= OFF_SLOT0 && OFF_TIME_WORD.is_multiple_of(8));
 const _: () = assert!(OFF_SLOT0 + SLOT_LEN <= OFF_SLOT0 + SLOT_STRIDE);
 const _: () = assert!(OFF_SLOT0 + SLOT_STRIDE + SLOT_LEN <= PAGE_SIZE as usize);
 const _: () = assert!(MAX_RATE <= i64::MAX as u64);
@@ -591,6 +600,32 @@ pub fn slot_offset(index: u64) -> usize {
     OFF_SLOT0 + (index as usize & 1) * SLOT_STRIDE
 }
 
+/// `time()`'s summary of a slot published as `generation`: `(seconds << 16) | tag`. When the tag
+/// is the generation's low 16 bits, `time()` returns the real seconds plus `seconds` — which the
+/// slot makes exact: realtime not selected (0), or selected with no flag, a whole-second offset
+/// of at most ±2^47 s and no deadline. Any other slot gets the tag `generation + 0x8000`, which
+/// never matches, and `time()` reads the slot.
+pub fn time_word(slot: &[u8], generation: u64) -> u64 {
+    let u32_at = |at: usize| u32::from_le_bytes(slot[at..at + 4].try_into().unwrap());
+    let i64_at = |at: usize| i64::from_le_bytes(slot[at..at + 8].try_into().unwrap());
+    let tag = generation & 0xffff;
+    let limit = 1i64 << (63 - TIME_WORD_TAG_BITS);
+    let seconds = if u32_at(SLOT_OFF_MASK) & 1 == 0 {
+        Some(0)
+    } else if u32_at(SLOT_OFF_FLAGS) == 0
+        && i64_at(SLOT_OFF_CLOCKS + 8) == 0
+        && i64_at(SLOT_OFF_DEADLINES) == i64::MAX
+    {
+        Some(i64_at(SLOT_OFF_CLOCKS)).filter(|s| (-limit..limit).contains(s))
+    } else {
+        None
+    };
+    match seconds {
+        Some(s) => ((s as u64) << TIME_WORD_TAG_BITS) | tag,
+        None => (tag + 0x8000) & 0xffff,
+    }
+}
+
 /// The decoded data page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataPage {
@@ -617,7 +652,9 @@ impl DataPage {
         page[OFF_PATCHES..OFF_PATCHES + MAX_PATCHES * PATCH_RECORD_LEN]
             .copy_from_slice(&encode_patches(&self.patches));
         let slot = slot_offset(self.generation);
-        page[slot..slot + SLOT_LEN].copy_from_slice(&self.params.encode_slot());
+        let bytes = self.params.encode_slot();
+        page[slot..slot + SLOT_LEN].copy_from_slice(&bytes);
+        put_u64(&mut page, OFF_TIME_WORD, time_word(&bytes, self.generation));
         page
     }
 
@@ -712,6 +749,48 @@ impl crate::skew::Skew {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_word_summarises_only_what_the_seconds_decide() {
+        let slot = |mask: u32, offset_ns: i64, deadline: Option<i64>| {
+            let mut p = Params {
+                mask,
+                ..Params::default()
+            };
+            p.offsets_ns[0] = offset_ns;
+            if let Some(d) = deadline {
+                p.expires_ns = [d; MAX_CLOCK_ID + 1];
+            }
+            p.encode_slot()
+        };
+        let seconds = |w: u64| (w as i64) >> TIME_WORD_TAG_BITS;
+        let tag = |w: u64| w & 0xffff;
+        // Valid: tag = generation's low 16 bits, the whole seconds above it (either sign).
+        for (offset, want) in [(-600_000_000_000, -600), (3_600_000_000_000, 3600), (0, 0)] {
+            let w = time_word(&slot(1, offset, None), 0x1_2345);
+            assert_eq!((tag(w), seconds(w)), (0x2345, want), "{offset}");
+        }
+        // Realtime not selected: 0, whatever clocks[0] holds.
+        let w = time_word(&slot(0b10, 1_500_000_000, Some(5)), 7);
+        assert_eq!((tag(w), seconds(w)), (7, 0));
+        // A fraction, a deadline, a flag, an offset beyond ±2^47 s: a tag that never matches.
+        let mut flagged = slot(1, 0, None);
+        flagged[SLOT_OFF_FLAGS] = FLAG_SLOW_READS as u8;
+        for bad in [
+            slot(1, 1_500_000_000, None),
+            slot(1, -600_000_000_000, Some(1 << 60)),
+            flagged,
+        ] {
+            for generation in [0u64, 7, 0x7fff, 0x8000, 0xffff, 0x1_0000] {
+                assert_ne!(tag(time_word(&bad, generation)), generation & 0xffff);
+            }
+        }
+        let mut huge = slot(1, 0, None);
+        huge[SLOT_OFF_CLOCKS..SLOT_OFF_CLOCKS + 8].copy_from_slice(&(1i64 << 47).to_le_bytes());
+        assert_ne!(tag(time_word(&huge, 3)), 3);
+        huge[SLOT_OFF_CLOCKS..SLOT_OFF_CLOCKS + 8].copy_from_slice(&(-(1i64 << 47)).to_le_bytes());
+        assert_eq!(seconds(time_word(&huge, 3)), -(1 << 47));
+    }
 
     #[test]
     fn split_offset_floors_for_both_signs() {

@@ -35,10 +35,21 @@
 //! 0x08 u32 offset of the fake clock_gettime      0x0c u32 offset of the fake gettimeofday
 //! 0x10 u32 offset of the fake time               0x14 u32 offset of the clock_gettime stub slot
 //! 0x18 u32 offset of the gettimeofday stub slot  0x1c u32 stub slot capacity in bytes
-//! 0x20 u32 offset of the time stub slot
+//! 0x20 u32 offset of the time stub slot          0x24 u32 offset of the registration helper
+//! 0x28 u32 offset of the inlining fake time      0x2c u32 offset of the time body slot
+//! 0x30 u32 offset where the time body continues
 //! ```
+//!
+//! `time()` has a second entry, the *inlining* one: the injector copies the whole genuine
+//! `time()` into the body slot (relocated, each `ret` a jump to where the body continues) and
+//! the hook jumps there instead of to the calling fake, so no call and return are added to a
+//! function that natively costs a few nanoseconds. [`FakeBlob::detour`] tells from a code
+//! page which entry it serves.
+//!
+//! The registration helper is not a fake: it is where a thread made in the target by the live
+//! path (`ptrace/live/worker.rs`) registers the process for membarrier and exits.
 
-use crate::arch::PerEntry;
+use crate::arch::{Entry, PerEntry};
 pub(crate) mod data_page;
 
 // The assembly's data-page offsets, page size, stub capacity, header length, clock id and
@@ -49,6 +60,8 @@ core::arch::global_asm!(
     DATA_PAGE = const DATA_PAGE_OFFSET,
     OFF_GENERATION = const data_page::OFF_GENERATION,
     OFF_SLOT0 = const data_page::OFF_SLOT0,
+    OFF_TIME_WORD = const data_page::OFF_TIME_WORD,
+    TIME_WORD_TAG_BITS = const data_page::TIME_WORD_TAG_BITS,
     SLOT_STRIDE = const data_page::SLOT_STRIDE,
     SLOT_OFF_MASK = const data_page::SLOT_OFF_MASK,
     SLOT_OFF_GTOD_SEC = const data_page::SLOT_OFF_GTOD_SEC,
@@ -62,6 +75,9 @@ core::arch::global_asm!(
     SYS_TIME = const libc::SYS_time,
     SYS_CLOCK_GETTIME = const libc::SYS_clock_gettime,
     SYS_GETTIMEOFDAY = const libc::SYS_gettimeofday,
+    SYS_MEMBARRIER = const libc::SYS_membarrier,
+    SYS_EXIT = const libc::SYS_exit,
+    MEMBARRIER_REGISTER_SYNC_CORE = const libc::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
     SLOT_OFF_FLAGS = const data_page::SLOT_OFF_FLAGS,
     FLAG_PROGRAM = const data_page::FLAG_PROGRAM,
     FLAG_RESOLUTION = const data_page::FLAG_RESOLUTION,
@@ -116,6 +132,8 @@ pub(crate) const SEG_RATE: usize = 16;
 // slot. (gettimeofday and time test bit 0 in the first byte of the little-endian mask.)
 const _: () = {
     assert!(data_page::OFF_GENERATION.is_multiple_of(8));
+    // time() compares the tag as a 16-bit register (`cmp r8w, r9w`).
+    assert!(data_page::TIME_WORD_TAG_BITS == 16);
     assert!(data_page::CLOCK_ENTRY_LEN.is_power_of_two());
     assert!(data_page::MAX_CLOCK_ID < 32);
     let table = (data_page::MAX_CLOCK_ID + 1) * data_page::CLOCK_ENTRY_LEN;
@@ -160,7 +178,7 @@ pub const CODE_PAGE_LEN: usize = data_page::PAGE_SIZE as usize;
 pub const BLOB_MAGIC: [u8; 8] = *b"TSKFAKE1";
 
 /// Length of the blob header.
-pub const HEADER_LEN: usize = 0x24;
+pub const HEADER_LEN: usize = 0x34;
 
 /// Bytes in each stub slot (the header's `stub_capacity`, `TSK_STUB_CAPACITY` in the assembly).
 pub const STUB_CAPACITY: usize = 64;
@@ -182,7 +200,21 @@ pub struct FakeBlob {
     pub stubs: PerEntry<usize>,
     /// Bytes available in each stub slot.
     pub stub_capacity: usize,
+    /// Offset of the membarrier registration helper's `syscall` instruction.
+    pub register_helper: usize,
+    /// Offset of the inlining fake `time()`: it runs the body slot, then the same code as the
+    /// calling fake.
+    pub time_inline: usize,
+    /// Offset of the slot (of [`FakeBlob::stub_capacity`] bytes) that receives the copy of the
+    /// whole genuine `time()`.
+    pub time_body: usize,
+    /// Offset where the body continues: every `ret` of the copy becomes a jump here.
+    pub time_body_done: usize,
 }
+
+/// Length of the registration helper, from its `syscall` to its `ud2` (the bytes compared
+/// before a thread is sent there: the page may hold another version's code).
+pub const REGISTER_HELPER_LEN: usize = 31;
 
 /// The built-in fake-clock blob with its header parsed and checked.
 ///
@@ -250,7 +282,18 @@ fn parse(bytes: &'static [u8]) -> Result<FakeBlob, String> {
             read_u32(bytes, 0x20)?,
         ]),
         stub_capacity: read_u32(bytes, 0x1c)?,
+        register_helper: read_u32(bytes, 0x24)?,
+        time_inline: read_u32(bytes, 0x28)?,
+        time_body: read_u32(bytes, 0x2c)?,
+        time_body_done: read_u32(bytes, 0x30)?,
     };
+    let helper_end = b.register_helper.checked_add(REGISTER_HELPER_LEN);
+    if b.register_helper < HEADER_LEN || helper_end.is_none_or(|e| e > bytes.len()) {
+        return Err(format!(
+            "registration helper {:#x} outside the blob",
+            b.register_helper
+        ));
+    }
     for (entry, &at) in b.entries.iter() {
         if at < HEADER_LEN || at >= bytes.len() {
             return Err(format!(
@@ -272,15 +315,31 @@ fn parse(bytes: &'static [u8]) -> Result<FakeBlob, String> {
             ));
         }
     }
-    let slots: Vec<_> = b.stubs.iter().collect();
+    if b.time_inline < HEADER_LEN || b.time_inline >= bytes.len() {
+        return Err(format!(
+            "inlining time entry {:#x} outside the blob's code",
+            b.time_inline
+        ));
+    }
+    let body_end = b.time_body.checked_add(b.stub_capacity);
+    if b.time_body < HEADER_LEN || body_end.is_none_or(|e| e > b.time_body_done) {
+        return Err(format!(
+            "time body slot {:#x}+{:#x} outside the blob or past where it continues ({:#x})",
+            b.time_body, b.stub_capacity, b.time_body_done
+        ));
+    }
+    if b.time_body_done >= bytes.len() {
+        return Err(format!(
+            "the time body continues at {:#x}, outside the blob",
+            b.time_body_done
+        ));
+    }
+    let mut slots: Vec<(&str, usize)> = b.stubs.iter().map(|(e, &at)| (e.name(), at)).collect();
+    slots.push(("time body", b.time_body));
     for (i, (a, x)) in slots.iter().enumerate() {
         for (c, y) in &slots[i + 1..] {
-            if x.abs_diff(**y) < b.stub_capacity {
-                return Err(format!(
-                    "the {} and {} stub slots overlap",
-                    a.name(),
-                    c.name()
-                ));
+            if x.abs_diff(*y) < b.stub_capacity {
+                return Err(format!("the {a} and {c} stub slots overlap"));
             }
         }
     }
@@ -295,7 +354,15 @@ impl FakeBlob {
     /// (`code_addr + self.stubs[entry]`) and end in a jump back into the genuine vDSO function.
     /// A stub must be non-empty (an empty slot would trap) and at most
     /// [`FakeBlob::stub_capacity`] bytes long.
-    pub fn code_page(&self, stubs: PerEntry<&[u8]>) -> Result<Vec<u8>, String> {
+    ///
+    /// `time_body`, when given, is the copy of the whole genuine `time()` for the body slot
+    /// (relocated for `code_addr + self.time_body`, its rets jumping to `self.time_body_done`);
+    /// without it the slot keeps its `int3` and the hook must target the calling fake.
+    pub fn code_page(
+        &self,
+        stubs: PerEntry<&[u8]>,
+        time_body: Option<&[u8]>,
+    ) -> Result<Vec<u8>, String> {
         let mut page = vec![FILL_BYTE; CODE_PAGE_LEN];
         page[..self.bytes.len()].copy_from_slice(self.bytes);
         for (entry, &stub) in stubs.iter() {
@@ -312,7 +379,29 @@ impl FakeBlob {
             }
             page[slot..slot + stub.len()].copy_from_slice(stub);
         }
+        if let Some(body) = time_body {
+            if body.is_empty() || body.len() > self.stub_capacity {
+                return Err(format!(
+                    "the time body is {} bytes, its slot holds 1 to {}",
+                    body.len(),
+                    self.stub_capacity
+                ));
+            }
+            page[self.time_body..self.time_body + body.len()].copy_from_slice(body);
+        }
         Ok(page)
+    }
+
+    /// Offset of the fake an entry's hook jumps to in `page` (a code page built by
+    /// [`FakeBlob::code_page`]): the inlining `time()` when the page holds a body, else the
+    /// entry's own fake.
+    pub fn detour(&self, entry: Entry, page: &[u8]) -> usize {
+        let has_body = page.get(self.time_body).is_some_and(|&b| b != FILL_BYTE);
+        if entry == Entry::Time && has_body {
+            self.time_inline
+        } else {
+            self.entries[entry]
+        }
     }
 }
 

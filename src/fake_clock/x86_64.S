@@ -6,20 +6,23 @@
 # resolves to constants (no relocation survives into the copy). The data page sits exactly one
 # page (TSK_DATA_PAGE bytes) above the start of the blob.
 #
-# Header at offset 0, 0x24 bytes = fake_clock::HEADER_LEN (read by src/fake_clock/mod.rs with
+# Header at offset 0, 0x28 bytes = fake_clock::HEADER_LEN (read by src/fake_clock/mod.rs with
 # from_le_bytes):
 #   0x00 magic "TSKFAKE1"
 #   0x08 u32 offset of the fake clock_gettime    0x0c u32 offset of the fake gettimeofday
 #   0x10 u32 offset of the fake time             0x14 u32 offset of the clock_gettime stub slot
 #   0x18 u32 offset of the gettimeofday stub slot 0x1c u32 stub slot capacity
 #   0x20 u32 offset of the time stub slot
+#   0x24 u32 offset of the membarrier registration helper's `syscall` (see .Lregister_helper)
+#   0x28 u32 offset of the inlining fake time  0x2c u32 offset of the time body slot
+#   0x30 u32 offset where the time body continues (the slot's end; its rets jump here)
 #
 # A stub slot receives, at inject time, the relocated first instructions of the genuine vDSO
 # function followed by a jump back into the vDSO: calling the slot calls the genuine function.
 #
 # The fakes are leaves (no libc) with one frame per inner call, sized so that the stack is
 # 16-byte aligned at the call (rsp is 8 mod 16 at entry): 24 bytes in clock_gettime,
-# gettimeofday and time()'s slow path, 8 bytes (one push) on time()'s fast path. Below its own
+# gettimeofday and time()'s slow path, 8 bytes (one push) on time()'s calling fast path, none on its inlining one. Below its own
 # return address a fake uses at most 24 + 8 bytes (the inner call's return address); time()'s
 # slow path releases the fast path's frame before it makes its own call. The flagged paths
 # (below) stay within the same bounds: clock_gettime and gettimeofday call the evaluator
@@ -64,6 +67,8 @@
 .set TSK_DATA_PAGE,          {DATA_PAGE}          # data page = blob start + this (fake_clock::DATA_PAGE_OFFSET)
 .set TSK_OFF_GENERATION,     {OFF_GENERATION}     # data_page::OFF_GENERATION (u64)
 .set TSK_OFF_SLOT0,          {OFF_SLOT0}          # data_page::OFF_SLOT0
+.set TSK_OFF_TIME_WORD,      {OFF_TIME_WORD}      # data_page::OFF_TIME_WORD (u64, see time_word)
+.set TSK_TIME_WORD_TAG_BITS, {TIME_WORD_TAG_BITS} # data_page::TIME_WORD_TAG_BITS (16: cmp r8w, r9w)
 .set TSK_SLOT_STRIDE,        {SLOT_STRIDE}        # data_page::SLOT_STRIDE
 .set TSK_SLOT_OFF_MASK,      {SLOT_OFF_MASK}      # data_page::SLOT_OFF_MASK (u32)
 .set TSK_SLOT_OFF_GTOD_SEC,  {SLOT_OFF_GTOD_SEC}  # data_page::SLOT_OFF_GTOD_SEC (i64)
@@ -77,6 +82,9 @@
 .set TSK_SYS_TIME,           {SYS_TIME}           # libc::SYS_time
 .set TSK_SYS_CLOCK_GETTIME,  {SYS_CLOCK_GETTIME}  # libc::SYS_clock_gettime
 .set TSK_SYS_GETTIMEOFDAY,   {SYS_GETTIMEOFDAY}   # libc::SYS_gettimeofday
+.set TSK_SYS_MEMBARRIER,     {SYS_MEMBARRIER}     # libc::SYS_membarrier
+.set TSK_SYS_EXIT,           {SYS_EXIT}           # libc::SYS_exit (this thread only)
+.set TSK_MEMBARRIER_REGISTER_SYNC_CORE, {MEMBARRIER_REGISTER_SYNC_CORE}  # libc::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE
 .set TSK_SLOT_OFF_FLAGS,     {SLOT_OFF_FLAGS}     # data_page::SLOT_OFF_FLAGS (u32)
 .set TSK_FLAG_PROGRAM,       {FLAG_PROGRAM}       # data_page::FLAG_PROGRAM
 .set TSK_FLAG_RESOLUTION,    {FLAG_RESOLUTION}    # data_page::FLAG_RESOLUTION
@@ -131,6 +139,10 @@ timeskew_fake_start:
     .long .Lstub_gettimeofday - .Lblob_start
     .long TSK_STUB_CAPACITY
     .long .Lstub_time - .Lblob_start
+    .long .Lregister_helper - .Lblob_start
+    .long .Lfake_time_inline - .Lblob_start
+    .long .Lbody_time - .Lblob_start
+    .long .Ltime_body_done - .Lblob_start
 
 # Every checked read below selects the slot the same way, without a multiply: with r11 = the
 # data page, r8 = the generation and rcx + TSK_OFF_SLOT0 = the slot of generation r8.
@@ -452,7 +464,15 @@ timeskew_fake_gettimeofday:
 .size timeskew_fake_gettimeofday, . - timeskew_fake_gettimeofday
 
 # time_t time(time_t *tloc /*rdi*/)
-# Fast path: the genuine time(NULL) through its stub (one load from vvar), then the parameters.
+# Two entries share the code after the genuine reading. The inlining one (.Lfake_time_inline,
+# the hook's target whenever the injector could relocate it) runs a copy of the whole genuine
+# time() in the body slot with tloc = NULL, every `ret` of it turned into a jump to
+# .Ltime_body_done: no call and no return on top of the genuine code (time() natively is a
+# few ns, a call/ret pair a large part of that). The injector checks that the copy touches no
+# stack, writes no register but rax rcx rdx rdi r8-r11 (tloc waits in rsi) and branches only
+# inside itself (arch/x86_64/inline.rs). The calling one (.Lfake_time) calls the genuine
+# time(NULL) through its stub slot, as every other fake does.
+# Fast path: the genuine time(NULL) (one load from vvar), then the parameters.
 # Whenever the answer cannot depend on the nanoseconds — realtime not selected, a second after
 # the deadline's, or a second before it with a whole-second offset — it is exact: t + offset.sec
 # is floor(real + offset) when the offset has no fraction. Otherwise (a fractional offset, or the
@@ -471,6 +491,30 @@ timeskew_fake_time:
     call .Lstub_time                    # rax = t, the real seconds
     pop rdi
     .cfi_adjust_cfa_offset -8
+    jmp .Ltime_after_genuine
+.p2align 4, 0xcc
+.Lfake_time_inline:
+    mov rsi, rdi                        # tloc, kept where the copy does not write
+    xor edi, edi                        # genuine time(NULL): *tloc is written once, by us
+.Lbody_time:                            # the copy of the genuine time(); int3 until filled
+    .fill TSK_STUB_CAPACITY, 1, 0xcc
+.Ltime_body_done:                       # rax = t, the real seconds
+    mov rdi, rsi
+.Ltime_after_genuine:                   # rax = t, rdi = tloc
+    # The summary word (data_page::time_word), stored by the writer after the generation: while
+    # its tag is the generation's low 16 bits, t + its seconds is the answer. The word is loaded
+    # before the generation (x86 does not reorder loads): a matching pair means the word was
+    # written for the generation current at the second load.
+    mov r9, qword ptr [rip + .Lblob_start + TSK_DATA_PAGE + TSK_OFF_TIME_WORD]
+    mov r8, qword ptr [rip + .Lblob_start + TSK_DATA_PAGE + TSK_OFF_GENERATION]
+    cmp r8w, r9w
+    jne .Ltime_common                   # stale, or a slot it cannot summarise: read the slot
+    sar r9, TSK_TIME_WORD_TAG_BITS
+    add rax, r9
+    test rdi, rdi
+    jnz .Ltime_store_tloc
+    ret
+.Ltime_common:
     lea r11, [rip + .Lblob_start + TSK_DATA_PAGE]
 .Ltime_retry:
     TSK_SELECT_SLOT
@@ -762,6 +806,28 @@ timeskew_fake_time:
     mov r9, rdx
     ret
     .cfi_endproc
+
+# The membarrier registration helper (ptrace/live/worker.rs `register_in_helper`). The worker
+# thread runs clone(CLONE_VM | CLONE_THREAD | ..., no new stack) at this `syscall`, with every
+# signal blocked; its own registers and mask are put back at the call's exit stop, so it never
+# runs what follows. The new thread starts right after the instruction (rax = 0), inherits the
+# blocked mask (no signal of the program can land on it), registers the process for
+# core-serializing barriers — one RCU grace period, milliseconds, spent here rather than in a
+# thread of the program — and exits with the errno (0: registered). It touches no stack (it
+# shares the worker's stack pointer) and no memory.
+.p2align 4, 0xcc
+.Lregister_helper:
+    syscall
+    mov eax, TSK_SYS_MEMBARRIER
+    mov edi, TSK_MEMBARRIER_REGISTER_SYNC_CORE
+    xor esi, esi
+    xor edx, edx
+    syscall
+    neg eax                             # -errno -> errno
+    mov edi, eax
+    mov eax, TSK_SYS_EXIT
+    syscall
+    ud2
 
 # Stub slots: filled by the injector; int3 until then.
 .p2align 4, 0xcc

@@ -3,7 +3,7 @@
 //!
 //! [`follow`] injects every process selected now, then watches until the experiment ends (its
 //! deadline, the caller's stop descriptor becoming readable, or a `recover` of a followed
-//! process from another timeskew) and recovers every process it touched. Meanwhile:
+//! process from another timeskew or thread) and recovers every process it touched. Meanwhile:
 //!
 //! - **Programs exec'd by a followed process** are skewed before their first instruction: every
 //!   followed process is traced (PTRACE_SEIZE, never stopped for it) with exec, fork, vfork and
@@ -22,6 +22,15 @@
 //!   (a process moved into a cgroup that neither forks nor execs, events lost in a burst, no
 //!   CAP_NET_ADMIN); a process traced at its fork that has not exec'd after half a second is
 //!   skewed as it is.
+//!
+//! The follow is one experiment with one fault, whoever names one of its processes: no other
+//! process can stop a followed one (it has one tracer), so other timeskews ask the follower on
+//! its control socket. [`update_follower_of`] (`timeskew inject`) gives the whole experiment a
+//! new fault — the processes holding the old one, updated in place, and every process skewed
+//! afterwards; [`end_follower_of`] (`timeskew recover`, and the library's
+//! [`recover`](crate::recover()) and [`recover_slewed`](crate::recover_slewed()) themselves) ends
+//! it, recovering or slewing back everything touched; [`follower_of`] (`timeskew status`) names
+//! the follower of a process.
 //!
 //! Each injected process gets the experiment's deadline as its own dead man's switch, so the
 //! fault ends on time even if the follower is killed. When the follower ends, its tracer thread
@@ -52,7 +61,10 @@ mod netlink;
 mod recovery;
 mod tracer;
 
-pub use control::end_follower_of;
+pub use crate::ops::follower::end_follower_of;
+pub use crate::ops::status::follower_of;
+pub use crate::report::Follower;
+pub use control::update_follower_of;
 
 /// How often the selection's cgroups are scanned for members the events did not show.
 pub const RESCAN: Duration = Duration::from_millis(200);
@@ -77,6 +89,9 @@ pub enum EndReason {
     Stopped,
     /// Another timeskew asked (a `recover` of a followed process).
     RecoverRequested,
+    /// Another timeskew asked to slew back (a `recover --slew` of a followed process): every
+    /// process touched returns to real time gradually, keeping the hooks.
+    SlewBackRequested,
     /// Nothing left to follow: every followed process exited (a selection without cgroups) or
     /// every selected cgroup was removed.
     SelectionGone,
@@ -147,9 +162,25 @@ pub struct FollowReport {
     pub missed: Vec<Missed>,
     /// Processes that exited before they could be skewed (nothing of them is left to skew).
     pub exited_first: usize,
-    /// Processes recovered at the end, and those whose recovery failed.
+    /// Times another `timeskew inject` gave the experiment a new fault ([`update_follower_of`]).
+    #[serde(default)]
+    pub fault_changes: usize,
+    /// Processes recovered at the end (slewing back, after a `recover --slew`), and those whose
+    /// recovery failed.
     pub recovered: usize,
     pub recover_failed: Vec<Missed>,
+}
+
+/// What a follower did with a new fault ([`update_follower_of`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerUpdate {
+    /// In JSON, its fields beside the others: `{"tracer", "pid", "updated", "failed"}`.
+    #[serde(flatten)]
+    pub follower: Follower,
+    /// Processes of the experiment given the new fault (besides those the caller changes).
+    pub updated: usize,
+    /// Processes of the experiment it could not give the new fault, and why.
+    pub failed: Vec<Missed>,
 }
 
 /// What the follower does with each process selected at the start: the caller learns the
@@ -182,7 +213,7 @@ pub fn follow(
     })?;
     recovery::recover_all(selection, &mut traced);
     if let Some(control) = &mut traced.control {
-        control.answer(traced.report.recovered);
+        control.answer(traced.report.recovered, traced.slew_back.is_some());
     }
     Ok(traced.report)
 }

@@ -1,12 +1,13 @@
 //! The end of a follow: every process touched, and every process of the selection still
-//! holding our hooks (forked while the tracees were let go), recovered.
+//! holding our hooks (forked while the tracees were let go), recovered — or, after a `recover
+//! --slew`, slewing back to real time.
 
 use std::collections::BTreeSet;
 
 use super::Missed;
 use super::tracer::Traced;
 use crate::error::Error;
-use crate::ops::recover::recover;
+use crate::ops::recover::{recover_here, slew_back_here};
 use crate::select::{Selection, has_exited};
 use crate::target::procfs;
 
@@ -29,9 +30,15 @@ pub(super) fn recover_all(selection: &Selection, traced: &mut Traced) {
             if has_exited(pid) {
                 continue;
             }
-            match recover(pid) {
-                Ok(r) if r.was_injected => traced.report.recovered += 1,
-                Ok(_) => {}
+            // Not the public `recover`: it would end another follower of an overlapping
+            // selection.
+            let recovered = match traced.slew_back {
+                None => recover_here(pid).map(|r| r.was_injected),
+                Some(slew) => slew_back_here(pid, slew).map(|s| s.injected),
+            };
+            match recovered {
+                Ok(true) => traced.report.recovered += 1,
+                Ok(false) => {}
                 Err(Error::NoSuchProcess { .. } | Error::ProcessGone { .. }) => {}
                 Err(e) => traced.report.recover_failed.push(Missed {
                     pid,

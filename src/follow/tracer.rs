@@ -16,15 +16,19 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, gettid};
 
-use super::control::Control;
+use super::control::{Asked, Control};
 use super::netlink::{ProcEvent, ProcEvents, Received};
-use super::{EndReason, FollowEnd, FollowReport, Latencies, Missed, NAP, RESCAN, Started};
+use super::{
+    EndReason, FollowEnd, FollowReport, FollowerUpdate, Latencies, Missed, NAP, RESCAN, Started,
+};
 use crate::error::{Error, Result};
 use crate::ops::inject::{inject, inject_traced};
+use crate::ops::status::FOLLOWER_THREAD;
 use crate::ptrace::exec_stop::{LeftExecve, leave_execve};
 use crate::ptrace::raw;
+use crate::report::Follower as FollowerId;
 use crate::select::{Selection, has_exited};
-use crate::skew::Skew;
+use crate::skew::{Skew, SlewRate};
 use crate::target::{Target, procfs};
 
 /// Attempts at adopting one process (an exec between its injection and its seize starts over).
@@ -77,6 +81,8 @@ pub(super) struct Traced {
     pub touched: BTreeSet<i32>,
     /// Requests to end from other timeskews, answered once recovery is done.
     pub control: Option<Control>,
+    /// Asked to end by slewing back (`recover --slew`) rather than recovering at once.
+    pub slew_back: Option<SlewRate>,
 }
 
 /// Runs the tracer thread to the end of the experiment; returns once the kernel has detached
@@ -95,7 +101,8 @@ pub(super) fn trace<F: FnOnce(Started) + Send>(setup: Setup<'_, F>) -> Result<Tr
     })?;
     let result = std::thread::scope(|scope| {
         let thread = std::thread::Builder::new()
-            .name("timeskew-follow".into())
+            // Its name tells `status` that a followed process's tracer is a follower.
+            .name(FOLLOWER_THREAD.into())
             .spawn_scoped(scope, || {
                 let tid = gettid().as_raw();
                 (
@@ -148,7 +155,8 @@ fn wait_detached(tracer: i32, pids: &BTreeSet<i32>) {
 }
 
 struct Follower<'a> {
-    skew: &'a Skew,
+    /// The experiment's fault: the one it started with, or the last an `inject` gave it.
+    skew: Skew,
     selection: &'a Selection,
     cgroups: &'a [PathBuf],
     deadline: Option<Instant>,
@@ -156,6 +164,7 @@ struct Follower<'a> {
     chld: SignalFd,
     events: Option<ProcEvents>,
     control: Option<Control>,
+    slew_back: Option<SlewRate>,
     /// Threads and processes we trace now.
     threads: HashSet<i32>,
     procs: BTreeSet<i32>,
@@ -214,7 +223,7 @@ impl<'a> Follower<'a> {
             .map_err(|e| log::warn!("a recover from another timeskew cannot end this follow: {e}"))
             .ok();
         Ok(Follower {
-            skew: setup.skew,
+            skew: *setup.skew,
             selection: setup.selection,
             cgroups: setup.cgroups,
             deadline: setup.end.deadline,
@@ -222,6 +231,7 @@ impl<'a> Follower<'a> {
             chld,
             events,
             control,
+            slew_back: None,
             threads: HashSet::new(),
             procs: BTreeSet::new(),
             touched: BTreeSet::new(),
@@ -245,6 +255,7 @@ impl<'a> Follower<'a> {
                 join_to_skew: Latencies::default(),
                 missed: Vec::new(),
                 exited_first: 0,
+                fault_changes: 0,
                 recovered: 0,
                 recover_failed: Vec::new(),
             },
@@ -284,6 +295,7 @@ impl<'a> Follower<'a> {
             report: self.report,
             touched: self.touched,
             control: self.control,
+            slew_back: self.slew_back,
         }
     }
 
@@ -314,8 +326,23 @@ impl<'a> Follower<'a> {
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
                 return EndReason::Deadline;
             }
-            if self.control.as_mut().is_some_and(Control::requested) {
-                return EndReason::RecoverRequested;
+            while let Some(asked) = self.control.as_mut().and_then(Control::next) {
+                match asked {
+                    Asked::End => return EndReason::RecoverRequested,
+                    Asked::SlewBack(slew) => {
+                        self.slew_back = Some(slew);
+                        return EndReason::SlewBackRequested;
+                    }
+                    Asked::Update {
+                        skew,
+                        except,
+                        reply,
+                    } => match skew.validate() {
+                        Ok(()) => reply.send(&self.update(skew, &except)),
+                        // Checked by the asker already; it sees no answer.
+                        Err(e) => log::warn!("a new fault was refused: {e}"),
+                    },
+                }
             }
             if self.nothing_left() {
                 return EndReason::SelectionGone;
@@ -362,12 +389,53 @@ impl<'a> Follower<'a> {
     /// The skew for a process skewed now: the experiment's deadline is its own.
     fn skew_now(&self) -> Option<Skew> {
         match self.deadline {
-            None => Some(*self.skew),
+            None => Some(self.skew),
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
-                (!left.is_zero()).then(|| (*self.skew).for_duration(left))
+                (!left.is_zero()).then(|| self.skew.for_duration(left))
             }
         }
+    }
+
+    /// Another `inject` gives the experiment `skew`: every process skewed from now on gets it,
+    /// and every process holding the fault now (but `except`, which the asker changes itself)
+    /// is updated in place — one experiment, one fault. `skew` is valid.
+    fn update(&mut self, skew: Skew, except: &[i32]) -> FollowerUpdate {
+        let mut update = FollowerUpdate {
+            follower: FollowerId {
+                tracer: self.me.as_raw(),
+                pid: std::process::id() as i32,
+            },
+            updated: 0,
+            failed: Vec::new(),
+        };
+        log::info!("the experiment's fault is now {skew}");
+        self.skew = skew;
+        self.report.fault_changes += 1;
+        let Some(now) = self.skew_now() else {
+            return update; // past the deadline: the experiment is ending
+        };
+        let holding: Vec<i32> = self
+            .touched
+            .iter()
+            .copied()
+            .filter(|p| !except.contains(p) && !has_exited(*p) && still_injected(*p))
+            .collect();
+        for pid in holding {
+            match inject(pid, &now) {
+                Ok(_) => update.updated += 1,
+                Err(e) if is_gone(&e) || has_exited(pid) => {}
+                Err(e) => {
+                    log::warn!("pid {pid}: not given the new fault: {e}");
+                    update.failed.push(Missed {
+                        pid,
+                        program: program_of(pid),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        update
     }
 
     fn miss(&mut self, pid: i32, reason: String) {
@@ -398,6 +466,7 @@ impl<'a> Follower<'a> {
                         continue;
                     }
                     if is_gone(&e) || has_exited(pid) {
+                        log::info!("pid {pid}: exited before it could be adopted: {e}");
                         self.report.exited_first += 1;
                     } else {
                         *self.failures.entry(pid).or_default() += 1;
@@ -575,14 +644,32 @@ impl<'a> Follower<'a> {
                     self.threads.remove(&(former as i32));
                 }
                 self.note(pid.as_raw());
+                // Past the deadline the experiment is over (the loop has yet to notice): the
+                // program is not one of its execs, and runs unskewed.
+                let Some(skew) = self.skew_now() else {
+                    log::debug!("pid {pid}: exec'd after the deadline, not skewed");
+                    resume(pid, None);
+                    return;
+                };
                 self.report.execs += 1;
                 match leave_execve(pid) {
                     LeftExecve::AtExit => {
-                        self.skew_exec(pid, stopped);
+                        self.skew_exec(pid, stopped, &skew);
                         resume(pid, None);
                     }
-                    LeftExecve::Other(status) => self.handle(status),
-                    LeftExecve::Lost => self.gone(pid.as_raw()),
+                    LeftExecve::Other(status) => {
+                        // Killed on its way out of execve (nothing else stops it there).
+                        log::info!("pid {pid}: {status:?} before its exec could be skewed");
+                        if matches!(status, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
+                            self.report.exited_first += 1;
+                        }
+                        self.handle(status)
+                    }
+                    LeftExecve::Lost => {
+                        log::info!("pid {pid}: gone before its exec could be skewed");
+                        self.report.exited_first += 1;
+                        self.gone(pid.as_raw())
+                    }
                 }
             }
             WaitStatus::PtraceEvent(pid, _, event)
@@ -625,12 +712,10 @@ impl<'a> Follower<'a> {
         }
     }
 
-    /// A new program in `pid`, stopped before its first instruction: skew it.
-    fn skew_exec(&mut self, pid: Pid, stopped: Instant) {
-        let Some(skew) = self.skew_now() else {
-            return;
-        };
-        match inject_traced(pid.as_raw(), &skew) {
+    /// A new program in `pid`, stopped before its first instruction: skew it with `skew` (the
+    /// experiment's, taken at the exec stop).
+    fn skew_exec(&mut self, pid: Pid, stopped: Instant, skew: &Skew) {
+        match inject_traced(pid.as_raw(), skew) {
             Ok(_) => {
                 self.report.execs_skewed += 1;
                 self.exec_samples.push(stopped.elapsed());
@@ -638,11 +723,16 @@ impl<'a> Follower<'a> {
                 self.pending.remove(&pid.as_raw());
             }
             Err(e) if is_gone(&e) => {
-                log::debug!("pid {pid}: gone before its exec was skewed: {e}");
+                // A process at its exec stop cannot exit by itself: only SIGKILL ends it.
+                log::info!(
+                    "pid {pid}: gone before its exec was skewed ({}): {e}",
+                    liveness(pid.as_raw())
+                );
                 self.report.exited_first += 1;
             }
             Err(e) => {
                 if nix::sys::signal::kill(pid, None) == Err(Errno::ESRCH) {
+                    log::info!("pid {pid}: killed while its exec was skewed: {e}");
                     self.report.exited_first += 1;
                     self.gone(pid.as_raw());
                     return;
@@ -807,6 +897,12 @@ fn resume(pid: Pid, signal: Option<Signal>) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => log::warn!("pid {pid}: PTRACE_CONT failed: {e}"),
     }
+}
+
+/// How `pid` looks now, for the log: its state letter, or that it is gone.
+fn liveness(pid: i32) -> String {
+    procfs::task_info(pid, None)
+        .map_or_else(|e| format!("now: {e}"), |t| format!("state {}", t.state))
 }
 
 fn is_gone(e: &Error) -> bool {

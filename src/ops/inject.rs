@@ -201,3 +201,143 @@ fn update_params(target: &Target, existing: &Existing, params: &Params) -> Resul
         params,
     )
 }
+
+/// A [`Skew`] as it travels to a follower (`timeskew inject` on a followed process): each part
+/// in plain numbers, as one line of words (`-` for a part not set). Not JSON: the library has no
+/// JSON dependency of its own, and the skew's JSON is for people (it does not parse back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fault(Skew);
+
+/// The parts of a [`Fault`], in the order they travel.
+const FAULT_WORDS: usize = 11;
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Fault {
+    pub(crate) fn new(skew: &Skew) -> Fault {
+        Fault(*skew)
+    }
+
+    pub(crate) fn skew(self) -> Skew {
+        self.0
+    }
+
+    /// `offset_ns at_ns clock_mask duration_ns rate_ppb slew_ppb suspend_ns strobe_ns
+    /// strobe_period_ns resolution_ns slow_reads`.
+    pub(crate) fn to_words(self) -> String {
+        fn word<T: ToString>(v: Option<T>) -> String {
+            v.map_or_else(|| "-".into(), |v| v.to_string())
+        }
+        let skew = &self.0;
+        let offset = match skew.step() {
+            Some(crate::skew::Step::Offset(o)) => Some(o.as_nanos()),
+            _ => None,
+        };
+        [
+            word(offset),
+            word(skew.at_time().map(|a| a.as_nanos())),
+            skew.clocks().mask().to_string(),
+            word(skew.duration().map(nanos)),
+            word(skew.speed().map(|r| r.as_ppb())),
+            word(skew.slew().map(|s| s.as_ppb())),
+            word(skew.suspend().map(nanos)),
+            word(skew.strobe().map(|(o, _)| o.as_nanos())),
+            word(skew.strobe().map(|(_, p)| nanos(p))),
+            word(skew.resolution().map(nanos)),
+            u8::from(skew.slow_reads()).to_string(),
+        ]
+        .join(" ")
+    }
+
+    /// The inverse of [`to_words`](Fault::to_words); `None` for words no skew writes (a peer of
+    /// another version).
+    pub(crate) fn from_words(text: &str) -> Option<Fault> {
+        use crate::skew::{At, ClockSet, Offset, Rate, SlewRate};
+        let words: Vec<&str> = text.split_whitespace().collect();
+        if words.len() != FAULT_WORDS {
+            return None;
+        }
+        // A part: `Ok(None)` when not set, `Err` when it does not parse.
+        fn part<T: std::str::FromStr>(w: &str) -> Result<Option<T>, ()> {
+            if w == "-" {
+                return Ok(None);
+            }
+            w.parse().map(Some).map_err(|_| ())
+        }
+        let ns = |w: &str| part::<u64>(w).map(|v| v.map(Duration::from_nanos));
+        let offset = part::<i64>(words[0]).ok()?;
+        let at = part::<i64>(words[1]).ok()?;
+        let mut skew = match (offset, at) {
+            (Some(o), _) => Skew::new(Offset::from_nanos(o)),
+            (None, Some(a)) => Skew::at(At::from_nanos(a)?),
+            (None, None) => Skew::as_is(),
+        };
+        skew = skew.with_clocks(ClockSet::from_mask(words[2].parse().ok()?)?);
+        if let Some(ppb) = part::<u64>(words[4]).ok()? {
+            skew = skew.with_rate(Rate::from_ppb(ppb)?);
+        }
+        if let Some(ppb) = part::<u32>(words[5]).ok()? {
+            skew = skew.with_slew(SlewRate::from_ppb(ppb)?);
+        }
+        if let Some(d) = ns(words[6]).ok()? {
+            skew = skew.with_suspend(d);
+        }
+        match (part::<i64>(words[7]).ok()?, ns(words[8]).ok()?) {
+            (Some(o), Some(p)) => skew = skew.with_strobe(Offset::from_nanos(o), p),
+            (None, None) => {}
+            _ => return None,
+        }
+        if let Some(d) = ns(words[9]).ok()? {
+            skew = skew.with_resolution(d);
+        }
+        match words[10] {
+            "1" => skew = skew.with_slow_reads(),
+            "0" => {}
+            _ => return None,
+        }
+        if let Some(d) = ns(words[3]).ok()? {
+            skew = skew.for_duration(d);
+        }
+        Some(Fault(skew))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every part of a skew reaches a follower unchanged.
+    #[test]
+    fn a_fault_travels_whole() {
+        let skews = [
+            Skew::new("-600s".parse().unwrap()),
+            Skew::new("1h".parse().unwrap())
+                .with_clock(crate::skew::Clock::Monotonic)
+                .with_clock(crate::skew::Clock::Boottime)
+                .for_duration(Duration::from_millis(1500)),
+            Skew::at("2038-01-19T03:14:00Z".parse().unwrap()).with_rate("10".parse().unwrap()),
+            Skew::new("-2s".parse().unwrap()).with_slew("500ppm".parse().unwrap()),
+            Skew::as_is()
+                .with_suspend(Duration::from_secs(5))
+                .with_strobe("1s".parse().unwrap(), Duration::from_secs(10))
+                .with_resolution(Duration::from_millis(15))
+                .with_slow_reads(),
+            Skew::freeze(),
+        ];
+        for skew in skews {
+            let words = Fault::new(&skew).to_words();
+            let back = Fault::from_words(&words).map(|f| f.skew());
+            assert_eq!(back, Some(skew), "{words}");
+        }
+        for bad in [
+            "",
+            "- - 1",
+            "- - 1 - - - - 5 - - 0",
+            "x - 1 - - - - - - - 0",
+        ] {
+            assert_eq!(Fault::from_words(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! The three operations of the library, one file each.
 
+pub(crate) mod follower;
 pub(crate) mod inject;
 pub(crate) mod manual;
 pub(crate) mod recover;

@@ -5,11 +5,13 @@ use std::time::Duration;
 use crate::arch::{Arch, Native};
 use crate::error::{Error, Result};
 use crate::fake_clock::data_page::{OFF_PATCHED, Params};
+use crate::ops::follower::end_follower_of;
 use crate::patch::live;
 use crate::ptrace::StoppedProcess;
 use crate::ptrace::live::Fallback;
-use crate::report::RecoverReport;
+use crate::report::{RecoverReport, Status};
 use crate::signals::TerminationDeferred;
+use crate::skew::SlewRate;
 use crate::state::publish::write_slot;
 use crate::state::{self, Existing};
 use crate::target::Target;
@@ -17,10 +19,32 @@ use crate::target::Target;
 /// Puts the original vDSO code back and zeroes the offsets. The pages stay mapped: a thread
 /// may be executing in them, or about to return through them, at any moment.
 ///
-/// A process followed by another timeskew (`inject --follow`) cannot be stopped by anyone else
-/// (the error names its tracer): end that follow first with
-/// [`end_follower_of`](crate::follow::end_follower_of), as `timeskew recover` does.
+/// **A followed process** (one traced by a [`follow`](crate::follow()) — `timeskew inject
+/// --follow` — here or in another process) cannot be stopped by anyone but its follower. So
+/// `recover` first asks that follower to end its experiment
+/// ([`end_follower_of`](crate::follow::end_follower_of)): the follower recovers every process
+/// it touched (not only `pid`: the follow is one experiment) and lets them go, then `recover`
+/// finds `pid` clean and reports `was_injected: false`. Do not hold
+/// `pid`'s [`TargetLock`](crate::TargetLock) meanwhile: the follower needs it, and `recover`
+/// gives up waiting for the follower after a minute.
+///
+/// ```no_run
+/// # fn main() -> timeskew::Result<()> {
+/// // A process some `timeskew inject --follow` (or a `timeskew::follow` thread) follows:
+/// // its whole follow ends, and every process it touched reads real time again.
+/// timeskew::recover(1234)?;
+/// assert!(!timeskew::status(1234)?.injected);
+/// # Ok(())
+/// # }
+/// ```
 pub fn recover(pid: i32) -> Result<RecoverReport> {
+    end_follower_of(pid, None)?;
+    recover_here(pid)
+}
+
+/// [`recover`] without asking a follower: what a follower does itself at its end (asking would
+/// end *another* follower tracing a process of an overlapping selection).
+pub(crate) fn recover_here(pid: i32) -> Result<RecoverReport> {
     let _lock = Target::lock(pid)?;
     let target = Target::open(pid)?;
     let not_injected = RecoverReport {
@@ -119,7 +143,17 @@ fn any_jump_left(target: &Target, existing: &Existing) -> bool {
 /// without a stop; the hooks stay (passing real time through once the slew is over) until a
 /// plain [`recover`]. Returns the status after the change; a process that is not injected is
 /// left alone.
-pub fn recover_slewed(pid: i32, slew: crate::skew::SlewRate) -> Result<crate::report::Status> {
+///
+/// A followed process: as with [`recover`], its follower is asked to end its experiment, but
+/// gradually — every process it touched slews back at `slew` (and keeps the hooks, as here);
+/// newcomers are not followed any more (they start at real time, where the slew ends).
+pub fn recover_slewed(pid: i32, slew: SlewRate) -> Result<Status> {
+    end_follower_of(pid, Some(slew))?;
+    slew_back_here(pid, slew)
+}
+
+/// [`recover_slewed`] without asking a follower (see [`recover_here`]).
+pub(crate) fn slew_back_here(pid: i32, slew: SlewRate) -> Result<Status> {
     let status = crate::ops::status(pid)?;
     if !status.injected {
         return Ok(status);

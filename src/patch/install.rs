@@ -115,7 +115,7 @@ fn install(
                 "its code changed while timeskew was attaching".into(),
             ));
         }
-        let jump = Native::encode_jump(plan.addr, code_addr + blob.entries[entry] as u64)
+        let jump = Native::encode_jump(plan.addr, code_addr + blob.detour(entry, &code) as u64)
             .ok_or_else(|| {
                 unsafe_to_patch(
                     pid,

@@ -9,10 +9,8 @@ use std::time::Duration;
 
 use crate::arch::{Arch, Native};
 use crate::error::{Error, Result};
-use crate::fake_clock::DATA_PAGE_OFFSET;
-use crate::fake_clock::data_page::{
-    DataPage, OFF_GENERATION, OFF_PATCHED, PAGE_SIZE, Params, slot_offset,
-};
+use crate::fake_clock::data_page::{DataPage, OFF_PATCHED, PAGE_SIZE, Params};
+use crate::fake_clock::{DATA_PAGE_OFFSET, REGISTER_HELPER_LEN};
 use crate::fault;
 use crate::patch::install::{CODE_PROT, DATA_PROT, committed, page_at};
 use crate::patch::plan::Plan;
@@ -21,7 +19,7 @@ use crate::ptrace::RemoteCall;
 use crate::ptrace::live::{Fallback, LiveSession, Swap, SwapState, in_tracer_thread};
 use crate::report::{InjectAction, InjectReport, LiveStats, RecoverReport};
 use crate::state::status::status_of;
-use crate::state::{self, Existing};
+use crate::state::{self, Existing, publish};
 use crate::target::Target;
 
 /// Whether to try the live path: always, but in test builds run with `TIMESKEW_LIVE=0` (the
@@ -41,8 +39,13 @@ pub(crate) fn inject(
     let pid = target.pid;
     let syscall_insn = plan.syscall_insn;
     let vdso = (target.vdso.base(), target.vdso.len());
+    let planned = plan
+        .hooks
+        .iter()
+        .map(|(_, hook)| (hook.addr, hook.original.len()))
+        .collect();
     in_tracer_thread(move || {
-        let mut s = match LiveSession::start(pid, target.mem.via(), syscall_insn, vdso)? {
+        let mut s = match LiveSession::start(pid, target.mem.via(), syscall_insn, vdso, planned)? {
             Ok(s) => s,
             Err(f) => return Ok(Err(f)),
         };
@@ -82,16 +85,9 @@ fn install(
 ) -> Result<(InjectAction, Existing)> {
     let pid = target.pid;
     // The plan was made from the vDSO read before: a program exec'd meanwhile has another one.
+    // (`LiveSession::start` checked the vDSO is still the planned one; placement needs the
+    // mappings as they are now.)
     target.refresh_maps()?;
-    let vdso_now = target.maps.iter().find(|m| m.path == "[vdso]");
-    if vdso_now.is_none_or(|m| {
-        (m.start, (m.end - m.start) as usize) != (target.vdso.base(), target.vdso.len())
-    }) {
-        return Err(Error::Execed { pid });
-    }
-    // Each call in a hold of its own: holding the worker across several steps saves it a wait
-    // for a CPU each time but makes its stop the sum of them (measured: recover's longest
-    // stop 81 → 196 µs, for a few ms saved per run only where the CPUs are oversubscribed).
     let (code_addr, data) = stage(s, target, plan, params, fresh)?;
     let data_addr = code_addr + DATA_PAGE_OFFSET;
     s.check_threads()?;
@@ -106,7 +102,7 @@ fn install(
         "mark the hooks as installed",
     )?;
     fault::point(pid, "before-commit")?;
-    if !crate::target::procfs::exists(pid) || crate::target::procfs::is_zombie(pid) {
+    if s.process_gone() {
         return Err(Error::ProcessGone {
             pid,
             step: "finish the injection",
@@ -162,6 +158,8 @@ fn stage(
     }
     s.mem()
         .write(data_addr, &data.encode(), "write the data page")?;
+    // Before the first breakpoint: each step of the protocol ends with a barrier.
+    s.register_barriers(Some(code_addr + blob.register_helper as u64))?;
     fault::point(pid, "before-patch")?;
 
     let mut swaps = Vec::new();
@@ -177,7 +175,7 @@ fn stage(
                 "its code changed while timeskew was attaching".into(),
             ));
         }
-        let detour = code_addr + blob.entries[entry] as u64;
+        let detour = code_addr + blob.detour(entry, &code) as u64;
         let jump = Native::encode_jump(hook.addr, detour).ok_or_else(|| {
             unsafe_to_patch(
                 pid,
@@ -351,11 +349,16 @@ pub(crate) fn recover(
     let pid = target.pid;
     let vdso = (target.vdso.base(), target.vdso.len());
     in_tracer_thread(move || {
-        let mut s =
-            match LiveSession::start(pid, target.mem.via(), existing_syscall(target)?, vdso)? {
-                Ok(s) => s,
-                Err(f) => return Ok(Err(f)),
-            };
+        let mut s = match LiveSession::start(
+            pid,
+            target.mem.via(),
+            existing_syscall(target)?,
+            vdso,
+            Vec::new(),
+        )? {
+            Ok(s) => s,
+            Err(f) => return Ok(Err(f)),
+        };
         let mut report = RecoverReport {
             pid,
             was_injected: true,
@@ -410,6 +413,19 @@ pub(crate) fn recover(
     })
 }
 
+/// The registration helper in the code page at `code_page`, if the page holds this build's
+/// (another version's page is only ever read): a thread is sent there.
+fn registration_helper(s: &LiveSession, code_page: u64) -> Option<u64> {
+    let blob = crate::fake_clock::blob();
+    let at = code_page + blob.register_helper as u64;
+    let want = &blob.bytes[blob.register_helper..][..REGISTER_HELPER_LEN];
+    let have = s
+        .mem()
+        .read(at, want.len(), "read the registration helper")
+        .ok()?;
+    (have == want).then_some(at)
+}
+
 /// Whether `err` leaves nothing to undo: the process is gone (not merely one of its threads,
 /// such as the worker), or an exec replaced the memory the change was made in.
 fn nothing_to_undo(s: &LiveSession, err: &Error) -> bool {
@@ -454,18 +470,12 @@ fn restore(
     let pid = target.pid;
     let data_addr = existing.data_addr();
     // Offsets first: a hook that cannot be restored then passes the real time through.
-    // The seqlock writer's two writes (state/publish.rs), through the bound memory.
-    let next = existing.data.generation.wrapping_add(1);
-    s.mem().write(
-        data_addr + slot_offset(next) as u64,
-        &Params::default().encode_slot(),
-        "write the new offsets",
-    )?;
-    s.mem().write(
-        data_addr + OFF_GENERATION as u64,
-        &next.to_le_bytes(),
-        "publish the new offsets",
-    )?;
+    // The seqlock writer's writes (state/publish.rs), through the bound memory.
+    for (addr, bytes, what) in
+        publish::publication(data_addr, existing.data.generation, &Params::default())
+    {
+        s.mem().write(addr, &bytes, what)?;
+    }
     let code_page = existing.code_addr;
     let mut swaps = Vec::new();
     for p in &existing.data.patches {
@@ -492,6 +502,7 @@ fn restore(
     }
     s.swaps = swaps;
     if !s.swaps.is_empty() {
+        s.register_barriers(registration_helper(s, code_page))?;
         s.arm()?;
         fault::point(pid, "recover-armed")?;
         s.write_tails()?;

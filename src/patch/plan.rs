@@ -96,8 +96,35 @@ impl Plan {
             stubs[entry] = Native::build_stub(hook, slot, blob.stub_capacity)
                 .map_err(|reason| unsafe_to_patch(self.pid, hook.symbol, reason))?;
         }
+        // time() runs a copy of the genuine one inline when it can (no call on top of a few
+        // ns); otherwise its fake calls the genuine one through the stub, like the others.
+        let time = &self.hooks[Entry::Time];
+        let body = if inline_time_requested() {
+            Native::build_body(
+                time,
+                code_addr + blob.time_body as u64,
+                blob.stub_capacity,
+                code_addr + blob.time_body_done as u64,
+            )
+            .inspect_err(|reason| {
+                log::info!("pid {}: time() is called, not inlined: {reason}", self.pid)
+            })
+            .ok()
+        } else {
+            None
+        };
         let first = Entry::ALL[0];
-        blob.code_page(PerEntry::from_fn(|entry| stubs[entry].as_slice()))
-            .map_err(|reason| unsafe_to_patch(self.pid, self.hooks[first].symbol, reason))
+        blob.code_page(
+            PerEntry::from_fn(|entry| stubs[entry].as_slice()),
+            body.as_deref(),
+        )
+        .map_err(|reason| unsafe_to_patch(self.pid, self.hooks[first].symbol, reason))
     }
+}
+
+/// Whether `time()` may run a copy of the genuine one: always, but in test builds run with
+/// `TIMESKEW_INLINE_TIME=0` (the benchmark's way to measure the calling fake side by side).
+fn inline_time_requested() -> bool {
+    !(cfg!(feature = "fault-injection")
+        && std::env::var_os("TIMESKEW_INLINE_TIME").is_some_and(|v| v == "0"))
 }

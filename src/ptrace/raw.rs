@@ -1,5 +1,6 @@
 //! The raw ptrace and signal calls nix does not wrap: tgkill with real-time signals,
-//! PTRACE_CONT/DETACH/LISTEN with a raw signal word, PTRACE_SECCOMP_GET_FILTER.
+//! PTRACE_CONT/DETACH/LISTEN with a raw signal word, PTRACE_GETSIGMASK/SETSIGMASK,
+//! PTRACE_SECCOMP_GET_FILTER.
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -47,6 +48,42 @@ fn ptrace_word(request: libc::c_uint, tid: nix::unistd::Pid, data: libc::c_int) 
 /// receiving its events; nix has no wrapper.
 pub fn ptrace_listen(tid: nix::unistd::Pid) -> nix::Result<()> {
     ptrace_word(libc::PTRACE_LISTEN, tid, 0)
+}
+
+/// `PTRACE_GETSIGMASK` / `PTRACE_SETSIGMASK` (include/uapi/linux/ptrace.h); neither nix nor
+/// libc has them.
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+
+/// The blocked-signal mask of a stopped tracee (bit n-1 for signal n).
+pub(crate) fn get_sigmask(tid: nix::unistd::Pid) -> nix::Result<u64> {
+    let mut mask = 0u64;
+    // SAFETY: `addr` is the size of the kernel's sigset (8 bytes on Linux), `data` points at a
+    // u64 of ours that the kernel fills with exactly that many bytes.
+    let rc = unsafe {
+        libc::ptrace(
+            PTRACE_GETSIGMASK,
+            tid.as_raw(),
+            size_of::<u64>() as *mut libc::c_void,
+            (&raw mut mask).cast::<libc::c_void>(),
+        )
+    };
+    Errno::result(rc).map(|_| mask)
+}
+
+/// Sets the blocked-signal mask of a stopped tracee (SIGKILL and SIGSTOP are never blocked);
+/// signals it unblocks are looked at when the tracee resumes.
+pub(crate) fn set_sigmask(tid: nix::unistd::Pid, mask: u64) -> nix::Result<()> {
+    // SAFETY: as `get_sigmask`; the kernel only reads the 8 bytes of `mask`.
+    let rc = unsafe {
+        libc::ptrace(
+            PTRACE_SETSIGMASK,
+            tid.as_raw(),
+            size_of::<u64>() as *mut libc::c_void,
+            (&raw const mask).cast_mut().cast::<libc::c_void>(),
+        )
+    };
+    Errno::result(rc).map(drop)
 }
 
 /// `struct ptrace_peeksiginfo_args`.

@@ -28,12 +28,20 @@ pub(crate) enum RemoteCall {
     Membarrier {
         cmd: i32,
     },
+    /// `clone(flags, 0, …)`: a new thread of the target that starts at the instruction after
+    /// the system call, with the caller's registers, stack pointer and signal mask (the live
+    /// path's membarrier helper, `fake_clock/x86_64.S`).
+    CloneThread,
 }
 
-/// `MEMBARRIER_CMD_*` (include/uapi/linux/membarrier.h).
-pub(crate) const MEMBARRIER_CMD_QUERY: i32 = 0;
-pub(crate) const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: i32 = 1 << 5;
-pub(crate) const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: i32 = 1 << 6;
+/// The flags of the thread [`RemoteCall::CloneThread`] makes: a thread of the target's, sharing
+/// what its threads share; no new stack, no TLS, no thread id written anywhere.
+const HELPER_CLONE_FLAGS: i32 = libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD
+    | libc::CLONE_SYSVSEM;
 
 impl RemoteCall {
     /// The name in messages (`the injected mmap() failed …`).
@@ -42,6 +50,7 @@ impl RemoteCall {
             RemoteCall::Mmap { .. } => "mmap",
             RemoteCall::Munmap { .. } => "munmap",
             RemoteCall::Membarrier { .. } => "membarrier",
+            RemoteCall::CloneThread => "clone",
         }
     }
 
@@ -66,6 +75,9 @@ impl RemoteCall {
             ),
             RemoteCall::Munmap { addr, len } => (libc::SYS_munmap, [addr, len, 0, 0, 0, 0]),
             RemoteCall::Membarrier { cmd } => (libc::SYS_membarrier, [cmd as u64, 0, 0, 0, 0, 0]),
+            RemoteCall::CloneThread => {
+                (libc::SYS_clone, [HELPER_CLONE_FLAGS as u64, 0, 0, 0, 0, 0])
+            }
         }
     }
 
@@ -168,7 +180,7 @@ mod tests {
             .to_string();
         assert!(e.contains("out of memory or address space"), "{e}");
         let barrier = RemoteCall::Membarrier {
-            cmd: MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
+            cmd: libc::MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
         };
         assert_eq!(
             barrier.nr_and_args(),

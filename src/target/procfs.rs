@@ -501,6 +501,65 @@ pub fn exe_capability_attr(pid: i32) -> Option<Vec<u8>> {
     Some(buf.get(..usize::try_from(n).ok()?)?.to_vec())
 }
 
+/// One small file of `/proc/PID/task/TID` (`stat`, `syscall`, `schedstat`) in one read
+/// where it fits: the live path reads a few of them per thread, for every thread of targets
+/// with thousands, and `read_to_string`'s size query and second read cost as much as the
+/// read itself.
+pub fn task_file(pid: i32, tid: i32, name: &str) -> Option<String> {
+    use std::io::Read;
+    let mut file = fs::File::open(format!("/proc/{pid}/task/{tid}/{name}")).ok()?;
+    let mut buf = [0u8; 1024];
+    let n = file.read(&mut buf).ok()?;
+    if n < buf.len() {
+        // These files are made whole at the first read: a short one is all of it.
+        return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let mut all = buf.to_vec();
+    file.read_to_end(&mut all).ok()?;
+    Some(String::from_utf8_lossy(&all).into_owned())
+}
+
+/// A thread's scheduler counters from `/proc/PID/task/TID/schedstat`: time run (ns), time
+/// waited on a run queue (ns), times switched in. Any change means it ran in between; a
+/// kernel without them prints zeros (`None` here).
+pub fn schedstat(pid: i32, tid: i32) -> Option<[u64; 3]> {
+    parse_schedstat(&task_file(pid, tid, "schedstat")?)
+}
+
+fn parse_schedstat(text: &str) -> Option<[u64; 3]> {
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    let counters = [fields.next()??, fields.next()??, fields.next()??];
+    (counters[2] > 0).then_some(counters)
+}
+
+/// A thread's `schedstat` kept open, to read its counters again with one system call (a
+/// `/proc` file read from offset 0 is made anew): thousands of threads are read this way
+/// while a breakpoint is in place. Where the file could not be kept (out of descriptors), each
+/// read opens it by path.
+pub struct SchedCounters {
+    pid: i32,
+    tid: i32,
+    file: Option<fs::File>,
+}
+
+impl SchedCounters {
+    pub fn open(pid: i32, tid: i32) -> SchedCounters {
+        let file = fs::File::open(format!("/proc/{pid}/task/{tid}/schedstat")).ok();
+        SchedCounters { pid, tid, file }
+    }
+
+    /// The counters now; `None` once the thread is gone (or on a kernel without them).
+    pub fn read(&self) -> Option<[u64; 3]> {
+        use std::os::unix::fs::FileExt;
+        let Some(file) = &self.file else {
+            return schedstat(self.pid, self.tid);
+        };
+        let mut buf = [0u8; 128];
+        let n = file.read_at(&mut buf, 0).ok()?;
+        parse_schedstat(std::str::from_utf8(&buf[..n]).ok()?)
+    }
+}
+
 /// Whether `tid` is a thread of process `pid` (`/proc/PID/task/TID` exists).
 pub fn has_thread(pid: i32, tid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
@@ -519,6 +578,48 @@ pub fn own_status() -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scheduler_counters_move_when_a_thread_runs_and_only_then() {
+        let me = std::process::id() as i32;
+        // A thread blocked on a channel: its counters stand still until it is woken.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<i32>();
+        let sleeper = std::thread::spawn(move || {
+            ready_tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            rx.recv().unwrap();
+        });
+        let tid = ready_rx.recv().unwrap();
+        // Asleep once the kernel says so and its counters have settled (the last update comes
+        // when it leaves the CPU, a moment after its state says sleeping).
+        let mut before = schedstat(me, tid).expect("this kernel keeps scheduler counters");
+        for _ in 0..1000 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            let now = schedstat(me, tid).expect("counters");
+            if now == before && task_info(me, Some(tid)).is_ok_and(|i| i.state == 'S') {
+                break;
+            }
+            before = now;
+        }
+        assert!(before[2] > 0, "{before:?}");
+        for _ in 0..3 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            assert_eq!(schedstat(me, tid), Some(before), "it has not run");
+        }
+        tx.send(()).unwrap();
+        sleeper.join().unwrap();
+        let kept = SchedCounters::open(me, me);
+        assert!(kept.file.is_some(), "own schedstat kept open");
+        let first = kept.read().expect("own counters");
+        assert!(
+            kept.read()
+                .is_some_and(|again| again[0] >= first[0] && again[2] >= first[2])
+        );
+        let own = schedstat(me, me).expect("own counters");
+        assert!(own[0] > 0 && own[2] > 0, "{own:?}");
+        assert!(task_file(me, me, "schedstat").is_some_and(|t| t.ends_with('\n')));
+        assert_eq!(task_file(me, 1 << 30, "schedstat"), None);
+    }
 
     #[test]
     fn stat_with_odd_comm() {

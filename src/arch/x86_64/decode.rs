@@ -39,6 +39,26 @@ pub(super) fn control_transfer_kind(instr: &Instruction) -> Option<&'static str>
     }
 }
 
+/// Whether `have` is `want` re-encoded at another address: the same instruction, a
+/// RIP-relative operand still addressing the same absolute byte. (Branches are compared by
+/// their callers, who know where each target should have gone.)
+pub(super) fn same_relocated(want: &Instruction, have: &Instruction) -> bool {
+    have.code() == want.code()
+        && format_instr(have) == format_instr(want)
+        && have.is_ip_rel_memory_operand() == want.is_ip_rel_memory_operand()
+        && (!want.is_ip_rel_memory_operand()
+            || have.ip_rel_memory_address() == want.ip_rel_memory_address())
+}
+
+/// The error for an instruction that did not survive relocation.
+pub(super) fn relocation_mismatch(want: &Instruction, have: &Instruction) -> String {
+    format!(
+        "relocating `{}` produced `{}`",
+        format_instr(want),
+        format_instr(have)
+    )
+}
+
 /// Address of a plain two-byte `syscall` (`0f 05`) in the image's executable ranges.
 pub(super) fn find_syscall_instruction(image: &VdsoImage) -> Option<u64> {
     image.exec_ranges().iter().find_map(|&(start, len)| {

@@ -78,10 +78,14 @@ fn plan_one(image: &VdsoImage, symbol: &'static str) -> Result<HookPlan, String>
             sym.size
         ));
     }
+    let size = usize::try_from(sym.size)
+        .unwrap_or(usize::MAX)
+        .min(code.len());
     Ok(HookPlan {
         symbol,
         addr,
         original: code[..window].to_vec(),
+        function: code[..size].to_vec(),
     })
 }
 /// Refuses any window that a direct branch anywhere in the executable code lands strictly

@@ -1,6 +1,7 @@
 //! x86_64: the [`Arch`] facts and operations, each delegated to the file that does that job.
 //!
-//! `hooks` plans the windows, `relocate` builds the stubs, `jump` is the `jmp rel32` codec,
+//! `hooks` plans the windows, `relocate` builds the stubs, `inline` copies a whole function for a
+//! fake to run inline, `jump` is the `jmp rel32` codec,
 //! `decode` holds the shared iced-x86 helpers, `regs` runs `syscall` in a stopped thread.
 
 use nix::unistd::Pid;
@@ -10,6 +11,7 @@ use crate::vdso::VdsoImage;
 
 mod decode;
 mod hooks;
+mod inline;
 mod jump;
 mod regs;
 mod relocate;
@@ -42,6 +44,15 @@ impl Arch for X86_64 {
 
     fn build_stub(plan: &HookPlan, stub_addr: u64, capacity: usize) -> Result<Vec<u8>, String> {
         relocate::build_stub(plan, stub_addr, capacity)
+    }
+
+    fn build_body(
+        plan: &HookPlan,
+        at: u64,
+        capacity: usize,
+        continue_at: u64,
+    ) -> Result<Vec<u8>, String> {
+        inline::build_body(plan, at, capacity, continue_at)
     }
 
     fn encode_jump(from: u64, to: u64) -> Option<Vec<u8>> {

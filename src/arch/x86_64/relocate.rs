@@ -10,13 +10,15 @@ use iced_x86::{
     BlockEncoder, BlockEncoderOptions, Code, Decoder, DecoderOptions, Instruction, InstructionBlock,
 };
 
-use super::decode::{control_transfer_kind, format_instr, hex};
+use super::decode::{
+    control_transfer_kind, format_instr, hex, relocation_mismatch, same_relocated,
+};
 use super::jump::{JUMP_LEN, REACH};
 use crate::arch::HookPlan;
 
 /// Headroom kept below the ±2 GiB limit when checking reach before encoding, so that the exact
 /// position of each instruction inside the stub cannot matter.
-const REACH_MARGIN: u64 = 1 << 16;
+pub(super) const REACH_MARGIN: u64 = 1 << 16;
 
 /// Machine code for the stub at `stub_addr`; see [`crate::arch::Arch::build_stub`].
 pub(super) fn build_stub(
@@ -124,19 +126,11 @@ fn verify_stub(expected: &[Instruction], code: &[u8], stub_addr: u64) -> Result<
         ));
     }
     for (want, have) in expected.iter().zip(&got) {
-        let same = have.code() == want.code()
-            && format_instr(have) == format_instr(want)
-            && have.is_ip_rel_memory_operand() == want.is_ip_rel_memory_operand()
-            && (!want.is_ip_rel_memory_operand()
-                || have.ip_rel_memory_address() == want.ip_rel_memory_address())
+        let same = same_relocated(want, have)
             && (want.code() != Code::Jmp_rel32_64
                 || have.near_branch_target() == want.near_branch_target());
         if !same {
-            return Err(format!(
-                "relocating `{}` produced `{}`",
-                format_instr(want),
-                format_instr(have)
-            ));
+            return Err(relocation_mismatch(want, have));
         }
     }
     Ok(())
@@ -435,6 +429,7 @@ mod tests {
         let plan = |original: Vec<u8>| HookPlan {
             symbol: "f",
             addr: BASE,
+            function: original.clone(),
             original,
         };
         let err = build_stub(&plan(vec![0x55, 0x48, 0x89]), BASE - 4096, 64).unwrap_err();
@@ -460,6 +455,7 @@ mod tests {
             symbol: "f",
             addr: BASE,
             original: PROLOGUE[..6].to_vec(),
+            function: PROLOGUE.to_vec(),
         };
         let stub = build_stub(&plan, BASE + 0x20, 64).unwrap();
         assert_eq!(stub.len(), 6 + JUMP_LEN);

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use timeskew::follow::{Follower, FollowerUpdate};
 use timeskew::{InjectReport, RecoverReport, Skew, SlewRate, Status, TargetLock};
 
 use crate::args::TargetArgs;
@@ -22,8 +23,21 @@ pub trait Backend {
     /// Lets go of the target locks held since the last changes (see [`Isolated`]).
     fn release_locks(&self) {}
     /// Ends the experiments of the timeskew followers (`inject --follow`) tracing any of `pids`,
-    /// before any of their locks is taken: a follower recovers what it touched, taking locks.
-    fn end_followers(&self, _pids: &[i32]) {}
+    /// before any of their locks is taken: a follower recovers what it touched (or, with
+    /// `slew`, slews it back), taking locks. Each of `pids` whose follower ended, with it.
+    fn end_followers(&self, _pids: &[i32], _slew: Option<SlewRate>) -> Vec<(i32, Follower)> {
+        Vec::new()
+    }
+    /// Gives the experiment of each follower tracing any of `pids` the fault `skew` (every
+    /// process it follows but `pids`, which the caller injects, and every newcomer), before any
+    /// of their locks is taken. What each followed pid's follower did.
+    fn update_followers(&self, _pids: &[i32], _skew: &Skew) -> Vec<(i32, FollowerUpdate)> {
+        Vec::new()
+    }
+    /// The timeskew follower tracing `pid`, if any.
+    fn follower(&self, _pid: i32) -> Option<Follower> {
+        None
+    }
 }
 
 /// The real library, each change made in a helper process (see `isolate.rs`).
@@ -50,12 +64,52 @@ impl Isolated {
 }
 
 impl Backend for Isolated {
-    fn end_followers(&self, pids: &[i32]) {
-        for &pid in pids {
-            if let Err(e) = timeskew::follow::end_follower_of(pid) {
-                log::warn!("{e}");
+    fn end_followers(&self, pids: &[i32], slew: Option<SlewRate>) -> Vec<(i32, Follower)> {
+        // Who follows whom, before the first end lets them all go.
+        let followed: Vec<(i32, Follower)> = pids
+            .iter()
+            .filter_map(|&pid| Some((pid, timeskew::follow::follower_of(pid)?)))
+            .collect();
+        let mut ended: Vec<Follower> = Vec::new();
+        for &(pid, follower) in &followed {
+            if ended.contains(&follower) {
+                continue;
+            }
+            match timeskew::follow::end_follower_of(pid, slew) {
+                Ok(Some(_)) => ended.push(follower),
+                Ok(None) => {}
+                Err(e) => log::warn!("{e}"),
             }
         }
+        followed
+            .into_iter()
+            .filter(|(_, f)| ended.contains(f))
+            .collect()
+    }
+    fn update_followers(&self, pids: &[i32], skew: &Skew) -> Vec<(i32, FollowerUpdate)> {
+        let mut asked: Vec<(Follower, Option<FollowerUpdate>)> = Vec::new();
+        let mut updated = Vec::new();
+        for &pid in pids {
+            let Some(follower) = timeskew::follow::follower_of(pid) else {
+                continue;
+            };
+            // One request per follower, however many of `pids` it follows.
+            if !asked.iter().any(|(f, _)| *f == follower) {
+                let update =
+                    timeskew::follow::update_follower_of(pid, skew, pids).unwrap_or_else(|e| {
+                        log::warn!("{e}");
+                        None
+                    });
+                asked.push((follower, update));
+            }
+            if let Some((_, Some(update))) = asked.iter().find(|(f, _)| *f == follower) {
+                updated.push((pid, update.clone()));
+            }
+        }
+        updated
+    }
+    fn follower(&self, pid: i32) -> Option<Follower> {
+        timeskew::follow::follower_of(pid)
     }
     fn inject(&self, pid: i32, skew: &Skew) -> timeskew::Result<InjectReport> {
         self.locked(pid, || timeskew::inject(pid, skew))

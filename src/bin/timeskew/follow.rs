@@ -254,6 +254,9 @@ fn write_summary(r: &FollowReport, out: &mut impl Write) -> std::io::Result<()> 
         timeskew::follow::EndReason::Deadline => "the deadline",
         timeskew::follow::EndReason::Stopped => "a stop request",
         timeskew::follow::EndReason::RecoverRequested => "a recover from another timeskew",
+        timeskew::follow::EndReason::SlewBackRequested => {
+            "a recover --slew from another timeskew (the processes slew back to real time)"
+        }
         timeskew::follow::EndReason::SelectionGone => "nothing left to follow",
         timeskew::follow::EndReason::Failed => "a failure of the follower (see the log)",
     };
@@ -285,6 +288,13 @@ fn write_summary(r: &FollowReport, out: &mut impl Write) -> std::io::Result<()> 
             out,
             "  exited before they could be skewed: {}",
             r.exited_first
+        )?;
+    }
+    if r.fault_changes > 0 {
+        writeln!(
+            out,
+            "  fault changed by another timeskew inject: {} time(s)",
+            r.fault_changes
         )?;
     }
     for m in &r.missed {

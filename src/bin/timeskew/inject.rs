@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use serde::Serialize;
+use timeskew::InjectReport;
+use timeskew::follow::FollowerUpdate;
 
 use crate::args::{InjectArgs, TargetArgs};
 use crate::backend::{Backend, Outcome, for_each, is_gone, resolve};
 use crate::error::CliError;
-use crate::output::{format_inject, format_recover, report, timer_warning};
+use crate::output::{count, format_inject, format_recover, report, timer_warning};
 
 /// Runs `timeskew inject` as its arguments say.
 pub fn inject(
@@ -40,7 +43,18 @@ pub fn inject(
     loop {
         let started = Instant::now();
         let pids = resolve(&args.targets)?;
-        let injected = for_each(&pids, |pid| backend.inject(pid, &skew));
+        // A follow is one experiment: its follower takes the new fault too, for the processes it
+        // follows and every newcomer (before any lock is taken: it takes them).
+        let updates = backend.update_followers(&pids, &skew);
+        let injected: Vec<Outcome<Injected>> = for_each(&pids, |pid| {
+            backend.inject(pid, &skew).map(|report| Injected {
+                report,
+                follower: updates
+                    .iter()
+                    .find(|(p, _)| *p == pid)
+                    .map(|(_, u)| u.clone()),
+            })
+        });
         let ok: Vec<i32> = injected
             .iter()
             .filter(|o| o.result.is_ok())
@@ -52,7 +66,7 @@ pub fn inject(
                 writeln!(err, "timeskew: warning: {warning}")?;
             }
         }
-        let outcome = report(&args.targets, injected, format_inject, out, err);
+        let outcome = report(&args.targets, injected, format_injected, out, err);
         attempted += pids.len();
         failed += match &outcome {
             Err(CliError::Partial { failed, .. }) => *failed,
@@ -95,8 +109,41 @@ pub fn inject(
     Ok(())
 }
 
+/// What `inject` did to one target, and to the follow it belongs to.
+#[derive(Serialize)]
+struct Injected {
+    #[serde(flatten)]
+    report: InjectReport,
+    /// The target is followed (`inject --follow`): what its follower did with the new fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    follower: Option<FollowerUpdate>,
+}
+
+/// The inject line, and what the target's follower did.
+fn format_injected(i: &Injected) -> String {
+    let line = format_inject(&i.report);
+    let Some(u) = &i.follower else {
+        return line;
+    };
+    let mut note = format!(
+        "{line}; followed (tracer thread {}, pid {}): its follow takes this fault too, for {} it \
+         follows and every process it skews from now on",
+        u.follower.tracer,
+        u.follower.pid,
+        count(u.updated, "other process", "other processes")
+    );
+    for m in &u.failed {
+        note.push_str(&format!(
+            "; pid {} ({}) kept the old fault: {}",
+            m.pid, m.program, m.reason
+        ));
+    }
+    note
+}
+
 /// Recovers the targets this round injected; a target that has exited meanwhile (a zombie
-/// included) is not an error (there is nothing left to undo).
+/// included) is not an error (there is nothing left to undo). A followed target's follow ends
+/// (a follow is one experiment).
 fn recover_all(
     targets: &TargetArgs,
     pids: &[i32],
@@ -104,6 +151,7 @@ fn recover_all(
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> Result<(), CliError> {
+    backend.end_followers(pids, None);
     let outcomes: Vec<Outcome<_>> = for_each(pids, |pid| backend.recover(pid))
         .into_iter()
         .filter(|o| !is_gone(o.pid, &o.result))

@@ -163,7 +163,7 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 /// `1 thread`, `3 threads`.
-fn count(n: usize, one: &str, many: &str) -> String {
+pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 

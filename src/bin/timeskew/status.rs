@@ -3,10 +3,36 @@
 
 use std::io::Write;
 
+use serde::Serialize;
+use timeskew::Status;
+use timeskew::follow::Follower;
+
 use crate::args::TargetArgs;
 use crate::backend::{Backend, for_each, resolve};
 use crate::error::CliError;
 use crate::output::{format_status, report};
+
+/// What `status` shows of one target: its state, and the follower tracing it.
+#[derive(Serialize)]
+struct Shown {
+    #[serde(flatten)]
+    status: Status,
+    /// Traced by a timeskew follower (`inject --follow`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    followed_by: Option<Follower>,
+}
+
+fn format_shown(s: &Shown) -> String {
+    let line = format_status(&s.status);
+    match s.followed_by {
+        None => line,
+        Some(f) => format!(
+            "{line}; followed by timeskew (tracer thread {}, pid {}): every program it execs \
+             gets the follow's fault, `timeskew inject` changes it, `timeskew recover` ends it",
+            f.tracer, f.pid
+        ),
+    }
+}
 
 /// Runs `timeskew status` on the targets `args` select.
 pub fn status(
@@ -16,8 +42,13 @@ pub fn status(
     err: &mut impl Write,
 ) -> Result<(), CliError> {
     let pids = resolve(args)?;
-    let results = for_each(&pids, |pid| backend.status(pid));
-    report(args, results, format_status, out, err)
+    let results = for_each(&pids, |pid| {
+        backend.status(pid).map(|status| Shown {
+            status,
+            followed_by: backend.follower(pid),
+        })
+    });
+    report(args, results, format_shown, out, err)
 }
 
 #[cfg(test)]

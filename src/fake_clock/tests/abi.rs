@@ -111,6 +111,12 @@ fn fake_clock_stack_depth_alignment_and_preserved_registers() {
 
 /// Calls `f(a0, a1)` with rbx, rbp, r12-r15 set to sentinels; returns (rax, rsp before
 /// the call, whether all sentinels survived).
+/// Calls `f(a0)` and says what it returned and whether the callee-saved registers survived.
+pub(super) fn probe_preserved(f: usize, a0: usize) -> (u64, bool) {
+    let (r, _, ok) = probe(f, a0, 0);
+    (r, ok)
+}
+
 fn probe(f: usize, a0: usize, a1: usize) -> (u64, u64, bool) {
     let (ret, rsp, ok): (u64, u64, u64);
     // SAFETY: calls a fake from the test's code page with valid arguments; rbx and rbp

@@ -4,6 +4,7 @@
 use super::harness::*;
 use super::model::*;
 use crate::fake_clock::data_page::{self as layout, Params};
+use std::sync::atomic::Ordering;
 
 // ---- exact arithmetic against scripted genuine values ----------------------------------
 
@@ -206,6 +207,36 @@ fn fake_clock_scripted_time_is_floor_of_coarse_plus_offset() {
         assert_eq!(inj.time()(std::ptr::null_mut()), 1000);
         assert_eq!((SCRIPT.get().calls, SCRIPT.get().time_calls), (0, 1));
     }
+}
+
+/// time()'s summary word (data_page::time_word): answered from when its tag is the current
+/// generation's, ignored when a writer published a slot without it (died before it, or an
+/// older timeskew) — then the slot decides.
+#[test]
+fn fake_clock_time_answers_from_its_word_only_while_its_tag_is_current() {
+    let inj = Injected::scripted(&params(1, &[(0, 3 * HOUR_NS)]));
+    script(0, 1000, 0);
+    assert_eq!(inj.time()(std::ptr::null_mut()), 1000 + 3 * 3600);
+    // A word that says otherwise than the slot, with the current tag (0): it is what answers,
+    // with no look at the slot.
+    let forged = 777u64 << layout::TIME_WORD_TAG_BITS; // tag 0
+    inj.word(layout::OFF_TIME_WORD)
+        .store(forged, Ordering::Release);
+    let mut t: libc::time_t = 0;
+    assert_eq!(inj.time()(&mut t), 1777);
+    assert_eq!(t, 1777, "*tloc");
+    // A slot published without its word: the stale tag sends time() to the slot.
+    let next = inj.publish_raw_without_time_word(&params(1, &[(0, -5_000_000_000)]).encode_slot());
+    assert_eq!(next, 1);
+    assert_eq!(inj.time()(std::ptr::null_mut()), 995);
+    // ...and a published word takes over again.
+    inj.publish(&params(1, &[(0, 60_000_000_000)]));
+    assert_eq!(
+        inj.word(layout::OFF_TIME_WORD).load(Ordering::Acquire) & 0xffff,
+        2
+    );
+    assert_eq!(inj.time()(std::ptr::null_mut()), 1060);
+    assert_eq!((SCRIPT.get().calls, SCRIPT.get().time_calls), (0, 4));
 }
 
 #[test]

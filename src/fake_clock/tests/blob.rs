@@ -13,7 +13,7 @@ use crate::fake_clock::*;
 fn fake_clock_header_is_valid() {
     let b = blob();
     assert_eq!(&b.bytes[..8], b"TSKFAKE1");
-    assert_eq!(HEADER_LEN, 0x24);
+    assert_eq!(HEADER_LEN, 0x34);
     assert_eq!(b.stub_capacity, STUB_CAPACITY);
     assert_eq!(STUB_CAPACITY, 64);
     for &e in b.entries.values() {
@@ -32,6 +32,53 @@ fn fake_clock_header_is_valid() {
         );
     }
     assert!(b.bytes.len() <= CODE_PAGE_LEN);
+    // The inlining time(): `mov rsi, rdi; xor edi, edi`, then the body slot (int3 until
+    // filled), then where the body continues: `mov rdi, rsi` and the calling fake's code.
+    assert_eq!(b.time_inline % 16, 0);
+    assert_eq!(
+        &b.bytes[b.time_inline..b.time_inline + 5],
+        &[0x48, 0x89, 0xfe, 0x31, 0xff]
+    );
+    assert_eq!(b.time_body, b.time_inline + 5);
+    assert_eq!(b.time_body_done, b.time_body + b.stub_capacity);
+    assert!(
+        b.bytes[b.time_body..b.time_body_done]
+            .iter()
+            .all(|&x| x == FILL_BYTE)
+    );
+    assert_eq!(
+        &b.bytes[b.time_body_done..b.time_body_done + 3],
+        &[0x48, 0x89, 0xf7]
+    );
+}
+
+#[test]
+fn fake_clock_time_body_is_placed_and_chooses_the_detour() {
+    let b = blob();
+    let stubs = [[1u8; 6], [2u8; 6], [3u8; 6]];
+    let stubs = PerEntry([&stubs[0][..], &stubs[1][..], &stubs[2][..]]);
+    let without = b.code_page(stubs, None).unwrap();
+    assert!(
+        without[b.time_body..b.time_body_done]
+            .iter()
+            .all(|&x| x == FILL_BYTE)
+    );
+    assert_eq!(b.detour(Entry::Time, &without), b.entries[Entry::Time]);
+    let body = [0x31u8, 0xc0, 0xeb, 0x00];
+    let with = b.code_page(stubs, Some(&body)).unwrap();
+    assert_eq!(&with[b.time_body..b.time_body + 4], &body);
+    assert!(
+        with[b.time_body + 4..b.time_body_done]
+            .iter()
+            .all(|&x| x == FILL_BYTE)
+    );
+    assert_eq!(b.detour(Entry::Time, &with), b.time_inline);
+    for e in [Entry::ClockGettime, Entry::Gettimeofday] {
+        assert_eq!(b.detour(e, &with), b.entries[e]);
+    }
+    let err = b.code_page(stubs, Some(&[0x90; 65])).unwrap_err();
+    assert!(err.contains("time body is 65 bytes"), "{err}");
+    assert!(b.code_page(stubs, Some(&[])).is_err());
 }
 
 #[test]
@@ -73,10 +120,40 @@ fn fake_clock_parse_rejects_bad_headers() {
         "{err}"
     );
     let mut bad = good.clone();
+    bad[0x24..0x28].copy_from_slice(&(good.len() as u32 - 4).to_le_bytes());
+    assert!(
+        parse(leak(bad))
+            .unwrap_err()
+            .contains("registration helper")
+    );
+    let mut bad = good.clone();
+    bad[0x28..0x2c].copy_from_slice(&(good.len() as u32).to_le_bytes());
+    assert!(
+        parse(leak(bad))
+            .unwrap_err()
+            .contains("inlining time entry")
+    );
+    let mut bad = good.clone();
+    bad[0x2c..0x30].copy_from_slice(&(blob().time_body as u32 + 1).to_le_bytes());
+    let err = parse(leak(bad)).unwrap_err();
+    assert!(err.contains("past where it continues"), "{err}");
+    let mut bad = good.clone();
+    let gtod = blob().stubs[Entry::Gettimeofday] as u32;
+    bad[0x2c..0x30].copy_from_slice(&gtod.to_le_bytes());
+    bad[0x30..0x34].copy_from_slice(&(gtod + 64).to_le_bytes());
+    let err = parse(leak(bad)).unwrap_err();
+    assert!(
+        err.contains("gettimeofday and time body stub slots overlap"),
+        "{err}"
+    );
+    let mut bad = good.clone();
+    bad[0x30..0x34].copy_from_slice(&(good.len() as u32).to_le_bytes());
+    assert!(parse(leak(bad)).unwrap_err().contains("outside the blob"));
+    let mut bad = good.clone();
     bad[0x1c..0x20].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(parse(leak(bad)).is_err());
     assert!(parse(leak(good[..0x10].to_vec())).is_err());
-    assert!(parse(leak(good[..0x22].to_vec())).is_err());
+    assert!(parse(leak(good[..0x26].to_vec())).is_err());
     assert!(parse(leak(vec![0xcc; CODE_PAGE_LEN + 1])).is_err());
 }
 
@@ -86,7 +163,7 @@ fn fake_clock_code_page_places_stubs() {
     let s1 = [1u8, 2, 3];
     let s2 = vec![7u8; 64];
     let s3 = [9u8; 10];
-    let page = b.code_page(PerEntry([&s1, &s2, &s3])).unwrap();
+    let page = b.code_page(PerEntry([&s1, &s2, &s3]), None).unwrap();
     assert_eq!(page.len(), CODE_PAGE_LEN);
     assert_eq!(
         &page[..b.stubs[Entry::ClockGettime]],
@@ -102,18 +179,24 @@ fn fake_clock_code_page_places_stubs() {
     assert!(page[t + 10..t + 64].iter().all(|&x| x == 0xcc));
     assert!(page[b.bytes.len()..].iter().all(|&x| x == 0xcc));
 
-    let err = b.code_page(PerEntry([&[0x90; 65], &s1, &s3])).unwrap_err();
+    let err = b
+        .code_page(PerEntry([&[0x90; 65], &s1, &s3]), None)
+        .unwrap_err();
     assert!(err.contains("clock_gettime stub is 65 bytes"), "{err}");
-    let err = b.code_page(PerEntry([&s1, &[0x90; 65], &s3])).unwrap_err();
+    let err = b
+        .code_page(PerEntry([&s1, &[0x90; 65], &s3]), None)
+        .unwrap_err();
     assert!(err.contains("gettimeofday stub is 65 bytes"), "{err}");
-    let err = b.code_page(PerEntry([&s1, &s3, &[0x90; 65]])).unwrap_err();
+    let err = b
+        .code_page(PerEntry([&s1, &s3, &[0x90; 65]]), None)
+        .unwrap_err();
     assert!(err.contains("time stub is 65 bytes"), "{err}");
     assert!(
-        b.code_page(PerEntry([&[], &s1, &s3]))
+        b.code_page(PerEntry([&[], &s1, &s3]), None)
             .unwrap_err()
             .contains("empty")
     );
-    let err = b.code_page(PerEntry([&s1, &s3, &[]])).unwrap_err();
+    let err = b.code_page(PerEntry([&s1, &s3, &[]]), None).unwrap_err();
     assert!(err.contains("time stub is empty"), "{err}");
 }
 
@@ -135,6 +218,7 @@ fn fake_clock_code_is_position_independent() {
         DecoderOptions::NONE,
     );
     let (mut rip_rel, mut generation_checks, mut calls, mut syscalls) = (0, 0, 0, 0);
+    let mut time_words = 0;
     let mut internal_calls = std::collections::BTreeMap::new();
     let last_entry = *b.entries.values().iter().max().unwrap() as u64;
     for insn in &mut d {
@@ -148,6 +232,8 @@ fn fake_clock_code_is_position_independent() {
             let at = insn.ip_rel_memory_address();
             if at == base + DATA_PAGE_OFFSET + layout::OFF_GENERATION as u64 {
                 generation_checks += 1;
+            } else if at == base + DATA_PAGE_OFFSET + layout::OFF_TIME_WORD as u64 {
+                time_words += 1;
             } else {
                 assert_eq!(at, base + DATA_PAGE_OFFSET, "{insn}");
                 rip_rel += 1;
@@ -184,10 +270,11 @@ fn fake_clock_code_is_position_independent() {
     }
     assert_eq!(rip_rel, 7, "one data-page lea per checked-read loop");
     assert_eq!(
-        generation_checks, 8,
+        generation_checks, 9,
         "the evaluating loops and the fast cases of clock_gettime and gettimeofday re-check \
-         the generation RIP-relatively"
+         the generation RIP-relatively, and time() reads it beside its summary word"
     );
+    assert_eq!(time_words, 1, "time()'s summary word, read once");
     assert_eq!(calls, 5, "one stub call per fake, three in time()");
     assert_eq!(
         internal_calls.values().collect::<Vec<_>>(),
@@ -195,9 +282,50 @@ fn fake_clock_code_is_position_independent() {
         "one evaluator, called once each by clock_gettime, gettimeofday and time"
     );
     assert_eq!(
-        syscalls, 4,
-        "time()'s fallback and the three slow reads (clock_gettime, gettimeofday, time)"
+        syscalls, 7,
+        "time()'s fallback, the three slow reads (clock_gettime, gettimeofday, time) and the \
+         registration helper's three (clone, membarrier, exit)"
     );
+}
+
+/// The registration helper is what the live path sends a thread to: the `syscall` the worker
+/// runs clone at, then membarrier registration, exit with the errno, and a `ud2` that is never
+/// reached — no stack, no memory, no branch, exactly REGISTER_HELPER_LEN bytes.
+#[test]
+fn registration_helper_registers_and_exits_without_touching_memory() {
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
+    let b = blob();
+    let code = &b.bytes[b.register_helper..][..REGISTER_HELPER_LEN];
+    let insns: Vec<_> = Decoder::new(64, code, DecoderOptions::NONE)
+        .into_iter()
+        .collect();
+    let names: Vec<Mnemonic> = insns.iter().map(|i| i.mnemonic()).collect();
+    use Mnemonic::*;
+    assert_eq!(
+        names,
+        [
+            Syscall, Mov, Mov, Xor, Xor, Syscall, Neg, Mov, Mov, Syscall, Ud2
+        ]
+    );
+    assert_eq!(
+        insns.iter().map(|i| i.len()).sum::<usize>(),
+        REGISTER_HELPER_LEN
+    );
+    assert!(
+        insns
+            .iter()
+            .all(|i| !i.op_kinds().any(|k| k == OpKind::Memory))
+    );
+    let imm = |i: &iced_x86::Instruction, reg: Register| {
+        assert_eq!(i.op0_register(), reg, "{i}");
+        i.immediate32() as i64
+    };
+    assert_eq!(imm(&insns[1], Register::EAX), libc::SYS_membarrier);
+    assert_eq!(
+        imm(&insns[2], Register::EDI),
+        i64::from(libc::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE)
+    );
+    assert_eq!(imm(&insns[8], Register::EAX), libc::SYS_exit);
 }
 
 /// The same blob copied to two different addresses, alive at once, each with its own data

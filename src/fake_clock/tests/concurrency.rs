@@ -143,6 +143,8 @@ static TRACE_VARIANT: AtomicUsize = AtomicUsize::new(0);
 
 const MODE_FULL_LAP: usize = 1;
 const MODE_DEAD_WRITER: usize = 2;
+/// Publishes set 1 (slot and generation) and dies before `time()`'s summary word.
+const MODE_NO_TIME_WORD: usize = 3;
 
 /// Offsets of parameter set `n` for CLOCK_REALTIME and CLOCK_MONOTONIC: every set has
 /// distinct sub-second digits, and sets n and n + 2 differ in whether time() carries, so
@@ -206,6 +208,13 @@ fn data_word(data: usize, off: usize) -> &'static AtomicU64 {
     unsafe { AtomicU64::from_ptr((data + off) as *mut u64) }
 }
 
+/// Stores `time()`'s summary word of `slot` published as `generation`, as the writer does
+/// after the generation (state/publish.rs).
+fn trace_write_time_word(data: usize, generation: u64, slot: &[u8]) {
+    data_word(data, layout::OFF_TIME_WORD)
+        .store(layout::time_word(slot, generation), Ordering::Release);
+}
+
 fn trace_write_slot(data: usize, generation: u64, slot: &[u8]) {
     let at = layout::slot_offset(generation);
     for (i, w) in slot.chunks_exact(8).enumerate() {
@@ -223,8 +232,14 @@ fn trace_writer(data: usize) {
             // slot the reader may be reading.
             trace_write_slot(data, 1, &lap_slot(1));
             generation.store(1, Ordering::Release);
+            trace_write_time_word(data, 1, &lap_slot(1));
             trace_write_slot(data, 2, &lap_slot(2));
             generation.store(2, Ordering::Release);
+            trace_write_time_word(data, 2, &lap_slot(2));
+        }
+        MODE_NO_TIME_WORD => {
+            trace_write_slot(data, 1, &lap_slot(1));
+            generation.store(1, Ordering::Release);
         }
         MODE_DEAD_WRITER => {
             // Publishes set 1, then dies half-way through writing set 2 into slot 0: the
@@ -233,6 +248,7 @@ fn trace_writer(data: usize) {
             // is never bumped to 2.
             trace_write_slot(data, 1, &lap_slot(1));
             generation.store(1, Ordering::Release);
+            trace_write_time_word(data, 1, &lap_slot(1));
             let two = lap_slot(2);
             let slot0 = layout::slot_offset(0);
             data_word(data, slot0 + layout::SLOT_OFF_MASK).store(0, Ordering::Relaxed);
@@ -339,6 +355,7 @@ fn fake_clock_writer_at_every_instruction_never_tears() {
         trace_write_slot(data, 0, &lap_slot(0));
         trace_write_slot(data, 1, &[0; layout::SLOT_LEN]);
         data_word(data, layout::OFF_GENERATION).store(0, Ordering::Release);
+        trace_write_time_word(data, 0, &lap_slot(0));
     };
     // Outputs, only accessed through these addresses (the stand-ins overwrite them fully
     // on every call).
@@ -376,7 +393,7 @@ fn fake_clock_writer_at_every_instruction_never_tears() {
     let mut total_steps = 0;
     for variant in 0..LAP_VARIANTS {
         TRACE_VARIANT.store(variant, Ordering::Relaxed);
-        for mode in [MODE_FULL_LAP, MODE_DEAD_WRITER] {
+        for mode in [MODE_FULL_LAP, MODE_DEAD_WRITER, MODE_NO_TIME_WORD] {
             TRACE_MODE.store(mode, Ordering::Relaxed);
             // The sets a reader may legitimately return: the one before the writer ran,
             // and the last one the writer completely published.

@@ -4,7 +4,7 @@
 //! genuine ones.
 
 use super::model::*;
-use crate::arch::{Entry, PerEntry};
+use crate::arch::{Arch, Entry, Native, PerEntry};
 use crate::fake_clock::data_page::{self as layout, DataPage, Params};
 use crate::fake_clock::{FakeBlob, blob};
 use std::cell::Cell;
@@ -143,13 +143,71 @@ pub(super) fn data_page(p: &Params) -> Vec<u8> {
 
 // ---- the harness -------------------------------------------------------------------------
 
+/// The two pages of an [`Injected`], mapped with libc (memmap2 cannot place a mapping near
+/// the vDSO), unmapped on drop.
+struct Pages(*mut u8);
+
+impl Pages {
+    /// Two fresh rw- pages; with `near`, within a few hundred MiB below that address (the copy
+    /// of the genuine `time()` must reach the vvar pages with 32-bit displacements).
+    fn map(near: Option<usize>) -> Pages {
+        let tries: Vec<Option<usize>> = match near {
+            Some(at) => (1..256).map(|mib| Some(at - (mib << 20))).collect(),
+            None => vec![None],
+        };
+        for hint in tries {
+            let flags = libc::MAP_PRIVATE
+                | libc::MAP_ANONYMOUS
+                | if hint.is_some() {
+                    libc::MAP_FIXED_NOREPLACE
+                } else {
+                    0
+                };
+            // SAFETY: an anonymous private mapping; MAP_FIXED_NOREPLACE never replaces an
+            // existing mapping (it fails with EEXIST instead).
+            let at = unsafe {
+                libc::mmap(
+                    hint.unwrap_or(0) as *mut libc::c_void,
+                    2 * PAGE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    flags,
+                    -1,
+                    0,
+                )
+            };
+            if at != libc::MAP_FAILED {
+                return Pages(at.cast());
+            }
+        }
+        panic!("cannot map the code and data pages (near {near:x?})");
+    }
+}
+
+// SAFETY: the pages are plain memory shared by every thread of this process; the harness
+// writes the data page only through atomics (`Injected::word`) and never writes the code page
+// after it turned r-x.
+unsafe impl Send for Pages {}
+// SAFETY: as for Send.
+unsafe impl Sync for Pages {}
+
+impl Drop for Pages {
+    fn drop(&mut self) {
+        // SAFETY: the two pages this value mapped; no pointer into them outlives the Injected
+        // that owns it.
+        unsafe { libc::munmap(self.0.cast(), 2 * PAGE) };
+    }
+}
+
 /// A code page (r-x) built from the blob plus its data page (rw-), mapped in this process.
 pub(super) struct Injected {
-    /// Both pages, the code page first; the data page is mapped over the second page. Dropping
-    /// it unmaps both (no function pointer into them outlives `self`: they are only used while
-    /// `self` is borrowed).
-    pages: memmap2::Mmap,
+    /// Both pages, the code page first, the data page one page above it. Dropping it unmaps
+    /// both (no function pointer into them outlives `self`: they are only used while `self`
+    /// is borrowed).
+    pages: Pages,
     pub(super) blob: FakeBlob,
+    /// Where the hook of `time()` would jump: the inlining fake when the page holds a copy of
+    /// the genuine `time()`, else the calling one.
+    time_detour: usize,
 }
 
 impl Injected {
@@ -161,55 +219,65 @@ impl Injected {
         stub_time: &[u8],
         data: &[u8],
     ) -> Injected {
-        assert_eq!(data.len(), PAGE);
-        let blob = blob();
-        let code = blob
-            .code_page(PerEntry([stub_cg, stub_gtod, stub_time]))
-            .expect("code page");
-        // make_exec changes the protection of a whole mapping, so both pages turn r-x here and
-        // the data page replaces the second one below: the pair stays one range, owned by
-        // `pages`, with the data page exactly one page above the code page.
-        let mut pages = memmap2::MmapOptions::new()
-            .len(2 * PAGE)
-            .map_anon()
-            .expect("mmap of the code and data pages");
-        pages[..PAGE].copy_from_slice(&code);
-        let pages = pages.make_exec().expect("mprotect r-x of the code page");
-        // libc, not memmap2: the data page needs a fixed address (one page above the code).
-        // SAFETY: MAP_FIXED replaces only the second page of `pages`, a mapping this function
-        // owns and that nothing references (no slice of it is alive); `pages` unmaps it with
-        // the first page on drop.
-        let at = unsafe {
-            let want = pages.as_ptr().add(PAGE).cast_mut();
-            let at = libc::mmap(
-                want.cast(),
-                PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                -1,
-                0,
-            );
-            assert_eq!(at, want.cast(), "mmap of the data page failed");
-            want
-        };
-        // SAFETY: at..at+PAGE is the fresh rw data page; `data` is a page-sized buffer that
-        // does not overlap it.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), at, PAGE) };
-        Injected { pages, blob }
+        Self::build(PerEntry([stub_cg, stub_gtod, stub_time]), data, false)
     }
 
-    /// Stubs that jump to the genuine vDSO functions.
+    /// `with_stubs`, plus (`inline`) the copy of this process's genuine `time()` in the body
+    /// slot, the pages then placed near the vDSO.
+    fn build(stubs: PerEntry<&[u8]>, data: &[u8], inline: bool) -> Injected {
+        assert_eq!(data.len(), PAGE);
+        let blob = blob();
+        let near = inline.then(|| genuine().time & !(PAGE - 1));
+        let pages = Pages::map(near);
+        let code_addr = pages.0 as u64;
+        let body = inline.then(|| {
+            let image = crate::vdso::VdsoImage::of_current_process().expect("own vDSO");
+            let plans = Native::plan_hooks(&image).expect("hook plans of the own vDSO");
+            Native::build_body(
+                &plans[Entry::Time],
+                code_addr + blob.time_body as u64,
+                blob.stub_capacity,
+                code_addr + blob.time_body_done as u64,
+            )
+            .expect("a copy of this vDSO's time()")
+        });
+        let code = blob.code_page(stubs, body.as_deref()).expect("code page");
+        let time_detour = blob.detour(Entry::Time, &code);
+        // SAFETY: pages.0 .. + 2 * PAGE is the rw- mapping just made, not aliased by anything;
+        // `code` and `data` are page-sized buffers that do not overlap it. The code page turns
+        // r-x only after it is written.
+        unsafe {
+            std::ptr::copy_nonoverlapping(code.as_ptr(), pages.0, PAGE);
+            std::ptr::copy_nonoverlapping(data.as_ptr(), pages.0.add(PAGE), PAGE);
+            assert_eq!(
+                libc::mprotect(pages.0.cast(), PAGE, libc::PROT_READ | libc::PROT_EXEC),
+                0,
+                "mprotect r-x of the code page"
+            );
+        }
+        Injected {
+            pages,
+            blob,
+            time_detour,
+        }
+    }
+
+    /// Stubs that jump to the genuine vDSO functions, and `time()` inlined: the copy of the
+    /// genuine one in the body slot, as an injection into this process would do.
     pub(super) fn with_vdso(p: &Params) -> Injected {
         let g = genuine();
-        Self::with_stubs(
-            &abs_jump(g.clock_gettime),
-            &abs_jump(g.gettimeofday),
-            &abs_jump(g.time),
+        Self::build(
+            PerEntry([
+                &abs_jump(g.clock_gettime),
+                &abs_jump(g.gettimeofday),
+                &abs_jump(g.time),
+            ]),
             &data_page(p),
+            true,
         )
     }
 
-    /// Stubs that jump to the scripted stand-ins below.
+    /// Stubs that jump to the scripted stand-ins below (`time()` through its calling fake).
     pub(super) fn scripted(p: &Params) -> Injected {
         Self::with_stubs(
             &abs_jump(scripted_clock_gettime as *const () as usize),
@@ -219,8 +287,13 @@ impl Injected {
         )
     }
 
+    /// Whether `time()` runs the copy of the genuine one (the inlining fake).
+    pub(super) fn time_is_inline(&self) -> bool {
+        self.time_detour == self.blob.time_inline
+    }
+
     pub(super) fn addr(&self, off: usize) -> usize {
-        self.pages.as_ptr() as usize + off
+        self.pages.0 as usize + off
     }
 
     pub(super) fn clock_gettime(&self) -> ClockGettimeFn {
@@ -244,7 +317,7 @@ impl Injected {
 
     pub(super) fn time(&self) -> TimeFn {
         // SAFETY: as for clock_gettime.
-        unsafe { std::mem::transmute::<usize, TimeFn>(self.addr(self.blob.entries[Entry::Time])) }
+        unsafe { std::mem::transmute::<usize, TimeFn>(self.addr(self.time_detour)) }
     }
 
     /// The aligned 8-byte word at `off` in the data page.
@@ -252,7 +325,7 @@ impl Injected {
         assert!(off.is_multiple_of(8) && off + 8 <= PAGE);
         // SAFETY: in bounds of the rw data page, 8-aligned, valid while self lives; this
         // process writes the data page only through these atomics once it is shared.
-        unsafe { AtomicU64::from_ptr(self.pages.as_ptr().add(PAGE + off).cast_mut().cast()) }
+        unsafe { AtomicU64::from_ptr(self.pages.0.add(PAGE + off).cast()) }
     }
 
     /// Publishes `p` exactly as state/data_page.rs prescribes: fill the inactive slot, then bump
@@ -262,10 +335,19 @@ impl Injected {
     }
 
     pub(super) fn publish_raw(&self, slot_bytes: &[u8]) {
+        let next = self.publish_raw_without_time_word(slot_bytes);
+        self.word(layout::OFF_TIME_WORD)
+            .store(layout::time_word(slot_bytes, next), Ordering::Release);
+    }
+
+    /// The slot and the generation only, as a writer that died before `time()`'s summary (or
+    /// an older timeskew) leaves them; the new generation.
+    pub(super) fn publish_raw_without_time_word(&self, slot_bytes: &[u8]) -> u64 {
         let generation = self.word(layout::OFF_GENERATION);
         let next = generation.load(Ordering::Relaxed).wrapping_add(1);
         self.write_slot(next, slot_bytes);
         generation.store(next, Ordering::Release);
+        next
     }
 
     pub(super) fn write_slot(&self, generation: u64, slot_bytes: &[u8]) {

@@ -197,6 +197,33 @@ fn fake_clock_vdso_gettimeofday_null_arguments() {
     check_clock(&inj, libc::CLOCK_MONOTONIC, off);
 }
 
+/// The harness injects as timeskew does: `time()` runs a copy of this machine's genuine
+/// `time()` (the inlining fake), so every `with_vdso` test of `time()` goes through the copy.
+/// Called through a probe that checks the callee-saved registers, it answers what the
+/// genuine one does (through `tloc` too), unselected, whole and fractional offsets alike.
+#[test]
+fn fake_clock_vdso_time_runs_a_copy_of_the_genuine_one() {
+    for (mask, off) in [(0, 0), (1, 0), (1, -600 * 1_000_000_000), (1, HOUR_NS + 1)] {
+        let inj = Injected::with_vdso(&params(mask, &[(0, off)]));
+        assert!(inj.time_is_inline(), "the copy of time() was refused");
+        let mut t: i64 = 0;
+        let lo = genuine_time()(std::ptr::null_mut());
+        let (r, ok) =
+            super::abi::probe_preserved(inj.addr(inj.blob.time_inline), &raw mut t as usize);
+        let hi = genuine_time()(std::ptr::null_mut());
+        assert!(ok, "the inlined time() clobbered a callee-saved register");
+        assert_eq!(r as i64, t, "*tloc");
+        let (lo, hi) = (
+            (lo as i128 * NS + off as i128 - NS).div_euclid(NS) as i64,
+            (hi as i128 * NS + off as i128 + NS).div_euclid(NS) as i64,
+        );
+        assert!(lo <= t && t <= hi, "{t} not in [{lo}, {hi}]");
+        for _ in 0..20 {
+            check_time(&inj, off);
+        }
+    }
+}
+
 #[test]
 fn fake_clock_vdso_time_floor_semantics() {
     for off in [

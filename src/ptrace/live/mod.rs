@@ -34,10 +34,7 @@ use nix::unistd::Pid;
 
 use super::events::ChildEvents;
 use super::raw::PeekSiginfoArgs;
-use super::remote_mm::{
-    MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, MEMBARRIER_CMD_QUERY,
-    MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, RemoteCall,
-};
+use super::remote_mm::RemoteCall;
 use super::remote_syscall::RegsGuard;
 use super::seccomp::{self, PlannedSyscall};
 use super::seize::{SeizeWatch, reap_exited};
@@ -47,10 +44,14 @@ use crate::error::{Error, Result};
 use crate::report::{LiveStats, ThreadStop};
 use crate::target::mem::RemoteMemory;
 use crate::target::procfs::{self, Mapping};
+use libc::{
+    MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, MEMBARRIER_CMD_QUERY,
+    MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
+};
 
 pub(crate) use code::{BoundMem, Swap, SwapState};
 use reports::Ev;
-use threads::{Seen, seen};
+use threads::{CREATING, Seen, seen};
 
 /// How long one thread may take to report a stop we asked for (a scheduler delay on a loaded
 /// machine; a thread in an uninterruptible wait is never asked).
@@ -117,12 +118,28 @@ pub(crate) struct LiveSession {
     ever_stopped: std::collections::HashSet<i32>,
     /// The target's mappings, read for the current look at its threads' stacks.
     maps: Vec<Mapping>,
+    /// The windows an injection will write (start, length), known from the plan: threads
+    /// are first looked at against them, before anything is written (`creations_settled`).
+    planned: Vec<(u64, usize)>,
+    /// Threads seen blocked in the kernel outside every planned window, no saved context
+    /// inside one, with their scheduler counters then (the file kept open to read them again).
+    quiet: HashMap<i32, ([u64; 3], procfs::SchedCounters)>,
     /// A complete new jump was written at some point (threads may have taken it).
     reached_after: bool,
     /// The vDSO planned for (base, length): another one means another program.
     vdso: (u64, usize),
     /// The target exec'd meanwhile (its old memory, and what we wrote there, is gone).
     execed: bool,
+    /// `release` has begun: a process that reports from here on with a breakpoint in its copy
+    /// of the memory is stopped, repaired and let go like the ones known before.
+    releasing: bool,
+    /// Tracees let go or exited: a fork event reported after its child's own first stop (or
+    /// exit) must not take the child in again — it would be waited for, never to report.
+    let_go: std::collections::HashSet<i32>,
+    /// The target is registered for core-serializing barriers (`register_barriers`).
+    registered: bool,
+    /// A registration helper thread not seen to exit: it may still run in the code page.
+    helper: Option<i32>,
 }
 
 /// Whether `maps` have the vDSO at `(base, len)`: the program it was planned for.
@@ -162,12 +179,14 @@ impl LiveSession {
     /// Traces every thread of `pid` without stopping any, picks the worker, and checks the
     /// live path can run: no thread blocks or ignores SIGTRAP (a breakpoint trap is a forced
     /// SIGTRAP, which would reset that) and the worker may call membarrier. `Ok(Err(_))`: the
-    /// caller should stop every thread instead.
+    /// caller should stop every thread instead. `planned`: the windows an injection will
+    /// write (none for a recover), which every blocked thread is first looked at against.
     pub(crate) fn start(
         pid: i32,
         via: i32,
         syscall_insn: u64,
         vdso: (u64, usize),
+        planned: Vec<(u64, usize)>,
     ) -> Result<std::result::Result<LiveSession, Fallback>> {
         if let Some(why) = procfs::frozen_by(pid) {
             return Err(Error::Unsupported {
@@ -195,6 +214,12 @@ impl LiveSession {
             stats: LiveStats::default(),
             ever_stopped: Default::default(),
             maps: Vec::new(),
+            planned,
+            quiet: HashMap::new(),
+            releasing: false,
+            let_go: Default::default(),
+            registered: false,
+            helper: None,
             reached_after: false,
             vdso,
             execed: false,
@@ -202,12 +227,19 @@ impl LiveSession {
         if let Some(why) = s.seize_all()? {
             return Ok(Err(why));
         }
+        let seized = s.started.elapsed();
         // Every thread is traced with exec reported from here on; a program exec'd before that
         // (the plan was made from the vDSO read earlier) is caught now, before any call runs at
         // an address of the old program.
         if let Some(why) = s.creations_settled()? {
             return Ok(Err(why));
         }
+        log::debug!(
+            "pid {pid}: {} threads seized in {} µs, creations settled after {} µs",
+            s.tracees.len(),
+            seized.as_micros(),
+            s.started.elapsed().as_micros()
+        );
         s.mem = BoundMem::open(pid, via).or_else(|_| BoundMem::open(pid, pid))?;
         s.same_program(vdso)?;
         s.pick_worker()?;
@@ -228,15 +260,32 @@ impl LiveSession {
     /// in clone itself) is stopped once (its stop comes after the clone returns), then the
     /// thread list is read again; new threads so found get the same, until none. Threads
     /// blocked in any other system call are not stopped.
+    ///
+    /// The same look notes the threads that can be passed over in the window check: blocked
+    /// outside the planned windows with no saved context inside one, and their scheduler
+    /// counters, read *before* the rest (a thread that runs after that read changes them). In
+    /// the window such a thread whose counters have not moved was not switched in since: its
+    /// registers and stack are as seen here, and only the counters are read again (one system
+    /// call on the kept file, instead of its system call file and its stack). That keeps the
+    /// window short — and with it the breakpoint traps that threads calling the clock take
+    /// meanwhile, each a round trip through timeskew (1,000 threads: a 95 ms window and 1,561
+    /// traps before) — and each thread is read from `/proc` once before it, not twice.
     fn creations_settled(&mut self) -> Result<Option<Fallback>> {
-        let creating = [
-            libc::SYS_clone,
-            libc::SYS_fork,
-            libc::SYS_vfork,
-            libc::SYS_clone3,
-        ];
+        // The stacks are found in the mappings, read through any thread that can (the leader
+        // may be a zombie); without them no thread is passed over later.
+        let mut noting = !self.planned.is_empty();
+        if noting {
+            let maps = std::iter::once(self.pid)
+                .chain(self.tracees.keys().copied())
+                .find_map(|tid| {
+                    procfs::maps_of(self.pid, tid)
+                        .ok()
+                        .filter(|m| !m.is_empty())
+                });
+            noting = maps.is_some();
+            self.maps = maps.unwrap_or_default();
+        }
         for _ in 0..8 {
-            let pid = self.pid;
             let mut asked = 0;
             let tids: Vec<i32> = self
                 .tracees
@@ -244,8 +293,10 @@ impl LiveSession {
                 .filter(|(_, t)| !t.settled)
                 .map(|(tid, _)| *tid)
                 .collect();
-            for tid in tids {
-                match seen(pid, tid) {
+            let looks = self.first_looks(&tids, noting);
+            for look in looks {
+                let tid = look.tid;
+                match look.seen {
                     Seen::Gone => {
                         self.tracees.remove(&tid);
                     }
@@ -253,9 +304,12 @@ impl LiveSession {
                         in_syscall: true,
                         nr,
                         ..
-                    } if !creating.contains(&nr) => {
+                    } if !CREATING.contains(&nr) => {
                         if let Some(t) = self.tracees.get_mut(&tid) {
                             t.settled = true;
+                        }
+                        if let (true, Some(counters)) = (look.outside, look.counters) {
+                            self.quiet.insert(tid, counters);
                         }
                     }
                     _ => {
@@ -306,9 +360,10 @@ impl LiveSession {
     }
 
     /// Whether any thread may have entered the code the swaps lead to: one met a breakpoint
-    /// (and was sent there), was moved into a relocated copy, or a complete jump was in place.
+    /// (and was sent there), was moved into a relocated copy, or a complete jump was in place;
+    /// or a registration helper runs in the code page still.
     pub(crate) fn code_entered(&self) -> bool {
-        self.stats.traps > 0 || self.stats.moved > 0 || self.reached_after
+        self.stats.traps > 0 || self.stats.moved > 0 || self.reached_after || self.helper.is_some()
     }
 
     /// The figures, once everything is done.

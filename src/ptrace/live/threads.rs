@@ -15,6 +15,11 @@ pub(super) fn seize_options() -> Options {
 
 /// Rounds of looking again at threads whose signal handler runs on top of a window.
 pub(super) const CHECK_ATTEMPTS: u32 = 40;
+/// How often a look at many threads stops to answer breakpoint traps: a thread that met one
+/// waits about this long (a look at one thread is a few µs). More often, and a thread that
+/// keeps calling the clock — a trap at every call while the window lasts — has the look spend
+/// its time on round trips instead of ending the window.
+pub(super) const ANSWER_EVERY: Duration = Duration::from_micros(50);
 /// How far above the stack pointer saved contexts are looked for (as `windows.rs`).
 pub(super) const STACK_SCAN: u64 = 256 * 1024;
 /// What `/proc/PID/task/TID/syscall` says: running, or blocked with its user-space stack and
@@ -32,7 +37,7 @@ pub(super) enum Seen {
 }
 
 pub(super) fn seen(tgid: i32, tid: i32) -> Seen {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/syscall")) else {
+    let Some(text) = procfs::task_file(tgid, tid, "syscall") else {
         return Seen::Gone;
     };
     parse_seen(&text)
@@ -55,9 +60,28 @@ pub(super) fn parse_seen(text: &str) -> Seen {
     }
 }
 
+/// What the first look at a thread found (`first_looks`).
+pub(super) struct FirstLook {
+    pub(super) tid: i32,
+    pub(super) seen: Seen,
+    /// Its scheduler counters, read before `seen`, with the file kept open; only when noting.
+    pub(super) counters: Option<([u64; 3], procfs::SchedCounters)>,
+    /// Blocked outside the planned windows with no saved context inside one: it may be
+    /// passed over in the window check while its counters stand still.
+    pub(super) outside: bool,
+}
+
+/// System calls that create a thread or a process.
+pub(super) const CREATING: [i64; 4] = [
+    libc::SYS_clone,
+    libc::SYS_fork,
+    libc::SYS_vfork,
+    libc::SYS_clone3,
+];
+
 /// State, blocked and ignored signals of a thread from its `stat` line (fields 3, 33, 34).
 pub(super) fn stat_signals(pid: i32, tid: i32) -> Option<(char, u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    let text = procfs::task_file(pid, tid, "stat")?;
     let rest: Vec<&str> = text
         .get(text.rfind(')')? + 1..)?
         .split_whitespace()
@@ -202,6 +226,45 @@ impl LiveSession {
         Ok(None)
     }
 
+    /// Looks at `tids` through `/proc`. `noting`: also each one's scheduler counters and, if
+    /// blocked in a system call outside the planned windows, its stack
+    /// (`FirstLook::outside`).
+    ///
+    /// One thread reads them all. Reading a `syscall` file waits until that thread is off its
+    /// CPU — now and then a scheduler tick (4 ms here; 5–15 such waits per 1,000 threads were
+    /// seen) — but reading in 4 threads was tried and was no faster (60 ms for 1,000 threads
+    /// either way: every read got slower; the cause was not pinned down).
+    pub(super) fn first_looks(&self, tids: &[i32], noting: bool) -> Vec<FirstLook> {
+        let pid = self.pid;
+        let look = |tid: i32| {
+            let counters = noting
+                .then(|| {
+                    let kept = procfs::SchedCounters::open(pid, tid);
+                    kept.read().map(|c| (c, kept))
+                })
+                .flatten();
+            let seen = seen(pid, tid);
+            let outside = match seen {
+                Seen::Blocked {
+                    in_syscall: true,
+                    nr,
+                    sp,
+                    pc,
+                } if counters.is_some() && !CREATING.contains(&nr) => {
+                    !self.inside(pc) && self.stack_context_inside(tid, sp) == Some(None)
+                }
+                _ => false,
+            };
+            FirstLook {
+                tid,
+                seen,
+                counters,
+                outside,
+            }
+        };
+        tids.iter().map(|&t| look(t)).collect()
+    }
+
     /// Step 2: makes sure no thread is inside code about to change (`inside`) — executing it
     /// or interrupted there by a signal handler still running — once the breakpoints guard
     /// the way in. A thread blocked in the kernel is read from `/proc` without a stop; a
@@ -209,9 +272,18 @@ impl LiveSession {
     /// relocated copy if it is inside. A handler on top of a window is waited out (bounded).
     pub(crate) fn check_threads(&mut self) -> Result<()> {
         let mut round = 0;
+        let started = Instant::now();
         loop {
             let busy = self.look_at_all()?;
             if busy.is_empty() {
+                log::debug!(
+                    "pid {}: every thread outside the windows ({} unmoved since the look \
+                     before), in {} µs, {} traps so far",
+                    self.pid,
+                    self.stats.unmoved,
+                    started.elapsed().as_micros(),
+                    self.stats.traps
+                );
                 return Ok(());
             }
             round += 1;
@@ -227,18 +299,34 @@ impl LiveSession {
         }
     }
 
+    /// Whether `tid` was seen outside by `creations_settled` and has not been switched in
+    /// since.
+    fn unmoved_since_first_look(&self, tid: i32) -> bool {
+        self.quiet
+            .get(&tid)
+            .is_some_and(|(before, kept)| kept.read().as_ref() == Some(before))
+    }
+
     /// One look at every thread (`check_threads`): why each one still inside is, if any is.
     fn look_at_all(&mut self) -> Result<Vec<String>> {
         self.maps = procfs::maps_of(self.pid, self.worker.as_raw())?;
         let mut busy = Vec::new();
         let tids: Vec<(i32, i32)> = self.tracees.iter().map(|(t, x)| (*t, x.tgid)).collect();
-        for (n, (tid, tgid)) in tids.iter().enumerate() {
-            if n % 8 == 7 {
-                // A thread at a breakpoint waits for us: answer between looks.
-                self.drain(None)?;
+        let mut unmoved = 0;
+        let mut answered = Instant::now();
+        for (tid, tgid) in &tids {
+            if answered.elapsed() >= ANSWER_EVERY {
+                // A thread at a breakpoint waits for us: answer between looks — a few, so
+                // that the look goes on however often threads meet a breakpoint.
+                self.drain_some(4)?;
+                answered = Instant::now();
             }
             if *tgid != self.pid {
                 continue; // another memory (a forked child) is repaired when let go
+            }
+            if self.unmoved_since_first_look(*tid) {
+                unmoved += 1;
+                continue; // has not run since it was seen outside
             }
             match seen(self.pid, *tid) {
                 Seen::Gone => {
@@ -252,6 +340,7 @@ impl LiveSession {
                 _ => self.ask_stop(*tid, Want::Check)?,
             }
         }
+        self.stats.unmoved = unmoved;
         self.settle("look at a thread")?;
         busy.extend(
             self.tracees
@@ -285,6 +374,13 @@ impl LiveSession {
     pub(super) fn inside(&self, ip: u64) -> bool {
         if let Some(r) = &self.region {
             return r.contains(&ip);
+        }
+        if self.swaps.is_empty() {
+            // Before the swaps exist: the windows the plan will write.
+            return self
+                .planned
+                .iter()
+                .any(|&(addr, len)| ip > addr && ip < addr + len as u64);
         }
         self.swaps.iter().any(|s| {
             s.window
@@ -329,28 +425,35 @@ impl LiveSession {
     /// Why a saved context (a signal frame of a handler still running) on `tid`'s stack above
     /// `sp` points inside a window, if one does (as `windows.rs` looks).
     pub(super) fn saved_context_inside(&self, tid: i32, sp: u64) -> Result<Option<String>> {
+        // A stack that cannot be read: the thread exited meanwhile.
+        Ok(self.stack_context_inside(tid, sp).flatten())
+    }
+
+    /// As [`saved_context_inside`](Self::saved_context_inside); `None` when the stack cannot be
+    /// read (the first look then does not pass the thread over).
+    fn stack_context_inside(&self, tid: i32, sp: u64) -> Option<Option<String>> {
         let sp = sp & !7;
         let i = self.maps.partition_point(|m| m.end <= sp);
         let Some(stack) = self.maps.get(i).filter(|m| m.start <= sp) else {
-            return Ok(None);
+            return Some(None);
         };
         let end = stack.end.min(sp.saturating_add(STACK_SCAN));
-        let Ok(words) = self
+        let words = self
             .mem
             .read(sp, (end - sp) as usize, "read a thread's stack")
-        else {
-            return Ok(None); // exited meanwhile
-        };
-        Ok(words
-            .chunks_exact(8)
-            .map(|w| u64::from_le_bytes(w.try_into().expect("chunks of 8")))
-            .find(|w| self.inside(*w))
-            .map(|w| {
-                format!(
-                    "thread {tid} was interrupted at {w:#x}, inside the instructions to be \
-                     replaced, by a signal handler that is still running"
-                )
-            }))
+            .ok()?;
+        Some(
+            words
+                .chunks_exact(8)
+                .map(|w| u64::from_le_bytes(w.try_into().expect("chunks of 8")))
+                .find(|w| self.inside(*w))
+                .map(|w| {
+                    format!(
+                        "thread {tid} was interrupted at {w:#x}, inside the instructions to be \
+                         replaced, by a signal handler that is still running"
+                    )
+                }),
+        )
     }
 
     /// Stops once, and lets go, every thread of the target blocked in a system call that was
@@ -427,28 +530,58 @@ impl LiveSession {
     /// and detached here, their trap consumed; the others, blocked in the kernel, are detached
     /// by the kernel when the tracer thread ends — without a stop.
     pub(crate) fn release(&mut self) -> Result<()> {
+        self.releasing = true;
         let tids: Vec<(i32, i32)> = self.tracees.iter().map(|(t, x)| (*t, x.tgid)).collect();
         for (n, (tid, tgid)) in tids.into_iter().enumerate() {
             if n % 8 == 7 {
                 self.drain(None)?;
             }
-            let must_stop = tgid != self.pid
-                || match seen(tgid, tid) {
-                    Seen::Gone => {
-                        self.tracees.remove(&tid);
-                        continue;
-                    }
-                    Seen::Running => true,
-                    Seen::Blocked { pc, .. } => {
-                        let at = Native::breakpoint_at(pc);
-                        self.swaps.iter().any(|s| s.addr == at)
-                    }
-                };
+            // Not run since it was first seen: it cannot have met a breakpoint (the kernel
+            // lets it go without a stop, like any thread blocked in the kernel).
+            if tgid == self.pid && self.unmoved_since_first_look(tid) {
+                continue;
+            }
+            let must_stop = match seen(tgid, tid) {
+                Seen::Gone => {
+                    self.tracees.remove(&tid);
+                    continue;
+                }
+                Seen::Running => true,
+                // Creating a process: its copy of the memory may have been made while a
+                // breakpoint was in place; the stop comes after the fork event that names
+                // the child, which is then let go here too (`adopt`).
+                Seen::Blocked { nr, .. } if CREATING.contains(&nr) => true,
+                Seen::Blocked { pc, .. } => {
+                    let at = Native::breakpoint_at(pc);
+                    self.swaps.iter().any(|s| s.addr == at)
+                }
+            } || self.copy_has_breakpoint(tgid, tid);
             if must_stop {
                 self.ask_stop(tid, Want::Release)?;
             }
         }
-        let out = self.settle("let a thread go");
+        let mut out = self.settle("let a thread go");
+        // A forked copy with a breakpoint must be repaired and let go by hand: the kernel would
+        // let it go as it is when this thread ends. One forked during `release` is asked for
+        // by `adopt`; this is a net under that.
+        for _ in 0..4 {
+            let left: Vec<i32> = self
+                .tracees
+                .iter()
+                .filter(|(tid, x)| self.copy_has_breakpoint(x.tgid, **tid))
+                .map(|(tid, _)| *tid)
+                .collect();
+            if left.is_empty() || out.is_err() {
+                break;
+            }
+            log::debug!("pid {}: processes {left:?} still traced; let go", self.pid);
+            for tid in left {
+                if let Err(e) = self.ask_stop(tid, Want::Release) {
+                    out = Err(e);
+                }
+            }
+            out = out.and(self.settle("let a forked process go"));
+        }
         self.stats.wall_us = self.started.elapsed().as_micros() as u64;
         out
     }
@@ -462,11 +595,18 @@ impl LiveSession {
             }
             let _ = crate::ptrace::raw::ptrace_cont(t, 0);
         } else {
-            self.repair_copy(t);
-            let _ = crate::ptrace::raw::ptrace_detach(t, 0);
-            self.tracees.remove(&tid);
+            self.let_go(t, 0);
         }
         self.log_stop(tid, at, at_ns, "release");
+    }
+
+    /// Detaches stopped `t` for good, delivering `sig` (0: none), its memory repaired first if
+    /// it is a forked copy.
+    pub(super) fn let_go(&mut self, t: Pid, sig: i32) {
+        self.repair_copy(t);
+        let _ = crate::ptrace::raw::ptrace_detach(t, sig);
+        self.tracees.remove(&t.as_raw());
+        self.let_go.insert(t.as_raw());
     }
 
     /// Whether `t` stands just past one of our breakpoints with its trap still queued.
@@ -502,6 +642,20 @@ impl LiveSession {
         false
     }
 
+    /// Whether `tid`, of process `tgid`, runs in a copy of the target's memory (forked while
+    /// we trace it) with one of our breakpoints in it. A vfork child shares the target's
+    /// memory: what it holds is the target's. A copy that cannot be read is gone.
+    pub(super) fn copy_has_breakpoint(&self, tgid: i32, tid: i32) -> bool {
+        if tgid == self.pid {
+            return false;
+        }
+        let mem = RemoteMemory::through(tgid, tid);
+        self.swaps.iter().any(|s| {
+            mem.read(s.addr, 1, "read a forked copy")
+                .is_ok_and(|b| b[0] == Native::BREAKPOINT)
+        })
+    }
+
     /// A process that is not the target (forked meanwhile) has its own copy of the memory:
     /// each breakpoint in it is resolved to whichever side its tail is on. It is stopped and
     /// single-threaded (only the forking thread is copied), so the writes are safe.
@@ -521,12 +675,14 @@ impl LiveSession {
             if now[0] != Native::BREAKPOINT {
                 continue;
             }
-            let head = if now[1..] == s.after[1..] {
-                s.after[0]
+            // Whole entries: a tail written across a page boundary is two writes, and the
+            // copy may have been made between them.
+            let whole = if now[1..] == s.after[1..] {
+                &s.after
             } else {
-                s.before[0]
+                &s.before
             };
-            if let Err(e) = mem.write_code(s.addr, &[head], t, "repair a forked copy") {
+            if let Err(e) = mem.write_code(s.addr, whole, t, "repair a forked copy") {
                 log::warn!("pid {tgid}: a breakpoint in this forked copy stays: {e}");
             }
         }

@@ -5,6 +5,38 @@ use super::*;
 
 /// Attempts at entering the worker's system call when signals keep arriving first.
 pub(super) const SYSCALL_ATTEMPTS: usize = 64;
+/// How long the registration helper may take (an RCU grace period: milliseconds, longer on a
+/// loaded machine) before the worker registers instead.
+const HELPER_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A held thread's blocked-signal mask, set to block everything and put back when dropped
+/// (a failure to put it back is logged: the thread is gone then).
+struct MaskGuard {
+    pid: i32,
+    tid: Pid,
+    saved: u64,
+}
+
+impl MaskGuard {
+    fn block_all(pid: i32, tid: Pid) -> Result<Self> {
+        let err = |e| procfs::errno_error(pid, tid.as_raw(), "block the worker's signals", e);
+        let saved = crate::ptrace::raw::get_sigmask(tid).map_err(err)?;
+        crate::ptrace::raw::set_sigmask(tid, u64::MAX).map_err(err)?;
+        Ok(MaskGuard { pid, tid, saved })
+    }
+}
+
+impl Drop for MaskGuard {
+    fn drop(&mut self) {
+        if let Err(e) = crate::ptrace::raw::set_sigmask(self.tid, self.saved) {
+            log::debug!(
+                "pid {}: thread {}: its signal mask could not be put back: {e}",
+                self.pid,
+                self.tid
+            );
+        }
+    }
+}
 
 impl LiveSession {
     /// The worker: a thread blocked in a system call if there is one (it was waiting anyway,
@@ -15,8 +47,10 @@ impl LiveSession {
         // would look busy.
         self.drain(None)?;
         let mut fallback = None;
+        // The main thread first: most programs keep it to the end, while another thread may be
+        // one that lives a few µs (each exit of the worker costs a new pick and stop).
         let mut tids: Vec<i32> = self.tracees.keys().copied().collect();
-        tids.sort_unstable();
+        tids.sort_unstable_by_key(|&t| (t != pid, t));
         for tid in tids {
             let state = procfs::task_info(pid, Some(tid)).map(|i| i.state).ok();
             match (state, seen(pid, tid)) {
@@ -80,6 +114,24 @@ impl LiveSession {
                  (MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE; membarrier query returned {supported})"
             ))));
         }
+        if !self.worker_filtered {
+            // Registered by an earlier change: the barrier answers 0. Not yet: EPERM, and the
+            // registration waits for the code page, whose helper thread does it
+            // (`register_barriers`) — no thread of the program sits out its grace period.
+            let synced = self.call(&sync)?;
+            if synced == 0 {
+                self.note_registered("earlier", None);
+                return Ok(None);
+            }
+            if synced == -i64::from(libc::EPERM) {
+                return Ok(None);
+            }
+            return Ok(Some(Fallback(format!(
+                "a core-serializing membarrier failed in the target ({})",
+                Errno::from_raw(-synced as i32)
+            ))));
+        }
+        let started = Instant::now();
         let registered = self.call(&register)?;
         if registered < 0 {
             return Ok(Some(Fallback(format!(
@@ -87,7 +139,101 @@ impl LiveSession {
                 Errno::from_raw(-registered as i32)
             ))));
         }
+        self.note_registered("worker", Some(started));
         Ok(None)
+    }
+
+    /// The target is registered for the barriers, `how` (`LiveStats::registration`), the
+    /// registration begun at `started` (none: by an earlier change).
+    fn note_registered(&mut self, how: &str, started: Option<Instant>) {
+        self.registered = true;
+        self.stats.registration = how.into();
+        self.stats.registration_us = started.map_or(0, |t| t.elapsed().as_micros() as u64);
+    }
+
+    /// Registers the target for core-serializing barriers unless it is already. With `helper`
+    /// (the address of the code page's registration helper, `fake_clock/x86_64.S`) the worker
+    /// only makes a thread there — signals blocked, a clone's round trips — and that thread
+    /// registers (one RCU grace period: 7–23 ms measured here, which the worker used to sit
+    /// out) and exits. Without one, with seccomp filters on the worker, or if the helper does
+    /// not get there, the worker registers as before.
+    pub(crate) fn register_barriers(&mut self, helper: Option<u64>) -> Result<()> {
+        if self.registered {
+            return Ok(());
+        }
+        let started = Instant::now();
+        if let Some(insn) = helper
+            && !self.worker_filtered
+        {
+            match self.register_in_helper(insn) {
+                Ok(true) => {
+                    self.note_registered("helper", Some(started));
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e @ Error::Execed { .. }) => return Err(e),
+                Err(e) if self.process_gone() => return Err(e),
+                Err(e) => log::debug!(
+                    "pid {}: the registration helper failed ({e}); registering in the worker",
+                    self.pid
+                ),
+            }
+        }
+        self.run(&RemoteCall::Membarrier {
+            cmd: MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
+        })?;
+        self.note_registered("worker", Some(started));
+        Ok(())
+    }
+
+    /// The helper thread made at `insn`, waited for until it exits; `true` once a barrier
+    /// answers 0 after it.
+    fn register_in_helper(&mut self, insn: u64) -> Result<bool> {
+        let started = Instant::now();
+        let tid = self.run_at(insn, &RemoteCall::CloneThread)? as i32;
+        // Until it is seen to exit it may be running in the code page: an undo keeps the pages.
+        self.helper = Some(tid);
+        if !self.wait_helper(tid)? {
+            log::debug!("pid {}: helper thread {tid} still registering", self.pid);
+            return Ok(false);
+        }
+        self.helper = None;
+        // Its stops are ours, not the program's.
+        self.ever_stopped.remove(&tid);
+        self.stats.stop_log.retain(|s| s.tid != tid);
+        self.stats.threads = self.stats.threads.saturating_sub(1);
+        let synced = self.call(&RemoteCall::Membarrier {
+            cmd: MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
+        })?;
+        log::debug!(
+            "pid {}: helper thread {tid} registered for membarrier in {} µs (barrier: {synced})",
+            self.pid,
+            started.elapsed().as_micros()
+        );
+        Ok(synced == 0)
+    }
+
+    /// Answers everyone's reports until helper thread `tid` exits: `false` if it has not
+    /// within [`HELPER_DEADLINE`].
+    fn wait_helper(&mut self, tid: i32) -> Result<bool> {
+        let deadline = Instant::now() + HELPER_DEADLINE;
+        let mut round = 0;
+        // An exit report takes it from the tracees into `let_go`.
+        while !self.let_go.contains(&tid) {
+            if let Some(ev) = self.wait_one(tid)? {
+                self.handle(tid, ev)?;
+                continue;
+            }
+            self.drain_some(8)?;
+            if let Some(e) = self.abandoned.take() {
+                return Err(e);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            self.nap(&mut round);
+        }
+        Ok(true)
     }
 
     /// Fails unless the worker's seccomp filters allow `calls` (the worker must be held).
@@ -196,8 +342,10 @@ impl LiveSession {
         if self.held == Some(self.worker) {
             return f(self);
         }
-        let w = self.worker;
         self.stop_worker("hold the worker thread")?;
+        // Read after the stop: a worker that exited meanwhile was replaced, and the one to let
+        // go is the one held (letting the old one go left the new one stopped for good).
+        let w = self.worker;
         let (at, ns) = (Instant::now(), monotonic_ns());
         let out = f(self);
         let _ = crate::ptrace::raw::ptrace_cont(w, 0);
@@ -213,6 +361,9 @@ impl LiveSession {
     /// Keeps the worker held across every call `f` makes. Each hold waits for the worker to be
     /// scheduled — milliseconds when its CPU is busy — so steps with nothing to wait for in
     /// between (a few writes of our own) share one hold instead of paying that wait each.
+    /// Only for such steps: across longer stretches the worker's stop becomes the sum of them
+    /// (measured with every step of a change in one hold: recover's longest stop 81 → 196 µs,
+    /// for a few ms saved per run, and only where the CPUs are oversubscribed).
     pub(crate) fn holding<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         if self.held == Some(self.worker) {
             return f(self);
@@ -231,7 +382,11 @@ impl LiveSession {
 
     /// Runs `call` in the worker (one hold) and returns its raw result.
     pub(crate) fn call(&mut self, call: &RemoteCall) -> Result<i64> {
-        let insn = self.syscall_insn;
+        self.call_at(self.syscall_insn, call)
+    }
+
+    /// `call`, from the system call instruction at `insn`.
+    fn call_at(&mut self, insn: u64, call: &RemoteCall) -> Result<i64> {
         let call = *call;
         let mut pending = Vec::new();
         let out = self.hold_worker(|s| {
@@ -260,7 +415,12 @@ impl LiveSession {
 
     /// `call` and its result check.
     pub(crate) fn run(&mut self, call: &RemoteCall) -> Result<u64> {
-        let ret = self.call(call)?;
+        self.run_at(self.syscall_insn, call)
+    }
+
+    /// `run`, from the system call instruction at `insn`.
+    fn run_at(&mut self, insn: u64, call: &RemoteCall) -> Result<u64> {
+        let ret = self.call_at(insn, call)?;
         call.check(self.pid, self.worker.as_raw(), ret)
     }
 
@@ -289,6 +449,13 @@ impl LiveSession {
                 Errno::ESRCH => Error::ProcessGone { pid, step },
                 e => procfs::errno_error(pid, w.as_raw(), step, e),
             })
+        };
+        // A thread the call makes inherits the worker's signal mask: all blocked, so that no
+        // signal of the program's is routed to it. The worker gets its own back when this
+        // returns (still held: it runs none of its code with the mask changed).
+        let _mask = match call {
+            RemoteCall::CloneThread => Some(MaskGuard::block_all(pid, w)?),
+            _ => None,
         };
         // Another thread's execve kills the worker and, if the worker led the process, gives
         // its id to the exec'ing thread: after an exit or exec report, `w` may name the new
@@ -320,6 +487,10 @@ impl LiveSession {
                     let (at, ns) = (Instant::now(), monotonic_ns());
                     self.on_signal(w, sig, at, ns)?;
                     self.stop_worker(step)?;
+                    if self.worker != w {
+                        // It exited on its way to the stop: the call goes to the new worker.
+                        return self.run_in_worker(insn, call, pending);
+                    }
                 }
                 // A stop we asked for earlier (a look at every thread): nothing ran yet.
                 Ev::Interrupt => guard.restore()?,
@@ -339,10 +510,17 @@ impl LiveSession {
             )));
         }
         resume(ptrace::syscall)?;
-        match self.next_of(w, step)? {
-            Ev::Syscall => {}
-            ev @ (Ev::Exited | Ev::Exec) => return Err(self.worker_gone(guard, ev, step)),
-            other => return Err(lost(format!("it stopped with {other:?} in the call"))),
+        loop {
+            match self.next_of(w, step)? {
+                Ev::Syscall => break,
+                Ev::Child if matches!(call, RemoteCall::CloneThread) => {
+                    // The thread it made, traced by the kernel for us.
+                    self.take_in_child_of(w);
+                    resume(ptrace::syscall)?;
+                }
+                ev @ (Ev::Exited | Ev::Exec) => return Err(self.worker_gone(guard, ev, step)),
+                other => return Err(lost(format!("it stopped with {other:?} in the call"))),
+            }
         }
         let after = Native::get_regs(w)
             .map_err(|e| procfs::errno_error(pid, w.as_raw(), "read the syscall result", e))?;
@@ -397,6 +575,9 @@ impl LiveSession {
     /// instruction of its own before a serializing one (the SDM's condition for running code
     /// another processor modified).
     pub(crate) fn barrier(&mut self) -> Result<()> {
+        // Normally registered before the first breakpoint (`register_barriers`); an undo
+        // needs its barriers anyway.
+        self.register_barriers(None)?;
         let sync = RemoteCall::Membarrier {
             cmd: MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
         };
