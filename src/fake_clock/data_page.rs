@@ -79,8 +79,12 @@ pub const OFF_CODE_ADDR: usize = 0x020;
 pub const OFF_PATCH_COUNT: usize = 0x028;
 pub const OFF_PATCHES: usize = 0x030;
 pub const OFF_TIME_WORD: usize = 0x0b0;
-/// Bits of [`time_word`] that hold the generation tag.
-pub const TIME_WORD_TAG_BITS: u32 = 16;
+/// Bits of [`time_word`] that hold the generation tag: 32, so a stale word could only match
+/// again after 2^32 publications that all skipped it (writers that died before it, or an older
+/// timeskew that does not write it); the seconds keep ±2^31 s (68 years), enough for any real
+/// skew — a larger one takes the slot path.
+pub const TIME_WORD_TAG_BITS: u32 = 32;
+const TIME_WORD_TAG_MASK: u64 = (1 << TIME_WORD_TAG_BITS) - 1;
 pub const PATCH_RECORD_LEN: usize = 32;
 pub const MAX_PATCHES: usize = 4;
 /// Longest original byte run we keep per patch: a layout fact (16 of the record's 32 bytes), not
@@ -600,15 +604,15 @@ pub fn slot_offset(index: u64) -> usize {
     OFF_SLOT0 + (index as usize & 1) * SLOT_STRIDE
 }
 
-/// `time()`'s summary of a slot published as `generation`: `(seconds << 16) | tag`. When the tag
-/// is the generation's low 16 bits, `time()` returns the real seconds plus `seconds` — which the
+/// `time()`'s summary of a slot published as `generation`: `(seconds << 32) | tag`. When the tag
+/// is the generation's low 32 bits, `time()` returns the real seconds plus `seconds` — which the
 /// slot makes exact: realtime not selected (0), or selected with no flag, a whole-second offset
-/// of at most ±2^47 s and no deadline. Any other slot gets the tag `generation + 0x8000`, which
+/// within ±2^31 s and no deadline. Any other slot gets the tag `generation + 2^31`, which
 /// never matches, and `time()` reads the slot.
 pub fn time_word(slot: &[u8], generation: u64) -> u64 {
     let u32_at = |at: usize| u32::from_le_bytes(slot[at..at + 4].try_into().unwrap());
     let i64_at = |at: usize| i64::from_le_bytes(slot[at..at + 8].try_into().unwrap());
-    let tag = generation & 0xffff;
+    let tag = generation & TIME_WORD_TAG_MASK;
     let limit = 1i64 << (63 - TIME_WORD_TAG_BITS);
     let seconds = if u32_at(SLOT_OFF_MASK) & 1 == 0 {
         Some(0)
@@ -622,7 +626,7 @@ pub fn time_word(slot: &[u8], generation: u64) -> u64 {
     };
     match seconds {
         Some(s) => ((s as u64) << TIME_WORD_TAG_BITS) | tag,
-        None => (tag + 0x8000) & 0xffff,
+        None => (tag + (1 << (TIME_WORD_TAG_BITS - 1))) & TIME_WORD_TAG_MASK,
     }
 }
 
@@ -764,16 +768,16 @@ mod tests {
             p.encode_slot()
         };
         let seconds = |w: u64| (w as i64) >> TIME_WORD_TAG_BITS;
-        let tag = |w: u64| w & 0xffff;
-        // Valid: tag = generation's low 16 bits, the whole seconds above it (either sign).
+        let tag = |w: u64| w & TIME_WORD_TAG_MASK;
+        // Valid: tag = generation's low 32 bits, the whole seconds above it (either sign).
         for (offset, want) in [(-600_000_000_000, -600), (3_600_000_000_000, 3600), (0, 0)] {
-            let w = time_word(&slot(1, offset, None), 0x1_2345);
-            assert_eq!((tag(w), seconds(w)), (0x2345, want), "{offset}");
+            let w = time_word(&slot(1, offset, None), 0x1_2345_6789);
+            assert_eq!((tag(w), seconds(w)), (0x2345_6789, want), "{offset}");
         }
         // Realtime not selected: 0, whatever clocks[0] holds.
         let w = time_word(&slot(0b10, 1_500_000_000, Some(5)), 7);
         assert_eq!((tag(w), seconds(w)), (7, 0));
-        // A fraction, a deadline, a flag, an offset beyond ±2^47 s: a tag that never matches.
+        // A fraction, a deadline, a flag, an offset beyond ±2^31 s: a tag that never matches.
         let mut flagged = slot(1, 0, None);
         flagged[SLOT_OFF_FLAGS] = FLAG_SLOW_READS as u8;
         for bad in [
@@ -781,15 +785,28 @@ mod tests {
             slot(1, -600_000_000_000, Some(1 << 60)),
             flagged,
         ] {
-            for generation in [0u64, 7, 0x7fff, 0x8000, 0xffff, 0x1_0000] {
-                assert_ne!(tag(time_word(&bad, generation)), generation & 0xffff);
+            for generation in [
+                0u64,
+                7,
+                0x7fff_ffff,
+                0x8000_0000,
+                0xffff_ffff,
+                0x1_0000_0000,
+            ] {
+                assert_ne!(
+                    tag(time_word(&bad, generation)),
+                    generation & TIME_WORD_TAG_MASK
+                );
             }
         }
         let mut huge = slot(1, 0, None);
-        huge[SLOT_OFF_CLOCKS..SLOT_OFF_CLOCKS + 8].copy_from_slice(&(1i64 << 47).to_le_bytes());
+        huge[SLOT_OFF_CLOCKS..SLOT_OFF_CLOCKS + 8].copy_from_slice(&(1i64 << 31).to_le_bytes());
         assert_ne!(tag(time_word(&huge, 3)), 3);
-        huge[SLOT_OFF_CLOCKS..SLOT_OFF_CLOCKS + 8].copy_from_slice(&(-(1i64 << 47)).to_le_bytes());
-        assert_eq!(seconds(time_word(&huge, 3)), -(1 << 47));
+        huge[SLOT_OFF_CLOCKS..SLOT_OFF_CLOCKS + 8].copy_from_slice(&(-(1i64 << 31)).to_le_bytes());
+        assert_eq!(seconds(time_word(&huge, 3)), -(1 << 31));
+        // 2^16 publications without a word no longer bring an old tag back.
+        let old = time_word(&slot(1, -600_000_000_000, None), 5);
+        assert_ne!(tag(old), 5 + (1 << 16));
     }
 
     #[test]

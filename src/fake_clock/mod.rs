@@ -132,8 +132,8 @@ pub(crate) const SEG_RATE: usize = 16;
 // slot. (gettimeofday and time test bit 0 in the first byte of the little-endian mask.)
 const _: () = {
     assert!(data_page::OFF_GENERATION.is_multiple_of(8));
-    // time() compares the tag as a 16-bit register (`cmp r8w, r9w`).
-    assert!(data_page::TIME_WORD_TAG_BITS == 16);
+    // time() compares the tag as a 32-bit register (`cmp r8d, r9d`).
+    assert!(data_page::TIME_WORD_TAG_BITS == 32);
     assert!(data_page::CLOCK_ENTRY_LEN.is_power_of_two());
     assert!(data_page::MAX_CLOCK_ID < 32);
     let table = (data_page::MAX_CLOCK_ID + 1) * data_page::CLOCK_ENTRY_LEN;

@@ -68,7 +68,7 @@
 .set TSK_OFF_GENERATION,     {OFF_GENERATION}     # data_page::OFF_GENERATION (u64)
 .set TSK_OFF_SLOT0,          {OFF_SLOT0}          # data_page::OFF_SLOT0
 .set TSK_OFF_TIME_WORD,      {OFF_TIME_WORD}      # data_page::OFF_TIME_WORD (u64, see time_word)
-.set TSK_TIME_WORD_TAG_BITS, {TIME_WORD_TAG_BITS} # data_page::TIME_WORD_TAG_BITS (16: cmp r8w, r9w)
+.set TSK_TIME_WORD_TAG_BITS, {TIME_WORD_TAG_BITS} # data_page::TIME_WORD_TAG_BITS (32: cmp r8d, r9d)
 .set TSK_SLOT_STRIDE,        {SLOT_STRIDE}        # data_page::SLOT_STRIDE
 .set TSK_SLOT_OFF_MASK,      {SLOT_OFF_MASK}      # data_page::SLOT_OFF_MASK (u32)
 .set TSK_SLOT_OFF_GTOD_SEC,  {SLOT_OFF_GTOD_SEC}  # data_page::SLOT_OFF_GTOD_SEC (i64)
@@ -502,12 +502,12 @@ timeskew_fake_time:
     mov rdi, rsi
 .Ltime_after_genuine:                   # rax = t, rdi = tloc
     # The summary word (data_page::time_word), stored by the writer after the generation: while
-    # its tag is the generation's low 16 bits, t + its seconds is the answer. The word is loaded
+    # its tag is the generation's low 32 bits, t + its seconds is the answer. The word is loaded
     # before the generation (x86 does not reorder loads): a matching pair means the word was
     # written for the generation current at the second load.
     mov r9, qword ptr [rip + .Lblob_start + TSK_DATA_PAGE + TSK_OFF_TIME_WORD]
     mov r8, qword ptr [rip + .Lblob_start + TSK_DATA_PAGE + TSK_OFF_GENERATION]
-    cmp r8w, r9w
+    cmp r8d, r9d
     jne .Ltime_common                   # stale, or a slot it cannot summarise: read the slot
     sar r9, TSK_TIME_WORD_TAG_BITS
     add rax, r9

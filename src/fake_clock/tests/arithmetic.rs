@@ -232,11 +232,18 @@ fn fake_clock_time_answers_from_its_word_only_while_its_tag_is_current() {
     // ...and a published word takes over again.
     inj.publish(&params(1, &[(0, 60_000_000_000)]));
     assert_eq!(
-        inj.word(layout::OFF_TIME_WORD).load(Ordering::Acquire) & 0xffff,
+        inj.word(layout::OFF_TIME_WORD).load(Ordering::Acquire)
+            & ((1 << layout::TIME_WORD_TAG_BITS) - 1),
         2
     );
     assert_eq!(inj.time()(std::ptr::null_mut()), 1060);
-    assert_eq!((SCRIPT.get().calls, SCRIPT.get().time_calls), (0, 4));
+    // A word whose tag agrees with the generation in its low 16 bits only (2^16 publications
+    // ago) is stale too: the whole 32-bit tag is compared.
+    let old = (777u64 << layout::TIME_WORD_TAG_BITS) | (2 + (1 << 16));
+    inj.word(layout::OFF_TIME_WORD)
+        .store(old, Ordering::Release);
+    assert_eq!(inj.time()(std::ptr::null_mut()), 1060);
+    assert_eq!((SCRIPT.get().calls, SCRIPT.get().time_calls), (0, 5));
 }
 
 #[test]
