@@ -2,6 +2,8 @@
 //! - `<step>` / `fail@<step>`: the operation fails there, so tests prove every step is undone;
 //! - `kill@<step>`: SIGKILL the target there (a target dying mid-way);
 //! - `usr1@<step>`: send the target SIGUSR1 while it is held (the signal must not be lost);
+//! - `cont@<step>`: send the target SIGCONT there (a job continued while timeskew handles its
+//!   stop);
 //! - `sigint-self@<step>`: Ctrl-C the tool itself there (the target must not be left half-done).
 //!
 //! Compiled only with the `fault-injection` feature, which the test builds turn on (the crate
@@ -44,6 +46,9 @@ pub(crate) fn point(pid: i32, step: &'static str) -> Result<()> {
         }
         "usr1" => {
             let _ = kill(target, Signal::SIGUSR1);
+        }
+        "cont" => {
+            let _ = kill(target, Signal::SIGCONT);
         }
         "sigint-self" => {
             // The command line makes changes in a helper process; Ctrl-C reaches the command

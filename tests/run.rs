@@ -721,6 +721,31 @@ fn ctrl_z_and_fg_stop_and_continue_timeskew_and_the_command() {
     assert!(wait_exit(&mut child).success());
 }
 
+/// A SIGCONT that comes while timeskew handles the command's stop (`fg` right behind Ctrl-Z,
+/// or timeskew itself stopped by the same Ctrl-Z before it got to the command's report) has
+/// ended that stop already: timeskew must not stop itself waiting for it. The test build's
+/// failure point sends the SIGCONT exactly there.
+#[test]
+fn a_sigcont_while_timeskew_handles_the_stop_continues_the_command() {
+    let mut child = Tree::spawn(
+        run_cmd(&["--", "sh", "-c", "echo ready; read x; echo \"got $x\""])
+            .env("TIMESKEW_FAULT", "cont@run-group-stop")
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let pid = child.pid();
+    let mut stdin = child.0.0.stdin.take().unwrap();
+    let mut lines = Lines::new(child.0.0.stdout.take().unwrap());
+    lines.expect("ready");
+    let kids = children_of(pid);
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    kill(Pid::from_raw(kids[0]), Signal::SIGTSTP).unwrap();
+    writeln!(stdin, "hello").unwrap();
+    lines.expect("got hello");
+    assert!(wait_exit(&mut child).success());
+}
+
 // --- the library ------------------------------------------------------------------------------
 
 #[test]

@@ -56,7 +56,7 @@ impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
     /// before the thread stops to report it), waiting in a signal-delivery-stop we have not
     /// handled yet, or handled just now.
     fn command_has(&self, signal: Signal, sender: i32) -> bool {
-        if pending_signals(self.main).is_some_and(|mask| mask & bit(signal) != 0) {
+        if procfs::signal_pending(self.main.as_raw(), signal) {
             return true;
         }
         let threads = procfs::threads(self.main.as_raw()).unwrap_or_default();
@@ -74,34 +74,5 @@ impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
     /// Whether `tid` is a thread of the command's process.
     pub(super) fn in_command(&self, tid: Pid) -> bool {
         tid == self.main || procfs::has_thread(self.main.as_raw(), tid.as_raw())
-    }
-}
-
-fn bit(signal: Signal) -> u64 {
-    1u64 << (signal as u32 - 1)
-}
-
-/// The signals pending for `pid`'s main thread and for the whole process (`SigPnd` | `ShdPnd`).
-fn pending_signals(pid: Pid) -> Option<u64> {
-    let status = procfs::status(pid.as_raw()).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-    };
-    Some(field("SigPnd:")? | field("ShdPnd:")?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signal_bits_match_proc_status() {
-        // SigPnd: bit n-1 for signal n (SIGHUP = 1 → 0x1, SIGTERM = 15 → 0x4000).
-        assert_eq!(bit(Signal::SIGHUP), 0x1);
-        assert_eq!(bit(Signal::SIGTERM), 0x4000);
-        assert!(pending_signals(getpid()).is_some());
     }
 }

@@ -313,6 +313,9 @@ impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
     /// to us). When the command itself stops, stop ourselves the same way so the shell sees the
     /// job stopped, and continue the command when we are continued.
     fn group_stop(&mut self, pid: Pid, signal: Signal) {
+        if pid == self.main {
+            let _ = crate::fault::point(pid.as_raw(), "run-group-stop");
+        }
         match raw::ptrace_listen(pid) {
             Ok(()) => {}
             Err(Errno::ESRCH) => return,
@@ -323,6 +326,15 @@ impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
             }
         }
         if pid != self.main {
+            return;
+        }
+        // A SIGCONT since the stop signal (`fg` right behind Ctrl-Z, or while timeskew was
+        // stopped itself before it got to this report) has ended the command's stop already:
+        // it waits pending in the command, which reports again to be continued. Stopping
+        // ourselves now would wait for a SIGCONT that has come and gone. (A stop signal flushes
+        // any SIGCONT pending before it, so a pending one always came after.)
+        if procfs::signal_pending(self.main.as_raw(), Signal::SIGCONT) {
+            log::debug!("the command stopped ({signal}) and was continued since: timeskew runs on");
             return;
         }
         log::debug!("the command stopped ({signal}): stopping timeskew too");

@@ -570,6 +570,24 @@ pub fn status(pid: i32) -> std::io::Result<String> {
     fs::read_to_string(format!("/proc/{pid}/status"))
 }
 
+/// The signals pending for `pid`'s main thread (`SigPnd`) and for the whole process (`ShdPnd`),
+/// as `(thread, process)` masks: bit n-1 for signal n.
+pub fn pending_signals(pid: i32) -> Option<(u64, u64)> {
+    let status = status(pid).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    Some((field("SigPnd:")?, field("ShdPnd:")?))
+}
+
+/// Whether `signal` is pending for `pid`'s main thread or for the whole process.
+pub fn signal_pending(pid: i32, signal: nix::sys::signal::Signal) -> bool {
+    pending_signals(pid).is_some_and(|(t, p)| (t | p) & (1u64 << (signal as u32 - 1)) != 0)
+}
+
 /// The text of `/proc/self/status`: this process's own.
 pub fn own_status() -> std::io::Result<String> {
     fs::read_to_string("/proc/self/status")
@@ -578,6 +596,42 @@ pub fn own_status() -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blocked_signal_shows_as_pending_until_it_is_taken() {
+        use std::io::{BufRead, Write};
+        use std::process::{Command, Stdio};
+        // A process that blocks SIGUSR1, says so, and waits for a line.
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                "import signal, sys\n\
+                 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])\n\
+                 print('ready', flush=True)\n\
+                 sys.stdin.readline()",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let pid = child.id() as i32;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        use nix::sys::signal::{Signal, kill};
+        assert!(!signal_pending(pid, Signal::SIGUSR1));
+        kill(nix::unistd::Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+        // Sent to the process: shared-pending (bit 9 for signal 10), nothing else.
+        assert_eq!(pending_signals(pid), Some((0, 1 << 9)));
+        assert!(signal_pending(pid, Signal::SIGUSR1));
+        assert!(!signal_pending(pid, Signal::SIGCONT));
+        child.stdin.take().unwrap().write_all(b"\n").unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(pending_signals(1 << 30), None);
+    }
 
     #[test]
     fn scheduler_counters_move_when_a_thread_runs_and_only_then() {

@@ -251,12 +251,6 @@ impl LiveSession {
 /// Whether `pid` is being killed: a SIGKILL shared-pending (it shows in ShdPnd until every
 /// thread has seen it), or its status unreadable.
 pub(super) fn killed(pid: i32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return true;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("ShdPnd:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|m| m & (1 << (libc::SIGKILL - 1)) != 0)
+    crate::target::procfs::pending_signals(pid)
+        .is_none_or(|(_, process)| process & (1 << (libc::SIGKILL - 1)) != 0)
 }
