@@ -105,6 +105,7 @@ pub(super) fn trace<F: FnOnce(Started) + Send>(setup: Setup<'_, F>) -> Result<Tr
             .name(FOLLOWER_THREAD.into())
             .spawn_scoped(scope, || {
                 let tid = gettid().as_raw();
+                run_first(tid);
                 (
                     tid,
                     Follower::new(&setup).map(|mut f| {
@@ -896,6 +897,24 @@ fn resume(pid: Pid, signal: Option<Signal>) {
     match ptrace::cont(pid, signal) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => log::warn!("pid {pid}: PTRACE_CONT failed: {e}"),
+    }
+}
+
+/// The follower races each runtime's `exec` into a container: runc forks its init into the
+/// container's PID namespace and execs the command a few ms later, and the fork must be traced
+/// before that exec. The follower thread sleeps but for the moments it handles an event; it
+/// takes the highest nice value so that a wakeup is not queued behind busy threads of this
+/// process's scheduler group (see [`prioritize_own_session`](super::prioritize_own_session)
+/// for the group itself). Only this thread; without CAP_SYS_NICE it stays as it is.
+fn run_first(tid: i32) {
+    // SAFETY: setpriority reads and writes no memory of ours; PRIO_PROCESS with a thread id
+    // changes that one thread (Linux).
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, -20) };
+    if rc != 0 {
+        log::debug!(
+            "follower thread keeps its priority: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

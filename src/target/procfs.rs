@@ -588,6 +588,13 @@ pub fn signal_pending(pid: i32, signal: nix::sys::signal::Signal) -> bool {
     pending_signals(pid).is_some_and(|(t, p)| (t | p) & (1u64 << (signal as u32 - 1)) != 0)
 }
 
+/// Sets the nice value of this process's autogroup (`/proc/self/autogroup`: the scheduler
+/// group of its session when `kernel.sched_autogroup_enabled` is 1), which weighs this session
+/// against the others as a whole.
+pub fn set_own_autogroup_nice(nice: i32) -> std::io::Result<()> {
+    fs::write("/proc/self/autogroup", nice.to_string())
+}
+
 /// The text of `/proc/self/status`: this process's own.
 pub fn own_status() -> std::io::Result<String> {
     fs::read_to_string("/proc/self/status")
