@@ -192,6 +192,7 @@ mod error;
 mod fake_clock;
 mod fault;
 pub mod follow;
+mod helper;
 mod ops;
 mod patch;
 mod ptrace;
@@ -206,6 +207,7 @@ mod vdso;
 
 pub use error::{Error, Result};
 pub use follow::{FollowEnd, FollowReport, follow};
+pub use helper::prioritize_own_session;
 pub use ops::{ManualClock, inject, inject_traced, recover, recover_slewed, status};
 pub use report::{
     ClockOffset, InjectAction, InjectReport, LiveStats, RecoverReport, ShapeStatus, Status,

@@ -187,22 +187,6 @@ pub struct FollowerUpdate {
 /// outcome before the watch begins (`on_started`).
 pub type Started = Vec<(i32, Result<InjectReport>)>;
 
-/// For a process that exists only to follow (the command line's helper, alone in a session of
-/// its own): gives its session's scheduler group — the autogroup the kernel makes per session
-/// when `kernel.sched_autogroup_enabled` is 1, as on Debian and Ubuntu — the highest weight.
-/// There a thread's nice value only ranks it inside its own session, and the follower waited up
-/// to 18 ms for a CPU behind two busy sessions (`perf sched timehist`, 2 CPUs) — longer than
-/// runc's init takes from its fork into a container to its exec, so a `podman exec` program
-/// could run unskewed; with the weight, at most one 4 ms tick. Its CPU use is unchanged: it
-/// sleeps but for the moments it handles an event. Without CAP_SYS_NICE, or with autogroups
-/// off (then cgroup weights decide), nothing changes. Not for a library caller whose session
-/// holds other work: it weighs the whole session.
-pub fn prioritize_own_session() {
-    if let Err(e) = crate::target::procfs::set_own_autogroup_nice(-20) {
-        log::debug!("the follower's session keeps its scheduler weight: {e}");
-    }
-}
-
 /// Injects `skew` into every process of `selection`, follows the selection until `end` (see
 /// the module docs), then recovers every process touched. `on_started` receives the outcome of
 /// the first injections, before the watch begins.

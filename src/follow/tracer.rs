@@ -904,7 +904,7 @@ fn resume(pid: Pid, signal: Option<Signal>) {
 /// container's PID namespace and execs the command a few ms later, and the fork must be traced
 /// before that exec. The follower thread sleeps but for the moments it handles an event; it
 /// takes the highest nice value so that a wakeup is not queued behind busy threads of this
-/// process's scheduler group (see [`prioritize_own_session`](super::prioritize_own_session)
+/// process's scheduler group (see [`prioritize_own_session`](crate::prioritize_own_session)
 /// for the group itself). Only this thread; without CAP_SYS_NICE it stays as it is.
 fn run_first(tid: i32) {
     // SAFETY: setpriority reads and writes no memory of ours; PRIO_PROCESS with a thread id
