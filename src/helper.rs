@@ -6,9 +6,10 @@
 /// −20. There a thread's own nice value only ranks it inside its session, and on busy CPUs a
 /// helper waits its turn against every busy session — while it holds target threads, or while
 /// a runtime's `exec` into a followed container races it. Measured on 2 CPUs with two busy
-/// loops in a session of their own: a first injection's longest stop of a 6-thread target,
-/// median 1.8–2.1 ms → 0.6–0.8 ms, recover 1.2–1.5 → 0.5 ms (28 rounds; the worst cases,
-/// 10–24 ms, are the target's own threads waiting for a CPU and stay); the follower's longest
+/// loops in a session of their own (`scripts/bench-helper-weight.sh`): a first injection's
+/// longest stop of a 6-thread target, median 1.8–2.1 ms → 0.5–0.7 ms, recover 0.9–3.6 →
+/// 0.5–0.7 ms (the worst cases, 8–26 ms, are the target's own threads waiting for a CPU and
+/// stay); the follower's longest
 /// wait for a CPU 18 ms → 4.7 ms (`perf sched timehist`). The CPU time used is the same; only
 /// when it is had changes. Without CAP_SYS_NICE, or with autogroups off (then cgroup weights
 /// decide), nothing changes. Not for a library caller whose session holds other work: it
