@@ -9,9 +9,8 @@
 /// loops in a session of their own (`scripts/bench-helper-weight.sh`): a first injection's
 /// longest stop of a 6-thread target, median 1.8–2.1 ms → 0.5–0.7 ms, recover 0.9–3.6 →
 /// 0.5–0.7 ms (the worst cases, 8–26 ms, are the target's own threads waiting for a CPU and
-/// stay); the follower's longest
-/// wait for a CPU 18 ms → 4.7 ms (`perf sched timehist`). The CPU time used is the same; only
-/// when it is had changes. Without CAP_SYS_NICE, or with autogroups off (then cgroup weights
+/// stay); the follower's longest wait for a CPU 18 ms → 4.7 ms (`perf sched timehist`). The
+/// CPU time used is the same; only when it is had changes. Without CAP_SYS_NICE, or with autogroups off (then cgroup weights
 /// decide), nothing changes. Not for a library caller whose session holds other work: it
 /// weighs the whole session.
 pub fn prioritize_own_session() {
