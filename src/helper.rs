@@ -1,16 +1,14 @@
-//! What a process that exists only to change targets does for itself (the command line's
-//! helpers, each alone in a session of its own: `bin/timeskew/isolate.rs`).
+//! What a process that exists only to follow does for itself (the command line's follower
+//! helper, alone in a session of its own: `bin/timeskew/follow.rs`).
 
 /// Gives this process's session the highest scheduler weight: the autogroup the kernel makes
 /// per session when `kernel.sched_autogroup_enabled` is 1 (as on Debian and Ubuntu) gets nice
 /// −20. There a thread's own nice value only ranks it inside its session, and on busy CPUs a
-/// helper waits its turn against every busy session — while it holds target threads, or while
-/// a runtime's `exec` into a followed container races it. Measured on 2 CPUs with two busy
-/// loops in a session of their own (`scripts/bench-helper-weight.sh`): a first injection's
-/// longest stop of a 6-thread target, median 1.8–2.1 ms → 0.5–0.7 ms, recover 0.9–3.6 →
-/// 0.5–0.7 ms (the worst cases, 8–26 ms, are the target's own threads waiting for a CPU and
-/// stay); the follower's longest wait for a CPU 18 ms → 4.7 ms (`perf sched timehist`). The
-/// CPU time used is the same; only when it is had changes. Without CAP_SYS_NICE, or with autogroups off (then cgroup weights
+/// follower waits its turn against every busy session while a runtime's `exec` into a
+/// followed container races it: its longest wait for a CPU went from 18 ms to 4.7 ms (`perf
+/// sched timehist`, 2 CPUs, two busy loops in another session). The CPU time used is the
+/// same; only when it is had changes. (Also measured for every inject/recover helper, and not
+/// kept there yet: README, "The helper at the highest scheduler weight".) Without CAP_SYS_NICE, or with autogroups off (then cgroup weights
 /// decide), nothing changes. Not for a library caller whose session holds other work: it
 /// weighs the whole session.
 pub fn prioritize_own_session() {
