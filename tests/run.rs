@@ -696,25 +696,34 @@ fn a_command_that_stops_itself_stops_timeskew_and_continues_with_it() {
     assert_eq!(wait_exit(&mut child).code(), Some(4));
 }
 
-#[test]
-fn ctrl_z_and_fg_stop_and_continue_timeskew_and_the_command() {
+/// `timeskew run` of a shell that says `ready`, reads one line and echoes it as `got …`, in a
+/// process group of its own (as a shell's job is), once it is ready: the run, its stdin, its
+/// output, and the shell's pid.
+fn job(env: &[(&str, &str)]) -> (Tree, std::process::ChildStdin, Lines, i32) {
     let mut child = Tree::spawn(
         run_cmd(&["--", "sh", "-c", "echo ready; read x; echo \"got $x\""])
+            .envs(env.iter().copied())
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
     );
-    let pid = child.pid();
-    let mut stdin = child.0.0.stdin.take().unwrap();
+    let stdin = child.0.0.stdin.take().unwrap();
     let mut lines = Lines::new(child.0.0.stdout.take().unwrap());
     lines.expect("ready");
+    let kids = children_of(child.pid());
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    (child, stdin, lines, kids[0])
+}
+
+#[test]
+fn ctrl_z_and_fg_stop_and_continue_timeskew_and_the_command() {
+    let (mut child, mut stdin, mut lines, shell) = job(&[]);
+    let pid = child.pid();
     let group = Pid::from_raw(-pid);
     // What the terminal does on Ctrl-Z, and the shell on `fg`: signal the whole group.
     kill(group, Signal::SIGTSTP).unwrap();
     assert_eq!(wait_stopped(Pid::from_raw(pid)), Signal::SIGTSTP);
-    let kids = children_of(pid);
-    assert_eq!(kids.len(), 1, "{kids:?}");
-    wait_until_stopped(kids[0]);
+    wait_until_stopped(shell);
     kill(group, Signal::SIGCONT).unwrap();
     writeln!(stdin, "hello").unwrap();
     lines.expect("got hello");
@@ -727,20 +736,9 @@ fn ctrl_z_and_fg_stop_and_continue_timeskew_and_the_command() {
 /// failure point sends the SIGCONT exactly there.
 #[test]
 fn a_sigcont_while_timeskew_handles_the_stop_continues_the_command() {
-    let mut child = Tree::spawn(
-        run_cmd(&["--", "sh", "-c", "echo ready; read x; echo \"got $x\""])
-            .env("TIMESKEW_FAULT", "cont@run-group-stop")
-            .process_group(0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped()),
-    );
-    let pid = child.pid();
-    let mut stdin = child.0.0.stdin.take().unwrap();
-    let mut lines = Lines::new(child.0.0.stdout.take().unwrap());
-    lines.expect("ready");
-    let kids = children_of(pid);
-    assert_eq!(kids.len(), 1, "{kids:?}");
-    kill(Pid::from_raw(kids[0]), Signal::SIGTSTP).unwrap();
+    let (mut child, mut stdin, mut lines, shell) =
+        job(&[("TIMESKEW_FAULT", "cont@run-group-stop")]);
+    kill(Pid::from_raw(shell), Signal::SIGTSTP).unwrap();
     writeln!(stdin, "hello").unwrap();
     lines.expect("got hello");
     assert!(wait_exit(&mut child).success());
