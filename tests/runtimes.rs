@@ -85,6 +85,11 @@ struct Spec<'a> {
     monotonic: &'a [Field],
     unskewed: &'a [Field],
     timers: TimerExpectations,
+    /// A step back that lands while the runtime runs a timer aborts it if the clock then reads
+    /// earlier than its start, and otherwise stalls nothing — the timer re-armed on the stepped
+    /// clock (Node: docs/runtimes.md). Its step stays within its age ([`step_back`]), and a
+    /// step back that stalled nothing is made once more.
+    aborts_before_its_start: bool,
 }
 
 const MIN10: i128 = -600 * SEC;
@@ -96,11 +101,27 @@ const HOUR: i128 = 3600 * SEC;
 /// clocks as we do (same time namespace), already past our reading by the time we inject. Any
 /// step of a few seconds or more shows what a step back does to the runtime's timers: each
 /// watch lasts half a second. Returns the offset in ns and as `--offset` text.
-fn step_back() -> (i128, String) {
+///
+/// `ready_at`: for a runtime that aborts when its clock reads earlier than its own start
+/// ([`Spec::aborts_before_its_start`]), when the instance answered its first line (after its
+/// start): the step is then 1 s less than its age, which is first made at least
+/// [`MIN_AGE`] — a step past its start would abort it only if it landed mid-timer, a race.
+fn step_back(ready_at: Option<Instant>) -> (i128, String) {
     let uptime_s = clock_ns(libc::CLOCK_MONOTONIC) / SEC;
-    let back_s = (uptime_s - 5).clamp(1, 600);
+    let mut back_s = (uptime_s - 5).clamp(1, 600);
+    if let Some(ready_at) = ready_at {
+        // The age is waited for, not a readiness: the instance answered long before.
+        if let Some(left) = MIN_AGE.checked_sub(ready_at.elapsed()) {
+            std::thread::sleep(left);
+        }
+        back_s = back_s.min(ready_at.elapsed().as_secs() as i128 - 1);
+    }
     (-back_s * SEC, format!("-{back_s}s"))
 }
+
+/// The least age of an instance stepped back within its age: a step of 5 s or more, well past
+/// the half-second watch that follows it.
+const MIN_AGE: Duration = Duration::from_secs(6);
 
 /// Whether any thread of `pid` is running or waiting for a CPU (state `R`) right now.
 fn any_thread_runnable(pid: i32) -> bool {
@@ -215,6 +236,9 @@ fn exercise(spawn: impl Fn() -> LineTarget, spec: &Spec, version: &str) {
     };
     let mut log = vec![];
 
+    // The second instance starts first: seconds old by its step back (`step_back`).
+    let second = spawn();
+    let second_ready = Instant::now();
     let mut t = spawn();
     let pid = t.pid;
     let r0 = t.now();
@@ -255,17 +279,42 @@ fn exercise(spawn: impl Fn() -> LineTarget, spec: &Spec, version: &str) {
     let status = t.quit();
     assert!(status.success(), "{name} exited with {status} after `quit`");
 
-    let mut t = spawn();
+    let mut t = second;
     let pid = t.pid;
-    let (back, back_text) = step_back();
+    let (back, back_text) = step_back(spec.aborts_before_its_start.then_some(second_ready));
     let b0 = t.now();
-    inject_json(pid, &back_text, "realtime,monotonic");
-    let b1 = t.now();
-    check(&b1, back, back, Some(&b0));
-    log.push(expect_timers(
-        &mut t,
-        &format!("realtime,monotonic {back_text}"),
-        spec.timers.backward,
+    let step = |t: &mut LineTarget| {
+        let stepping = Instant::now();
+        inject_json(pid, &back_text, "realtime,monotonic");
+        let stepped = Instant::now();
+        let b1 = t.now();
+        check(&b1, back, back, Some(&b0));
+        let (seen, detail) = watch_timers(t);
+        let took = format!(
+            "the inject took {:?}, watched from {:?} after it",
+            stepped - stepping,
+            stepped.elapsed()
+        );
+        (seen, format!("{detail}; {took}"))
+    };
+    let (mut seen, mut detail) = step(&mut t);
+    if spec.aborts_before_its_start && seen == Timers::Run && spec.timers.backward == Timers::Stall
+    {
+        // Landed while it ran its timer, which re-armed on the stepped clock: nothing to stall
+        // (`Spec::aborts_before_its_start`). Real time again, then a second step.
+        recover_json(pid);
+        let first = detail;
+        (seen, detail) = step(&mut t);
+        detail = format!("{detail}; a second step: the first stalled nothing ({first})");
+    }
+    assert_eq!(
+        seen, spec.timers.backward,
+        "{name}: realtime,monotonic {back_text}: its sleep loop should {:?}, it did {seen:?}: \
+         {detail}",
+        spec.timers.backward
+    );
+    log.push(format!(
+        "realtime,monotonic {back_text}: {seen:?} ({detail})"
     ));
     recover_json(pid);
     let b2 = t.now();
@@ -303,6 +352,7 @@ const C_SPEC: Spec<'static> = Spec {
     unskewed: &[f("raw_syscall", 1, 0)],
     // nanosleep() is relative.
     timers: RELATIVE,
+    aborts_before_its_start: false,
 };
 
 #[test]
@@ -333,6 +383,7 @@ const GO_SPEC: Spec<'static> = Spec {
     realtime: &[f("realtime", 1, 0)],
     monotonic: &[f("monotonic", 1, 0), f("since", 1, 0)],
     unskewed: &[],
+    aborts_before_its_start: false,
     timers: TIMER_QUEUE,
 };
 
@@ -379,6 +430,7 @@ fn python() {
             // time.monotonic_ns().
             monotonic: &[f("monotonic", 1, 0)],
             unskewed: &[],
+            aborts_before_its_start: false,
             // time.sleep() is clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) since 3.11.
             timers: ABSOLUTE_DEADLINES,
         },
@@ -405,6 +457,7 @@ fn jvm() {
             // System.nanoTime().
             monotonic: &[f("monotonic", 1, 0)],
             unskewed: &[],
+            aborts_before_its_start: false,
             // Thread.sleep parks on pthread_cond_timedwait with an absolute CLOCK_MONOTONIC
             // deadline.
             timers: ABSOLUTE_DEADLINES,
@@ -430,6 +483,9 @@ fn node() {
             unskewed: &[],
             // setInterval: libuv's timer heap on uv_now (CLOCK_MONOTONIC).
             timers: TIMER_QUEUE,
+            // `Assertion failed: (now) >= (timer_base())` when a step back past its start
+            // meets a timer.
+            aborts_before_its_start: true,
         },
         &format!(
             "Node {}",
