@@ -88,9 +88,6 @@ fn run_helper(
     report: OwnedFd,
 ) -> ! {
     become_helper(tool);
-    // Alone in its session: the session's scheduler weight is the follower's own (it races
-    // runc's init between its fork and its exec).
-    timeskew::prioritize_own_session();
     let mut to_command = std::fs::File::from(report);
     let mut send = |message: &Message| {
         if let Ok(mut line) = serde_json::to_vec(message) {

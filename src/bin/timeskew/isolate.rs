@@ -75,6 +75,8 @@ pub fn become_helper(tool: u32) {
     if let Err(e) = setsid() {
         log::warn!("helper: setsid failed: {e}");
     }
+    // Alone in that session: the session's scheduler weight is the helper's own.
+    timeskew::prioritize_own_session();
     for sig in [
         Signal::SIGINT,
         Signal::SIGTERM,
