@@ -50,7 +50,7 @@ fn backoff(round: &mut u32) {
 
 /// What ended one attempt at stopping every thread.
 enum Attempt {
-    Held(StoppedProcess),
+    Held(Box<StoppedProcess>),
     /// A thread would not stop (uninterruptible wait): everything was let go; try again.
     Stuck(Error),
 }
@@ -73,7 +73,7 @@ impl StoppedProcess {
         loop {
             wait_while_uninterruptible(pid)?;
             match Self::try_stop(pid)? {
-                Attempt::Held(held) => return Ok(held),
+                Attempt::Held(held) => return Ok(*held),
                 Attempt::Stuck(e) => {
                     log::debug!("pid {pid}: attempt {attempt} to stop every thread: {e}");
                     if attempt + 1 >= STOP_ATTEMPTS {
@@ -150,7 +150,7 @@ impl StoppedProcess {
             });
         }
         log::debug!("pid {pid}: holding {} threads", held.threads.len());
-        Ok(Attempt::Held(held))
+        Ok(Attempt::Held(Box::new(held)))
     }
 
     /// PTRACE_SEIZE + PTRACE_INTERRUPT one thread; `None` if it is gone or a zombie.

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::ptrace::{self, Options};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::unistd::Pid;
 
 use super::events::ChildEvents;
@@ -152,6 +153,41 @@ fn vdso_is(maps: &[Mapping], (base, len): (u64, usize)) -> bool {
 /// Runs `f` in a thread of its own that is the tracer of everything `f` seizes, and waits until
 /// the kernel has detached every tracee left (which it does when that thread ends).
 pub(crate) fn in_tracer_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    // SIGCHLD blocked here too while this thread only waits: the kernel hands a SIGCHLD meant
+    // for the tracer to any thread of the process that does not block it, and one that takes
+    // it with the default action drops it — the tracer's gate on looking for reports
+    // (`ChildEvents::may_have_reports`) would then go off. Put back (and any pending SIGCHLD
+    // delivered) when the tracer is done, panic included.
+    let _blocked = SigchldBlocked::new();
+    in_tracer_thread_inner(f)
+}
+
+/// SIGCHLD blocked in the calling thread until dropped (if it was not already).
+struct SigchldBlocked(bool);
+
+impl SigchldBlocked {
+    fn new() -> SigchldBlocked {
+        let mut before = SigSet::empty();
+        let ok = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&sigchld()), Some(&mut before));
+        SigchldBlocked(ok.is_ok() && !before.contains(Signal::SIGCHLD))
+    }
+}
+
+impl Drop for SigchldBlocked {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&sigchld()), None);
+        }
+    }
+}
+
+fn sigchld() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    set
+}
+
+fn in_tracer_thread_inner<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|scope| {
         let handle = scope.spawn(move || {
             // SAFETY: gettid takes no arguments and cannot fail.

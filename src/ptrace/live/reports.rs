@@ -42,9 +42,17 @@ pub(super) fn classify(status: libc::c_int) -> Option<Ev> {
 }
 
 impl LiveSession {
-    /// One look for a report of any tracee: `(tid, event)`.
-    pub(super) fn wait_any(&self) -> Result<Option<(i32, Ev)>> {
-        self.wait_for(-1)
+    /// One look for a report of any tracee: `(tid, event)`. Unless `always`, skipped while no
+    /// SIGCHLD says there may be one (`ChildEvents::may_have_reports`): with 1,000 tracees
+    /// each look walks all of them in the kernel. Polling loops skip; a drain that must leave
+    /// nothing behind (before the tracer ends, after a failed write) does not.
+    pub(super) fn wait_any(&mut self, always: bool) -> Result<Option<(i32, Ev)>> {
+        if !self.events.may_have_reports() && !always {
+            return Ok(None);
+        }
+        let found = self.wait_for(-1)?;
+        self.events.looked(found.is_some());
+        Ok(found)
     }
 
     /// One look for a report of `tid` alone.
@@ -98,7 +106,7 @@ impl LiveSession {
 
     /// Handles every report waiting; returns `awaited`'s report if it came.
     pub(super) fn drain(&mut self, awaited: Option<i32>) -> Result<Option<Ev>> {
-        Ok(self.drain_upto(awaited, usize::MAX)?.0)
+        Ok(self.drain_upto(awaited, usize::MAX, true)?.0)
     }
 
     /// Handles at most `limit` waiting reports. Between steps of a long look: a thread that
@@ -106,15 +114,20 @@ impl LiveSession {
     /// every report until none is left could answer traps for as long as the window lasts and
     /// never get on with the look that ends it.
     pub(super) fn drain_some(&mut self, limit: usize) -> Result<()> {
-        self.drain_upto(None, limit).map(|_| ())
+        self.drain_upto(None, limit, false).map(|_| ())
     }
 
     /// Handles up to `limit` waiting reports: `awaited`'s report if it came (not handled), and
-    /// how many others were.
-    fn drain_upto(&mut self, awaited: Option<i32>, limit: usize) -> Result<(Option<Ev>, usize)> {
+    /// how many others were. `always`: as [`wait_any`](Self::wait_any).
+    fn drain_upto(
+        &mut self,
+        awaited: Option<i32>,
+        limit: usize,
+        always: bool,
+    ) -> Result<(Option<Ev>, usize)> {
         let mut handled = 0;
         while handled < limit {
-            let Some((tid, ev)) = self.wait_any()? else {
+            let Some((tid, ev)) = self.wait_any(always)? else {
                 break;
             };
             if Some(tid) == awaited {
@@ -138,7 +151,7 @@ impl LiveSession {
             if let Some(ev) = self.wait_one(tid.as_raw())? {
                 return Ok(ev);
             }
-            let (ev, handled) = self.drain_upto(Some(tid.as_raw()), OTHERS_PER_LOOK)?;
+            let (ev, handled) = self.drain_upto(Some(tid.as_raw()), OTHERS_PER_LOOK, false)?;
             if let Some(ev) = ev {
                 return Ok(ev);
             }
@@ -178,7 +191,7 @@ impl LiveSession {
                     handled += 1;
                 }
             }
-            handled += self.drain_upto(None, OTHERS_PER_LOOK)?.1;
+            handled += self.drain_upto(None, OTHERS_PER_LOOK, false)?.1;
             if let Some(e) = self.abandoned.take() {
                 return Err(e);
             }

@@ -534,7 +534,8 @@ impl LiveSession {
         let tids: Vec<(i32, i32)> = self.tracees.iter().map(|(t, x)| (*t, x.tgid)).collect();
         for (n, (tid, tgid)) in tids.into_iter().enumerate() {
             if n % 8 == 7 {
-                self.drain(None)?;
+                // Answers traps meanwhile (a poll: `settle` below waits for every stop asked).
+                self.drain_some(usize::MAX)?;
             }
             // Not run since it was first seen: it cannot have met a breakpoint (the kernel
             // lets it go without a stop, like any thread blocked in the kernel).
