@@ -507,7 +507,7 @@ pub fn exe_capability_attr(pid: i32) -> Option<Vec<u8>> {
 /// read itself.
 pub fn task_file(pid: i32, tid: i32, name: &str) -> Option<String> {
     use std::io::Read;
-    let mut file = fs::File::open(format!("/proc/{pid}/task/{tid}/{name}")).ok()?;
+    let mut file = open_task_file(pid, tid, name).ok()?;
     let mut buf = [0u8; 1024];
     let n = file.read(&mut buf).ok()?;
     if n < buf.len() {
@@ -517,6 +517,44 @@ pub fn task_file(pid: i32, tid: i32, name: &str) -> Option<String> {
     let mut all = buf.to_vec();
     file.read_to_end(&mut all).ok()?;
     Some(String::from_utf8_lossy(&all).into_owned())
+}
+
+std::thread_local! {
+    /// `/proc/PID/task` of the process whose threads this thread read last, kept open: a file
+    /// opened relative to it skips the walk down `/proc/PID/task` (≈ 2.5 µs of the 7–10 an open
+    /// costs; three per thread, 1,000 threads). One descriptor per thread that reads threads.
+    static TASK_DIR: std::cell::RefCell<Option<(i32, std::os::fd::OwnedFd)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Opens `/proc/PID/task/TID/NAME` for reading, relative to the kept `/proc/PID/task`. Where
+/// that fails (the thread is gone, or the kept directory is of a process that died and whose
+/// pid was taken again), by its whole path — what it says is then the answer.
+fn open_task_file(pid: i32, tid: i32, name: &str) -> std::io::Result<fs::File> {
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::Mode;
+    let relative = TASK_DIR.with(|kept| {
+        let mut kept = kept.try_borrow_mut().ok()?;
+        if kept.as_ref().is_none_or(|(of, _)| *of != pid) {
+            let dir = fs::File::open(format!("/proc/{pid}/task")).ok()?;
+            *kept = Some((pid, dir.into()));
+        }
+        let (_, dir) = kept.as_ref()?;
+        let opened = openat(
+            dir,
+            format!("{tid}/{name}").as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        );
+        if opened.is_err() {
+            *kept = None;
+        }
+        opened.ok()
+    });
+    match relative {
+        Some(fd) => Ok(fs::File::from(fd)),
+        None => fs::File::open(format!("/proc/{pid}/task/{tid}/{name}")),
+    }
 }
 
 /// A thread's scheduler counters from `/proc/PID/task/TID/schedstat`: time run (ns), time
@@ -544,7 +582,7 @@ pub struct SchedCounters {
 
 impl SchedCounters {
     pub fn open(pid: i32, tid: i32) -> SchedCounters {
-        let file = fs::File::open(format!("/proc/{pid}/task/{tid}/schedstat")).ok();
+        let file = open_task_file(pid, tid, "schedstat").ok();
         SchedCounters { pid, tid, file }
     }
 
@@ -638,6 +676,44 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(pending_signals(1 << 30), None);
+    }
+
+    #[test]
+    fn task_files_are_read_right_across_processes_through_the_kept_directory() {
+        use std::io::{BufRead, Write};
+        use std::process::{Command, Stdio};
+        let field = |pid: i32, tid: i32| {
+            task_file(pid, tid, "stat").and_then(|s| s.split(' ').next()?.parse::<i32>().ok())
+        };
+        let me = std::process::id() as i32;
+        let mut child = Command::new("sh")
+            .args(["-c", "echo ready; read line"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let pid = child.id() as i32;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        // Each process's own file, the kept directory switching between them.
+        for _ in 0..3 {
+            assert_eq!(field(me, me), Some(me));
+            assert_eq!(field(pid, pid), Some(pid));
+        }
+        // A thread of another process is not found under this one.
+        assert_eq!(field(pid, me), None);
+        assert_eq!(field(me, pid), None);
+        let counters = SchedCounters::open(pid, pid);
+        assert!(counters.read().is_some());
+        child.stdin.take().unwrap().write_all(b"\n").unwrap();
+        let _ = child.wait();
+        // Reaped: gone, though its directory was the one kept.
+        assert_eq!(field(pid, pid), None);
+        assert_eq!(counters.read(), None);
+        assert_eq!(field(me, me), Some(me));
     }
 
     #[test]
