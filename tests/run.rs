@@ -744,6 +744,19 @@ fn a_sigcont_while_timeskew_handles_the_stop_continues_the_command() {
     assert!(wait_exit(&mut child).success());
 }
 
+/// A SIGCONT to the job right after timeskew looked for one and found none (`fg` an instant
+/// after Ctrl-Z) must not leave timeskew stopped: its own stop signal, queued blocked before
+/// the look, is flushed by that SIGCONT. The failure point sends it exactly there; without
+/// the queued stop, timeskew stopped for good and the job never ended.
+#[test]
+fn a_sigcont_right_after_timeskew_looked_for_one_does_not_leave_it_stopped() {
+    let (mut child, mut stdin, mut lines, shell) = job(&[("TIMESKEW_FAULT", "cont@run-self-stop")]);
+    kill(Pid::from_raw(shell), Signal::SIGTSTP).unwrap();
+    writeln!(stdin, "hello").unwrap();
+    lines.expect("got hello");
+    assert!(wait_exit(&mut child).success());
+}
+
 // --- the library ------------------------------------------------------------------------------
 
 #[test]

@@ -331,16 +331,46 @@ impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
         // A SIGCONT since the stop signal (`fg` right behind Ctrl-Z, or while timeskew was
         // stopped itself before it got to this report) has ended the command's stop already:
         // it waits pending in the command, which reports again to be continued. Stopping
-        // ourselves now would wait for a SIGCONT that has come and gone. (A stop signal flushes
-        // any SIGCONT pending before it, so a pending one always came after.)
+        // ourselves then would wait for a SIGCONT that has come and gone. (A stop signal flushes
+        // any SIGCONT pending before it, so a pending one always came after.) One coming after
+        // that look must not be missed either: our own stop signal is first queued blocked, so
+        // that such a SIGCONT flushes it (the kernel drops every pending stop signal on
+        // SIGCONT, blocked or not); it takes effect only when unblocked after the look. SIGSTOP
+        // cannot be blocked: for it the look and the stop stay two steps.
+        let mut own = SigSet::empty();
+        own.add(signal);
+        let mut before = SigSet::empty();
+        let queued = signal != Signal::SIGSTOP
+            && signal::pthread_sigmask(
+                signal::SigmaskHow::SIG_BLOCK,
+                Some(&own),
+                Some(&mut before),
+            )
+            .is_ok()
+            && !before.contains(signal);
+        if queued {
+            // Directed at this thread, so it stops when unblocked, before the call returns (a
+            // stop signal in an orphaned process group is discarded: then we do not stop, and
+            // neither should it).
+            if let Err(e) = raw::tgkill(getpid().as_raw(), self.me.as_raw(), signal) {
+                log::warn!("could not stop timeskew with {signal}: {e}");
+            }
+        }
         if procfs::signal_pending(self.main.as_raw(), Signal::SIGCONT) {
             log::debug!("the command stopped ({signal}) and was continued since: timeskew runs on");
+            if queued {
+                // Ours is taken back unseen (if no SIGCONT flushed it already).
+                let _ = signals::sigtimedwait(&own, Duration::ZERO);
+                let _ = signal::pthread_sigmask(signal::SigmaskHow::SIG_UNBLOCK, Some(&own), None);
+            }
             return;
         }
         log::debug!("the command stopped ({signal}): stopping timeskew too");
-        // Directed at this thread, so it stops before the call returns (a stop signal in an
-        // orphaned process group is discarded: then we do not stop, and neither should it).
-        if let Err(e) = raw::tgkill(getpid().as_raw(), self.me.as_raw(), signal) {
+        // Tests: the job continued right after the look.
+        let _ = crate::fault::point(-nix::unistd::getpgrp().as_raw(), "run-self-stop");
+        if queued {
+            let _ = signal::pthread_sigmask(signal::SigmaskHow::SIG_UNBLOCK, Some(&own), None);
+        } else if let Err(e) = raw::tgkill(getpid().as_raw(), self.me.as_raw(), signal) {
             log::warn!("could not stop timeskew with {signal}: {e}");
         }
         log::debug!("timeskew continued: continuing the command");
