@@ -177,19 +177,10 @@ impl Follow {
 
     /// Waits for the end (bounded) and returns the `follow` summary of its JSON output.
     fn finish(mut self, within: Duration) -> serde_json::Value {
+        self.wait(within);
         let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + within;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("timeskew inject --follow did not end within {within:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        // Reaped by `wait`: this returns the status it kept.
+        let status = child.wait().unwrap();
         let (mut out, mut err) = (String::new(), String::new());
         child
             .stdout
