@@ -642,29 +642,39 @@ pub fn own_status() -> std::io::Result<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_blocked_signal_shows_as_pending_until_it_is_taken() {
-        use std::io::{BufRead, Write};
+    /// `program` started with piped stdin and stdout, once it has printed "ready".
+    fn spawn_ready(program: &str, args: &[&str]) -> (std::process::Child, i32) {
+        use std::io::BufRead;
         use std::process::{Command, Stdio};
-        // A process that blocks SIGUSR1, says so, and waits for a line.
-        let mut child = Command::new("python3")
-            .args([
-                "-c",
-                "import signal, sys\n\
-                 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])\n\
-                 print('ready', flush=True)\n\
-                 sys.stdin.readline()",
-            ])
+        let mut child = Command::new(program)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3");
+            .expect(program);
         let pid = child.id() as i32;
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
         assert_eq!(line.trim(), "ready");
+        (child, pid)
+    }
+
+    #[test]
+    fn a_blocked_signal_shows_as_pending_until_it_is_taken() {
+        use std::io::Write;
+        // A process that blocks SIGUSR1, says so, and waits for a line.
+        let (mut child, pid) = spawn_ready(
+            "python3",
+            &[
+                "-c",
+                "import signal, sys\n\
+                 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])\n\
+                 print('ready', flush=True)\n\
+                 sys.stdin.readline()",
+            ],
+        );
         use nix::sys::signal::{Signal, kill};
         assert!(!signal_pending(pid, Signal::SIGUSR1));
         kill(nix::unistd::Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
@@ -680,24 +690,12 @@ mod tests {
 
     #[test]
     fn task_files_are_read_right_across_processes_through_the_kept_directory() {
-        use std::io::{BufRead, Write};
-        use std::process::{Command, Stdio};
+        use std::io::Write;
         let field = |pid: i32, tid: i32| {
             task_file(pid, tid, "stat").and_then(|s| s.split(' ').next()?.parse::<i32>().ok())
         };
         let me = std::process::id() as i32;
-        let mut child = Command::new("sh")
-            .args(["-c", "echo ready; read line"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("sh");
-        let pid = child.id() as i32;
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
+        let (mut child, pid) = spawn_ready("sh", &["-c", "echo ready; read line"]);
         // Each process's own file, the kept directory switching between them.
         for _ in 0..3 {
             assert_eq!(field(me, me), Some(me));
