@@ -336,3 +336,52 @@ fn concurrent_timeskew_runs_on_one_target_take_turns() {
     probe.now().assert_realtime_shift("realtime", 1, 5 * SEC, 0);
     timeskew_ok(&["recover", "--pid", &pid]);
 }
+
+/// A process whose main thread has exited (a zombie leader, while another thread runs on) is
+/// injected and recovered one thread at a time: its mappings are read through a thread that
+/// can show them (the leader shows none, which was once taken for an exec and refused).
+#[test]
+fn a_process_whose_main_thread_has_exited_is_injected_and_recovered() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Reaped(
+        Command::new(common::e2e::clocks_static_glibc())
+            .args(["leaderless", "true"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("clocks leaderless"),
+    );
+    let pid = child.0.id().to_string();
+    let mut stdin = child.0.stdin.take().unwrap();
+    let lines = common::e2e::line_channel(child.0.stdout.take().unwrap());
+    let next = || {
+        lines
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a line")
+    };
+    assert_eq!(next(), "ready");
+    // Its reading (whole seconds) against real time, shifted by `offset_s`.
+    let mut read_shifted = |offset_s: i128| {
+        writeln!(stdin, "now").unwrap();
+        let line = next();
+        let seconds: i128 = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("realtime="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{line:?}"));
+        let real = clock_ns(libc::CLOCK_REALTIME) / SEC;
+        assert!(
+            (seconds - real - offset_s).abs() <= 2,
+            "{line:?}: real {real}, offset {offset_s} s"
+        );
+    };
+    let out = timeskew_ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
+    assert!(out.contains("one thread at a time"), "{out}");
+    read_shifted(-600);
+    let out = timeskew_ok(&["recover", "--pid", &pid]);
+    assert!(out.contains("one thread at a time"), "{out}");
+    read_shifted(0);
+    drop(stdin);
+    assert!(child.0.wait().unwrap().success());
+}

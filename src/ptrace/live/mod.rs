@@ -311,13 +311,7 @@ impl LiveSession {
         // may be a zombie); without them no thread is passed over later.
         let mut noting = !self.planned.is_empty();
         if noting {
-            let maps = std::iter::once(self.pid)
-                .chain(self.tracees.keys().copied())
-                .find_map(|tid| {
-                    procfs::maps_of(self.pid, tid)
-                        .ok()
-                        .filter(|m| !m.is_empty())
-                });
+            let maps = self.live_maps();
             noting = maps.is_some();
             self.maps = maps.unwrap_or_default();
         }
@@ -370,14 +364,30 @@ impl LiveSession {
     /// Whether the target now runs another program (it exec'd during the change): nothing of
     /// the old memory is left to undo.
     pub(crate) fn program_replaced(&self) -> bool {
-        self.execed || procfs::maps_of(self.pid, self.pid).is_ok_and(|m| !vdso_is(&m, self.vdso))
+        self.execed || self.live_maps().is_some_and(|m| !vdso_is(&m, self.vdso))
+    }
+
+    /// The target's mappings as a thread that can show them does: the leader's are empty once
+    /// it has exited (a zombie leader, while other threads run on).
+    fn live_maps(&self) -> Option<Vec<Mapping>> {
+        std::iter::once(self.pid)
+            .chain(self.tracees.keys().copied())
+            .find_map(|tid| {
+                procfs::maps_of(self.pid, tid)
+                    .ok()
+                    .filter(|m| !m.is_empty())
+            })
     }
 
     /// The program is still the one planned for: its vDSO where it was, and a system call
     /// instruction at `syscall_insn`. Else it exec'd in between.
     fn same_program(&mut self, (base, len): (u64, usize)) -> Result<()> {
         let pid = self.pid;
-        let moved = !vdso_is(&procfs::maps_of(pid, pid)?, (base, len));
+        let maps = match self.live_maps() {
+            Some(maps) => maps,
+            None => procfs::maps_of(pid, pid)?,
+        };
+        let moved = !vdso_is(&maps, (base, len));
         let insn = Native::syscall_instruction();
         let found = self.mem.read(
             self.syscall_insn,

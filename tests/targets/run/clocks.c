@@ -8,6 +8,11 @@
 //   clocks thread-exec CMD …   … then execvp(CMD) from a second thread (the pid stays the same)
 //   clocks signals             … then "ready"; "got-int" for every SIGINT delivered (no merging
 //                              by a shell's trap logic), "got-term" and exit 3 on SIGTERM
+//   clocks leaderless CMD …    prints nothing at first: the main thread exits (a zombie leader,
+//                              listed until the process ends), a second thread says "ready"
+//                              once it is one;
+//                              for each line on stdin it prints its clocks ("thread …") and
+//                              runs CMD (fork + execvp), and exits 0 at end of input
 //
 // Exit status: the started program's, 0 for clocks/fork.
 #define _GNU_SOURCE
@@ -15,6 +20,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -59,6 +65,37 @@ static void on_term(int sig) {
     _exit(3);
 }
 
+static void *leaderless(void *leader) {
+    // Ready once the main thread is a zombie: its /proc state says so.
+    char path[64], stat[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)(long)leader);
+    for (;;) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(stat, 1, sizeof stat - 1, f) : 0;
+        if (f) {
+            fclose(f);
+        }
+        stat[n] = 0;
+        char *end = strrchr(stat, ')');
+        if (end && end[1] == ' ' && (end[2] == 'Z' || end[2] == 'X')) {
+            break;
+        }
+        usleep(1000);
+    }
+    say("ready\n");
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        print_clocks("thread");
+        pid_t pid = fork();
+        if (pid == 0) {
+            execvp(cmd[0], cmd);
+            _exit(127);
+        }
+        wait_for(pid);
+    }
+    exit(0);
+}
+
 static void *exec_from_thread(void *unused) {
     (void)unused;
     execvp(cmd[0], cmd);
@@ -69,6 +106,11 @@ static void *exec_from_thread(void *unused) {
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "clocks";
     cmd = argv + 2;
+    if (!strcmp(mode, "leaderless") && argc > 2) {
+        pthread_t thread;
+        pthread_create(&thread, NULL, leaderless, (void *)(long)getpid());
+        pthread_exit(NULL);
+    }
     print_clocks("self");
     if (!strcmp(mode, "clocks")) {
         return 0;
@@ -90,7 +132,7 @@ int main(int argc, char **argv) {
         }
     }
     if (argc < 3) {
-        fprintf(stderr, "usage: %s [clocks|fork|vfork|spawn|thread-exec] [CMD ARGS...]\n", argv[0]);
+        fprintf(stderr, "usage: %s [clocks|fork|vfork|spawn|thread-exec|leaderless] [CMD ARGS...]\n", argv[0]);
         return 2;
     }
     if (!strcmp(mode, "vfork")) {
