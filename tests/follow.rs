@@ -798,8 +798,14 @@ impl ExecOnDemand {
             "echo ready; while read x; do {}; done",
             clocks_static_glibc().display()
         );
-        let mut child = Command::new("sh")
-            .args(["-c", &script])
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &script]);
+        ExecOnDemand::spawn_command(sh)
+    }
+
+    /// `command`, which says "ready" and then runs a program for each line it reads.
+    fn spawn_command(mut command: Command) -> ExecOnDemand {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -951,6 +957,34 @@ fn another_inject_gives_the_whole_follow_its_fault() {
     assert_every_exec_skewed(&summary);
     assert!(shifted_by(a.exec_clocks(), 0), "real time after the end");
     assert_untraced(&[a.pid(), b.pid()]);
+}
+
+/// A process whose main thread has exited (a zombie leader, listed until the process ends) is
+/// followed: its leader cannot be traced (PTRACE_SEIZE answers EPERM, as for any thread that
+/// has exited) and is passed over, not reported missed — as a thread that exits during the
+/// follower's seize once was (CI, `podman exec`).
+#[test]
+fn a_process_whose_main_thread_has_exited_is_followed() {
+    let clocks = clocks_static_glibc();
+    let mut command = Command::new(clocks);
+    command.arg("leaderless").arg(clocks);
+    let mut p = ExecOnDemand::spawn_command(command);
+    let pid = p.pid().to_string();
+    let offset = format!("{OFFSET_S}s");
+    let follow = Follow::start_adopted(&["--pid", &pid, "--offset", &offset]);
+    for _ in 0..3 {
+        // Its own reading ("thread …"), then the program it runs ("self …").
+        let own = p.exec_clocks();
+        assert!(shifted_by(own, OFFSET_S), "the process itself read {own}");
+        let line = p.next_line();
+        let v = reading(&line).unwrap_or_else(|| panic!("{line:?}"));
+        assert!(shifted_by(v, OFFSET_S), "a program it ran read {v}");
+    }
+    follow.interrupt();
+    let summary = follow.finish_text(Duration::from_secs(20));
+    assert!(!summary.contains("missed:"), "{summary}");
+    assert_every_exec_skewed(&summary);
+    assert_untraced(&[p.pid()]);
 }
 
 /// `status` says which process is followed, and by which follower.

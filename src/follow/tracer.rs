@@ -522,6 +522,14 @@ impl<'a> Follower<'a> {
                     // Auto-attached by a clone we have not handled yet.
                     Err(Errno::EPERM)
                         if procfs::tracer_of(tid).is_some_and(|(t, _)| t == self.me.as_raw()) => {}
+                    // Exited (a zombie leader stays listed while the other threads run; a
+                    // thread may exit during the seize): nothing of it is left to follow.
+                    Err(Errno::EPERM)
+                        if !procfs::task_info(pid, Some(tid))
+                            .is_ok_and(|i| !matches!(i.state, 'Z' | 'X')) =>
+                    {
+                        continue;
+                    }
                     Err(e) => {
                         let error = match procfs::tracer_of(tid) {
                             Some((tracer, name)) => Error::Helper {
