@@ -436,3 +436,62 @@ fn a_realtime_offset_before_1970_is_refused() {
     );
     assert_untouched(&mut probe, &maps_before, &vdso_before);
 }
+
+/// A process whose memory another process shares (`clone(CLONE_VM)`, not a thread) is refused,
+/// named from either side: a patch would reach the other process too, untraced — before this
+/// refusal that process died of our breakpoint's SIGTRAP (3 of 3 tries). Nothing changes: both
+/// read real time and live on.
+#[test]
+fn a_process_sharing_its_memory_with_another_is_refused() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut target = Reaped(
+        Command::new(common::e2e::clocks_static_glibc())
+            .arg("shared-vm")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("clocks shared-vm"),
+    );
+    let mut stdin = target.0.stdin.take().unwrap();
+    let lines = common::e2e::line_channel(target.0.stdout.take().unwrap());
+    let next = || {
+        lines
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a line")
+    };
+    let ready = next();
+    let field = |line: &str, key: &str| -> i64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {line:?}"))
+    };
+    let (pid, child) = (field(&ready, "pid="), field(&ready, "child="));
+    let vdso_before = vdso_bytes(pid as i32);
+    for (named, other) in [(pid, child), (child, pid)] {
+        fails_with(
+            &["inject", "--pid", &named.to_string(), "--offset", "-600s"],
+            &[],
+            &[
+                &format!("pid {named}"),
+                &format!("shares its memory with pid {other}"),
+            ],
+        );
+    }
+    assert_eq!(vdso_bytes(pid as i32), vdso_before, "vDSO changed");
+    let st = timeskew_ok(&["status", "--pid", &pid.to_string(), "--json"]);
+    assert!(st.contains("\"injected\":false"), "{st}");
+    writeln!(stdin, "now").unwrap();
+    let readings = next();
+    let real = clock_ns(libc::CLOCK_REALTIME) / SEC;
+    for key in ["parent=", "child="] {
+        let v = field(&readings, key) as i128;
+        assert!((v - real).abs() <= 2, "{key}: {readings:?}, real {real}");
+    }
+    drop(stdin);
+    assert!(
+        target.0.wait().unwrap().success(),
+        "the child died before its parent killed it"
+    );
+}

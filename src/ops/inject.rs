@@ -71,6 +71,8 @@ pub(crate) fn apply(
             all_stop_reason: None,
         });
     }
+    // Code is written from here on: not into memory another process shares.
+    target.check_memory_not_shared()?;
     // Decode, plan and build while the process still runs: the stop covers only the changes.
     let plan = Plan::new(&target, existing.as_ref())?;
     let _deferred = TerminationDeferred::new();

@@ -61,6 +61,8 @@ pub(crate) fn recover_here(pid: i32) -> Result<RecoverReport> {
         Some(existing) if existing.hooks_live || any_jump_left(&target, &existing) => existing,
         _ => return Ok(not_injected),
     };
+    // Code is written from here on: not into memory another process shares.
+    target.check_memory_not_shared()?;
     let _deferred = TerminationDeferred::new();
     // One thread at a time (patch/live.rs); where that cannot run, every thread at once.
     let mut reason = None;

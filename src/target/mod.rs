@@ -63,6 +63,56 @@ impl Target {
         })
     }
 
+    /// Refuses a change of code in a process whose memory another process shares: one made
+    /// with `clone(CLONE_VM)` but not as a thread (or the process that made this one so). A
+    /// patch reaches that process too — skewed though not selected, and untraced: a thread
+    /// of it meeting one of our breakpoints would die of SIGTRAP, one inside an entry being
+    /// rewritten could run half an instruction. A vfork child shares the memory only until
+    /// it execs, while its parent waits in the kernel: that wait is left to the attach, which
+    /// waits for threads in such a state, as before.
+    pub fn check_memory_not_shared(&self) -> Result<()> {
+        let pid = self.pid;
+        let info = procfs::task_info(pid, None)?;
+        let mut candidates = procfs::children(pid);
+        if info.ppid > 0 {
+            candidates.push(info.ppid);
+            candidates.extend(procfs::children(info.ppid));
+        }
+        // A thread waiting in the kernel inside vfork, or a clone or clone3 (posix_spawn's
+        // CLONE_VFORK), until its child execs.
+        let vfork_wait = |p: i32| {
+            procfs::threads(p).unwrap_or_default().into_iter().any(|t| {
+                procfs::task_info(p, Some(t)).is_ok_and(|i| i.state == 'D')
+                    && procfs::task_file(p, t, "syscall")
+                        .and_then(|text| text.split_whitespace().next()?.parse::<i64>().ok())
+                        .is_some_and(|nr| {
+                            [libc::SYS_vfork, libc::SYS_clone, libc::SYS_clone3].contains(&nr)
+                        })
+            })
+        };
+        let sharer = candidates.into_iter().find(|&other| {
+            other != pid
+                && procfs::same_memory(pid, other).unwrap_or(false)
+                && !vfork_wait(pid)
+                && !vfork_wait(other)
+        });
+        match sharer {
+            Some(other) => Err(Error::Unsupported {
+                pid,
+                reason: format!(
+                    "it shares its memory with pid {other} ({}), a process made with \
+                     clone(CLONE_VM) rather than a thread: a change of its code would reach that \
+                     process too, skewed without being selected and untraced, where a breakpoint \
+                     of ours would kill it (SIGTRAP)",
+                    procfs::task_info(other, None)
+                        .map(|i| i.comm)
+                        .unwrap_or_else(|_| "?".into())
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Re-reads the memory map (after the process has been stopped).
     pub fn refresh_maps(&mut self) -> Result<()> {
         self.maps = procfs::maps_of(self.pid, self.via)?;

@@ -83,6 +83,35 @@ pub fn threads(pid: i32) -> Result<Vec<i32>> {
     Ok(tids)
 }
 
+/// Whether processes `a` and `b` share one address space (made with `clone(CLONE_VM)` without
+/// `CLONE_THREAD`, or a vfork child before its exec): `kcmp(2)` with `KCMP_VM`, the kernel's
+/// answer where `/proc` has none. Needs ptrace access to both.
+pub fn same_memory(a: i32, b: i32) -> nix::Result<bool> {
+    const KCMP_VM: libc::c_int = 1;
+    // SAFETY: kcmp with KCMP_VM takes two pids, a type and two unused integers; it reads and
+    // writes no memory of ours.
+    let rc = unsafe { libc::syscall(libc::SYS_kcmp, a, b, KCMP_VM, 0, 0) };
+    Errno::result(rc).map(|order| order == 0)
+}
+
+/// The children of every thread of `pid` (`/proc/PID/task/TID/children`); empty where the
+/// kernel does not list them.
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut kids: Vec<i32> = threads(pid)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|tid| fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|k| k.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect();
+    kids.sort_unstable();
+    kids.dedup();
+    kids
+}
+
 /// Parses the memory map of `pid` as its thread `tid` shows it (`/proc/PID/task/TID/maps`): the
 /// same for every live thread, empty for an exited leader.
 pub fn maps_of(pid: i32, tid: i32) -> Result<Vec<Mapping>> {
@@ -712,6 +741,19 @@ mod tests {
         assert_eq!(field(pid, pid), None);
         assert_eq!(counters.read(), None);
         assert_eq!(field(me, me), Some(me));
+    }
+
+    #[test]
+    fn a_forked_child_has_memory_of_its_own_and_is_listed_as_a_child() {
+        use std::io::Write;
+        let me = std::process::id() as i32;
+        let (mut child, pid) = spawn_ready("sh", &["-c", "echo ready; read line"]);
+        assert_eq!(same_memory(me, me), Ok(true));
+        assert_eq!(same_memory(me, pid), Ok(false));
+        assert!(children(me).contains(&pid), "{:?}", children(me));
+        child.stdin.take().unwrap().write_all(b"\n").unwrap();
+        let _ = child.wait();
+        assert!(same_memory(me, pid).is_err(), "reaped: no such process");
     }
 
     #[test]

@@ -13,10 +13,16 @@
 //                              once it is one;
 //                              for each line on stdin it prints its clocks ("thread …") and
 //                              runs CMD (fork + execvp), and exits 0 at end of input
+//   clocks shared-vm           prints nothing at first: a second *process* sharing this one's
+//                              memory (clone(CLONE_VM), not a thread) reads the clock in a loop;
+//                              "ready pid=P child=C" once it has; for each line on stdin, both
+//                              readings ("parent=S child=S"); at end of input the child is
+//                              killed and reaped, exit 0
 //
 // Exit status: the started program's, 0 for clocks/fork.
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -96,6 +102,43 @@ static void *leaderless(void *leader) {
     exit(0);
 }
 
+static volatile long long shared_reading;
+static volatile long shared_reads;
+
+static int read_the_clock_forever(void *unused) {
+    (void)unused;
+    for (;;) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        shared_reading = ts.tv_sec;
+        shared_reads++;
+    }
+    return 0;
+}
+
+static int shared_vm(void) {
+    static char stack[1 << 16];
+    pid_t child = clone(read_the_clock_forever, stack + sizeof stack, CLONE_VM | SIGCHLD, NULL);
+    if (child < 0) {
+        perror("clone");
+        return 1;
+    }
+    while (shared_reads == 0) {
+        usleep(1000);
+    }
+    printf("ready pid=%d child=%d\n", getpid(), child);
+    fflush(stdout);
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        printf("parent=%lld child=%lld\n", (long long)ts.tv_sec, shared_reading);
+        fflush(stdout);
+    }
+    kill(child, SIGKILL);
+    return wait_for(child) == 128 + SIGKILL ? 0 : 1;
+}
+
 static void *exec_from_thread(void *unused) {
     (void)unused;
     execvp(cmd[0], cmd);
@@ -110,6 +153,9 @@ int main(int argc, char **argv) {
         pthread_t thread;
         pthread_create(&thread, NULL, leaderless, (void *)(long)getpid());
         pthread_exit(NULL);
+    }
+    if (!strcmp(mode, "shared-vm")) {
+        return shared_vm();
     }
     print_clocks("self");
     if (!strcmp(mode, "clocks")) {
