@@ -225,6 +225,10 @@ pub struct RecoverReport {
     /// Why every thread was stopped at once instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all_stop_reason: Option<String>,
+    /// Why the hooks were left in place, passing real time through, instead of taken out
+    /// (the memory is shared with another process: no code may be written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks_left: Option<String>,
 }
 
 fn as_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

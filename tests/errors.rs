@@ -437,39 +437,95 @@ fn a_realtime_offset_before_1970_is_refused() {
     assert_untouched(&mut probe, &maps_before, &vdso_before);
 }
 
+/// `clocks shared-vm`: a process that on "share" makes a second process sharing its memory
+/// (`clone(CLONE_VM)`, not a thread) that reads the clock in a loop.
+struct SharedVm {
+    process: Reaped,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+    pid: i32,
+}
+
+impl SharedVm {
+    fn spawn() -> SharedVm {
+        use std::process::Stdio;
+        let mut process = Reaped(
+            Command::new(common::e2e::clocks_static_glibc())
+                .arg("shared-vm")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("clocks shared-vm"),
+        );
+        let stdin = process.0.stdin.take();
+        let lines = common::e2e::line_channel(process.0.stdout.take().unwrap());
+        let mut t = SharedVm {
+            process,
+            stdin,
+            lines,
+            pid: 0,
+        };
+        t.pid = Self::field(&t.ask(None), "pid=") as i32;
+        t
+    }
+
+    fn field(line: &str, key: &str) -> i64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {line:?}"))
+    }
+
+    /// Sends `line` (if any) and returns the answer.
+    fn ask(&mut self, line: Option<&str>) -> String {
+        use std::io::Write;
+        if let Some(line) = line {
+            writeln!(self.stdin.as_mut().unwrap(), "{line}").unwrap();
+        }
+        self.lines
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a line")
+    }
+
+    /// The sharing process's pid.
+    fn share(&mut self) -> i32 {
+        Self::field(&self.ask(Some("share")), "child=") as i32
+    }
+
+    /// Both read real time now (the child 0 when there is none).
+    fn assert_real(&mut self, sharing: bool) {
+        let readings = self.ask(Some("now"));
+        let real = clock_ns(libc::CLOCK_REALTIME) / SEC;
+        for key in ["parent=", "child="] {
+            let v = Self::field(&readings, key) as i128;
+            if key == "child=" && !sharing {
+                assert_eq!(v, 0, "{readings:?}");
+                continue;
+            }
+            assert!((v - real).abs() <= 2, "{key}: {readings:?}, real {real}");
+        }
+    }
+
+    /// Ends it: the sharing process must have lived until its parent killed it.
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        assert!(
+            self.process.0.wait().unwrap().success(),
+            "the sharing process died before its parent killed it"
+        );
+    }
+}
+
 /// A process whose memory another process shares (`clone(CLONE_VM)`, not a thread) is refused,
 /// named from either side: a patch would reach the other process too, untraced — before this
 /// refusal that process died of our breakpoint's SIGTRAP (3 of 3 tries). Nothing changes: both
 /// read real time and live on.
 #[test]
 fn a_process_sharing_its_memory_with_another_is_refused() {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut target = Reaped(
-        Command::new(common::e2e::clocks_static_glibc())
-            .arg("shared-vm")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("clocks shared-vm"),
-    );
-    let mut stdin = target.0.stdin.take().unwrap();
-    let lines = common::e2e::line_channel(target.0.stdout.take().unwrap());
-    let next = || {
-        lines
-            .recv_timeout(std::time::Duration::from_secs(10))
-            .expect("a line")
-    };
-    let ready = next();
-    let field = |line: &str, key: &str| -> i64 {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{key} in {line:?}"))
-    };
-    let (pid, child) = (field(&ready, "pid="), field(&ready, "child="));
-    let vdso_before = vdso_bytes(pid as i32);
-    for (named, other) in [(pid, child), (child, pid)] {
+    let mut t = SharedVm::spawn();
+    let child = t.share();
+    let vdso_before = vdso_bytes(t.pid);
+    for (named, other) in [(t.pid, child), (child, t.pid)] {
         fails_with(
             &["inject", "--pid", &named.to_string(), "--offset", "-600s"],
             &[],
@@ -479,19 +535,42 @@ fn a_process_sharing_its_memory_with_another_is_refused() {
             ],
         );
     }
-    assert_eq!(vdso_bytes(pid as i32), vdso_before, "vDSO changed");
-    let st = timeskew_ok(&["status", "--pid", &pid.to_string(), "--json"]);
+    assert_eq!(vdso_bytes(t.pid), vdso_before, "vDSO changed");
+    let st = timeskew_ok(&["status", "--pid", &t.pid.to_string(), "--json"]);
     assert!(st.contains("\"injected\":false"), "{st}");
-    writeln!(stdin, "now").unwrap();
-    let readings = next();
+    t.assert_real(true);
+    t.finish();
+}
+
+/// Injected while alone, then sharing its memory: a recover writes no code but publishes real
+/// time, which both processes read, and says the hooks stay; once it is alone again, a recover
+/// takes them out.
+#[test]
+fn a_recover_of_a_process_that_came_to_share_its_memory_leaves_the_hooks_passing_real_time() {
+    let mut t = SharedVm::spawn();
+    let pid = t.pid.to_string();
+    timeskew_ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
+    let skewed = t.ask(Some("now"));
     let real = clock_ns(libc::CLOCK_REALTIME) / SEC;
-    for key in ["parent=", "child="] {
-        let v = field(&readings, key) as i128;
-        assert!((v - real).abs() <= 2, "{key}: {readings:?}, real {real}");
-    }
-    drop(stdin);
     assert!(
-        target.0.wait().unwrap().success(),
-        "the child died before its parent killed it"
+        (SharedVm::field(&skewed, "parent=") as i128 - (real - 600)).abs() <= 2,
+        "{skewed:?}"
     );
+    let child = t.share();
+    let out = timeskew_ok(&["recover", "--pid", &pid, "--json"]);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["was_injected"], true, "{report}");
+    assert_eq!(report["restored"], 0, "{report}");
+    assert!(
+        report["hooks_left"]
+            .as_str()
+            .is_some_and(|h| h.contains(&format!("shares its memory with pid {child}"))),
+        "{report}"
+    );
+    t.assert_real(true);
+    assert_eq!(t.ask(Some("unshare")), "unshared");
+    let out = timeskew_ok(&["recover", "--pid", &pid]);
+    assert!(out.contains("restored 3 vDSO entries"), "{out}");
+    t.assert_real(false);
+    t.finish();
 }

@@ -56,13 +56,28 @@ pub(crate) fn recover_here(pid: i32) -> Result<RecoverReport> {
         threads: 0,
         live: None,
         all_stop_reason: None,
+        hooks_left: None,
     };
     let found = match state::find(&target)? {
         Some(existing) if existing.hooks_live || any_jump_left(&target, &existing) => existing,
         _ => return Ok(not_injected),
     };
-    // Code is written from here on: not into memory another process shares.
-    target.check_memory_not_shared()?;
+    // Code is written from here on: not into memory another process shares. There real time
+    // is published instead, which every process sharing the memory reads from then on; the
+    // hooks stay, passing it through, until a recover finds the process alone.
+    if let Some(sharer) = target.memory_sharer()? {
+        write_slot(
+            &target.mem,
+            found.data_addr(),
+            found.data.generation,
+            &Params::default(),
+        )?;
+        return Ok(RecoverReport {
+            was_injected: true,
+            hooks_left: Some(sharer),
+            ..not_injected
+        });
+    }
     let _deferred = TerminationDeferred::new();
     // One thread at a time (patch/live.rs); where that cannot run, every thread at once.
     let mut reason = None;
@@ -95,6 +110,7 @@ pub(crate) fn recover_here(pid: i32) -> Result<RecoverReport> {
         threads: held.threads().len(),
         live: None,
         all_stop_reason: reason,
+        hooks_left: None,
     };
     // Offsets first: a hook that cannot be restored then passes the real time through.
     let data_addr = existing.data_addr();

@@ -368,6 +368,7 @@ pub(crate) fn recover(
             threads: 0,
             live: None,
             all_stop_reason: None,
+            hooks_left: None,
         };
         let outcome = restore(&mut s, target, existing, &mut report);
         let outcome = match outcome {

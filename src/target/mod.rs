@@ -63,14 +63,26 @@ impl Target {
         })
     }
 
-    /// Refuses a change of code in a process whose memory another process shares: one made
-    /// with `clone(CLONE_VM)` but not as a thread (or the process that made this one so). A
-    /// patch reaches that process too — skewed though not selected, and untraced: a thread
-    /// of it meeting one of our breakpoints would die of SIGTRAP, one inside an entry being
-    /// rewritten could run half an instruction. A vfork child shares the memory only until
-    /// it execs, while its parent waits in the kernel: that wait is left to the attach, which
-    /// waits for threads in such a state, as before.
+    /// Refuses a change of code in a process whose memory another process shares
+    /// ([`memory_sharer`](Self::memory_sharer)).
     pub fn check_memory_not_shared(&self) -> Result<()> {
+        match self.memory_sharer()? {
+            Some(sharer) => Err(Error::Unsupported {
+                pid: self.pid,
+                reason: sharer,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Another process that shares this one's memory, said as a reason: one made with
+    /// `clone(CLONE_VM)` but not as a thread (or the process that made this one so). A patch
+    /// reaches that process too — skewed though not selected, and untraced: a thread of it
+    /// meeting one of our breakpoints would die of SIGTRAP, one inside an entry being
+    /// rewritten could run half an instruction. A vfork child shares the memory only until it
+    /// execs, while its parent waits in the kernel: that wait is left to the attach, which
+    /// waits for threads in such a state, as before.
+    pub fn memory_sharer(&self) -> Result<Option<String>> {
         let pid = self.pid;
         let info = procfs::task_info(pid, None)?;
         let mut candidates = procfs::children(pid);
@@ -96,21 +108,17 @@ impl Target {
                 && !vfork_wait(pid)
                 && !vfork_wait(other)
         });
-        match sharer {
-            Some(other) => Err(Error::Unsupported {
-                pid,
-                reason: format!(
-                    "it shares its memory with pid {other} ({}), a process made with \
-                     clone(CLONE_VM) rather than a thread: a change of its code would reach that \
-                     process too, skewed without being selected and untraced, where a breakpoint \
-                     of ours would kill it (SIGTRAP)",
-                    procfs::task_info(other, None)
-                        .map(|i| i.comm)
-                        .unwrap_or_else(|_| "?".into())
-                ),
-            }),
-            None => Ok(()),
-        }
+        Ok(sharer.map(|other| {
+            format!(
+                "it shares its memory with pid {other} ({}), a process made with clone(CLONE_VM) \
+                 rather than a thread: a change of its code would reach that process too, \
+                 skewed without being selected and untraced, where a breakpoint of ours would \
+                 kill it (SIGTRAP)",
+                procfs::task_info(other, None)
+                    .map(|i| i.comm)
+                    .unwrap_or_else(|_| "?".into())
+            )
+        }))
     }
 
     /// Re-reads the memory map (after the process has been stopped).

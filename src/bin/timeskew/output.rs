@@ -233,6 +233,13 @@ pub fn format_recover(r: &RecoverReport) -> String {
     if !r.was_injected {
         return format!("pid {}: not injected, nothing to do", r.pid);
     }
+    if let Some(why) = &r.hooks_left {
+        return format!(
+            "pid {}: real time again, but its hooks are left in place, passing it through: {why}; \
+             recover again once that process has gone",
+            r.pid
+        );
+    }
     let mut line = format!(
         "pid {}: recovered, restored {} ({})",
         r.pid,
@@ -477,6 +484,7 @@ mod tests {
             threads: 0,
             live: None,
             all_stop_reason: None,
+            hooks_left: None,
         };
         assert_eq!(format_recover(&r), "pid 77: not injected, nothing to do");
         r.was_injected = true;

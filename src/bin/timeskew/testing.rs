@@ -90,6 +90,7 @@ impl Backend for Fake {
             threads: 0,
             live: None,
             all_stop_reason: None,
+            hooks_left: None,
         })
     }
     fn recover_slewed(&self, pid: i32, slew: SlewRate) -> timeskew::Result<Status> {

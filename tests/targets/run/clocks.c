@@ -13,11 +13,14 @@
 //                              once it is one;
 //                              for each line on stdin it prints its clocks ("thread …") and
 //                              runs CMD (fork + execvp), and exits 0 at end of input
-//   clocks shared-vm           prints nothing at first: a second *process* sharing this one's
-//                              memory (clone(CLONE_VM), not a thread) reads the clock in a loop;
-//                              "ready pid=P child=C" once it has; for each line on stdin, both
-//                              readings ("parent=S child=S"); at end of input the child is
-//                              killed and reaped, exit 0
+//   clocks shared-vm           prints nothing at first, then "ready pid=P"; for each line on
+//                              stdin: "share" makes a second *process* sharing this one's memory
+//                              (clone(CLONE_VM), not a thread) that reads the clock in a loop,
+//                              and says "shared child=C" once it has; "unshare" kills and reaps
+//                              it ("unshared", or "died early" if it had died by itself); any
+//                              other line prints both
+//                              readings ("parent=S child=S", child 0 before "share"); at end of
+//                              input the child is killed and reaped, exit 0
 //
 // Exit status: the started program's, 0 for clocks/fork.
 #define _GNU_SOURCE
@@ -118,22 +121,35 @@ static int read_the_clock_forever(void *unused) {
 
 static int shared_vm(void) {
     static char stack[1 << 16];
-    pid_t child = clone(read_the_clock_forever, stack + sizeof stack, CLONE_VM | SIGCHLD, NULL);
-    if (child < 0) {
-        perror("clone");
-        return 1;
-    }
-    while (shared_reads == 0) {
-        usleep(1000);
-    }
-    printf("ready pid=%d child=%d\n", getpid(), child);
+    pid_t child = 0;
+    printf("ready pid=%d\n", getpid());
     fflush(stdout);
     char line[64];
     while (fgets(line, sizeof line, stdin)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        printf("parent=%lld child=%lld\n", (long long)ts.tv_sec, shared_reading);
+        if (!strcmp(line, "share\n") && child == 0) {
+            child = clone(read_the_clock_forever, stack + sizeof stack, CLONE_VM | SIGCHLD, NULL);
+            if (child < 0) {
+                perror("clone");
+                return 1;
+            }
+            while (shared_reads == 0) {
+                usleep(1000);
+            }
+            printf("shared child=%d\n", child);
+        } else if (!strcmp(line, "unshare\n") && child != 0) {
+            kill(child, SIGKILL);
+            printf(wait_for(child) == 128 + SIGKILL ? "unshared\n" : "died early\n");
+            child = 0;
+            shared_reading = 0;
+        } else {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            printf("parent=%lld child=%lld\n", (long long)ts.tv_sec, shared_reading);
+        }
         fflush(stdout);
+    }
+    if (child == 0) {
+        return 0;
     }
     kill(child, SIGKILL);
     return wait_for(child) == 128 + SIGKILL ? 0 : 1;
