@@ -84,6 +84,7 @@ impl Target {
     /// waits for threads in such a state, as before.
     pub fn memory_sharer(&self) -> Result<Option<String>> {
         let pid = self.pid;
+        let started = std::time::Instant::now();
         let info = procfs::task_info(pid, None)?;
         let mut candidates = procfs::children(pid);
         if info.ppid > 0 {
@@ -108,6 +109,10 @@ impl Target {
                 && !vfork_wait(pid)
                 && !vfork_wait(other)
         });
+        log::debug!(
+            "pid {pid}: memory shared with {sharer:?} (looked in {} µs)",
+            started.elapsed().as_micros()
+        );
         Ok(sharer.map(|other| {
             format!(
                 "it shares its memory with pid {other} ({}), a process made with clone(CLONE_VM) \

@@ -32,6 +32,8 @@ pub struct TaskInfo {
     /// The parent process.
     pub ppid: i32,
     pub is_kernel_thread: bool,
+    /// Threads of the process (field 20; a thread's own file gives its process's count).
+    pub threads: usize,
 }
 
 /// PF_KTHREAD from include/linux/sched.h.
@@ -60,15 +62,18 @@ fn parse_stat(text: &str) -> Option<TaskInfo> {
     let close = text.rfind(')')?;
     let comm = text.get(open + 1..close)?.to_string();
     let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    // rest[0] = state (field 3), rest[1] = ppid (field 4), rest[6] = flags (field 9).
+    // rest[0] = state (field 3), rest[1] = ppid (field 4), rest[6] = flags (field 9),
+    // rest[17] = num_threads (field 20).
     let state = rest.first()?.chars().next()?;
     let ppid: i32 = rest.get(1)?.parse().ok()?;
     let flags: u64 = rest.get(6)?.parse().ok()?;
+    let threads: usize = rest.get(17).and_then(|n| n.parse().ok()).unwrap_or(0);
     Some(TaskInfo {
         comm,
         state,
         ppid,
         is_kernel_thread: flags & PF_KTHREAD != 0,
+        threads,
     })
 }
 
@@ -94,19 +99,29 @@ pub fn same_memory(a: i32, b: i32) -> nix::Result<bool> {
     Errno::result(rc).map(|order| order == 0)
 }
 
-/// The children of every thread of `pid` (`/proc/PID/task/TID/children`); empty where the
-/// kernel does not list them.
+/// The children of `pid` (made by any of its threads). Read from each thread's
+/// `/proc/PID/task/TID/children` for a process with few threads; for one with many (a file per
+/// thread: 10–50 ms at 1,000), from the parent pid of every process instead.
 pub fn children(pid: i32) -> Vec<i32> {
-    let mut kids: Vec<i32> = threads(pid)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|tid| fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).ok())
-        .flat_map(|text| {
-            text.split_whitespace()
-                .filter_map(|k| k.parse().ok())
-                .collect::<Vec<i32>>()
-        })
-        .collect();
+    const FEW_THREADS: usize = 64;
+    let few = task_info(pid, None).is_ok_and(|i| i.threads <= FEW_THREADS);
+    let mut kids: Vec<i32> = if few {
+        threads(pid)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|tid| fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).ok())
+            .flat_map(|text| {
+                text.split_whitespace()
+                    .filter_map(|k| k.parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect()
+    } else {
+        all_pids()
+            .into_iter()
+            .filter(|&p| p != pid && task_info(p, None).is_ok_and(|i| i.ppid == pid))
+            .collect()
+    };
     kids.sort_unstable();
     kids.dedup();
     kids
@@ -757,6 +772,35 @@ mod tests {
     }
 
     #[test]
+    fn the_children_of_a_process_with_many_threads_are_found_too() {
+        use std::io::Write;
+        // 100 threads (over the per-thread files' limit), then a child made by one of them.
+        let (mut parent, pid) = spawn_ready(
+            "python3",
+            &[
+                "-c",
+                "import subprocess, sys, threading\n\
+                 stop = threading.Event()\n\
+                 ts = [threading.Thread(target=stop.wait) for _ in range(100)]\n\
+                 [t.start() for t in ts]\n\
+                 child = [None]\n\
+                 def spawn(): child[0] = subprocess.Popen(['sleep', '30'])\n\
+                 t = threading.Thread(target=spawn); t.start(); t.join()\n\
+                 print('ready', flush=True)\n\
+                 sys.stdin.readline()\n\
+                 child[0].kill(); child[0].wait(); stop.set()",
+            ],
+        );
+        assert!(threads(pid).unwrap().len() > 64);
+        let kids = children(pid);
+        assert_eq!(kids.len(), 1, "{kids:?}");
+        let child = task_info(kids[0], None).unwrap();
+        assert_eq!((child.ppid, child.comm.as_str()), (pid, "sleep"));
+        parent.stdin.take().unwrap().write_all(b"\n").unwrap();
+        let _ = parent.wait();
+    }
+
+    #[test]
     fn scheduler_counters_move_when_a_thread_runs_and_only_then() {
         let me = std::process::id() as i32;
         // A thread blocked on a channel: its counters stand still until it is woken.
@@ -834,6 +878,8 @@ mod tests {
         assert!(threads(me).unwrap().contains(&me));
         assert!(maps_of(me, me).unwrap().iter().any(|m| m.path == "[vdso]"));
         assert!(!task_info(me, None).unwrap().is_kernel_thread);
+        // (Other tests' threads come and go: only that it is read.)
+        assert!(task_info(me, None).unwrap().threads >= 1);
         assert!(matches!(
             task_info(i32::MAX, None),
             Err(Error::NoSuchProcess { .. })
