@@ -444,6 +444,20 @@ struct SharedVm {
     stdin: Option<std::process::ChildStdin>,
     lines: std::sync::mpsc::Receiver<String>,
     pid: i32,
+    /// The sharing process: not a child of ours, killed when this drops (its parent, killed
+    /// too, or init reaps it).
+    child: Option<i32>,
+}
+
+impl Drop for SharedVm {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 impl SharedVm {
@@ -464,6 +478,7 @@ impl SharedVm {
             stdin,
             lines,
             pid: 0,
+            child: None,
         };
         t.pid = Self::field(&t.ask(None), "pid=") as i32;
         t
@@ -489,7 +504,14 @@ impl SharedVm {
 
     /// The sharing process's pid.
     fn share(&mut self) -> i32 {
-        Self::field(&self.ask(Some("share")), "child=") as i32
+        let child = Self::field(&self.ask(Some("share")), "child=") as i32;
+        self.child = Some(child);
+        child
+    }
+
+    fn unshare(&mut self) {
+        assert_eq!(self.ask(Some("unshare")), "unshared");
+        self.child = None;
     }
 
     /// Both read real time now (the child 0 when there is none).
@@ -508,6 +530,7 @@ impl SharedVm {
 
     /// Ends it: the sharing process must have lived until its parent killed it.
     fn finish(mut self) {
+        self.child = None;
         drop(self.stdin.take());
         assert!(
             self.process.0.wait().unwrap().success(),
@@ -568,9 +591,42 @@ fn a_recover_of_a_process_that_came_to_share_its_memory_leaves_the_hooks_passing
         "{report}"
     );
     t.assert_real(true);
-    assert_eq!(t.ask(Some("unshare")), "unshared");
+    t.unshare();
     let out = timeskew_ok(&["recover", "--pid", &pid]);
     assert!(out.contains("restored 3 vDSO entries"), "{out}");
     t.assert_real(false);
     t.finish();
+}
+
+/// A vfork child that has not exec'd yet shares its waiting parent's memory: a change of its
+/// code would stay in the parent after the exec. Refused, saying so.
+#[test]
+fn a_vfork_child_before_its_exec_is_refused() {
+    use std::process::Stdio;
+    let mut parent = Reaped(
+        Command::new(common::e2e::clocks_static_glibc())
+            .arg("vfork-child")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("clocks vfork-child"),
+    );
+    let stdin = parent.0.stdin.take();
+    let lines = common::e2e::line_channel(parent.0.stdout.take().unwrap());
+    let ready = lines
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("ready");
+    let child = SharedVm::field(&ready, "child=");
+    let pid = SharedVm::field(&ready, "pid=");
+    fails_with(
+        &["inject", "--pid", &child.to_string(), "--offset", "-600s"],
+        &[],
+        &[
+            &format!("pid {child}"),
+            "vfork child that has not exec'd yet",
+            &format!("memory of pid {pid}"),
+        ],
+    );
+    drop(stdin);
+    assert!(parent.0.wait().unwrap().success());
 }

@@ -103,26 +103,34 @@ impl Target {
                         })
             })
         };
+        // This process waiting for its vfork child: the attach waits that out. The other way
+        // round — this process the vfork child, its parent waiting — a patch would stay in the
+        // parent's memory after the child's exec: refused like any sharing.
         let sharer = candidates.into_iter().find(|&other| {
-            other != pid
-                && procfs::same_memory(pid, other).unwrap_or(false)
-                && !vfork_wait(pid)
-                && !vfork_wait(other)
+            other != pid && procfs::same_memory(pid, other).unwrap_or(false) && !vfork_wait(pid)
         });
         log::debug!(
             "pid {pid}: memory shared with {sharer:?} (looked in {} µs)",
             started.elapsed().as_micros()
         );
         Ok(sharer.map(|other| {
-            format!(
-                "it shares its memory with pid {other} ({}), a process made with clone(CLONE_VM) \
-                 rather than a thread: a change of its code would reach that process too, \
-                 skewed without being selected and untraced, where a breakpoint of ours would \
-                 kill it (SIGTRAP)",
-                procfs::task_info(other, None)
-                    .map(|i| i.comm)
-                    .unwrap_or_else(|_| "?".into())
-            )
+            let comm = procfs::task_info(other, None)
+                .map(|i| i.comm)
+                .unwrap_or_else(|_| "?".into());
+            if vfork_wait(other) {
+                format!(
+                    "it is a vfork child that has not exec'd yet: it shares the memory of pid \
+                     {other} ({comm}), which waits for it, and a change of its code would stay \
+                     in that process after the exec; retry once it has exec'd"
+                )
+            } else {
+                format!(
+                    "it shares its memory with pid {other} ({comm}), a process made with \
+                     clone(CLONE_VM) rather than a thread: a change of its code would reach that \
+                     process too, skewed without being selected and untraced, where a breakpoint \
+                     of ours would kill it (SIGTRAP)"
+                )
+            }
         }))
     }
 

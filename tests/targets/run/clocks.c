@@ -18,9 +18,12 @@
 //                              (clone(CLONE_VM), not a thread) that reads the clock in a loop,
 //                              and says "shared child=C" once it has; "unshare" kills and reaps
 //                              it ("unshared", or "died early" if it had died by itself); any
-//                              other line prints both
-//                              readings ("parent=S child=S", child 0 before "share"); at end of
+//                              other line prints both readings ("parent=S child=S", the child's
+//                              taken after the line came; 0 before "share"); at end of
 //                              input the child is killed and reaped, exit 0
+//   clocks vfork-child         prints nothing at first: vfork()s a child that says "ready pid=P
+//                              child=C" and reads stdin until its end (its parent waiting in the
+//                              kernel all along, sharing its memory), then exits; exit 0
 //
 // Exit status: the started program's, 0 for clocks/fork.
 #define _GNU_SOURCE
@@ -142,6 +145,12 @@ static int shared_vm(void) {
             child = 0;
             shared_reading = 0;
         } else {
+            // The child's reading taken since this line came: two more reads (one in flight
+            // may have started before).
+            long since = shared_reads;
+            while (child != 0 && shared_reads < since + 2) {
+                usleep(100);
+            }
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             printf("parent=%lld child=%lld\n", (long long)ts.tv_sec, shared_reading);
@@ -172,6 +181,23 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(mode, "shared-vm")) {
         return shared_vm();
+    }
+    if (!strcmp(mode, "vfork-child")) {
+        pid_t parent = getpid();
+        pid_t pid = vfork();
+        if (pid == 0) {
+            // Only async-signal-safe calls in a vfork child: format by hand, write, read.
+            char text[64];
+            int n = snprintf(text, sizeof text, "ready pid=%d child=%d\n", parent, getpid());
+            if (write(1, text, n) != n) {
+                _exit(1);
+            }
+            char buf[64];
+            while (read(0, buf, sizeof buf) > 0) {
+            }
+            _exit(0);
+        }
+        return wait_for(pid);
     }
     print_clocks("self");
     if (!strcmp(mode, "clocks")) {
