@@ -376,8 +376,22 @@ fn a_process_whose_main_thread_has_exited_is_injected_and_recovered() {
             "{line:?}: real {real}, offset {offset_s} s"
         );
     };
+    // A zombie beside it (a sibling: our child too): an exited leader and a zombie both have
+    // no memory, which the kernel's comparison once took for shared memory.
+    let mut zombie = Reaped(Command::new("true").spawn().expect("true"));
+    let zombie_pid = zombie.0.id() as i32;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{zombie_pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    }) {
+        assert!(std::time::Instant::now() < deadline, "true did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     let out = timeskew_ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
     assert!(out.contains("one thread at a time"), "{out}");
+    let _ = zombie.0.wait();
     read_shifted(-600);
     let out = timeskew_ok(&["recover", "--pid", &pid]);
     assert!(out.contains("one thread at a time"), "{out}");

@@ -85,12 +85,6 @@ impl Target {
     pub fn memory_sharer(&self) -> Result<Option<String>> {
         let pid = self.pid;
         let started = std::time::Instant::now();
-        let info = procfs::task_info(pid, None)?;
-        let mut candidates = procfs::children(pid);
-        if info.ppid > 0 {
-            candidates.push(info.ppid);
-            candidates.extend(procfs::children(info.ppid));
-        }
         // A thread waiting in the kernel inside vfork, or a clone or clone3 (posix_spawn's
         // CLONE_VFORK), until its child execs.
         let vfork_wait = |p: i32| {
@@ -103,12 +97,33 @@ impl Target {
                         })
             })
         };
-        // This process waiting for its vfork child: the attach waits that out. The other way
-        // round — this process the vfork child, its parent waiting — a patch would stay in the
-        // parent's memory after the child's exec: refused like any sharing.
-        let sharer = candidates.into_iter().find(|&other| {
-            other != pid && procfs::same_memory(pid, other).unwrap_or(false) && !vfork_wait(pid)
-        });
+        // Compared through live threads: an exited leader, like a zombie, has no memory at all,
+        // and two of those compare equal.
+        let shares = |other: i32| {
+            other != pid
+                && live_thread(other)
+                    .is_ok_and(|o| procfs::same_memory(self.via, o).unwrap_or(false))
+        };
+        // A sharing that ends within moments is a vfork child's, caught between its creation
+        // and its parent's wait, or at its exec: looked at again before it counts.
+        let mut sharer = None;
+        for _ in 0..SHARING_LOOKS {
+            let info = procfs::task_info(pid, None)?;
+            let mut candidates = procfs::children(pid);
+            if info.ppid > 0 {
+                candidates.push(info.ppid);
+                candidates.extend(procfs::children(info.ppid));
+            }
+            // This process waiting for its vfork child: the attach waits that out. The other
+            // way round — this process the vfork child, its parent waiting — a patch would stay
+            // in the parent's memory after the child's exec: refused like any sharing.
+            sharer = candidates.into_iter().find(|&other| shares(other));
+            if sharer.is_none() || vfork_wait(pid) {
+                sharer = None;
+                break;
+            }
+            std::thread::sleep(SHARING_PAUSE);
+        }
         log::debug!(
             "pid {pid}: memory shared with {sharer:?} (looked in {} µs)",
             started.elapsed().as_micros()
@@ -140,6 +155,11 @@ impl Target {
         Ok(())
     }
 }
+
+/// Looks at a sharing of memory before it counts (`memory_sharer`): a vfork child's lasts
+/// microseconds to milliseconds unless its parent is seen waiting for it.
+const SHARING_LOOKS: u32 = 20;
+const SHARING_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Checks that `pid` is a user process with a live thread and returns the thread to reach its
 /// memory through: `pid` itself, unless its leader has exited (`pthread_exit` in `main`) and
