@@ -437,6 +437,28 @@ fn a_realtime_offset_before_1970_is_refused() {
     assert_untouched(&mut probe, &maps_before, &vdso_before);
 }
 
+/// `clocks MODE` (tests/targets/run/clocks.c) with its stdin and its lines.
+fn clocks(
+    mode: &str,
+) -> (
+    Reaped,
+    Option<std::process::ChildStdin>,
+    std::sync::mpsc::Receiver<String>,
+) {
+    use std::process::Stdio;
+    let mut process = Reaped(
+        Command::new(common::e2e::clocks_static_glibc())
+            .arg(mode)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("clocks {mode}: {e}")),
+    );
+    let stdin = process.0.stdin.take();
+    let lines = common::e2e::line_channel(process.0.stdout.take().unwrap());
+    (process, stdin, lines)
+}
+
 /// `clocks shared-vm`: a process that on "share" makes a second process sharing its memory
 /// (`clone(CLONE_VM)`, not a thread) that reads the clock in a loop.
 struct SharedVm {
@@ -462,17 +484,7 @@ impl Drop for SharedVm {
 
 impl SharedVm {
     fn spawn() -> SharedVm {
-        use std::process::Stdio;
-        let mut process = Reaped(
-            Command::new(common::e2e::clocks_static_glibc())
-                .arg("shared-vm")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("clocks shared-vm"),
-        );
-        let stdin = process.0.stdin.take();
-        let lines = common::e2e::line_channel(process.0.stdout.take().unwrap());
+        let (process, stdin, lines) = clocks("shared-vm");
         let mut t = SharedVm {
             process,
             stdin,
@@ -602,17 +614,7 @@ fn a_recover_of_a_process_that_came_to_share_its_memory_leaves_the_hooks_passing
 /// code would stay in the parent after the exec. Refused, saying so.
 #[test]
 fn a_vfork_child_before_its_exec_is_refused() {
-    use std::process::Stdio;
-    let mut parent = Reaped(
-        Command::new(common::e2e::clocks_static_glibc())
-            .arg("vfork-child")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("clocks vfork-child"),
-    );
-    let stdin = parent.0.stdin.take();
-    let lines = common::e2e::line_channel(parent.0.stdout.take().unwrap());
+    let (mut parent, stdin, lines) = clocks("vfork-child");
     let ready = lines
         .recv_timeout(std::time::Duration::from_secs(10))
         .expect("ready");

@@ -736,8 +736,13 @@ fn ctrl_z_and_fg_stop_and_continue_timeskew_and_the_command() {
 /// failure point sends the SIGCONT exactly there.
 #[test]
 fn a_sigcont_while_timeskew_handles_the_stop_continues_the_command() {
-    let (mut child, mut stdin, mut lines, shell) =
-        job(&[("TIMESKEW_FAULT", "cont@run-group-stop")]);
+    stop_the_command_with_a_sigcont_at("cont@run-group-stop");
+}
+
+/// The command alone gets SIGTSTP while the failure point `fault` sends the job a SIGCONT; the
+/// job must go on to its end.
+fn stop_the_command_with_a_sigcont_at(fault: &str) {
+    let (mut child, mut stdin, mut lines, shell) = job(&[("TIMESKEW_FAULT", fault)]);
     kill(Pid::from_raw(shell), Signal::SIGTSTP).unwrap();
     writeln!(stdin, "hello").unwrap();
     lines.expect("got hello");
@@ -750,11 +755,7 @@ fn a_sigcont_while_timeskew_handles_the_stop_continues_the_command() {
 /// the queued stop, timeskew stopped for good and the job never ended.
 #[test]
 fn a_sigcont_right_after_timeskew_looked_for_one_does_not_leave_it_stopped() {
-    let (mut child, mut stdin, mut lines, shell) = job(&[("TIMESKEW_FAULT", "cont@run-self-stop")]);
-    kill(Pid::from_raw(shell), Signal::SIGTSTP).unwrap();
-    writeln!(stdin, "hello").unwrap();
-    lines.expect("got hello");
-    assert!(wait_exit(&mut child).success());
+    stop_the_command_with_a_sigcont_at("cont@run-self-stop");
 }
 
 // --- the library ------------------------------------------------------------------------------
