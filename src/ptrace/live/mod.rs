@@ -159,7 +159,27 @@ pub(crate) fn in_tracer_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     // (`ChildEvents::may_have_reports`) would then go off. Put back (and any pending SIGCHLD
     // delivered) when the tracer is done, panic included.
     let _blocked = SigchldBlocked::new();
-    in_tracer_thread_inner(f)
+    std::thread::scope(|scope| {
+        let handle = scope.spawn(move || {
+            // SAFETY: gettid takes no arguments and cannot fail.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+            (f(), tid)
+        });
+        let (out, tid) = match handle.join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        // pthread_join returns before the kernel's exit_ptrace has run for that thread; the
+        // thread's /proc entry goes only after it.
+        let me = std::process::id();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while std::path::Path::new(&format!("/proc/{me}/task/{tid}")).exists()
+            && Instant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
+        out
+    })
 }
 
 /// SIGCHLD blocked in the calling thread until dropped (if it was not already).
@@ -185,30 +205,6 @@ fn sigchld() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
     set
-}
-
-fn in_tracer_thread_inner<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        let handle = scope.spawn(move || {
-            // SAFETY: gettid takes no arguments and cannot fail.
-            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
-            (f(), tid)
-        });
-        let (out, tid) = match handle.join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        };
-        // pthread_join returns before the kernel's exit_ptrace has run for that thread; the
-        // thread's /proc entry goes only after it.
-        let me = std::process::id();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while std::path::Path::new(&format!("/proc/{me}/task/{tid}")).exists()
-            && Instant::now() < deadline
-        {
-            std::thread::yield_now();
-        }
-        out
-    })
 }
 
 impl LiveSession {
