@@ -524,10 +524,7 @@ impl<'a> Follower<'a> {
                         if procfs::tracer_of(tid).is_some_and(|(t, _)| t == self.me.as_raw()) => {}
                     // Exited (a zombie leader stays listed while the other threads run; a
                     // thread may exit during the seize): nothing of it is left to follow.
-                    Err(Errno::EPERM)
-                        if !procfs::task_info(pid, Some(tid))
-                            .is_ok_and(|i| !matches!(i.state, 'Z' | 'X')) =>
-                    {
+                    Err(Errno::EPERM) if !procfs::thread_alive(pid, tid) => {
                         continue;
                     }
                     Err(e) => {

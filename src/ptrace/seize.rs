@@ -171,10 +171,7 @@ impl StoppedProcess {
             Err(Errno::ESRCH) => return Ok(None),
             // The kernel answers EPERM for a thread that exited since we listed it (it has an
             // exit state): gone, not a permission problem.
-            Err(Errno::EPERM)
-                if !procfs::task_info(pid, Some(tid))
-                    .is_ok_and(|i| !matches!(i.state, 'Z' | 'X')) =>
-            {
+            Err(Errno::EPERM) if !procfs::thread_alive(pid, tid) => {
                 return Ok(None);
             }
             // Refused: another tracer, or missing privileges — told apart by what /proc says now.

@@ -178,9 +178,9 @@ fn live_thread(pid: i32) -> Result<i32> {
         )));
     }
     let via = if matches!(info.state, 'Z' | 'X') {
-        let live = procfs::threads(pid)?.into_iter().find(|&t| {
-            t != pid && procfs::task_info(pid, Some(t)).is_ok_and(|i| !matches!(i.state, 'Z' | 'X'))
-        });
+        let live = procfs::threads(pid)?
+            .into_iter()
+            .find(|&t| t != pid && procfs::thread_alive(pid, t));
         match live {
             Some(t) => t,
             None => {

@@ -233,6 +233,12 @@ pub fn is_zombie(pid: i32) -> bool {
         && threads(pid).map_or(0, |t| t.len()) <= 1
 }
 
+/// Whether thread `tid` of `pid` is still alive: listed and neither a zombie nor dead. The
+/// kernel answers PTRACE_SEIZE with EPERM, not ESRCH, for one that has exited.
+pub fn thread_alive(pid: i32, tid: i32) -> bool {
+    task_info(pid, Some(tid)).is_ok_and(|i| !matches!(i.state, 'Z' | 'X'))
+}
+
 /// Every process (and thread group leader) listed in `/proc`; processes come and go while it
 /// is read.
 pub fn all_pids() -> Vec<i32> {

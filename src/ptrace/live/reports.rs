@@ -210,9 +210,7 @@ impl LiveSession {
                 // Exited (a zombie never stops) or stuck.
                 for tid in waiting {
                     let tgid = self.tracees.get(&tid).map_or(self.pid, |t| t.tgid);
-                    if procfs::task_info(tgid, Some(tid))
-                        .map_or(true, |i| matches!(i.state, 'Z' | 'X'))
-                    {
+                    if !procfs::thread_alive(tgid, tid) {
                         self.tracees.remove(&tid);
                     } else {
                         log::debug!(

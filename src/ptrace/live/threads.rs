@@ -202,10 +202,7 @@ impl LiveSession {
                             },
                         );
                     }
-                    Err(Errno::EPERM)
-                        if !procfs::task_info(pid, Some(tid))
-                            .is_ok_and(|i| !matches!(i.state, 'Z' | 'X')) =>
-                    {
+                    Err(Errno::EPERM) if !procfs::thread_alive(pid, tid) => {
                         passed.insert(tid);
                     }
                     Err(e @ (Errno::EPERM | Errno::EACCES)) => {
