@@ -108,17 +108,22 @@ core::arch::global_asm!(
     NSEC_PER_SEC = const NSEC_PER_SEC,
     NSEC_RECIP = const NSEC_RECIP,
     NSEC_PER_USEC = const NSEC_PER_USEC,
-    USEC_RECIP = const USEC_RECIP,
+    USEC_MAGIC = const USEC_MAGIC,
+    USEC_MAGIC_SHIFT = const USEC_MAGIC_SHIFT,
 );
 
 /// Nanoseconds per second and per microsecond: the fakes convert between (sec, nsec),
 /// (sec, usec) and nanoseconds with these.
 pub(crate) const NSEC_PER_SEC: u64 = 1_000_000_000;
 pub(crate) const NSEC_PER_USEC: u64 = 1_000;
-/// `data_page::reciprocal` of the two above (computed here because that function is not
-/// `const`; a test checks they agree): the fakes divide by 1e9 and 1000 without `div`.
+/// `data_page::reciprocal` of 1e9 (computed here because that function is not `const`; a test
+/// checks they agree): the fakes divide by 1e9 without `div`.
 pub(crate) const NSEC_RECIP: u64 = u64::MAX / NSEC_PER_SEC;
-pub(crate) const USEC_RECIP: u64 = u64::MAX / NSEC_PER_USEC;
+/// Nanoseconds below a second to microseconds, `floor(n / 1000)`, as `n * USEC_MAGIC >>
+/// USEC_MAGIC_SHIFT`: exact for every `n < 1e9` without a correction step (the assertion below
+/// is the proof's condition), so gettimeofday's last division is one multiply and a shift.
+pub(crate) const USEC_MAGIC_SHIFT: u32 = 38;
+pub(crate) const USEC_MAGIC: u64 = (1 << USEC_MAGIC_SHIFT) / NSEC_PER_USEC + 1;
 /// Offsets of a segment's fields (`start`, `value`, `rate`) inside its
 /// [`data_page::SEGMENT_LEN`] bytes, as `data_page::Params::encode_slot` writes them (a test
 /// checks it).
@@ -144,7 +149,7 @@ const _: () = {
     assert!(data_page::FLAG_PROGRAM < 256 && data_page::FLAG_RESOLUTION < 256);
     assert!(data_page::FLAG_SLOW_READS < 256);
     // Anchors and bases: 8-byte entries indexed by id * 8; segments with 8-byte fields inside
-    // the slot; the shift leaves a 64-bit result of a 128-bit product.
+    // the slot; the rate splits into an integer part and a fraction of 64 - RATE_SHIFT bits.
     assert!(
         data_page::SLOT_OFF_ANCHORS + (data_page::MAX_CLOCK_ID + 1) * 8
             <= data_page::SLOT_OFF_BASES
@@ -165,6 +170,14 @@ const _: () = {
     assert!(data_page::MAX_RATE <= i64::MAX as u64);
     // Immediates: 1e9 fits a sign-extended imm32 (imul, cmp, and).
     assert!(NSEC_PER_SEC <= i32::MAX as u64);
+    // USEC_MAGIC = 2^s / 1000 + e / 1000 with 0 < e < 1000: n * USEC_MAGIC / 2^s exceeds n /
+    // 1000 by n * e / (1000 * 2^s), below 1 / 1000 while n * e < 2^s, so the floor is exact
+    // for every n < 1e9; the product stays below 2^63 (a signed imm32 `imul`).
+    let excess = USEC_MAGIC * NSEC_PER_USEC - (1 << USEC_MAGIC_SHIFT);
+    assert!(excess > 0 && excess < NSEC_PER_USEC);
+    assert!((NSEC_PER_SEC as u128) * (excess as u128) < (1u128 << USEC_MAGIC_SHIFT));
+    assert!(USEC_MAGIC <= i32::MAX as u64);
+    assert!((NSEC_PER_SEC as u128) * (USEC_MAGIC as u128) < (1u128 << 63));
 };
 
 /// Distance from the start of the code page to the data page the fakes read: the data page

@@ -115,7 +115,8 @@
 .set TSK_NSEC_PER_SEC,       {NSEC_PER_SEC}       # fake_clock::NSEC_PER_SEC
 .set TSK_NSEC_RECIP,         {NSEC_RECIP}         # data_page::reciprocal(NSEC_PER_SEC), as a constant
 .set TSK_NSEC_PER_USEC,      {NSEC_PER_USEC}      # fake_clock::NSEC_PER_USEC
-.set TSK_USEC_RECIP,         {USEC_RECIP}         # data_page::reciprocal(NSEC_PER_USEC), as a constant
+.set TSK_USEC_MAGIC,         {USEC_MAGIC}         # fake_clock::USEC_MAGIC: n / 1000 = n * this >> the shift
+.set TSK_USEC_MAGIC_SHIFT,   {USEC_MAGIC_SHIFT}   # fake_clock::USEC_MAGIC_SHIFT (n < 1e9)
 
 # ---- Blob-local constants.
 .set TSK_USEC_PER_SEC,       1000000
@@ -438,17 +439,8 @@ timeskew_fake_gettimeofday:
     mov rdi, rsi
     cmp r8, qword ptr [rip + .Lblob_start + TSK_DATA_PAGE + TSK_OFF_GENERATION]
     jne .Lgtod_prog_retry
-    mov rax, TSK_USEC_RECIP             # microseconds = floor(r10 / 1000), no div
-    mul r10                             # rdx = q, at most floor(r10 / 1000)
-    imul rax, rdx, TSK_NSEC_PER_USEC
-    sub r10, rax                        # remainder
-    cmp r10, TSK_NSEC_PER_USEC
-    jb .Lgtod_prog_store
-    add rdx, 1
-    sub r10, TSK_NSEC_PER_USEC
-    cmp r10, TSK_NSEC_PER_USEC
-    jb .Lgtod_prog_store
-    add rdx, 1
+    imul rdx, r10, TSK_USEC_MAGIC       # microseconds = floor(r10 / 1000): r10 < 1e9, where
+    shr rdx, TSK_USEC_MAGIC_SHIFT       # this multiply and shift is exact (no correction)
 .Lgtod_prog_store:
     mov qword ptr [rdi], r9
     mov qword ptr [rdi + 8], rdx
@@ -718,14 +710,23 @@ timeskew_fake_time:
     mov r10, rdx
 .Lprog_segment:                         # r10 = the segment
     mov rax, r9
-    sub rax, qword ptr [r10 + TSK_SEG_START]    # e - start (wrapping)
-    xor edx, edx
-    test rax, rax
-    cmovs rax, rdx                              # before segment 0's start: its start's value
-    imul qword ptr [r10 + TSK_SEG_RATE]         # rdx:rax = signed 128-bit product (rate < 2^63)
-    shrd rax, rdx, TSK_RATE_SHIFT               # low 64 bits of the product >> RATE_SHIFT
-    add rax, qword ptr [r10 + TSK_SEG_VALUE]
-    mov r11, rax                        # g(e) without the strobe
+    sub rax, qword ptr [r10 + TSK_SEG_START]    # d = e - start (wrapping)
+    js .Lprog_before                            # before segment 0's start: its start's value
+    # floor(d * rate / 2^RATE_SHIFT) mod 2^64 as d * int(rate) + mulhi(d, frac(rate) << (64 -
+    # RATE_SHIFT)): the two products are independent (a shorter chain than a 128-bit product
+    # then a double shift) and give the same bits (d >= 0, rate < 2^63).
+    mov rdx, qword ptr [r10 + TSK_SEG_RATE]
+    mov r11, rdx
+    shr r11, TSK_RATE_SHIFT
+    shl rdx, 64 - TSK_RATE_SHIFT
+    imul r11, rax                               # d * int(rate), low 64 bits
+    mul rdx                                     # rdx = floor(d * frac / 2^64)
+    add r11, rdx
+    add r11, qword ptr [r10 + TSK_SEG_VALUE]    # g(e) without the strobe
+    jmp .Lprog_moved
+.Lprog_before:
+    mov r11, qword ptr [r10 + TSK_SEG_VALUE]
+.Lprog_moved:
     mov r10, qword ptr [rcx + TSK_OFF_SLOT0 + TSK_SLOT_OFF_STROBE_PERIOD]
     test r10, r10
     jz .Lprog_base                      # no strobe
@@ -781,10 +782,32 @@ timeskew_fake_time:
 .Lprog_rounded:
     sub r9, r11                         # floor(value / resolution) * resolution
 .Lprog_split:                           # r9 -> floor(r9 / 1e9), r9 mod 1e9, signed
-    mov r11, r9
-    sar r11, 63                         # 0, or -1 for a negative value
+    test r9, r9
+    js .Lprog_split_negative            # rare: a branch keeps the sign out of the chain
+    mov rax, TSK_NSEC_RECIP
+    mul r9                              # rdx = q <= v / 1e9
+    imul rax, rdx, TSK_NSEC_PER_SEC
     mov r10, r9
-    xor r10, r11                        # u = v, or -v - 1: in [0, 2^63)
+    sub r10, rax                        # v - q * 1e9
+    cmp r10, TSK_NSEC_PER_SEC
+    jae .Lprog_split_fix
+    mov r9, rdx
+    ret
+.Lprog_split_fix:
+    add rdx, 1
+    sub r10, TSK_NSEC_PER_SEC
+    cmp r10, TSK_NSEC_PER_SEC
+    jb .Lprog_split_fixed
+    add rdx, 1
+    sub r10, TSK_NSEC_PER_SEC
+.Lprog_split_fixed:
+    mov r9, rdx
+    ret
+.Lprog_split_negative:
+    mov r11, r9
+    sar r11, 63                         # -1
+    mov r10, r9
+    xor r10, r11                        # u = -v - 1: in [0, 2^63)
     mov rax, TSK_NSEC_RECIP
     mul r10                             # rdx = q <= u / 1e9
     imul rax, rdx, TSK_NSEC_PER_SEC
@@ -798,11 +821,10 @@ timeskew_fake_time:
     add rdx, 1
     sub r10, TSK_NSEC_PER_SEC
 .Lprog_split_done:
-    # v >= 0: (q, r). v < 0, i.e. v = -(q * 1e9 + r) - 1: (-q - 1, 1e9 - 1 - r).
+    # v = -(q * 1e9 + r) - 1: (-q - 1, 1e9 - 1 - r).
     xor rdx, r11
     xor r10, r11
-    and r11, TSK_NSEC_PER_SEC
-    add r10, r11
+    add r10, TSK_NSEC_PER_SEC
     mov r9, rdx
     ret
     .cfi_endproc

@@ -864,15 +864,22 @@ fn fake_clock_program_switches_never_go_backwards() {
 }
 
 /// The constants `fake_clock` derives for the assembly agree with the data page: the
-/// reciprocals are `data_page::reciprocal`, and the segment field offsets are where
-/// `encode_slot` writes start, value and rate.
+/// reciprocal is `data_page::reciprocal`, the microsecond multiply is floor(n / 1000) at its
+/// edges, and the segment field offsets are where `encode_slot` writes start, value and rate.
 #[test]
 fn fake_clock_derived_constants_match_the_data_page() {
     use crate::fake_clock::{
-        NSEC_PER_SEC, NSEC_PER_USEC, NSEC_RECIP, SEG_RATE, SEG_START, SEG_VALUE, USEC_RECIP,
+        NSEC_PER_SEC, NSEC_PER_USEC, NSEC_RECIP, SEG_RATE, SEG_START, SEG_VALUE, USEC_MAGIC,
+        USEC_MAGIC_SHIFT,
     };
     assert_eq!(NSEC_RECIP, layout::reciprocal(NSEC_PER_SEC));
-    assert_eq!(USEC_RECIP, layout::reciprocal(NSEC_PER_USEC));
+    let usec = |n: u64| (n * USEC_MAGIC) >> USEC_MAGIC_SHIFT;
+    for k in [0, 1, 2, 499_999, 500_000, 999_998, 999_999] {
+        for n in [k * 1000, k * 1000 + 1, k * 1000 + 999] {
+            assert_eq!(usec(n), n / NSEC_PER_USEC, "{n}");
+        }
+    }
+    assert_eq!(usec(NSEC_PER_SEC - 1), 999_999);
     let p = program(1, vec![seg(11, 22, 33), seg(44, 55, 66)], None, 0, 0);
     let slot = p.encode_slot();
     let at = |k: usize, f: usize| {
