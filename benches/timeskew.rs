@@ -155,11 +155,16 @@ fn per_shape_costs() {
     ];
     let mut probe = Probe::spawn(&[]);
     let mut native = vec![Vec::new(); 4];
+    let mut floor = vec![Vec::new(); 3];
     let mut under: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); 4]; shapes.len()];
     for _ in 0..ROUNDS {
         timeskew::recover(probe.pid).expect("recover");
         for (i, v) in bench_line(&mut probe).into_iter().enumerate() {
             native[i].push(v);
+        }
+        let line = probe.ask_line(&format!("floor {CALLS}"));
+        for (i, v) in parse_bench(&line).into_iter().take(3).enumerate() {
+            floor[i].push(v);
         }
         for (k, (_, skew)) in shapes.iter().enumerate() {
             timeskew::inject(probe.pid, skew).expect("inject");
@@ -202,6 +207,24 @@ fn per_shape_costs() {
         );
     }
     println!("| raw clock_gettime system call | {:.1} | | | |", n[3]);
+    // The floor: the same arithmetic compiled from Rust right after the genuine call, in the
+    // same rounds (no hook installed) — what exact evaluation costs at least here.
+    println!();
+    println!(
+        "Floor (`clock_gettime` then the arithmetic compiled from Rust in the probe, no hook; \
+         median of {ROUNDS}):"
+    );
+    for (i, what) in [
+        "constant offset",
+        "rate 2 (multiply, split)",
+        "resolution 15ms",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let m = median(floor[i].clone());
+        println!("| {what} | {m:.1} ({:.2}×) |", m / n[0]);
+    }
 }
 
 fn libfaketime_costs() -> Option<[f64; 4]> {

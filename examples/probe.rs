@@ -11,6 +11,10 @@
 //! - `churn`  → `churn threads=<n> realtime=<ns>`: short-lived threads so far, and the realtime
 //!   the latest one read
 //! - `bench <iterations>` → `bench clock_gettime=<ns/call> gettimeofday=<ns> time=<ns> syscall=<ns>`
+//! - `floor <iterations>` → `floor constant=<ns/call> rate=<ns> resolution=<ns>`: the genuine
+//!   `clock_gettime(CLOCK_REALTIME)` followed by the same arithmetic the fake does for a
+//!   constant offset, a rate and a resolution, written in Rust and compiled here — what exact
+//!   evaluation after the genuine call costs at least on this machine, with no hook involved
 //! - `quit`   → exits 0
 //!
 //! Options: `--threads N` spinners, `--idle-threads N` (threads blocked in a futex: present
@@ -236,6 +240,64 @@ fn bench(iterations: u64) -> String {
     format!("bench clock_gettime={cgt:.1} gettimeofday={gt:.1} time={tm:.1} syscall={sc:.1}")
 }
 
+/// The `floor` command: per call, the genuine clock_gettime then the leanest exact evaluation
+/// of three shapes — the parameters go through `black_box` so that nothing is folded, and the
+/// result too, so that nothing is dropped.
+fn floor(iterations: u64) -> String {
+    use std::hint::black_box;
+    const NS: i64 = 1_000_000_000;
+    let per_call = |f: &dyn Fn(i64, i64) -> (i64, i64)| {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let start = Instant::now();
+        for _ in 0..iterations {
+            // SAFETY: t is a live timespec.
+            unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut t) };
+            black_box(f(t.tv_sec, t.tv_nsec));
+        }
+        start.elapsed().as_nanos() as f64 / iterations as f64
+    };
+    let (off_sec, off_nsec) = (black_box(-600i64), black_box(123_456_789i64));
+    let constant = per_call(&|sec, nsec| {
+        let n = nsec + off_nsec;
+        if n >= NS {
+            (sec + off_sec + 1, n - NS)
+        } else {
+            (sec + off_sec, n)
+        }
+    });
+    // A rate of 2 from an anchor a second ago (data_page's fixed point, 53 fraction bits),
+    // then the split into (sec, nsec): unsigned, one segment, no clamp — leaner than the
+    // model, which the fake must follow for any program.
+    const UNS: u64 = NS as u64;
+    let anchor = black_box(now_ns() as u64 - UNS);
+    let (rate, value) = (black_box(2u64 << 53), black_box(anchor));
+    let rate_cost = per_call(&|sec, nsec| {
+        let d = (sec as u64 * UNS + nsec as u64).wrapping_sub(anchor);
+        let v = ((u128::from(d) * u128::from(rate)) >> 53) as u64 + value;
+        ((v / UNS) as i64, (v % UNS) as i64)
+    });
+    let (resolution, offset) = (black_box(15_000_000u64), black_box(600 * UNS));
+    let resolution_cost = per_call(&|sec, nsec| {
+        let v = sec as u64 * UNS + nsec as u64 - offset;
+        let v = v - v % resolution;
+        ((v / UNS) as i64, (v % UNS) as i64)
+    });
+    format!("floor constant={constant:.1} rate={rate_cost:.1} resolution={resolution_cost:.1}")
+}
+
+fn now_ns() -> i64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: t is a live timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut t) };
+    t.tv_sec * 1_000_000_000 + t.tv_nsec
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let threads: usize = args
@@ -331,6 +393,7 @@ fn main() {
                 "reset".to_string()
             }
             ["bench", n] => bench(n.parse().unwrap_or(1_000_000)),
+            ["floor", n] => floor(n.parse().unwrap_or(1_000_000)),
             ["quit"] => return,
             _ => format!("error unknown command {line:?}"),
         };
