@@ -11,7 +11,8 @@
 //! `cargo bench --bench stops` (scripts/bench-stops.sh); `TIMESKEW_STOPS_ROUNDS` (default 7);
 //! `TIMESKEW_STOPS_DETAIL=1` also prints, per live change, its stops of 0.5 ms or more (up to 8:
 //! thread, why, µs, when after the first stop) and the count of stops per reason — where a longest stop comes
-//! from; `TIMESKEW_STOPS_ONLY=6|1000` runs one thread count, idle only, live path only.
+//! from; `TIMESKEW_STOPS_ONLY=6|1000` runs one thread count, idle only (busy CPUs only with
+//! `TIMESKEW_STOPS_BUSY=1`), live path only.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -251,10 +252,12 @@ fn main() {
         .into_iter()
         .filter(|(s, i, _)| only.as_deref().is_none_or(|o| o == (s + i + 1).to_string()))
         .collect();
-    let loads: &[bool] = if only.is_some() {
-        &[false]
-    } else {
-        &[false, true]
+    // With ONLY, `TIMESKEW_STOPS_BUSY=1` runs the busy-CPU case instead of the idle one.
+    let busy_only = std::env::var("TIMESKEW_STOPS_BUSY").is_ok_and(|v| v == "1");
+    let loads: &[bool] = match (only.is_some(), busy_only) {
+        (true, false) => &[false],
+        (true, true) => &[true],
+        _ => &[false, true],
     };
     let paths: &[bool] = if only.is_some() {
         &[false]
