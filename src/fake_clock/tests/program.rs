@@ -7,7 +7,8 @@
 use super::harness::*;
 use super::model::*;
 use crate::fake_clock::data_page::{
-    self as layout, MAX_CLOCK_ID, NEVER, Params, Program, RATE_ONE, RATE_SHIFT, Segment, Strobe,
+    self as layout, MAX_CLOCK_ID, MAX_RATE, NEVER, Params, Program, RATE_ONE, RATE_SHIFT, Segment,
+    Strobe,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -281,6 +282,47 @@ fn fake_clock_program_is_exact_over_an_hour() {
                 "{num}/{den}: {model} vs {exact}"
             );
         }
+    }
+}
+
+/// Random rates over the whole range (every fraction bit in play) and random distances from
+/// the anchor up to 2^63 ns, where the product wraps: the fake's two 64-bit multiplies give
+/// the model's 128-bit product shifted down, bit for bit, and its split the model's floor.
+#[test]
+fn fake_clock_program_rates_match_the_model_at_any_distance() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        // xorshift64*: a fixed sequence, so a failure repeats.
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let real = 1_700_000_000 * S + 987_654_321;
+    for case in 0..2_000 {
+        let rate = match case % 4 {
+            0 => next() % (MAX_RATE + 1),
+            1 => next() % (4 * RATE_ONE),
+            2 => RATE_ONE + next() % (RATE_ONE / 1000),
+            _ => next() % RATE_ONE,
+        };
+        // e = real − anchor: small, up to an hour, or anywhere in [0, 2^63).
+        let e = match case % 3 {
+            0 => (next() % (2 * S as u64)) as i64,
+            1 => (next() % HOUR_NS as u64) as i64,
+            _ => (next() >> 1) as i64,
+        };
+        let anchor = real.wrapping_sub(e);
+        let base = next() as i64 >> (next() % 64);
+        let p = program(0b11, vec![seg(0, 0, rate)], None, anchor, base);
+        let inj = Injected::scripted(&p);
+        check_scripted(
+            &inj,
+            &p,
+            &[0, 1],
+            real,
+            &format!("rate {rate:#x}, e {e}, base {base}"),
+        );
     }
 }
 
