@@ -4,6 +4,7 @@
 //! - `usr1@<step>`: send the target SIGUSR1 while it is held (the signal must not be lost);
 //! - `cont@<step>`: send the target SIGCONT there (a job continued while timeskew handles its
 //!   stop);
+//! - `stop@<step>`: send the target SIGSTOP there (job control stopping it mid-change);
 //! - `sigint-self@<step>`: Ctrl-C the tool itself there (the target must not be left half-done).
 //!
 //! Compiled only with the `fault-injection` feature, which the test builds turn on (the crate
@@ -49,6 +50,9 @@ pub(crate) fn point(pid: i32, step: &'static str) -> Result<()> {
         }
         "cont" => {
             let _ = kill(target, Signal::SIGCONT);
+        }
+        "stop" => {
+            let _ = kill(target, Signal::SIGSTOP);
         }
         "sigint-self" => {
             // The command line makes changes in a helper process; Ctrl-C reaches the command

@@ -132,6 +132,25 @@ fn skew() -> Skew {
 }
 
 /// Every thread of `pid`: none traced, none stopped.
+/// A field of every thread's `status` (e.g. "State:"), trimmed.
+fn task_fields(pid: i32, key: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| {
+            let tid = task.ok()?.file_name();
+            let status = std::fs::read_to_string(format!(
+                "/proc/{pid}/task/{}/status",
+                tid.to_string_lossy()
+            ))
+            .ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_string())
+        })
+        .collect()
+}
+
 fn assert_free(pid: i32) {
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let tid = task.unwrap().file_name();
@@ -402,6 +421,76 @@ fn a_failure_at_each_step_of_the_live_protocol_is_undone() {
         assert!(!timeskew::status(t.pid).unwrap().injected, "{step}");
         assert_eq!(t.stats()["bad"], 0, "{step}");
         assert_free(t.pid);
+    }
+    // Job control stopping the target at each step (SIGSTOP, as a pause nemesis sends it): the
+    // change is finished or undone whole — never a breakpoint trap owed (the target died of
+    // it at SIGCONT), never the worker's registers left ours (a SIGSEGV) — and the target is
+    // left stopped, as job control wants; after SIGCONT it runs on unharmed.
+    for (op, step) in [
+        ("inject", "after-mmap"),
+        ("inject", "live-armed"),
+        ("inject", "live-checked"),
+        ("inject", "live-tails"),
+        ("inject", "patch"),
+        ("inject", "before-commit"),
+        ("recover", "recover-armed"),
+        ("recover", "recover-tails"),
+    ] {
+        let mut t = Target::start(&["-s", "4", "-t"]);
+        let before = vdso(t.pid);
+        if op == "recover" {
+            inject(t.pid, &skew()).unwrap();
+        }
+        let mut args = vec![op, "--pid"];
+        let pid = t.pid.to_string();
+        args.push(&pid);
+        if op == "inject" {
+            args.extend(["--offset", "-600s"]);
+        }
+        let o = Command::new(bin)
+            .args(&args)
+            .env("TIMESKEW_FAULT", format!("stop@{step}"))
+            .env("TIMESKEW_LIVE", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() || (err.contains("job control") && !err.contains("undoing")),
+            "{op} stop@{step}: {err}"
+        );
+        // Every thread in the job-control stop (the last ones may still be on their way),
+        // none traced.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while task_fields(t.pid, "State:")
+            .iter()
+            .any(|s| !s.starts_with('T'))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let states = task_fields(t.pid, "State:");
+        assert!(
+            states.iter().all(|s| s.starts_with('T')),
+            "{op} stop@{step}: every thread stays stopped: {states:?} ({err})"
+        );
+        let tracers = task_fields(t.pid, "TracerPid:");
+        assert!(
+            tracers.iter().all(|s| s == "0"),
+            "{op} stop@{step}: {tracers:?}"
+        );
+        // SAFETY: kill with a valid signal.
+        assert_eq!(unsafe { libc::kill(t.pid, libc::SIGCONT) }, 0);
+        assert_free(t.pid);
+        let injected = timeskew::status(t.pid).unwrap().injected;
+        if !injected {
+            assert_eq!(vdso(t.pid), before, "{op} stop@{step}: the vDSO as before");
+        }
+        assert_eq!(t.stats()["bad"], 0, "{op} stop@{step}");
+        assert!(t.alive(), "{op} stop@{step}: the target died ({err})");
+        if injected {
+            recover(t.pid).unwrap();
+            assert_eq!(vdso(t.pid), before, "{op} stop@{step}");
+        }
     }
     // Recover failing half-way: each entry is left whole (restored, or still our jump), never
     // a breakpoint; a plain recover then finishes.

@@ -214,6 +214,7 @@ fn undo(s: &mut LiveSession, fresh: Option<u64>, err: Error) -> Error {
     if nothing_to_undo(s, &err) {
         return err;
     }
+    s.begin_undo();
     // One hold for the three barriers; the writes happen even if the worker cannot be held.
     let mut failures = match s.holding(|s| Ok(s.unwind())) {
         Ok(failures) => failures,
@@ -385,6 +386,7 @@ pub(crate) fn recover(
                 let failures = if nothing_to_undo(&s, &e) {
                     Vec::new()
                 } else {
+                    s.begin_undo();
                     let failures = s.settle_swaps();
                     if s.program_replaced() {
                         Vec::new()

@@ -1,8 +1,9 @@
 //! Attack 5: targets in awkward states. Fork / vfork / posix_spawn / thread-creation storms
 //! while injecting; a target stopped by SIGSTOP; frozen in a cgroup v1 freezer and a cgroup v2
 //! `cgroup.freeze`; traced by strace and by gdb; itself a tracer; a thread in an uninterruptible
-//! wait. Refusals must be clear and come within 1 s; nothing may hang; the target must come out
-//! unharmed; the cgroups are removed afterwards.
+//! wait; a pause nemesis (SIGSTOP/SIGCONT every few ms) during injections. Refusals must be
+//! clear and come within 1 s; nothing may hang; the target must come out unharmed; the cgroups
+//! are removed afterwards.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -193,6 +194,89 @@ fn a_target_stopped_by_sigstop_is_refused_within_a_second() {
         ),
     );
     assert_eq!(failures.count, 0, "SIGSTOP: {}", failures.summary());
+}
+
+/// A pause nemesis (Jepsen's `pause`, a chaos tool's process pause): SIGSTOP and SIGCONT every
+/// 0–3 ms while inject and recover run back to back. Each run ends — done, or refused saying
+/// job control stopped the target — and never leaves a breakpoint trap owed (the target died
+/// of SIGTRAP at the next SIGCONT) or the worker thread's registers ours (it died of SIGSEGV
+/// returning from our call): both happened before the change that added this attack.
+#[test]
+fn a_pause_nemesis_during_injections_never_harms_the_target() {
+    use std::sync::atomic::AtomicBool;
+    let _serial = serial();
+    let n = rounds(150).max(20);
+    let mut failures = Failures::default();
+    let mut t = small_target();
+    let pid = t.pid;
+    let stop = AtomicBool::new(false);
+    let (mut done, mut refused) = (0usize, 0usize);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // A fixed sequence of pauses (an LCG): a failure repeats.
+            let mut x = 0x2545_f491u64;
+            let mut pause = || {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                Duration::from_micros((x >> 33) % 3_000)
+            };
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: kill with a valid signal.
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+                std::thread::sleep(pause());
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+                std::thread::sleep(pause());
+            }
+        });
+        for cycle in 0..n {
+            for a in [inject_args(pid, "-600s", None), recover_args(pid)] {
+                let r = ts(&a, Duration::from_secs(10));
+                let msg = r.message();
+                if r.hung() || r.signaled() {
+                    failures.add(
+                        "timeskew hung or died",
+                        format!("cycle {cycle}: {}", r.summary()),
+                    );
+                } else if r.ok() {
+                    done += 1;
+                } else if msg.contains("job control")
+                    && !msg.contains("undoing")
+                    && !msg.contains("left modified")
+                {
+                    refused += 1;
+                } else {
+                    failures.add("not ended whole", format!("cycle {cycle}: {msg}"));
+                }
+            }
+            if t.try_reap().is_some() {
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    t.signal(libc::SIGCONT);
+    let result = unharmed(&mut t, Duration::from_secs(1)).and_then(|_| {
+        let r = ts(&recover_args(pid), Duration::from_secs(10));
+        if !r.ok() {
+            return Err(("final recover failed".into(), r.summary()));
+        }
+        match status_of(pid) {
+            Ok(Skew::NONE) => Ok(()),
+            Ok(s) => Err(("still skewed after recover".into(), format!("{s:?}"))),
+            Err(e) => Err(("status failed".into(), e)),
+        }
+    });
+    if let Err((kind, detail)) = result {
+        failures.add(&kind, detail);
+    }
+    report(
+        "attack 5h: a pause nemesis (SIGSTOP/SIGCONT every 0–3 ms) during injections",
+        &format!(
+            "cycles {n}; runs done {done}, refused (job control) {refused}\nfailures: {}",
+            failures.summary()
+        ),
+    );
+    assert_eq!(failures.count, 0, "pause nemesis: {}", failures.summary());
 }
 
 /// A cgroup of our own, frozen on demand; thawed, emptied and removed when dropped.

@@ -57,6 +57,10 @@ use threads::{CREATING, Seen, seen};
 /// How long one thread may take to report a stop we asked for (a scheduler delay on a loaded
 /// machine; a thread in an uninterruptible wait is never asked).
 const STOP_DEADLINE: Duration = Duration::from_millis(500);
+/// How long the worker may take to report from inside a call of ours (its registers are ours
+/// until the call's exit stop, so it is not left before that unless this passes: a thread
+/// frozen or stuck in the kernel).
+const IN_FLIGHT_DEADLINE: Duration = Duration::from_secs(10);
 /// Why the live path cannot run here: the caller stops every thread instead and says why.
 #[derive(Debug)]
 pub(crate) struct Fallback(pub String);
@@ -134,6 +138,11 @@ pub(crate) struct LiveSession {
     /// `release` has begun: a process that reports from here on with a breakpoint in its copy
     /// of the memory is stopped, repaired and let go like the ones known before.
     releasing: bool,
+    /// A failed change is being undone: a job-control stop no longer ends what is waited for
+    /// (the undo needs its barriers, and every owed breakpoint trap answered).
+    undoing: bool,
+    /// `abandoned` holds job control's stop (`job_control_stopped`), which an undo ignores.
+    abandoned_by_job_control: bool,
     /// Tracees let go or exited: a fork event reported after its child's own first stop (or
     /// exit) must not take the child in again — it would be waited for, never to report.
     let_go: std::collections::HashSet<i32>,
@@ -249,6 +258,8 @@ impl LiveSession {
             planned,
             quiet: HashMap::new(),
             releasing: false,
+            undoing: false,
+            abandoned_by_job_control: false,
             let_go: Default::default(),
             registered: false,
             helper: None,
@@ -283,6 +294,16 @@ impl LiveSession {
 
     pub(crate) fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// From here on the change is being undone (see `undoing`).
+    pub(crate) fn begin_undo(&mut self) {
+        self.undoing = true;
+        // The error being undone is said already; a job-control stop not yet taken would only
+        // end the undo's first wait.
+        if self.abandoned_by_job_control {
+            self.abandoned = None;
+        }
     }
 
     /// Makes sure no thread is half-way through creating one we would not trace: the kernel

@@ -167,6 +167,39 @@ impl LiveSession {
         }
     }
 
+    /// The worker's next report while it runs a call of ours — between the registers set for
+    /// the call and its exit stop, where they are written back. Other tracees' reports are
+    /// answered meanwhile, but nothing they bring (job control stopping the process, a thread's
+    /// exit, an error answering one) ends the wait: it is kept in `abandoned` for the caller to
+    /// act on once the worker has its own registers again. Leaving earlier would let the
+    /// worker return from the call with ours — a crash of the target (found with SIGSTOP and
+    /// SIGCONT sent every few ms during injections).
+    pub(super) fn next_of_in_flight(&mut self, tid: Pid, step: &'static str) -> Result<Ev> {
+        let deadline = Instant::now() + IN_FLIGHT_DEADLINE;
+        let mut round = 0;
+        loop {
+            if let Some(ev) = self.wait_one(tid.as_raw())? {
+                return Ok(ev);
+            }
+            let handled = match self.drain_upto(Some(tid.as_raw()), OTHERS_PER_LOOK, false) {
+                Ok((Some(ev), _)) => return Ok(ev),
+                Ok((None, handled)) => handled,
+                Err(e) => {
+                    if self.abandoned.is_none() {
+                        self.abandoned = Some(e);
+                    }
+                    0
+                }
+            };
+            if Instant::now() >= deadline {
+                return Err(stuck(self.pid, tid.as_raw(), step));
+            }
+            if handled == 0 {
+                self.nap(&mut round);
+            }
+        }
+    }
+
     /// The tracees whose stop we asked for and have not had yet.
     fn waiting(&self) -> Vec<i32> {
         self.tracees
@@ -287,17 +320,23 @@ impl LiveSession {
                 }
             }
             Ev::GroupStop(sig) => {
-                // Job control: leave it stopped (the kernel keeps it so when we let go).
-                let _ = crate::ptrace::raw::ptrace_listen(t);
-                if self.abandoned.is_none() {
-                    self.abandoned = Some(Error::Unsupported {
-                        pid,
-                        reason: format!(
-                            "it was stopped by job control ({}) meanwhile; resume it and retry",
-                            signal_name(sig)
-                        ),
-                    });
+                // Job control stopped the process: a change in progress gives up (it is undone,
+                // then said). An undo or a release goes on, or a thread would be left with a
+                // breakpoint trap owed (it dies of it at SIGCONT) or a barrier missing: a thread
+                // in a job-control stop is in a ptrace stop, so it serves as the stop asked of
+                // it — a queued trap is still taken and answered before it is let go — and the
+                // kernel puts it back into the job-control stop when it is detached. Not asked
+                // for anything, it is left stopped.
+                let wanted = self
+                    .tracees
+                    .get(&tid)
+                    .is_some_and(|x| x.want != Want::Nothing);
+                if wanted {
+                    self.on_interrupt(t, at, at_ns)?;
+                } else {
+                    let _ = crate::ptrace::raw::ptrace_listen(t);
                 }
+                self.job_control_stopped(sig);
             }
             Ev::Child => {
                 self.take_in_child_of(t);
@@ -310,6 +349,21 @@ impl LiveSession {
             Ev::Interrupt => self.on_interrupt(t, at, at_ns)?,
         }
         Ok(())
+    }
+
+    /// Job control stopped the process (`sig`): a change in progress ends with that said; an
+    /// undo or a release goes on.
+    pub(super) fn job_control_stopped(&mut self, sig: i32) {
+        if self.abandoned.is_none() && !self.releasing && !self.undoing {
+            self.abandoned_by_job_control = true;
+            self.abandoned = Some(Error::Unsupported {
+                pid: self.pid,
+                reason: format!(
+                    "it was stopped by job control ({}) meanwhile; resume it and retry",
+                    signal_name(sig)
+                ),
+            });
+        }
     }
 
     /// The process is being killed: a fatal signal is shared-pending (SIGKILL shows in ShdPnd

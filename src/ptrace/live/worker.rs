@@ -325,6 +325,9 @@ impl LiveSession {
                 }
                 // It forked or made a thread on its way to our stop, which still comes.
                 ev @ (Ev::Child | Ev::Syscall) => self.handle(w.as_raw(), ev)?,
+                // Job control stopped it (a ptrace stop like ours): an undo or a release still
+                // needs it for its barriers.
+                Ev::GroupStop(_) if self.undoing || self.releasing => return Ok(()),
                 other => {
                     self.handle(w.as_raw(), other)?;
                     return Err(self.abandoned.take().unwrap_or(Error::ProcessGone {
@@ -472,7 +475,7 @@ impl LiveSession {
                 procfs::errno_error(pid, w.as_raw(), "set up the injected syscall", e)
             })?;
             resume(ptrace::syscall)?;
-            match self.next_of(w, step)? {
+            match self.next_of_in_flight(w, step)? {
                 Ev::Syscall => {
                     entered = Some(guard);
                     break;
@@ -494,6 +497,12 @@ impl LiveSession {
                 }
                 // A stop we asked for earlier (a look at every thread): nothing ran yet.
                 Ev::Interrupt => guard.restore()?,
+                // Job control stopped it before the call (a ptrace stop too): nothing ran yet;
+                // its registers back, the call made from this stop.
+                Ev::GroupStop(sig) => {
+                    guard.restore()?;
+                    self.job_control_stopped(sig);
+                }
                 ev @ (Ev::Exited | Ev::Exec) => return Err(self.worker_gone(guard, ev, step)),
                 other => return Err(lost(format!("it stopped with {other:?} before the call"))),
             }
@@ -511,7 +520,7 @@ impl LiveSession {
         }
         resume(ptrace::syscall)?;
         loop {
-            match self.next_of(w, step)? {
+            match self.next_of_in_flight(w, step)? {
                 Ev::Syscall => break,
                 Ev::Child if matches!(call, RemoteCall::CloneThread) => {
                     // The thread it made, traced by the kernel for us.
@@ -544,6 +553,11 @@ impl LiveSession {
             // in the signal path with its own registers; the signal is sent again afterwards.
             Ev::Signal(sig) => {
                 pending.push(sig);
+                Ok(ret)
+            }
+            // Job control's stop instead: back in the signal path with its own registers too.
+            Ev::GroupStop(sig) => {
+                self.job_control_stopped(sig);
                 Ok(ret)
             }
             Ev::Exited => Err(Error::ProcessGone { pid, step }),
