@@ -145,26 +145,7 @@ impl LiveSession {
     /// always have one waiting — answering all of them first kept a worker's report waiting
     /// for up to 1.2 s (crowd target, 6 threads reading the clock every 100 µs).
     pub(super) fn next_of(&mut self, tid: Pid, step: &'static str) -> Result<Ev> {
-        let deadline = Instant::now() + STOP_DEADLINE;
-        let mut round = 0;
-        loop {
-            if let Some(ev) = self.wait_one(tid.as_raw())? {
-                return Ok(ev);
-            }
-            let (ev, handled) = self.drain_upto(Some(tid.as_raw()), OTHERS_PER_LOOK, false)?;
-            if let Some(ev) = ev {
-                return Ok(ev);
-            }
-            if let Some(e) = self.abandoned.take() {
-                return Err(e);
-            }
-            if Instant::now() >= deadline {
-                return Err(stuck(self.pid, tid.as_raw(), step));
-            }
-            if handled == 0 {
-                self.nap(&mut round);
-            }
-        }
+        self.next_report_of(tid, step, false)
     }
 
     /// The worker's next report while it runs a call of ours — between the registers set for
@@ -175,7 +156,16 @@ impl LiveSession {
     /// worker return from the call with ours — a crash of the target (found with SIGSTOP and
     /// SIGCONT sent every few ms during injections).
     pub(super) fn next_of_in_flight(&mut self, tid: Pid, step: &'static str) -> Result<Ev> {
-        let deadline = Instant::now() + IN_FLIGHT_DEADLINE;
+        self.next_report_of(tid, step, true)
+    }
+
+    fn next_report_of(&mut self, tid: Pid, step: &'static str, in_flight: bool) -> Result<Ev> {
+        let deadline = Instant::now()
+            + if in_flight {
+                IN_FLIGHT_DEADLINE
+            } else {
+                STOP_DEADLINE
+            };
         let mut round = 0;
         loop {
             if let Some(ev) = self.wait_one(tid.as_raw())? {
@@ -184,13 +174,15 @@ impl LiveSession {
             let handled = match self.drain_upto(Some(tid.as_raw()), OTHERS_PER_LOOK, false) {
                 Ok((Some(ev), _)) => return Ok(ev),
                 Ok((None, handled)) => handled,
-                Err(e) => {
-                    if self.abandoned.is_none() {
-                        self.abandoned = Some(e);
-                    }
+                Err(e) if in_flight => {
+                    self.abandoned.get_or_insert(e);
                     0
                 }
+                Err(e) => return Err(e),
             };
+            if !in_flight && let Some(e) = self.abandoned.take() {
+                return Err(e);
+            }
             if Instant::now() >= deadline {
                 return Err(stuck(self.pid, tid.as_raw(), step));
             }
