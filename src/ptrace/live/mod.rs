@@ -141,8 +141,6 @@ pub(crate) struct LiveSession {
     /// A failed change is being undone: a job-control stop no longer ends what is waited for
     /// (the undo needs its barriers, and every owed breakpoint trap answered).
     undoing: bool,
-    /// `abandoned` holds job control's stop (`job_control_stopped`), which an undo ignores.
-    abandoned_by_job_control: bool,
     /// Tracees let go or exited: a fork event reported after its child's own first stop (or
     /// exit) must not take the child in again — it would be waited for, never to report.
     let_go: std::collections::HashSet<i32>,
@@ -259,7 +257,6 @@ impl LiveSession {
             quiet: HashMap::new(),
             releasing: false,
             undoing: false,
-            abandoned_by_job_control: false,
             let_go: Default::default(),
             registered: false,
             helper: None,
@@ -299,9 +296,10 @@ impl LiveSession {
     /// From here on the change is being undone (see `undoing`).
     pub(crate) fn begin_undo(&mut self) {
         self.undoing = true;
-        // The error being undone is said already; a job-control stop not yet taken would only
-        // end the undo's first wait.
-        if self.abandoned_by_job_control {
+        // The error being undone is said already; job control's stop not yet taken (the one
+        // `Unsupported` a session is abandoned with: `job_control_stopped`) would only end the
+        // undo's first wait.
+        if matches!(self.abandoned, Some(Error::Unsupported { .. })) {
             self.abandoned = None;
         }
     }

@@ -347,7 +347,6 @@ impl LiveSession {
     /// undo or a release goes on.
     pub(super) fn job_control_stopped(&mut self, sig: i32) {
         if self.abandoned.is_none() && !self.releasing && !self.undoing {
-            self.abandoned_by_job_control = true;
             self.abandoned = Some(Error::Unsupported {
                 pid: self.pid,
                 reason: format!(
