@@ -30,10 +30,12 @@ impl TargetLock {
 impl Drop for TargetLock {
     fn drop(&mut self) {
         if let Some(lock) = self.lock.take() {
+            // Every change was written under the lock, and this line is too: its timestamp
+            // orders racing timeskews by their last write (the race attack of the campaign
+            // reads it). Logged after the release, a holder descheduled in between logged
+            // later than the next holder's whole turn (seen once in CI).
+            log::debug!("pid {}: releasing the target lock", self.pid);
             drop(lock);
-            // Every change was written under the lock: this line's timestamp orders racing
-            // timeskews by their last write (the race attack of the campaign reads it).
-            log::debug!("pid {}: target lock released", self.pid);
             if let Ok(mut held) = HELD.lock() {
                 held.retain(|&p| p != self.pid);
             }

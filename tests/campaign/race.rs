@@ -2,8 +2,9 @@
 //! update, recover), 300 rounds. They take turns through the flock on /proc/PID, so each
 //! must exit 0 (F9: spurious "its code changed while timeskew was attaching"), the target stays
 //! alive and unharmed, and what it reads and what `status` says is the state left by the
-//! command that released the lock last (its debug log line: a process's exit can come after a
-//! later one's, when it is descheduled between releasing the lock and exiting).
+//! command that released the lock last (its debug log line, written while it still holds the
+//! lock: a process's exit can come after a later one's, when it is descheduled between
+//! releasing the lock and exiting).
 
 use std::time::{Duration, Instant};
 
@@ -203,12 +204,13 @@ fn racing_timeskew_processes_take_turns_and_the_last_one_wins() {
     );
 }
 
-/// When a timeskew run released the target lock: the timestamp of its debug line
-/// (`[2026-12-01T05:30:00.123456Z DEBUG timeskew::target::lock] pid N: target lock released`).
+/// When a timeskew run released the target lock: the timestamp of its debug line, logged
+/// just before (`[2026-12-01T05:30:00.123456Z DEBUG timeskew::target::lock] pid N: releasing
+/// the target lock`).
 fn lock_released_at(run: &TsRun) -> Option<String> {
     run.stderr
         .lines()
-        .filter(|l| l.contains("target lock released"))
+        .filter(|l| l.contains("releasing the target lock"))
         .filter_map(|l| l.strip_prefix('[')?.split_whitespace().next())
         .map(str::to_string)
         .next_back()
