@@ -151,6 +151,19 @@ fn task_fields(pid: i32, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// Each thread's blocked-signal mask (`SigBlk`), by thread id.
+fn masks(pid: i32) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| {
+            let tid = task.ok()?.file_name().to_string_lossy().into_owned();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigBlk:"))?;
+            Some((tid, mask.trim().to_string()))
+        })
+        .collect()
+}
+
 fn assert_free(pid: i32) {
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let tid = task.unwrap().file_name();
@@ -428,6 +441,9 @@ fn a_failure_at_each_step_of_the_live_protocol_is_undone() {
     // left stopped, as job control wants; after SIGCONT it runs on unharmed.
     for (op, step) in [
         ("inject", "after-mmap"),
+        // In the registration helper's clone: the worker's signal mask is ours until the
+        // call's exit, and the thread it made runs in the code page (the undo must keep it).
+        ("inject", "helper-cloned"),
         ("inject", "live-armed"),
         ("inject", "live-checked"),
         ("inject", "live-tails"),
@@ -438,6 +454,7 @@ fn a_failure_at_each_step_of_the_live_protocol_is_undone() {
     ] {
         let mut t = Target::start(&["-s", "4", "-t"]);
         let before = vdso(t.pid);
+        let masks_before = masks(t.pid);
         if op == "recover" {
             inject(t.pid, &skew()).unwrap();
         }
@@ -478,6 +495,20 @@ fn a_failure_at_each_step_of_the_live_protocol_is_undone() {
             tracers.iter().all(|s| s == "0"),
             "{op} stop@{step}: {tracers:?}"
         );
+        // Every thread's signal mask its own (the worker's was ours, all blocked, during a
+        // clone) — but for the timer's signal, which its handler blocks while it runs.
+        let timer_bit = 1u64 << (libc::SIGRTMIN() + 1 - 1);
+        let masks_after = masks(t.pid);
+        for (tid, mask) in &masks_before {
+            if let Some(after) = masks_after.get(tid) {
+                let bits = |m: &str| u64::from_str_radix(m, 16).unwrap() & !timer_bit;
+                assert_eq!(
+                    bits(after),
+                    bits(mask),
+                    "{op} stop@{step}: thread {tid}'s signal mask: {after}, was {mask}"
+                );
+            }
+        }
         // SAFETY: kill with a valid signal.
         assert_eq!(unsafe { libc::kill(t.pid, libc::SIGCONT) }, 0);
         assert_free(t.pid);

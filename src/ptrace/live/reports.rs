@@ -484,13 +484,13 @@ impl LiveSession {
     /// The child named by `parent`'s fork, vfork or clone event, known from now on — before
     /// its own first stop reports, so that letting everyone go waits for it if its copy of the
     /// memory holds a breakpoint. One already known, let go or exited is left as it is.
-    pub(super) fn take_in_child_of(&mut self, parent: Pid) {
-        if let Ok(new) = ptrace::getevent(parent).map(|n| n as i32)
-            && !self.tracees.contains_key(&new)
-            && !self.let_go.contains(&new)
-        {
+    /// Traces the thread or process `parent` just made; returns its id.
+    pub(super) fn take_in_child_of(&mut self, parent: Pid) -> Option<i32> {
+        let new = ptrace::getevent(parent).ok()? as i32;
+        if !self.tracees.contains_key(&new) && !self.let_go.contains(&new) {
             self.adopt(new, procfs::tgid_of(new).unwrap_or(new));
         }
+        Some(new)
     }
 
     pub(super) fn on_interrupt(&mut self, t: Pid, at: Instant, at_ns: u64) -> Result<()> {

@@ -9,8 +9,9 @@ pub(super) const SYSCALL_ATTEMPTS: usize = 64;
 /// loaded machine) before the worker registers instead.
 const HELPER_DEADLINE: Duration = Duration::from_secs(2);
 
-/// A held thread's blocked-signal mask, set to block everything and put back when dropped
-/// (a failure to put it back is logged: the thread is gone then).
+/// A held thread's blocked-signal mask, set to block everything between two ptrace stops of
+/// ours and put back at the second ([`MaskGuard::put_back`]); dropped on an error in between,
+/// it puts the mask back too (a failure then is logged: the thread is gone).
 struct MaskGuard {
     pid: i32,
     tid: Pid,
@@ -23,6 +24,23 @@ impl MaskGuard {
         let saved = crate::ptrace::raw::get_sigmask(tid).map_err(err)?;
         crate::ptrace::raw::set_sigmask(tid, u64::MAX).map_err(err)?;
         Ok(MaskGuard { pid, tid, saved })
+    }
+}
+
+impl MaskGuard {
+    /// Puts the mask back now, while the thread is in a ptrace stop (the only time it can be
+    /// written): at the call's exit stop, before anything can let the thread run on.
+    fn put_back(self) -> Result<()> {
+        let out = crate::ptrace::raw::set_sigmask(self.tid, self.saved).map_err(|e| {
+            procfs::errno_error(
+                self.pid,
+                self.tid.as_raw(),
+                "put the worker's signals back",
+                e,
+            )
+        });
+        std::mem::forget(self);
+        out
     }
 }
 
@@ -453,13 +471,6 @@ impl LiveSession {
                 e => procfs::errno_error(pid, w.as_raw(), step, e),
             })
         };
-        // A thread the call makes inherits the worker's signal mask: all blocked, so that no
-        // signal of the program's is routed to it. The worker gets its own back when this
-        // returns (still held: it runs none of its code with the mask changed).
-        let _mask = match call {
-            RemoteCall::CloneThread => Some(MaskGuard::block_all(pid, w)?),
-            _ => None,
-        };
         // Another thread's execve kills the worker and, if the worker led the process, gives
         // its id to the exec'ing thread: after an exit or exec report, `w` may name the new
         // program's thread, stopped at its exec event. Its registers are never touched then.
@@ -518,13 +529,30 @@ impl LiveSession {
                 "the thread entered it at {ip:#x}, not {done:#x}"
             )));
         }
+        // A thread the call makes inherits the worker's signal mask: all blocked, so that no
+        // signal of the program's is routed to it. Blocked here, at the entry stop, and put
+        // back at the exit stop: only between those two stops of ours, where nothing else can
+        // let the worker run (blocked before the entry, a job-control stop on the way there let
+        // it run on with everything blocked — found under a pause nemesis).
+        let mask = match call {
+            RemoteCall::CloneThread => Some(MaskGuard::block_all(pid, w)?),
+            _ => None,
+        };
         resume(ptrace::syscall)?;
         loop {
             match self.next_of_in_flight(w, step)? {
                 Ev::Syscall => break,
                 Ev::Child if matches!(call, RemoteCall::CloneThread) => {
-                    // The thread it made, traced by the kernel for us.
-                    self.take_in_child_of(w);
+                    // The thread it made, traced by the kernel for us. From here it may run in
+                    // the code page whatever becomes of the call: an undo must keep the pages
+                    // (unmapped under it, it died of SIGSEGV with every signal blocked, killing
+                    // the process — found under a pause nemesis).
+                    if let Some(tid) = self.take_in_child_of(w) {
+                        self.helper = Some(tid);
+                    }
+                    // Test builds: job control or a signal arriving here (in the call, with a
+                    // thread already made). Failing here is not offered: the call runs on.
+                    let _ = crate::fault::point(pid, "helper-cloned");
                     resume(ptrace::syscall)?;
                 }
                 ev @ (Ev::Exited | Ev::Exec) => return Err(self.worker_gone(guard, ev, step)),
@@ -541,6 +569,11 @@ impl LiveSession {
         }
         let ret = Native::syscall_return(&after);
         guard.restore()?;
+        // Here, in the exit stop: once it is let go towards the stop below, a wait for it can
+        // end early (job control stopping another thread) with the thread running its own code.
+        if let Some(mask) = mask {
+            mask.put_back()?;
+        }
         match ptrace::interrupt(w) {
             Ok(()) => {}
             Err(Errno::ESRCH) => return Err(Error::ProcessGone { pid, step }),
