@@ -10,6 +10,7 @@
 mod common;
 
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -71,11 +72,24 @@ fn far_behind(value: i64) -> bool {
     value < now_s() + OFFSET_S / 2
 }
 
+/// An in-memory file for a child's stderr: never blocks the child, nothing left behind.
+fn memfd(name: &str) -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: a valid C string; the descriptor returned is owned by the File.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor we own.
+    unsafe { std::fs::File::from_raw_fd(fd) }
+}
+
 /// `timeskew inject … --follow`, running in the background.
 struct Follow {
     child: Option<Child>,
     /// Its human output (see [`Follow::start_adopted`]).
     lines: Option<std::sync::mpsc::Receiver<String>>,
+    /// Its stderr, in memory (see [`Follow::start_adopted`]).
+    stderr: Option<std::fs::File>,
 }
 
 impl Follow {
@@ -96,6 +110,7 @@ impl Follow {
         Follow {
             child: Some(child),
             lines: None,
+            stderr: None,
         }
     }
 
@@ -103,26 +118,45 @@ impl Follow {
     /// (injected, then traced). A busy shell must not exec while it is injected (the injection
     /// gives up on a thread that keeps waiting for children); from then on it execs freely.
     fn start_adopted(args: &[&str]) -> Follow {
+        let stderr = memfd("follow-stderr");
         let mut child = Command::new(timeskew_bin())
             .args(["inject"])
             .args(args)
             .arg("--follow")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr.try_clone().unwrap())
             .spawn()
             .expect("start timeskew inject --follow");
         let lines = common::e2e::line_channel(child.stdout.take().unwrap());
         let follow = Follow {
             child: Some(child),
             lines: Some(lines),
+            stderr: Some(stderr),
         };
         loop {
             let line = follow.next_line();
             assert!(!line.starts_with("timeskew:"), "{line}");
             if line.starts_with("following the selection") {
+                // The selection's report goes to stderr before this line to stdout: a selected
+                // process it could not inject is named there (a warning is not a failure).
+                let err = follow.stderr_text();
+                assert!(
+                    !err.lines().any(|l| l.starts_with("timeskew: pid")),
+                    "the follow did not inject every selected process:\n{err}"
+                );
                 return follow;
             }
         }
+    }
+
+    /// What it wrote to stderr so far (a follow started by [`start_adopted`](Follow::start_adopted)).
+    fn stderr_text(&self) -> String {
+        self.stderr.as_ref().map_or_else(String::new, |f| {
+            let mut text = String::new();
+            let _ = std::fs::File::open(format!("/proc/self/fd/{}", f.as_raw_fd()))
+                .and_then(|mut f| f.read_to_string(&mut text));
+            text
+        })
     }
 
     fn next_line(&self) -> String {
@@ -140,7 +174,11 @@ impl Follow {
         let lines = self.lines.take().unwrap();
         let summary: Vec<String> = std::iter::from_fn(|| lines.recv().ok()).collect();
         let summary = summary.join("\n");
-        assert!(status.success(), "timeskew failed ({status}):\n{summary}");
+        assert!(
+            status.success(),
+            "timeskew failed ({status}):\n{summary}\n{}",
+            self.stderr_text()
+        );
         eprintln!("follow summary:\n{summary}");
         summary
     }
@@ -975,7 +1013,12 @@ fn a_process_whose_main_thread_has_exited_is_followed() {
     for _ in 0..3 {
         // Its own reading ("thread …"), then the program it runs ("self …").
         let own = p.exec_clocks();
-        assert!(shifted_by(own, OFFSET_S), "the process itself read {own}");
+        assert!(
+            shifted_by(own, OFFSET_S),
+            "the process itself read {own}, at {}; the follow's stderr:\n{}",
+            now_s(),
+            follow.stderr_text()
+        );
         let line = p.next_line();
         let v = reading(&line).unwrap_or_else(|| panic!("{line:?}"));
         assert!(shifted_by(v, OFFSET_S), "a program it ran read {v}");
