@@ -66,6 +66,19 @@ pub enum Error {
     #[error("pid {pid}: cannot skew this process: {reason}")]
     Unsupported { pid: i32, reason: String },
 
+    /// Job control (SIGSTOP, SIGTSTP, …) stopped the process before timeskew began
+    /// (`meanwhile: false`) or while it worked (`true`: what it had done is undone).
+    #[error(
+        "pid {pid}: cannot skew this process: {}",
+        job_control_text(*.pid, .signal.as_deref(), *.meanwhile)
+    )]
+    StoppedByJobControl {
+        pid: i32,
+        /// The stop's signal, when it was seen (`SIGSTOP`, …).
+        signal: Option<String>,
+        meanwhile: bool,
+    },
+
     #[error("pid {pid}: refusing to patch {symbol}: {reason}; nothing was changed")]
     UnsafeToPatch {
         pid: i32,
@@ -227,5 +240,14 @@ impl Error {
             Some(Errno::ENOENT) | Some(Errno::ESRCH) => Error::ProcessGone { pid, step },
             _ => Error::Io { pid, step, source },
         }
+    }
+}
+
+fn job_control_text(pid: i32, signal: Option<&str>, meanwhile: bool) -> String {
+    let by = signal.map_or_else(String::new, |s| format!(" ({s})"));
+    if meanwhile {
+        format!("it was stopped by job control{by} meanwhile; resume it and retry")
+    } else {
+        format!("it is stopped by job control{by}; resume it first (kill -CONT {pid})")
     }
 }

@@ -256,13 +256,10 @@ impl StoppedProcess {
     /// Records how a thread we interrupted reported.
     fn record_stop(&mut self, tid: Pid, report: Report) -> Result<()> {
         match report {
-            Report::GroupStop(sig) => Err(Error::Unsupported {
+            Report::GroupStop(sig) => Err(Error::StoppedByJobControl {
                 pid: self.pid,
-                reason: format!(
-                    "it is stopped by job control ({}); resume it first (kill -CONT {})",
-                    signal_name(sig),
-                    self.pid
-                ),
+                signal: Some(signal_name(sig)),
+                meanwhile: false,
             }),
             // A thread that exits while we attach is simply not held: nothing of it is left
             // to change (`note` lets it go and forgets it).

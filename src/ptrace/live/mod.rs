@@ -296,10 +296,9 @@ impl LiveSession {
     /// From here on the change is being undone (see `undoing`).
     pub(crate) fn begin_undo(&mut self) {
         self.undoing = true;
-        // The error being undone is said already; job control's stop not yet taken (the one
-        // `Unsupported` a session is abandoned with: `job_control_stopped`) would only end the
-        // undo's first wait.
-        if matches!(self.abandoned, Some(Error::Unsupported { .. })) {
+        // The error being undone is said already; job control's stop not yet taken
+        // (`job_control_stopped`) would only end the undo's first wait.
+        if matches!(self.abandoned, Some(Error::StoppedByJobControl { .. })) {
             self.abandoned = None;
         }
     }

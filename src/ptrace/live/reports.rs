@@ -347,12 +347,10 @@ impl LiveSession {
     /// undo or a release goes on.
     pub(super) fn job_control_stopped(&mut self, sig: i32) {
         if self.abandoned.is_none() && !self.releasing && !self.undoing {
-            self.abandoned = Some(Error::Unsupported {
+            self.abandoned = Some(Error::StoppedByJobControl {
                 pid: self.pid,
-                reason: format!(
-                    "it was stopped by job control ({}) meanwhile; resume it and retry",
-                    signal_name(sig)
-                ),
+                signal: Some(signal_name(sig)),
+                meanwhile: true,
             });
         }
     }

@@ -136,11 +136,10 @@ impl LiveSession {
                     continue;
                 }
                 if state == 'T' {
-                    return Err(Error::Unsupported {
+                    return Err(Error::StoppedByJobControl {
                         pid,
-                        reason: format!(
-                            "it is stopped by job control; resume it first (kill -CONT {pid})"
-                        ),
+                        signal: None,
+                        meanwhile: false,
                     });
                 }
                 let trap = 1u64 << (libc::SIGTRAP - 1);
