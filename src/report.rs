@@ -225,8 +225,9 @@ pub struct RecoverReport {
     /// Why every thread was stopped at once instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all_stop_reason: Option<String>,
-    /// Why the hooks were left in place, passing real time through, instead of taken out
-    /// (the memory is shared with another process: no code may be written).
+    /// Why the hooks were left in place, passing real time through, instead of taken out (the
+    /// memory is shared with another process: no code may be written; job control holds the
+    /// process stopped), and when to recover again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks_left: Option<String>,
 }

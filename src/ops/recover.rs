@@ -14,7 +14,7 @@ use crate::signals::TerminationDeferred;
 use crate::skew::SlewRate;
 use crate::state::publish::write_slot;
 use crate::state::{self, Existing};
-use crate::target::Target;
+use crate::target::{Target, procfs};
 
 /// Puts the original vDSO code back and zeroes the offsets. The pages stay mapped: a thread
 /// may be executing in them, or about to return through them, at any moment.
@@ -74,23 +74,43 @@ pub(crate) fn recover_here(pid: i32) -> Result<RecoverReport> {
         )?;
         return Ok(RecoverReport {
             was_injected: true,
-            hooks_left: Some(sharer),
+            hooks_left: Some(format!(
+                "{sharer}; recover again once that process has gone"
+            )),
             ..not_injected
         });
+    }
+    // Job control holds the process stopped (a pause nemesis, a debugger's SIGSTOP): taking
+    // our code out needs its threads to run for a moment (a barrier, a thread moved out of a
+    // window), which is not ours to do to a stopped process. Real time is published instead,
+    // as a live update would (the data page only); the hooks stay, passing it through, until a
+    // recover after it resumes. The same if job control stops it while the code is taken out
+    // (that is undone first).
+    if procfs::job_control_stopped(pid) {
+        return real_time_with_hooks_left(pid, None);
     }
     let _deferred = TerminationDeferred::new();
     // One thread at a time (patch/live.rs); where that cannot run, every thread at once.
     let mut reason = None;
     if live::requested() {
-        match live::recover(&target, &found)? {
-            Ok(report) => return Ok(report),
-            Err(Fallback(why)) => {
+        match live::recover(&target, &found) {
+            Ok(Ok(report)) => return Ok(report),
+            Ok(Err(Fallback(why))) => {
                 log::info!("pid {pid}: stopping every thread at once: {why}");
                 reason = Some(why);
             }
+            Err(e @ Error::StoppedByJobControl { .. }) => {
+                return real_time_with_hooks_left(pid, Some(e));
+            }
+            Err(e) => return Err(e),
         }
     }
-    let mut held = StoppedProcess::stop(pid)?;
+    let mut held = match StoppedProcess::stop(pid) {
+        Err(e @ Error::StoppedByJobControl { .. }) => {
+            return real_time_with_hooks_left(pid, Some(e));
+        }
+        held => held?,
+    };
     let started = held.held_since();
     // Look again now that nothing moves.
     let target = Target::open(pid)?;
@@ -145,6 +165,42 @@ pub(crate) fn recover_here(pid: i32) -> Result<RecoverReport> {
     held.check_alive("finish the recovery")?;
     drop(held);
     report.stopped_for = started.elapsed();
+    Ok(report)
+}
+
+/// Real time published in `pid`'s data page, its hooks left in place: job control stopped it
+/// (before the recover, or during it: `during`, already undone).
+fn real_time_with_hooks_left(pid: i32, during: Option<Error>) -> Result<RecoverReport> {
+    if let Some(e) = &during {
+        log::info!("pid {pid}: {e}; publishing real time instead");
+    }
+    let target = Target::open(pid)?;
+    let mut report = RecoverReport {
+        pid,
+        was_injected: false,
+        restored: 0,
+        skipped: Vec::new(),
+        stopped_for: Duration::ZERO,
+        threads: 0,
+        live: None,
+        all_stop_reason: None,
+        hooks_left: None,
+    };
+    let Some(existing) = state::find(&target)? else {
+        return Ok(report);
+    };
+    write_slot(
+        &target.mem,
+        existing.data_addr(),
+        existing.data.generation,
+        &Params::default(),
+    )?;
+    report.was_injected = true;
+    report.hooks_left = Some(format!(
+        "it {} stopped by job control, and taking the hooks out needs its threads to run for a \
+         moment; recover again once it has resumed (kill -CONT {pid})",
+        if during.is_some() { "was" } else { "is" }
+    ));
     Ok(report)
 }
 

@@ -233,6 +233,15 @@ pub fn is_zombie(pid: i32) -> bool {
         && threads(pid).map_or(0, |t| t.len()) <= 1
 }
 
+/// Whether job control (SIGSTOP, SIGTSTP, …) holds a thread of `pid` stopped (state `T`; a
+/// tracer's stop is `t`).
+pub fn job_control_stopped(pid: i32) -> bool {
+    threads(pid)
+        .unwrap_or_default()
+        .into_iter()
+        .any(|t| task_info(pid, Some(t)).is_ok_and(|i| i.state == 'T'))
+}
+
 /// Whether thread `tid` of `pid` is still alive: listed and neither a zombie nor dead. The
 /// kernel answers PTRACE_SEIZE with EPERM, not ESRCH, for one that has exited.
 pub fn thread_alive(pid: i32, tid: i32) -> bool {

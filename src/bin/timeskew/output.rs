@@ -235,8 +235,7 @@ pub fn format_recover(r: &RecoverReport) -> String {
     }
     if let Some(why) = &r.hooks_left {
         return format!(
-            "pid {}: real time again, but its hooks are left in place, passing it through: {why}; \
-             recover again once that process has gone",
+            "pid {}: real time again, but its hooks are left in place, passing it through: {why}",
             r.pid
         );
     }
