@@ -1030,6 +1030,52 @@ fn a_process_whose_main_thread_has_exited_is_followed() {
     assert_untraced(&[p.pid()]);
 }
 
+/// A followed process that job control holds stopped when the follow ends (a pause nemesis
+/// beside the clock fault) is put back to real time without being made to run: its hooks stay,
+/// passing real time through, and the summary says so; a recover once it resumes takes them
+/// out.
+#[test]
+fn a_followed_process_stopped_at_the_end_gets_real_time_and_keeps_its_hooks_said() {
+    let mut p = ExecOnDemand::spawn();
+    let pid = p.pid().to_string();
+    let offset = format!("{OFFSET_S}s");
+    let follow = Follow::start_adopted(&["--pid", &pid, "--offset", &offset]);
+    assert!(
+        shifted_by(p.exec_clocks(), OFFSET_S),
+        "skewed during the follow"
+    );
+    let stop = |sig| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid()), sig).unwrap();
+    stop(nix::sys::signal::Signal::SIGSTOP);
+    follow.interrupt();
+    let summary = follow.finish_text(Duration::from_secs(20));
+    let left = summary_line(&summary, "real time, hooks left in place");
+    assert!(
+        left.contains(&format!("pid {pid}")) && left.contains("stopped by job control"),
+        "{summary}"
+    );
+    assert!(!summary.contains("recovery failed"), "{summary}");
+    // Still stopped, by job control alone.
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert!(state.contains(") T "), "{state}");
+    assert_eq!(tracer_pid(p.pid()), 0);
+    // The hooks in place, no clock skewed.
+    let status = status_json(p.pid());
+    let zero = |c: &serde_json::Value| {
+        c["offset"]
+            .as_str()
+            .and_then(|t| t.strip_suffix('s')?.parse::<f64>().ok())
+            == Some(0.0)
+    };
+    assert!(
+        status["injected"] == true && status["clocks"].as_array().unwrap().iter().all(zero),
+        "{status}"
+    );
+    stop(nix::sys::signal::Signal::SIGCONT);
+    assert!(shifted_by(p.exec_clocks(), 0), "real time after the follow");
+    let out = timeskew_ok(&["recover", "--pid", &pid]);
+    assert!(out.contains("restored"), "{out}");
+}
+
 /// `status` says which process is followed, and by which follower.
 #[test]
 fn status_names_the_follower_of_a_followed_process() {

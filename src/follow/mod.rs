@@ -169,6 +169,10 @@ pub struct FollowReport {
     /// recovery failed.
     pub recovered: usize,
     pub recover_failed: Vec<Missed>,
+    /// Of those recovered, the ones whose hooks stay in place passing real time through, and
+    /// why (job control held them stopped at the end; their memory is shared).
+    #[serde(default)]
+    pub hooks_left: Vec<Missed>,
 }
 
 /// What a follower did with a new fault ([`update_follower_of`]).

@@ -32,8 +32,22 @@ pub(super) fn recover_all(selection: &Selection, traced: &mut Traced) {
             }
             // Not the public `recover`: it would end another follower of an overlapping
             // selection.
+            let program = || {
+                procfs::exe(pid)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "?".into())
+            };
             let recovered = match traced.slew_back {
-                None => recover_here(pid).map(|r| r.was_injected),
+                None => recover_here(pid).map(|r| {
+                    if let Some(why) = r.hooks_left {
+                        traced.report.hooks_left.push(Missed {
+                            pid,
+                            program: program(),
+                            reason: why,
+                        });
+                    }
+                    r.was_injected
+                }),
                 Some(slew) => slew_back_here(pid, slew).map(|s| s.injected),
             };
             match recovered {
@@ -42,9 +56,7 @@ pub(super) fn recover_all(selection: &Selection, traced: &mut Traced) {
                 Err(Error::NoSuchProcess { .. } | Error::ProcessGone { .. }) => {}
                 Err(e) => traced.report.recover_failed.push(Missed {
                     pid,
-                    program: procfs::exe(pid)
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|_| "?".into()),
+                    program: program(),
                     reason: e.to_string(),
                 }),
             }

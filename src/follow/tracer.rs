@@ -259,6 +259,7 @@ impl<'a> Follower<'a> {
                 fault_changes: 0,
                 recovered: 0,
                 recover_failed: Vec::new(),
+                hooks_left: Vec::new(),
             },
         })
     }

@@ -32,7 +32,7 @@ use crate::output::{format_inject, report, timer_warning};
 #[derive(Serialize, Deserialize)]
 enum Message {
     Started(Vec<(i32, Answer<InjectReport>)>),
-    Finished(Answer<FollowReport>),
+    Finished(Box<Answer<FollowReport>>),
 }
 
 /// Runs `inject --follow`.
@@ -120,7 +120,7 @@ fn run_helper(
             message: "the follower panicked".into(),
         },
     };
-    send(&Message::Finished(answer));
+    send(&Message::Finished(Box::new(answer)));
     // SAFETY: _exit ends the process at once; nothing of the parent's state is flushed twice.
     unsafe { libc::_exit(0) }
 }
@@ -202,7 +202,7 @@ fn watch(
                 }
             }
             Ok(Message::Finished(answer)) => {
-                let report = answer.into_result(0).map_err(CliError::from)?;
+                let report = (*answer).into_result(0).map_err(CliError::from)?;
                 if args.targets.json {
                     let value = serde_json::json!({ "started": started_json, "follow": report });
                     writeln!(out, "{value}")?;
@@ -301,6 +301,13 @@ fn write_summary(r: &FollowReport, out: &mut impl Write) -> std::io::Result<()> 
         writeln!(out, "  missed: pid {} ({}): {}", m.pid, m.program, m.reason)?;
     }
     writeln!(out, "  recovered: {}", r.recovered)?;
+    for m in &r.hooks_left {
+        writeln!(
+            out,
+            "  real time, hooks left in place: pid {} ({}): {}",
+            m.pid, m.program, m.reason
+        )?;
+    }
     for m in &r.recover_failed {
         writeln!(
             out,
