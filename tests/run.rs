@@ -700,8 +700,13 @@ fn a_command_that_stops_itself_stops_timeskew_and_continues_with_it() {
 /// process group of its own (as a shell's job is), once it is ready: the run, its stdin, its
 /// output, and the shell's pid.
 fn job(env: &[(&str, &str)]) -> (Tree, std::process::ChildStdin, Lines, i32) {
+    job_running("echo ready; read x; echo \"got $x\"", env)
+}
+
+/// [`job`] of another shell script.
+fn job_running(script: &str, env: &[(&str, &str)]) -> (Tree, std::process::ChildStdin, Lines, i32) {
     let mut child = Tree::spawn(
-        run_cmd(&["--", "sh", "-c", "echo ready; read x; echo \"got $x\""])
+        run_cmd(&["--", "sh", "-c", script])
             .envs(env.iter().copied())
             .process_group(0)
             .stdin(Stdio::piped())
@@ -739,14 +744,86 @@ fn a_sigcont_while_timeskew_handles_the_stop_continues_the_command() {
     stop_the_command_with_a_sigcont_at("cont@run-group-stop");
 }
 
-/// The command alone gets SIGTSTP while the failure point `fault` sends the job a SIGCONT; the
-/// job must go on to its end.
+/// The command stops itself (SIGTSTP: a stop from inside the job, which timeskew mirrors)
+/// while the failure point `fault` sends the job a SIGCONT; the job must go on to its end.
 fn stop_the_command_with_a_sigcont_at(fault: &str) {
-    let (mut child, mut stdin, mut lines, shell) = job(&[("TIMESKEW_FAULT", fault)]);
-    kill(Pid::from_raw(shell), Signal::SIGTSTP).unwrap();
+    let (mut child, mut stdin, mut lines, _) = job_running(
+        "echo ready; read x; kill -TSTP $$; echo \"got $x\"",
+        &[("TIMESKEW_FAULT", fault)],
+    );
     writeln!(stdin, "hello").unwrap();
     lines.expect("got hello");
     assert!(wait_exit(&mut child).success());
+}
+
+/// A pause nemesis on the command alone (SIGSTOP and SIGCONT to its pid, every 0–3 ms, as a
+/// chaos tool pauses a process): a stop from outside the job is the command's only — timeskew,
+/// which that SIGCONT never reaches, must not stop itself, or the command hangs at its next
+/// exec waiting for its stopped tracer (it did, every time, before). Every program it runs is
+/// skewed, and the run ends with the command's status.
+#[test]
+fn a_pause_nemesis_on_the_command_never_wedges_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Ends the nemesis however the test ends (a panic included: the scope would wait for it).
+    struct Ends<'a>(&'a AtomicBool);
+    impl Drop for Ends<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let script = format!(
+        "echo ready; i=0; while [ $i -lt 100 ]; do {} || exit 9; i=$((i+1)); done; exit 7",
+        static_glibc().display()
+    );
+    let mut child = Tree::spawn(
+        run_cmd(&["--offset", "-1d", "--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    );
+    let mut lines = Lines::new(child.0.0.stdout.take().unwrap());
+    lines.expect("ready");
+    let kids = children_of(child.pid());
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    let shell = Pid::from_raw(kids[0]);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // A fixed sequence of pauses (an LCG): a failure repeats.
+            let mut x = 0x9e37_79b9u64;
+            let mut pause = || {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                Duration::from_micros((x >> 33) % 3_000)
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let _ = kill(shell, Signal::SIGSTOP);
+                std::thread::sleep(pause());
+                let _ = kill(shell, Signal::SIGCONT);
+                std::thread::sleep(pause());
+            }
+        });
+        let _ends = Ends(&stop);
+        let before = now_s();
+        for n in 0..100 {
+            // Each within PATIENCE, or the test fails saying what came so far.
+            let line = lines
+                .next_line()
+                .unwrap_or_else(|| panic!("the output ended after {n} programs"));
+            let seen: i64 = line
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("realtime="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{line:?}"));
+            assert_shifted(
+                seen,
+                before,
+                now_s(),
+                -DAY,
+                "a program run under the nemesis",
+            );
+        }
+    });
+    let _ = kill(shell, Signal::SIGCONT);
+    assert_eq!(wait_exit(&mut child).code(), Some(7));
 }
 
 /// A SIGCONT to the job right after timeskew looked for one and found none (`fg` an instant

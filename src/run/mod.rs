@@ -17,8 +17,12 @@
 //! - **signals** (signal-delivery-stop): passed on unchanged.
 //! - **job control** (group-stop, PTRACE_EVENT_STOP): the tracee is left stopped with
 //!   PTRACE_LISTEN, so SIGSTOP/SIGTSTP/SIGCONT, Ctrl-Z and `fg` work as without timeskew. When
-//!   the command itself stops, timeskew stops itself with the same signal, so the shell sees the
-//!   job stopped; when timeskew is continued it continues the command.
+//!   the command itself stops (a stop from inside the job, or the terminal's), timeskew stops
+//!   itself with the same signal, so the shell sees the job stopped; when timeskew is continued
+//!   it continues the command. A stop sent to the command by a process outside the job (a
+//!   pause nemesis, `kill -STOP` of its pid) is the command's alone: its SIGCONT comes to the
+//!   command, never to timeskew, which therefore keeps running (stopped, it would leave the
+//!   command hanging at its next exec or fork).
 //!
 //! There is no PTRACE_SYSCALL: between those events every program runs at full speed, and
 //! clock reads cost what they cost after any injection.

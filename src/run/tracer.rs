@@ -90,6 +90,7 @@ pub(super) fn trace(
         recent: Vec::new(),
         older: Vec::new(),
         privileges_drop: !has_cap_sys_ptrace(),
+        stop_sender: None,
         on_notice,
     };
     let lost = |source| RunError::Wait {
@@ -149,6 +150,8 @@ pub(super) struct Tracer<'a, F> {
     pub(super) older: Vec<(Signal, i32)>,
     /// We lack CAP_SYS_PTRACE: setuid/setgid/file capabilities do not apply to traced execs.
     privileges_drop: bool,
+    /// Who sent the command the stop signal it last took (0: the kernel, a terminal).
+    stop_sender: Option<i32>,
     on_notice: F,
 }
 
@@ -212,6 +215,10 @@ impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
                 if RELAYED.contains(&signal) && self.in_command(pid) {
                     let sender = ptrace::getsiginfo(pid).map_or(0, |si| signals::sender(&si));
                     self.recent.push((signal, sender));
+                }
+                if is_stop_signal(signal) && self.in_command(pid) {
+                    self.stop_sender =
+                        Some(ptrace::getsiginfo(pid).map_or(0, |si| signals::sender(&si)));
                 }
                 self.resume(pid, Some(signal));
             }
@@ -328,6 +335,22 @@ impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
         if pid != self.main {
             return;
         }
+        // Stopped by a process outside the job (a pause nemesis, `kill -STOP` of the command's
+        // pid): its SIGCONT will come to the command alone, never to us. Stopped ourselves, we
+        // would stay stopped, and the command would hang at its next ptrace stop (a fork, an
+        // exec, a signal) waiting for us — found with SIGSTOP/SIGCONT every few ms. The stop
+        // is the command's only: we keep serving. A stop from inside the job (the command
+        // stopping itself) or from the terminal is mirrored, so the shell sees the job stopped.
+        if let Some(sender) = self.stop_sender.take()
+            && sender > 0
+            && !self.in_job(sender)
+        {
+            log::debug!(
+                "the command was stopped ({signal}) by pid {sender}, outside the job: timeskew \
+                 runs on"
+            );
+            return;
+        }
         // A SIGCONT since the stop signal (`fg` right behind Ctrl-Z, or while timeskew was
         // stopped itself before it got to this report) has ended the command's stop already:
         // it waits pending in the command, which reports again to be continued. Stopping
@@ -375,6 +398,16 @@ impl<F: FnMut(&Notice<'_>)> Tracer<'_, F> {
         }
         log::debug!("timeskew continued: continuing the command");
         let _ = signal::kill(self.main, Signal::SIGCONT);
+    }
+}
+
+impl<F> Tracer<'_, F> {
+    /// Whether `pid` belongs to the job: this process, the command or a process it started
+    /// (traced by us).
+    fn in_job(&self, pid: i32) -> bool {
+        pid == getpid().as_raw()
+            || pid == self.main.as_raw()
+            || procfs::tracer_of(pid).is_some_and(|(tracer, _)| tracer == self.me.as_raw())
     }
 }
 
