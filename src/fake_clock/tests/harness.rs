@@ -148,11 +148,17 @@ pub(super) fn data_page(p: &Params) -> Vec<u8> {
 struct Pages(*mut u8);
 
 impl Pages {
-    /// Two fresh rw- pages; with `near`, within a few hundred MiB below that address (the copy
-    /// of the genuine `time()` must reach the vvar pages with 32-bit displacements).
+    /// Two fresh rw- pages; with `near`, within 1.9 GiB of that address, below it first (the
+    /// copy of the genuine `time()` must reach the vvar pages with 32-bit displacements). The
+    /// first 256 MiB below the vDSO were once all taken in CI (the test process's libraries,
+    /// thread stacks and malloc arenas sit there): hence the wider search.
     fn map(near: Option<usize>) -> Pages {
         let tries: Vec<Option<usize>> = match near {
-            Some(at) => (1..256).map(|mib| Some(at - (mib << 20))).collect(),
+            Some(at) => (1..1900)
+                .map(|mib| at.checked_sub(mib << 20))
+                .chain((1..1900).map(|mib| at.checked_add(mib << 20)))
+                .filter(|a| a.is_some_and(|a| a < (1usize << 47)))
+                .collect(),
             None => vec![None],
         };
         for hint in tries {
@@ -179,7 +185,8 @@ impl Pages {
                 return Pages(at.cast());
             }
         }
-        panic!("cannot map the code and data pages (near {near:x?})");
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        panic!("cannot map the code and data pages (near {near:x?}); this process's maps:\n{maps}");
     }
 }
 
