@@ -232,6 +232,23 @@ pub struct RecoverReport {
     pub hooks_left: Option<String>,
 }
 
+impl RecoverReport {
+    /// The report of a recover that found nothing to do (or has done nothing yet).
+    pub(crate) fn nothing(pid: i32) -> RecoverReport {
+        RecoverReport {
+            pid,
+            was_injected: false,
+            restored: 0,
+            skipped: Vec::new(),
+            stopped_for: Duration::ZERO,
+            threads: 0,
+            live: None,
+            all_stop_reason: None,
+            hooks_left: None,
+        }
+    }
+}
+
 fn as_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_micros() as u64)
 }

@@ -1,7 +1,5 @@
 //! `recover`: the original vDSO bytes back wherever our jump remains, the offsets zeroed.
 
-use std::time::Duration;
-
 use crate::arch::{Arch, Native};
 use crate::error::{Error, Result};
 use crate::fake_clock::data_page::{OFF_PATCHED, Params};
@@ -47,17 +45,7 @@ pub fn recover(pid: i32) -> Result<RecoverReport> {
 pub(crate) fn recover_here(pid: i32) -> Result<RecoverReport> {
     let _lock = Target::lock(pid)?;
     let target = Target::open(pid)?;
-    let not_injected = RecoverReport {
-        pid,
-        was_injected: false,
-        restored: 0,
-        skipped: Vec::new(),
-        stopped_for: Duration::ZERO,
-        threads: 0,
-        live: None,
-        all_stop_reason: None,
-        hooks_left: None,
-    };
+    let not_injected = RecoverReport::nothing(pid);
     let found = match state::find(&target)? {
         Some(existing) if existing.hooks_live || any_jump_left(&target, &existing) => existing,
         _ => return Ok(not_injected),
@@ -122,15 +110,10 @@ pub(crate) fn recover_here(pid: i32) -> Result<RecoverReport> {
         step: "pick a stopped thread",
     })?;
     let mut report = RecoverReport {
-        pid,
         was_injected: true,
-        restored: 0,
-        skipped: Vec::new(),
-        stopped_for: Duration::ZERO,
         threads: held.threads().len(),
-        live: None,
         all_stop_reason: reason,
-        hooks_left: None,
+        ..RecoverReport::nothing(pid)
     };
     // Offsets first: a hook that cannot be restored then passes the real time through.
     let data_addr = existing.data_addr();
@@ -175,17 +158,7 @@ fn real_time_with_hooks_left(pid: i32, during: Option<Error>) -> Result<RecoverR
         log::info!("pid {pid}: {e}; publishing real time instead");
     }
     let target = Target::open(pid)?;
-    let mut report = RecoverReport {
-        pid,
-        was_injected: false,
-        restored: 0,
-        skipped: Vec::new(),
-        stopped_for: Duration::ZERO,
-        threads: 0,
-        live: None,
-        all_stop_reason: None,
-        hooks_left: None,
-    };
+    let mut report = RecoverReport::nothing(pid);
     let Some(existing) = state::find(&target)? else {
         return Ok(report);
     };

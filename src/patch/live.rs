@@ -361,15 +361,8 @@ pub(crate) fn recover(
             Err(f) => return Ok(Err(f)),
         };
         let mut report = RecoverReport {
-            pid,
             was_injected: true,
-            restored: 0,
-            skipped: Vec::new(),
-            stopped_for: Duration::ZERO,
-            threads: 0,
-            live: None,
-            all_stop_reason: None,
-            hooks_left: None,
+            ..RecoverReport::nothing(pid)
         };
         let outcome = restore(&mut s, target, existing, &mut report);
         let outcome = match outcome {

@@ -18,7 +18,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork, pipe};
 use serde::{Deserialize, Serialize};
-use timeskew::follow::{FollowEnd, FollowReport, Latencies};
+use timeskew::follow::{FollowEnd, FollowReport, Latencies, Missed};
 use timeskew::{InjectReport, Skew};
 
 use crate::args::InjectArgs;
@@ -297,23 +297,14 @@ fn write_summary(r: &FollowReport, out: &mut impl Write) -> std::io::Result<()> 
             r.fault_changes
         )?;
     }
-    for m in &r.missed {
-        writeln!(out, "  missed: pid {} ({}): {}", m.pid, m.program, m.reason)?;
-    }
+    let list = |out: &mut dyn Write, what: &str, list: &[Missed]| -> std::io::Result<()> {
+        for m in list {
+            writeln!(out, "  {what}: pid {} ({}): {}", m.pid, m.program, m.reason)?;
+        }
+        Ok(())
+    };
+    list(out, "missed", &r.missed)?;
     writeln!(out, "  recovered: {}", r.recovered)?;
-    for m in &r.hooks_left {
-        writeln!(
-            out,
-            "  real time, hooks left in place: pid {} ({}): {}",
-            m.pid, m.program, m.reason
-        )?;
-    }
-    for m in &r.recover_failed {
-        writeln!(
-            out,
-            "  recovery failed: pid {} ({}): {}",
-            m.pid, m.program, m.reason
-        )?;
-    }
-    Ok(())
+    list(out, "real time, hooks left in place", &r.hooks_left)?;
+    list(out, "recovery failed", &r.recover_failed)
 }
