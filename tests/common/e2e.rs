@@ -301,9 +301,11 @@ impl LineTarget {
         match self.lines.recv_timeout(timeout) {
             Ok(line) => line,
             Err(RecvTimeoutError::Timeout) => panic!(
-                "{} (pid {}) gave no answer within {timeout:?}; stderr:\n{}",
+                "{} (pid {}) gave no answer within {timeout:?}; its threads (state, tracer, \
+                 wait channel): {}; stderr:\n{}",
                 self.name,
                 self.pid,
+                thread_states(self.pid),
                 self.stderr_text()
             ),
             Err(RecvTimeoutError::Disconnected) => {
@@ -525,4 +527,33 @@ pub fn thread_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// Each thread of `pid`: its state, tracer and wait channel — what a target that stopped
+/// answering is doing (stopped, traced, blocked where).
+pub fn thread_states(pid: i32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "gone".into();
+    };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        let tid = task.file_name().to_string_lossy().into_owned();
+        let dir = format!("/proc/{pid}/task/{tid}");
+        let status = std::fs::read_to_string(format!("{dir}/status")).unwrap_or_default();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or("?")
+                .trim()
+                .to_string()
+        };
+        let wchan = std::fs::read_to_string(format!("{dir}/wchan")).unwrap_or_default();
+        out.push(format!(
+            "{tid} {} tracer {} in {wchan}",
+            field("State:"),
+            field("TracerPid:")
+        ));
+    }
+    out.join(", ")
 }
