@@ -233,13 +233,18 @@ pub fn is_zombie(pid: i32) -> bool {
         && threads(pid).map_or(0, |t| t.len()) <= 1
 }
 
-/// Whether job control (SIGSTOP, SIGTSTP, …) holds a thread of `pid` stopped (state `T`; a
-/// tracer's stop is `t`).
+/// Whether job control (SIGSTOP, SIGTSTP, …) holds `pid` stopped (state `T`; a tracer's stop
+/// is `t`). One read: a group stop stops the leader with the rest — unless the leader has
+/// exited (a zombie listed while the other threads run), when the threads are looked at.
 pub fn job_control_stopped(pid: i32) -> bool {
-    threads(pid)
-        .unwrap_or_default()
-        .into_iter()
-        .any(|t| task_info(pid, Some(t)).is_ok_and(|i| i.state == 'T'))
+    match task_info(pid, None).map(|i| i.state) {
+        Ok('T') => true,
+        Ok('Z' | 'X') => threads(pid)
+            .unwrap_or_default()
+            .into_iter()
+            .any(|t| task_info(pid, Some(t)).is_ok_and(|i| i.state == 'T')),
+        _ => false,
+    }
 }
 
 /// Whether thread `tid` of `pid` is still alive: listed and neither a zombie nor dead. The
