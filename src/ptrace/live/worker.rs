@@ -25,9 +25,7 @@ impl MaskGuard {
         crate::ptrace::raw::set_sigmask(tid, u64::MAX).map_err(err)?;
         Ok(MaskGuard { pid, tid, saved })
     }
-}
 
-impl MaskGuard {
     /// Puts the mask back now, while the thread is in a ptrace stop (the only time it can be
     /// written): at the call's exit stop, before anything can let the thread run on.
     fn put_back(self) -> Result<()> {
