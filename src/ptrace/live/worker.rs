@@ -54,14 +54,46 @@ impl Drop for MaskGuard {
     }
 }
 
+/// How long `pick_worker` waits for a thread it can work through.
+const PICK_DEADLINE: Duration = Duration::from_millis(500);
+
 impl LiveSession {
     /// The worker: a thread blocked in a system call if there is one (it was waiting anyway,
     /// and restarts its call afterwards), else any thread not in an uninterruptible wait.
     pub(super) fn pick_worker(&mut self) -> Result<()> {
         let pid = self.pid;
-        // Reports waiting (signals under a storm) are answered first: a thread in such a stop
-        // would look busy.
-        self.drain(None)?;
+        // None may qualify for a moment (a thread faulting a page in from a busy disk shows
+        // `D`): looked at again for a while before the process is called stuck.
+        let deadline = Instant::now() + PICK_DEADLINE;
+        loop {
+            // Reports waiting (signals under a storm) are answered first: a thread in such a
+            // stop would look busy.
+            self.drain(None)?;
+            if let Some(tid) = self.worker_candidate() {
+                self.worker = Pid::from_raw(tid);
+                self.stats.worker = tid;
+                return self.note_worker_filters();
+            }
+            if Instant::now() >= deadline || self.process_gone() {
+                // Said of a thread that is there (an exited leader's `Z` tells nothing).
+                let described = self
+                    .tracees
+                    .keys()
+                    .copied()
+                    .filter(|&t| t != pid)
+                    .min()
+                    .filter(|_| procfs::task_info(pid, None).is_ok_and(|i| i.state == 'Z'))
+                    .unwrap_or(pid);
+                return Err(stuck(pid, described, "pick a thread to work through"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A thread blocked in a system call if there is one, else one running or in a stop of
+    /// ours; `None` when every thread is in an uninterruptible wait (or gone).
+    fn worker_candidate(&self) -> Option<i32> {
+        let pid = self.pid;
         let mut fallback = None;
         // The main thread first: most programs keep it to the end, while another thread may be
         // one that lives a few µs (each exit of the worker costs a new pick and stop).
@@ -75,20 +107,13 @@ impl LiveSession {
                     Seen::Blocked {
                         in_syscall: true, ..
                     },
-                ) => {
-                    self.worker = Pid::from_raw(tid);
-                    self.stats.worker = tid;
-                    return self.note_worker_filters();
-                }
+                ) => return Some(tid),
                 // 't': in a stop of ours (a signal reporting to us): as usable as a running one.
                 (Some('S' | 'R' | 't'), _) if fallback.is_none() => fallback = Some(tid),
                 _ => {}
             }
         }
-        let tid = fallback.ok_or_else(|| stuck(pid, pid, "pick a thread to work through"))?;
-        self.worker = Pid::from_raw(tid);
-        self.stats.worker = tid;
-        self.note_worker_filters()
+        fallback
     }
 
     pub(super) fn note_worker_filters(&mut self) -> Result<()> {
