@@ -342,6 +342,18 @@ fn concurrent_timeskew_runs_on_one_target_take_turns() {
 /// can show them (the leader shows none, which was once taken for an exec and refused).
 #[test]
 fn a_process_whose_main_thread_has_exited_is_injected_and_recovered() {
+    leaderless_injected_and_recovered(&[]);
+}
+
+/// The same while no thread's `/proc/…/syscall` can be read (failure point): a thread whose
+/// file cannot be read is stopped and looked at, never taken for gone — the CI once saw this
+/// process's only live thread go missing from the worker's pick.
+#[test]
+fn a_thread_whose_syscall_file_cannot_be_read_is_still_looked_at() {
+    leaderless_injected_and_recovered(&[("TIMESKEW_FAULT", "syscall-file")]);
+}
+
+fn leaderless_injected_and_recovered(env: &[(&str, &str)]) {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Reaped(
@@ -389,11 +401,16 @@ fn a_process_whose_main_thread_has_exited_is_injected_and_recovered() {
         assert!(std::time::Instant::now() < deadline, "true did not exit");
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    let out = timeskew_ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
+    let ok = |args: &[&str]| {
+        let o = common::timeskew_env(args, env);
+        assert!(o.status.success(), "{args:?}: {}", common::stderr(&o));
+        common::stdout(&o)
+    };
+    let out = ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
     assert!(out.contains("one thread at a time"), "{out}");
     let _ = zombie.0.wait();
     read_shifted(-600);
-    let out = timeskew_ok(&["recover", "--pid", &pid]);
+    let out = ok(&["recover", "--pid", &pid]);
     assert!(out.contains("one thread at a time"), "{out}");
     read_shifted(0);
     drop(stdin);

@@ -37,7 +37,18 @@ pub(super) enum Seen {
 }
 
 pub(super) fn seen(tgid: i32, tid: i32) -> Seen {
-    let Some(text) = procfs::task_file(tgid, tid, "syscall") else {
+    // Fault point `syscall-file` (test builds): the file reads as unreadable.
+    let readable = crate::fault::point(tgid, "syscall-file").is_ok();
+    let Some(text) = readable
+        .then(|| procfs::task_file(tgid, tid, "syscall"))
+        .flatten()
+    else {
+        // Gone only if it is: a thread taken for gone is never looked at again, and one still
+        // there is stopped and looked at instead.
+        if procfs::thread_alive(tgid, tid) {
+            log::debug!("pid {tgid}: thread {tid}: its syscall file could not be read");
+            return Seen::Running;
+        }
         return Seen::Gone;
     };
     parse_seen(&text)
