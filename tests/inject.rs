@@ -416,3 +416,90 @@ fn leaderless_injected_and_recovered(env: &[(&str, &str)]) {
     drop(stdin);
     assert!(child.0.wait().unwrap().success());
 }
+
+/// A thread waiting in `ppoll` runs with the call's temporary signal mask while the kernel
+/// keeps its own mask aside, to put back when the call returns; PTRACE_SETSIGMASK makes the
+/// kernel forget the mask kept aside. Such a thread is the one timeskew works through (blocked
+/// in a system call, so picked), and its mask is set for the registration helper's clone. On
+/// this kernel the kept mask is already back when the thread reaches our interrupt stop
+/// (checked by hand: PTRACE_GETSIGMASK there reads the thread's own mask), so no step of ours
+/// meets the temporary one; this guards that, on both paths: after inject and recover, the
+/// thread's own mask is still its own, and the temporary one is still used while it waits.
+#[test]
+fn a_worker_waiting_in_ppoll_keeps_its_own_signal_mask() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    for live in ["1", "0"] {
+        let mut child = Reaped(
+            Command::new(common::e2e::clocks_static_glibc())
+                .arg("ppoll")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("clocks ppoll"),
+        );
+        let mut stdin = child.0.stdin.take().unwrap();
+        let lines = common::e2e::line_channel(child.0.stdout.take().unwrap());
+        let next = || {
+            lines
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("a line")
+        };
+        let ready = next();
+        let pid = ready.strip_prefix("ready pid=").expect("ready").to_string();
+        // SIGUSR1 blocked as its own mask; SIGUSR2 only while it waits in ppoll.
+        let (own, during) = ("200", "800");
+        let sig_blk = || {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .map(|v| v.trim().trim_start_matches('0').to_string())
+                .unwrap()
+        };
+        // Its state and mask once it waits in ppoll (the line after an answer comes first).
+        let waiting = || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+                .is_ok_and(|s| s.starts_with(&format!("{} ", libc::SYS_ppoll)))
+            {
+                assert!(std::time::Instant::now() < deadline, "not in ppoll");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert_eq!(sig_blk(), during, "live={live}: the mask while in ppoll");
+        };
+        let mut ask = |offset_s: i128| {
+            writeln!(stdin, "now").unwrap();
+            let clocks = next();
+            let seconds: i128 = clocks
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("realtime="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{clocks:?}"));
+            let real = clock_ns(libc::CLOCK_REALTIME) / SEC;
+            assert!(
+                (seconds - real - offset_s).abs() <= 2,
+                "live={live}: {clocks:?}: real {real}, offset {offset_s} s"
+            );
+            assert_eq!(next(), format!("mask={own}"), "live={live}: its own mask");
+        };
+        let env = [("TIMESKEW_LIVE", live)];
+        let ok = |args: &[&str]| {
+            let o = common::timeskew_env(args, &env);
+            assert!(o.status.success(), "{args:?}: {}", common::stderr(&o));
+            common::stdout(&o)
+        };
+        waiting();
+        let out = ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
+        if live == "1" {
+            assert!(out.contains("one thread at a time"), "{out}");
+        }
+        ask(-600);
+        waiting();
+        ok(&["recover", "--pid", &pid]);
+        ask(0);
+        waiting();
+        drop(stdin);
+        assert!(child.0.wait().unwrap().success());
+    }
+}

@@ -24,9 +24,15 @@
 //   clocks vfork-child         prints nothing at first: vfork()s a child that says "ready pid=P
 //                              child=C" and reads stdin until its end (its parent waiting in the
 //                              kernel all along, sharing its memory), then exits; exit 0
+//   clocks ppoll               prints nothing at first: blocks SIGUSR1, says "ready pid=P", then
+//                              waits for stdin in ppoll() with a *temporary* mask that blocks
+//                              SIGUSR2 instead (the kernel's saved-mask path); for each line it
+//                              prints its clocks ("ppoll …") and its own mask ("mask=HEX", the
+//                              first word of the set); exit 0 at end of input
 //
 // Exit status: the started program's, 0 for clocks/fork.
 #define _GNU_SOURCE
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -171,6 +177,40 @@ static void *exec_from_thread(void *unused) {
     _exit(127);
 }
 
+static int ppoll_loop(void) {
+    sigset_t usual, during;
+    sigemptyset(&usual);
+    sigaddset(&usual, SIGUSR1);
+    sigemptyset(&during);
+    sigaddset(&during, SIGUSR2);
+    pthread_sigmask(SIG_SETMASK, &usual, NULL);
+    printf("ready pid=%d\n", getpid());
+    fflush(stdout);
+    char line[256];
+    for (;;) {
+        struct pollfd in = {.fd = 0, .events = POLLIN};
+        int n = ppoll(&in, 1, NULL, &during);
+        if (n < 0) {
+            perror("ppoll");
+            return 1;
+        }
+        if (!fgets(line, sizeof line, stdin)) {
+            return 0;
+        }
+        print_clocks("ppoll");
+        sigset_t now;
+        pthread_sigmask(SIG_SETMASK, NULL, &now);
+        unsigned long long word = 0;
+        for (int sig = 1; sig <= 64; sig++) {
+            if (sigismember(&now, sig) == 1) {
+                word |= 1ULL << (sig - 1);
+            }
+        }
+        printf("mask=%llx\n", word);
+        fflush(stdout);
+    }
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "clocks";
     cmd = argv + 2;
@@ -178,6 +218,9 @@ int main(int argc, char **argv) {
         pthread_t thread;
         pthread_create(&thread, NULL, leaderless, (void *)(long)getpid());
         pthread_exit(NULL);
+    }
+    if (!strcmp(mode, "ppoll")) {
+        return ppoll_loop();
     }
     if (!strcmp(mode, "shared-vm")) {
         return shared_vm();
