@@ -445,18 +445,8 @@ fn clocks(
     Option<std::process::ChildStdin>,
     std::sync::mpsc::Receiver<String>,
 ) {
-    use std::process::Stdio;
-    let mut process = Reaped(
-        Command::new(common::e2e::clocks_static_glibc())
-            .arg(mode)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("clocks {mode}: {e}")),
-    );
-    let stdin = process.0.stdin.take();
-    let lines = common::e2e::line_channel(process.0.stdout.take().unwrap());
-    (process, stdin, lines)
+    let c = common::e2e::Clocks::spawn(&[mode]);
+    (c.child, c.stdin, c.lines)
 }
 
 /// `clocks shared-vm`: a process that on "share" makes a second process sharing its memory

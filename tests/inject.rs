@@ -354,43 +354,12 @@ fn a_thread_whose_syscall_file_cannot_be_read_is_still_looked_at() {
 }
 
 fn leaderless_injected_and_recovered(env: &[(&str, &str)]) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Reaped(
-        Command::new(common::e2e::clocks_static_glibc())
-            .args(["leaderless", "true"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("clocks leaderless"),
-    );
-    let pid = child.0.id().to_string();
-    let mut stdin = child.0.stdin.take().unwrap();
-    let lines = common::e2e::line_channel(child.0.stdout.take().unwrap());
-    let next = || {
-        lines
-            .recv_timeout(std::time::Duration::from_secs(10))
-            .expect("a line")
-    };
-    assert_eq!(next(), "ready");
-    // Its reading (whole seconds) against real time, shifted by `offset_s`.
-    let mut read_shifted = |offset_s: i128| {
-        writeln!(stdin, "now").unwrap();
-        let line = next();
-        let seconds: i128 = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("realtime="))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{line:?}"));
-        let real = clock_ns(libc::CLOCK_REALTIME) / SEC;
-        assert!(
-            (seconds - real - offset_s).abs() <= 2,
-            "{line:?}: real {real}, offset {offset_s} s"
-        );
-    };
+    let mut t = common::e2e::Clocks::spawn(&["leaderless", "true"]);
+    assert_eq!(t.next(), "ready");
+    let pid = t.pid();
     // A zombie beside it (a sibling: our child too): an exited leader and a zombie both have
     // no memory, which the kernel's comparison once took for shared memory.
-    let mut zombie = Reaped(Command::new("true").spawn().expect("true"));
+    let mut zombie = Reaped(std::process::Command::new("true").spawn().expect("true"));
     let zombie_pid = zombie.0.id() as i32;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !std::fs::read_to_string(format!("/proc/{zombie_pid}/stat")).is_ok_and(|s| {
@@ -401,20 +370,14 @@ fn leaderless_injected_and_recovered(env: &[(&str, &str)]) {
         assert!(std::time::Instant::now() < deadline, "true did not exit");
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    let ok = |args: &[&str]| {
-        let o = common::timeskew_env(args, env);
-        assert!(o.status.success(), "{args:?}: {}", common::stderr(&o));
-        common::stdout(&o)
-    };
-    let out = ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
+    let out = timeskew_env_ok(&["inject", "--pid", &pid, "--offset", "-600s"], env);
     assert!(out.contains("one thread at a time"), "{out}");
     let _ = zombie.0.wait();
-    read_shifted(-600);
-    let out = ok(&["recover", "--pid", &pid]);
+    assert_realtime_s(&t.now(), -600);
+    let out = timeskew_env_ok(&["recover", "--pid", &pid], env);
     assert!(out.contains("one thread at a time"), "{out}");
-    read_shifted(0);
-    drop(stdin);
-    assert!(child.0.wait().unwrap().success());
+    assert_realtime_s(&t.now(), 0);
+    t.finish();
 }
 
 /// A thread waiting in `ppoll` runs with the call's temporary signal mask while the kernel
@@ -427,37 +390,13 @@ fn leaderless_injected_and_recovered(env: &[(&str, &str)]) {
 /// thread's own mask is still its own, and the temporary one is still used while it waits.
 #[test]
 fn a_worker_waiting_in_ppoll_keeps_its_own_signal_mask() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     for live in ["1", "0"] {
-        let mut child = Reaped(
-            Command::new(common::e2e::clocks_static_glibc())
-                .arg("ppoll")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("clocks ppoll"),
-        );
-        let mut stdin = child.0.stdin.take().unwrap();
-        let lines = common::e2e::line_channel(child.0.stdout.take().unwrap());
-        let next = || {
-            lines
-                .recv_timeout(std::time::Duration::from_secs(10))
-                .expect("a line")
-        };
-        let ready = next();
+        let mut t = common::e2e::Clocks::spawn(&["ppoll"]);
+        let ready = t.next();
         let pid = ready.strip_prefix("ready pid=").expect("ready").to_string();
         // SIGUSR1 blocked as its own mask; SIGUSR2 only while it waits in ppoll.
         let (own, during) = ("200", "800");
-        let sig_blk = || {
-            std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .unwrap()
-                .lines()
-                .find_map(|l| l.strip_prefix("SigBlk:"))
-                .map(|v| v.trim().trim_start_matches('0').to_string())
-                .unwrap()
-        };
-        // Its state and mask once it waits in ppoll (the line after an answer comes first).
+        // Once it waits in ppoll again (after an answer): the temporary mask.
         let waiting = || {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while !std::fs::read_to_string(format!("/proc/{pid}/syscall"))
@@ -466,40 +405,50 @@ fn a_worker_waiting_in_ppoll_keeps_its_own_signal_mask() {
                 assert!(std::time::Instant::now() < deadline, "not in ppoll");
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            assert_eq!(sig_blk(), during, "live={live}: the mask while in ppoll");
+            let blocked = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .map(|v| v.trim().trim_start_matches('0').to_string())
+                .unwrap();
+            assert_eq!(blocked, during, "live={live}: the mask while in ppoll");
         };
         let mut ask = |offset_s: i128| {
-            writeln!(stdin, "now").unwrap();
-            let clocks = next();
-            let seconds: i128 = clocks
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("realtime="))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{clocks:?}"));
-            let real = clock_ns(libc::CLOCK_REALTIME) / SEC;
-            assert!(
-                (seconds - real - offset_s).abs() <= 2,
-                "live={live}: {clocks:?}: real {real}, offset {offset_s} s"
-            );
-            assert_eq!(next(), format!("mask={own}"), "live={live}: its own mask");
+            assert_realtime_s(&t.now(), offset_s);
+            assert_eq!(t.next(), format!("mask={own}"), "live={live}: its own mask");
         };
         let env = [("TIMESKEW_LIVE", live)];
-        let ok = |args: &[&str]| {
-            let o = common::timeskew_env(args, &env);
-            assert!(o.status.success(), "{args:?}: {}", common::stderr(&o));
-            common::stdout(&o)
-        };
         waiting();
-        let out = ok(&["inject", "--pid", &pid, "--offset", "-600s"]);
+        let out = timeskew_env_ok(&["inject", "--pid", &pid, "--offset", "-600s"], &env);
         if live == "1" {
             assert!(out.contains("one thread at a time"), "{out}");
         }
         ask(-600);
         waiting();
-        ok(&["recover", "--pid", &pid]);
+        timeskew_env_ok(&["recover", "--pid", &pid], &env);
         ask(0);
         waiting();
-        drop(stdin);
-        assert!(child.0.wait().unwrap().success());
+        t.finish();
     }
+}
+
+/// A `clocks` line's `realtime=` (whole seconds) is real time shifted by `offset_s`.
+fn assert_realtime_s(line: &str, offset_s: i128) {
+    let seconds: i128 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("realtime="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{line:?}"));
+    let real = clock_ns(libc::CLOCK_REALTIME) / SEC;
+    assert!(
+        (seconds - real - offset_s).abs() <= 2,
+        "{line:?}: real {real}, offset {offset_s} s"
+    );
+}
+
+/// The command line with `env`; it must succeed.
+fn timeskew_env_ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let o = common::timeskew_env(args, env);
+    assert!(o.status.success(), "{args:?}: {}", common::stderr(&o));
+    common::stdout(&o)
 }

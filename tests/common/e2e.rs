@@ -557,3 +557,52 @@ pub fn thread_states(pid: i32) -> String {
     }
     out.join(", ")
 }
+
+/// `clocks MODE …` (tests/targets/run/clocks.c, static glibc), driven line by line.
+pub struct Clocks {
+    pub child: super::Reaped,
+    pub stdin: Option<ChildStdin>,
+    pub lines: Receiver<String>,
+}
+
+impl Clocks {
+    pub fn spawn(args: &[&str]) -> Clocks {
+        let mut child = super::Reaped(
+            Command::new(clocks_static_glibc())
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("clocks {args:?}: {e}")),
+        );
+        let stdin = child.0.stdin.take();
+        let lines = line_channel(child.0.stdout.take().unwrap());
+        Clocks {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    pub fn pid(&self) -> String {
+        self.child.0.id().to_string()
+    }
+
+    pub fn next(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a line from clocks")
+    }
+
+    /// Asks for its clocks: the line it answers with.
+    pub fn now(&mut self) -> String {
+        writeln!(self.stdin.as_mut().unwrap(), "now").unwrap();
+        self.next()
+    }
+
+    /// Ends its input; it must exit 0.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        assert!(self.child.0.wait().unwrap().success());
+    }
+}
