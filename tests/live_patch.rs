@@ -625,3 +625,53 @@ fn a_failure_at_each_step_of_the_live_protocol_is_undone() {
     }
     assert!(!t.alive(), "the killed target is still running");
 }
+
+/// The first look at every thread runs while the registration helper waits out its grace
+/// period, after the pages are mapped. When that look finds the live path cannot run (a thread
+/// appearing with SIGTRAP blocked, threads appearing faster than they can be traced — here a
+/// failure point), what was done is undone first and every thread is stopped instead: the
+/// injection succeeds, says why, and leaves one pair of pages, not two.
+#[test]
+fn a_first_look_that_falls_back_after_the_pages_are_mapped_undoes_them_first() {
+    let _s = serial();
+    let mut t = Target::start(&["-s", "2", "-i", "2", "-t"]);
+    let mappings = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let before = mappings(t.pid);
+    let bin = env!("CARGO_BIN_EXE_timeskew");
+    let o = Command::new(bin)
+        .args(["inject", "--pid", &t.pid.to_string(), "--offset", "-600s"])
+        .args(["--json"])
+        .env("TIMESKEW_FAULT", "first-look-fallback")
+        .env("TIMESKEW_LIVE", "1")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("a failure point asked for the fallback"),
+        "{out}"
+    );
+    assert!(timeskew::status(t.pid).unwrap().injected);
+    // The code page and the data page: those of the live attempt were unmapped, or kept and
+    // reused — never a second pair beside them.
+    assert!(
+        mappings(t.pid) <= before + 2,
+        "{before} → {}",
+        mappings(t.pid)
+    );
+    assert_free(t.pid);
+    recover(t.pid).unwrap();
+    let st = t.stats();
+    assert_eq!(st["bad"], 0, "{st:?}");
+    assert!(t.alive());
+    assert_free(t.pid);
+}

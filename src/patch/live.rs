@@ -45,10 +45,12 @@ pub(crate) fn inject(
         .map(|(_, hook)| (hook.addr, hook.original.len()))
         .collect();
     in_tracer_thread(move || {
-        let mut s = match LiveSession::start(pid, target.mem.via(), syscall_insn, vdso, planned)? {
-            Ok(s) => s,
-            Err(f) => return Ok(Err(f)),
-        };
+        // The first look at every thread is made while the registration helper waits.
+        let mut s =
+            match LiveSession::start(pid, target.mem.via(), syscall_insn, vdso, planned, true)? {
+                Ok(s) => s,
+                Err(f) => return Ok(Err(f)),
+            };
         let mut fresh = None;
         let outcome = install(&mut s, target, plan, params, &mut fresh);
         let outcome = match outcome {
@@ -56,6 +58,11 @@ pub(crate) fn inject(
             Err(e) => Err(undo(&mut s, fresh, e)),
         };
         s.finish();
+        if let Err(undone) = &outcome
+            && let Some(why) = s.fell_back(undone)
+        {
+            return Ok(Err(why));
+        }
         let stats = s.stats();
         let (action, written) = outcome?;
         log::info!(
@@ -160,6 +167,9 @@ fn stage(
         .write(data_addr, &data.encode(), "write the data page")?;
     // Before the first breakpoint: each step of the protocol ends with a barrier.
     s.register_barriers(Some(code_addr + blob.register_helper as u64))?;
+    if let Some(why) = s.look_first()? {
+        return Err(s.fall_back(why));
+    }
     fault::point(pid, "before-patch")?;
 
     let mut swaps = Vec::new();
@@ -356,6 +366,7 @@ pub(crate) fn recover(
             existing_syscall(target)?,
             vdso,
             Vec::new(),
+            false,
         )? {
             Ok(s) => s,
             Err(f) => return Ok(Err(f)),

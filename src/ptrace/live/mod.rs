@@ -148,6 +148,14 @@ pub(crate) struct LiveSession {
     registered: bool,
     /// A registration helper thread not seen to exit: it may still run in the code page.
     helper: Option<i32>,
+    /// The first look at every thread (`creations_settled`) is made: at the start, or for an
+    /// injection while the registration helper waits out its grace period (`look_early`).
+    looked: bool,
+    /// What that look found, until asked for (`look_first`).
+    look_outcome: Option<Result<Option<Fallback>>>,
+    /// The live path gave up after changing something (`fall_back`): once that is undone, the
+    /// caller stops every thread instead.
+    fell_back: Option<Fallback>,
 }
 
 /// Whether `maps` have the vDSO at `(base, len)`: the program it was planned for.
@@ -226,6 +234,7 @@ impl LiveSession {
         syscall_insn: u64,
         vdso: (u64, usize),
         planned: Vec<(u64, usize)>,
+        defer_look: bool,
     ) -> Result<std::result::Result<LiveSession, Fallback>> {
         if let Some(why) = procfs::frozen_by(pid) {
             return Err(Error::Unsupported {
@@ -260,6 +269,9 @@ impl LiveSession {
             let_go: Default::default(),
             registered: false,
             helper: None,
+            looked: false,
+            look_outcome: None,
+            fell_back: None,
             reached_after: false,
             vdso,
             execed: false,
@@ -267,19 +279,17 @@ impl LiveSession {
         if let Some(why) = s.seize_all()? {
             return Ok(Err(why));
         }
-        let seized = s.started.elapsed();
+        log::debug!(
+            "pid {pid}: {} threads seized in {} µs",
+            s.tracees.len(),
+            s.started.elapsed().as_micros()
+        );
+        if !defer_look && let Some(why) = s.look_first()? {
+            return Ok(Err(why));
+        }
         // Every thread is traced with exec reported from here on; a program exec'd before that
         // (the plan was made from the vDSO read earlier) is caught now, before any call runs at
         // an address of the old program.
-        if let Some(why) = s.creations_settled()? {
-            return Ok(Err(why));
-        }
-        log::debug!(
-            "pid {pid}: {} threads seized in {} µs, creations settled after {} µs",
-            s.tracees.len(),
-            seized.as_micros(),
-            s.started.elapsed().as_micros()
-        );
         s.mem = BoundMem::open(pid, via).or_else(|_| BoundMem::open(pid, pid))?;
         s.same_program(vdso)?;
         s.pick_worker()?;
@@ -320,7 +330,57 @@ impl LiveSession {
     /// window short — and with it the breakpoint traps that threads calling the clock take
     /// meanwhile, each a round trip through timeskew (1,000 threads: a 95 ms window and 1,561
     /// traps before) — and each thread is read from `/proc` once before it, not twice.
+    /// Makes the first look at every thread unless it is made; its outcome is kept for
+    /// `look_first`.
+    pub(super) fn look_early(&mut self) {
+        if self.looked {
+            return;
+        }
+        self.looked = true;
+        let outcome = self.creations_settled();
+        log::debug!(
+            "pid {}: creations settled after {} µs",
+            self.pid,
+            self.started.elapsed().as_micros()
+        );
+        self.look_outcome = Some(outcome);
+    }
+
+    /// The first look's outcome (made now if it was not), before anything is written to the
+    /// vDSO: `Err` to undo what was done, `Ok(Some)` when the live path cannot run here after
+    /// all — the caller undoes what was done, then stops every thread instead.
+    pub(crate) fn look_first(&mut self) -> Result<Option<Fallback>> {
+        self.look_early();
+        self.look_outcome.take().unwrap_or(Ok(None))
+    }
+
+    /// The error that undoes what was changed when the live path cannot go on (`why`); the
+    /// reason is kept for `fell_back`.
+    pub(crate) fn fall_back(&mut self, why: Fallback) -> Error {
+        let err = Error::Unsupported {
+            pid: self.pid,
+            reason: why.0.clone(),
+        };
+        self.fell_back = Some(why);
+        err
+    }
+
+    /// After the undo of a change that fell back (`fall_back`) came out clean: the reason, for
+    /// the caller to stop every thread instead.
+    pub(crate) fn fell_back(&mut self, undone: &Error) -> Option<Fallback> {
+        self.fell_back
+            .take()
+            .filter(|_| matches!(undone, Error::Unsupported { .. }))
+    }
+
     fn creations_settled(&mut self) -> Result<Option<Fallback>> {
+        // Test builds: the look falls back as a thread appearing with SIGTRAP blocked would
+        // (after an injection's pages are mapped, that is undone first).
+        if crate::fault::point(self.pid, "first-look-fallback").is_err() {
+            return Ok(Some(Fallback(
+                "a failure point asked for the fallback".into(),
+            )));
+        }
         // The stacks are found in the mappings, read through any thread that can (the leader
         // may be a zombie); without them no thread is passed over later.
         let mut noting = !self.planned.is_empty();

@@ -122,6 +122,7 @@ impl LiveSession {
 
     pub(super) fn seize_each(&mut self, watch: &SeizeWatch) -> Result<Option<Fallback>> {
         let pid = self.pid;
+        let known = self.tracees.len();
         // Threads passed over (exited, or a zombie leader that stays listed until the process
         // is reaped) are not looked at again: the listing would never come out empty.
         let mut passed = std::collections::HashSet::new();
@@ -229,7 +230,9 @@ impl LiveSession {
                 reason: "it has no live thread (zombie)".into(),
             });
         }
-        self.stats.threads = self.tracees.len();
+        // Those seized now; the ones the kernel traced for us were counted when adopted (and a
+        // registration helper is uncounted when it exits).
+        self.stats.threads += self.tracees.len().saturating_sub(known);
         Ok(None)
     }
 

@@ -234,6 +234,9 @@ impl LiveSession {
         let tid = self.run_at(insn, &RemoteCall::CloneThread)? as i32;
         // Until it is seen to exit it may be running in the code page: an undo keeps the pages.
         self.helper = Some(tid);
+        // The first look at every thread, if still to be made, while the helper waits out its
+        // grace period (≈ 15 ms at 1,000 threads, as long as the look itself there).
+        self.look_early();
         if !self.wait_helper(tid)? {
             log::debug!("pid {}: helper thread {tid} still registering", self.pid);
             return Ok(false);
