@@ -313,23 +313,6 @@ impl LiveSession {
         }
     }
 
-    /// Makes sure no thread is half-way through creating one we would not trace: the kernel
-    /// decides whether a new thread is traced when its creator *enters* clone, so a thread
-    /// seized in the middle of a clone makes an untraced child — which would die of the first
-    /// breakpoint it meets. Every thread we seized that may be in a clone (running, or blocked
-    /// in clone itself) is stopped once (its stop comes after the clone returns), then the
-    /// thread list is read again; new threads so found get the same, until none. Threads
-    /// blocked in any other system call are not stopped.
-    ///
-    /// The same look notes the threads that can be passed over in the window check: blocked
-    /// outside the planned windows with no saved context inside one, and their scheduler
-    /// counters, read *before* the rest (a thread that runs after that read changes them). In
-    /// the window such a thread whose counters have not moved was not switched in since: its
-    /// registers and stack are as seen here, and only the counters are read again (one system
-    /// call on the kept file, instead of its system call file and its stack). That keeps the
-    /// window short — and with it the breakpoint traps that threads calling the clock take
-    /// meanwhile, each a round trip through timeskew (1,000 threads: a 95 ms window and 1,561
-    /// traps before) — and each thread is read from `/proc` once before it, not twice.
     /// Makes the first look at every thread unless it is made; its outcome is kept for
     /// `look_first`.
     pub(super) fn look_early(&mut self) {
@@ -373,6 +356,23 @@ impl LiveSession {
             .filter(|_| matches!(undone, Error::Unsupported { .. }))
     }
 
+    /// Makes sure no thread is half-way through creating one we would not trace: the kernel
+    /// decides whether a new thread is traced when its creator *enters* clone, so a thread
+    /// seized in the middle of a clone makes an untraced child — which would die of the first
+    /// breakpoint it meets. Every thread we seized that may be in a clone (running, or blocked
+    /// in clone itself) is stopped once (its stop comes after the clone returns), then the
+    /// thread list is read again; new threads so found get the same, until none. Threads
+    /// blocked in any other system call are not stopped.
+    ///
+    /// The same look notes the threads that can be passed over in the window check: blocked
+    /// outside the planned windows with no saved context inside one, and their scheduler
+    /// counters, read *before* the rest (a thread that runs after that read changes them). In
+    /// the window such a thread whose counters have not moved was not switched in since: its
+    /// registers and stack are as seen here, and only the counters are read again (one system
+    /// call on the kept file, instead of its system call file and its stack). That keeps the
+    /// window short — and with it the breakpoint traps that threads calling the clock take
+    /// meanwhile, each a round trip through timeskew (1,000 threads: a 95 ms window and 1,561
+    /// traps before) — and each thread is read from `/proc` once before it, not twice.
     fn creations_settled(&mut self) -> Result<Option<Fallback>> {
         // Test builds: the look falls back as a thread appearing with SIGTRAP blocked would
         // (after an injection's pages are mapped, that is undone first).

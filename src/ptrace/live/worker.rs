@@ -235,7 +235,7 @@ impl LiveSession {
         // Until it is seen to exit it may be running in the code page: an undo keeps the pages.
         self.helper = Some(tid);
         // The first look at every thread, if still to be made, while the helper waits out its
-        // grace period (≈ 15 ms at 1,000 threads, as long as the look itself there).
+        // grace period (≈ 15 ms at 1,000 threads; the look there takes ≈ 50 ms).
         self.look_early();
         if !self.wait_helper(tid)? {
             log::debug!("pid {}: helper thread {tid} still registering", self.pid);
