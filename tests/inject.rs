@@ -361,15 +361,15 @@ fn leaderless_injected_and_recovered(env: &[(&str, &str)]) {
     // no memory, which the kernel's comparison once took for shared memory.
     let mut zombie = Reaped(std::process::Command::new("true").spawn().expect("true"));
     let zombie_pid = zombie.0.id() as i32;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !std::fs::read_to_string(format!("/proc/{zombie_pid}/stat")).is_ok_and(|s| {
-        s.rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'))
-    }) {
-        assert!(std::time::Instant::now() < deadline, "true did not exit");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    common::servers::wait_until("true to exit", std::time::Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{zombie_pid}/stat"))
+            .is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+            .then_some(())
+    });
     let out = timeskew_env_ok(&["inject", "--pid", &pid, "--offset", "-600s"], env);
     assert!(out.contains("one thread at a time"), "{out}");
     let _ = zombie.0.wait();
@@ -398,13 +398,11 @@ fn a_worker_waiting_in_ppoll_keeps_its_own_signal_mask() {
         let (own, during) = ("200", "800");
         // Once it waits in ppoll again (after an answer): the temporary mask.
         let waiting = || {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while !std::fs::read_to_string(format!("/proc/{pid}/syscall"))
-                .is_ok_and(|s| s.starts_with(&format!("{} ", libc::SYS_ppoll)))
-            {
-                assert!(std::time::Instant::now() < deadline, "not in ppoll");
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
+            common::servers::wait_until("ppoll", std::time::Duration::from_secs(10), || {
+                std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+                    .is_ok_and(|s| s.starts_with(&format!("{} ", libc::SYS_ppoll)))
+                    .then_some(())
+            });
             let blocked = std::fs::read_to_string(format!("/proc/{pid}/status"))
                 .unwrap()
                 .lines()
