@@ -44,7 +44,7 @@ pub(crate) fn inject(
         .iter()
         .map(|(_, hook)| (hook.addr, hook.original.len()))
         .collect();
-    in_tracer_thread(move || {
+    in_tracer_thread(pid, move || {
         // The first look at every thread is made while the registration helper waits.
         let mut s =
             match LiveSession::start(pid, target.mem.via(), syscall_insn, vdso, planned, true)? {
@@ -359,7 +359,7 @@ pub(crate) fn recover(
 ) -> Result<std::result::Result<RecoverReport, Fallback>> {
     let pid = target.pid;
     let vdso = (target.vdso.base(), target.vdso.len());
-    in_tracer_thread(move || {
+    in_tracer_thread(pid, move || {
         let mut s = match LiveSession::start(
             pid,
             target.mem.via(),

@@ -662,6 +662,47 @@ impl SchedCounters {
     }
 }
 
+/// How many threads `pid` has (`Threads:` in its status); `None` if it cannot be read.
+pub fn thread_count(pid: i32) -> Option<usize> {
+    status(pid)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Grows this process's descriptor table at once to hold `kept` more files ([`SchedCounters`]
+/// keeps one per thread). Grown one file at a time it doubles again and again (64, 128, …,
+/// 1,024), and each growth of a table that threads share waits for an RCU grace period in the
+/// kernel (`expand_files` → `synchronize_rcu`): 4–16 ms each here, two or three per first
+/// look at 1,000 threads. One growth waits once at most, not at all while single-threaded
+/// (the command line's helper, before it starts a thread). Best effort: a table that cannot
+/// grow leaves each read to open the file by path.
+pub fn reserve_descriptors(kept: usize) {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::sys::resource::{Resource, getrlimit};
+    const SMALL: usize = 32; // fits the table a process starts with (64)
+    if kept < SMALL {
+        return;
+    }
+    let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let below_limit = usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(1);
+    let highest = (kept + 2 * SMALL).min(below_limit);
+    let Ok(probe) = fs::File::open("/proc/self/stat") else {
+        return;
+    };
+    let at = i32::try_from(highest).unwrap_or(i32::MAX);
+    if let Ok(fd) = fcntl(&probe, FcntlArg::F_DUPFD_CLOEXEC(at)) {
+        let _ = nix::unistd::close(fd); // the table stays grown
+    }
+}
+
 /// Whether `tid` is a thread of process `pid` (`/proc/PID/task/TID` exists).
 pub fn has_thread(pid: i32, tid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
@@ -705,6 +746,34 @@ pub fn own_status() -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserving_descriptors_grows_the_table_at_once_and_keeps_none() {
+        let me = std::process::id() as i32;
+        let size = || -> usize {
+            let status = status(me).unwrap();
+            let field = status.lines().find_map(|l| l.strip_prefix("FDSize:"));
+            field.unwrap().trim().parse().unwrap()
+        };
+        reserve_descriptors(3000);
+        assert!(size() > 3000 + 64, "FDSize {}", size());
+        // The descriptor that grew it is closed again.
+        assert!(!std::path::Path::new("/proc/self/fd/3064").exists());
+    }
+
+    #[test]
+    fn a_thread_count_is_read_from_status() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let count = thread_count(pid);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(count, Some(1));
+        assert_eq!(thread_count(pid), None, "reaped: no status");
+    }
 
     /// `program` started with piped stdin and stdout, once it has printed "ready".
     fn spawn_ready(program: &str, args: &[&str]) -> (std::process::Child, i32) {

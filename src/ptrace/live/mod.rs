@@ -165,9 +165,13 @@ fn vdso_is(maps: &[Mapping], (base, len): (u64, usize)) -> bool {
         .is_some_and(|m| (m.start, (m.end - m.start) as usize) == (base, len))
 }
 
-/// Runs `f` in a thread of its own that is the tracer of everything `f` seizes, and waits until
-/// the kernel has detached every tracee left (which it does when that thread ends).
-pub(crate) fn in_tracer_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+/// Runs `f` in a thread of its own that is the tracer of everything `f` seizes (threads of
+/// `pid`), and waits until the kernel has detached every tracee left (which it does when that
+/// thread ends).
+pub(crate) fn in_tracer_thread<T: Send>(pid: i32, f: impl FnOnce() -> T + Send) -> T {
+    // Before that thread exists: growing a table no other thread shares costs no grace period
+    // (the command line's helper is single-threaded until here).
+    procfs::reserve_descriptors(procfs::thread_count(pid).unwrap_or(0));
     // SIGCHLD blocked here too while this thread only waits: the kernel hands a SIGCHLD meant
     // for the tracer to any thread of the process that does not block it, and one that takes
     // it with the default action drops it — the tracer's gate on looking for reports
