@@ -2,19 +2,21 @@
 //! stopped — on tests/targets/live/stress.c, whose threads read the clocks without pause and
 //! check every value against raw system calls.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use timeskew::{Skew, inject, recover};
 
 const OFFSET_NS: i64 = -600_000_000_000;
 
-/// One test at a time: they measure stops on a 2-core machine. The live path is opt-in (test
-/// builds, `TIMESKEW_LIVE=1`): switched on for this whole test process.
+/// One test at a time: they measure stops on a 2-core machine. The live path is the default;
+/// `TIMESKEW_LIVE=0` (test builds) forces the all-stop fallback, and a test that sets it puts
+/// `1` back before it lets go of this lock.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -24,14 +26,17 @@ fn serial() -> MutexGuard<'static, ()> {
     guard
 }
 
-fn stress_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
+/// `tests/targets/live/NAME.c`, compiled once per test run.
+fn live_target(name: &'static str) -> PathBuf {
+    static BINS: Mutex<BTreeMap<&'static str, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut bins = BINS.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = bins.entry(name).or_insert_with(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("live-targets");
         std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("stress");
-        let tmp = dir.join(format!("stress.{}", std::process::id()));
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/targets/live/stress.c");
+        let out = dir.join(name);
+        let tmp = dir.join(format!("{name}.{}", std::process::id()));
+        let src =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/targets/live/{name}.c"));
         let o = Command::new("cc")
             .args(["-O2", "-pthread", "-Wall", "-Wextra", "-Werror", "-o"])
             .arg(&tmp)
@@ -41,7 +46,8 @@ fn stress_bin() -> &'static Path {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         std::fs::rename(&tmp, &out).unwrap();
         out
-    })
+    });
+    bin.clone()
 }
 
 /// The stress target, always killed and reaped.
@@ -54,7 +60,7 @@ struct Target {
 
 impl Target {
     fn start(args: &[&str]) -> Target {
-        let mut child = Command::new(stress_bin())
+        let mut child = Command::new(live_target("stress"))
             .args(args)
             .args(["-o", &OFFSET_NS.to_string()])
             .stdin(Stdio::piped())
@@ -674,4 +680,102 @@ fn a_first_look_that_falls_back_after_the_pages_are_mapped_undoes_them_first() {
     assert_eq!(st["bad"], 0, "{st:?}");
     assert!(t.alive());
     assert_free(t.pid);
+}
+
+/// A thread interrupted inside a window by a signal whose handler then blocks for good
+/// (tests/targets/live/handler.c): the live path reads it from `/proc` without stopping it,
+/// finds the interrupted address in the signal frame on its stack, and refuses — nothing
+/// mapped, nothing traced, the handler still waiting. The all-stop fallback refuses the same.
+#[test]
+fn a_handler_blocked_on_top_of_a_window_is_seen_and_the_injection_refuses() {
+    use nix::sys::ptrace;
+    use nix::sys::signal::{Signal, kill};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    use nix::unistd::Pid;
+
+    let _serial = serial();
+    let mut child = Command::new(live_target("handler"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = Pid::from_raw(child.id() as i32);
+    struct Reap(Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let reap = Reap(child);
+    let ready = lines.next().unwrap().unwrap();
+    let entry = ready
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("entry=0x"))
+        .map(|h| u64::from_str_radix(h, 16).unwrap())
+        .unwrap_or_else(|| panic!("{ready}"));
+
+    // Single-step the clock-reading loop until it sits strictly inside the entry's first five
+    // bytes: inside any window a jump to the fake is written over.
+    ptrace::seize(pid, ptrace::Options::empty()).unwrap();
+    ptrace::interrupt(pid).unwrap();
+    waitpid(pid, Some(WaitPidFlag::__WALL)).unwrap();
+    let mut at = 0;
+    for _ in 0..1_000_000 {
+        at = ptrace::getregs(pid).unwrap().rip;
+        if at > entry && at < entry + 5 {
+            break;
+        }
+        ptrace::step(pid, None).unwrap();
+        waitpid(pid, Some(WaitPidFlag::__WALL)).unwrap();
+    }
+    assert!(at > entry && at < entry + 5, "never inside: at {at:#x}");
+    kill(pid, Signal::SIGUSR1).unwrap();
+    ptrace::cont(pid, None).unwrap();
+    let stop = waitpid(pid, Some(WaitPidFlag::__WALL)).unwrap();
+    assert!(
+        matches!(stop, WaitStatus::Stopped(_, Signal::SIGUSR1)),
+        "{stop:?}"
+    );
+    ptrace::detach(pid, Some(Signal::SIGUSR1)).unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "handler");
+    let syscall = || {
+        let path = format!("/proc/{pid}/syscall");
+        std::fs::read_to_string(path).unwrap_or_default()
+    };
+    let pausing = format!("{} ", libc::SYS_pause);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !syscall().starts_with(&pausing) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never paused: {}",
+            syscall()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+
+    let maps = || std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let before = maps();
+    for live in ["1", "0"] {
+        // SAFETY: under the lock every test of this file takes; put back to "1" below.
+        unsafe { std::env::set_var("TIMESKEW_LIVE", live) };
+        let e = inject(pid.as_raw(), &skew());
+        // SAFETY: as above.
+        unsafe { std::env::set_var("TIMESKEW_LIVE", "1") };
+        let e = e.expect_err("a window in use must refuse").to_string();
+        assert!(
+            e.contains("signal handler that is still running") && e.contains(&format!("{at:#x}")),
+            "TIMESKEW_LIVE={live}: {e}"
+        );
+        assert_eq!(
+            maps(),
+            before,
+            "TIMESKEW_LIVE={live}: something left mapped"
+        );
+        assert!(syscall().starts_with(&pausing), "{}", syscall());
+        assert_free(pid.as_raw());
+    }
+    drop(reap);
 }

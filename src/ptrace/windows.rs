@@ -15,7 +15,7 @@ use super::StoppedProcess;
 
 /// How far above the stack pointer saved contexts are looked for: far more than a signal frame
 /// (a few KiB with the FPU state) plus the frames of a handler that reads the clock.
-const STACK_SCAN: u64 = 256 * 1024;
+pub(super) const STACK_SCAN: u64 = 256 * 1024;
 
 impl StoppedProcess {
     /// Why patching now could crash a thread, if it could: the first thread found executing

@@ -20,8 +20,6 @@ pub(super) const CHECK_ATTEMPTS: u32 = 40;
 /// keeps calling the clock — a trap at every call while the window lasts — has the look spend
 /// its time on round trips instead of ending the window.
 pub(super) const ANSWER_EVERY: Duration = Duration::from_micros(50);
-/// How far above the stack pointer saved contexts are looked for (as `windows.rs`).
-pub(super) const STACK_SCAN: u64 = 256 * 1024;
 /// What `/proc/PID/task/TID/syscall` says: running, or blocked with its user-space stack and
 /// instruction pointers (in a system call or not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,6 +379,26 @@ impl LiveSession {
         }
     }
 
+    /// `[lo, hi)` holding every address `inside` is true for (empty if none).
+    fn inside_bounds(&self) -> (u64, u64) {
+        if let Some(r) = &self.region {
+            return (r.start, r.end);
+        }
+        let windows: Vec<(u64, u64)> = if self.swaps.is_empty() {
+            self.planned.iter().map(|&(a, l)| (a, l as u64)).collect()
+        } else {
+            let lens = self
+                .swaps
+                .iter()
+                .filter_map(|s| Some((s, s.window.as_ref()?)));
+            lens.map(|(s, (w, _, _))| (s.addr, w.len() as u64))
+                .collect()
+        };
+        windows.iter().fold((u64::MAX, 0), |(lo, hi), &(a, l)| {
+            (lo.min(a.saturating_add(1)), hi.max(a.saturating_add(l)))
+        })
+    }
+
     pub(super) fn inside(&self, ip: u64) -> bool {
         if let Some(r) = &self.region {
             return r.contains(&ip);
@@ -447,16 +465,20 @@ impl LiveSession {
         let Some(stack) = self.maps.get(i).filter(|m| m.start <= sp) else {
             return Some(None);
         };
-        let end = stack.end.min(sp.saturating_add(STACK_SCAN));
+        let end = stack
+            .end
+            .min(sp.saturating_add(crate::ptrace::windows::STACK_SCAN));
         let words = self
             .mem
             .read(sp, (end - sp) as usize, "read a thread's stack")
             .ok()?;
+        // Nearly every word is far from the windows: one compare passes it over.
+        let (lo, hi) = self.inside_bounds();
         Some(
             words
                 .chunks_exact(8)
                 .map(|w| u64::from_le_bytes(w.try_into().expect("chunks of 8")))
-                .find(|w| self.inside(*w))
+                .find(|w| (lo..hi).contains(w) && self.inside(*w))
                 .map(|w| {
                     format!(
                         "thread {tid} was interrupted at {w:#x}, inside the instructions to be \
