@@ -276,6 +276,36 @@ fn a_blocked_thread_is_never_stopped_while_running_ones_are_looked_at() {
     assert_free(t.pid);
 }
 
+/// Hundreds of threads: the first look is shared out between threads of timeskew (one per CPU,
+/// 128 target threads each at least). Every idle thread is still seen outside by it — passed
+/// over in the window on its scheduler counters alone — and none is ever stopped.
+#[test]
+fn hundreds_of_threads_are_looked_at_in_parts_and_none_is_missed() {
+    let _s = serial();
+    let mut t = Target::start(&["-s", "2", "-i", "400"]);
+    let idle = t.tids("idle");
+    assert_eq!(idle.len(), 400);
+    let r = inject(t.pid, &skew()).unwrap();
+    let live = r.live.expect("the live path ran");
+    let stopped: std::collections::HashSet<i32> = live.stop_log.iter().map(|s| s.tid).collect();
+    let idle_stopped = idle.iter().filter(|tid| stopped.contains(tid)).count();
+    assert!(
+        idle_stopped <= 1,
+        "only the worker may be: {idle_stopped} ({live:?})"
+    );
+    // A part of the look lost, or its counters dropped, would leave its threads to be read
+    // again in the window rather than passed over.
+    assert!(live.unmoved >= 399, "{} unmoved of 400 idle", live.unmoved);
+    assert_eq!(live.threads, 403, "main, 2 spinners, 400 idle");
+    assert_free(t.pid);
+    let st = t.stats();
+    assert_eq!(st["bad"], 0, "{st:?}");
+    recover(t.pid).unwrap();
+    assert_eq!(t.stats()["bad"], 0);
+    assert!(t.alive());
+    assert_free(t.pid);
+}
+
 /// The first injection registers the process for membarrier from a thread timeskew makes in
 /// it (the registration waits out an RCU grace period, milliseconds, which a thread of the
 /// program used to sit out); that thread takes none of the program's signals and is gone
