@@ -276,9 +276,10 @@ fn a_blocked_thread_is_never_stopped_while_running_ones_are_looked_at() {
     assert_free(t.pid);
 }
 
-/// Hundreds of threads: the first look is shared out between threads of timeskew (one per CPU,
-/// 128 target threads each at least). Every idle thread is still seen outside by it — passed
-/// over in the window on its scheduler counters alone — and none is ever stopped.
+/// Hundreds of threads: the first look, and the look in the window, are shared out between
+/// threads of timeskew (one per CPU, 128 target threads each at least). Every idle thread is
+/// still seen outside by the first and passed over by the second on its scheduler counters
+/// alone — a part lost in either would show here — and none is ever stopped.
 #[test]
 fn hundreds_of_threads_are_looked_at_in_parts_and_none_is_missed() {
     let _s = serial();

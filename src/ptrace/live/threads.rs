@@ -105,6 +105,21 @@ pub(super) fn stat_signals(pid: i32, tid: i32) -> Option<(char, u64, u64)> {
     Some((state, blocked, ignored))
 }
 
+/// Whether `tid` was seen outside by `creations_settled` (it is in `quiet`) and has not been
+/// switched in since.
+fn unmoved_since(quiet: &HashMap<i32, ([u64; 3], procfs::SchedCounters)>, tid: i32) -> bool {
+    quiet
+        .get(&tid)
+        .is_some_and(|(before, kept)| kept.read().as_ref() == Some(before))
+}
+
+/// Into how many parts a look at `n` threads is shared out: one per CPU, at most `LOOK_PARTS`,
+/// each of `LOOK_PART_MIN` threads at least.
+fn look_parts(n: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    cpus.min(LOOK_PARTS).min(n / LOOK_PART_MIN).max(1)
+}
+
 impl LiveSession {
     /// PTRACE_SEIZE of every thread, re-reading `/proc/PID/task` until no new one appears
     /// (threads created after their creator was seized are traced by the kernel).
@@ -273,8 +288,7 @@ impl LiveSession {
                 outside,
             }
         };
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let parts = cpus.min(LOOK_PARTS).min(tids.len() / LOOK_PART_MIN).max(1);
+        let parts = look_parts(tids.len());
         if parts == 1 {
             return tids.iter().map(|&t| look(t)).collect();
         }
@@ -325,47 +339,80 @@ impl LiveSession {
         }
     }
 
-    /// Whether `tid` was seen outside by `creations_settled` and has not been switched in
-    /// since.
-    fn unmoved_since_first_look(&self, tid: i32) -> bool {
-        self.quiet
-            .get(&tid)
-            .is_some_and(|(before, kept)| kept.read().as_ref() == Some(before))
-    }
-
     /// One look at every thread (`check_threads`): why each one still inside is, if any is.
     fn look_at_all(&mut self) -> Result<Vec<String>> {
         self.maps = procfs::maps_of(self.pid, self.worker.as_raw())?;
-        let mut busy = Vec::new();
+        let pid = self.pid;
         let tids: Vec<(i32, i32)> = self.tracees.iter().map(|(t, x)| (*t, x.tgid)).collect();
-        let mut unmoved = 0;
-        let mut answered = Instant::now();
-        for (tid, tgid) in &tids {
-            if answered.elapsed() >= ANSWER_EVERY {
-                // A thread at a breakpoint waits for us: answer between looks — a few, so
-                // that the look goes on however often threads meet a breakpoint.
-                self.drain_some(4)?;
-                answered = Instant::now();
-            }
-            if *tgid != self.pid {
-                continue; // another memory (a forked child) is repaired when let go
-            }
-            if self.unmoved_since_first_look(*tid) {
-                unmoved += 1;
-                continue; // has not run since it was seen outside
-            }
-            match seen(self.pid, *tid) {
-                Seen::Gone => {
-                    self.tracees.remove(tid);
+        // The threads seen outside by the first look have their counters read again — most of
+        // a look at many threads — in parts: the first by this thread, between answers to
+        // breakpoint traps, the others by threads of ours meanwhile (as `first_looks`).
+        let quiet = std::mem::take(&mut self.quiet);
+        let candidates: Vec<i32> = tids
+            .iter()
+            .filter(|(t, g)| *g == pid && quiet.contains_key(t))
+            .map(|(t, _)| *t)
+            .collect();
+        let looked = std::thread::scope(|scope| -> Result<(Vec<String>, usize)> {
+            let quiet = &quiet;
+            let parts = look_parts(candidates.len());
+            let mut chunks = candidates.chunks(candidates.len().div_ceil(parts).max(1));
+            let _own = chunks.next();
+            let given: std::collections::HashSet<i32> = chunks.clone().flatten().copied().collect();
+            let helpers: Vec<_> = chunks
+                .map(|part| {
+                    scope.spawn(move || {
+                        let unmoved = part.iter().filter(|&&t| unmoved_since(quiet, t));
+                        unmoved.copied().collect::<Vec<i32>>()
+                    })
+                })
+                .collect();
+            let mut busy = Vec::new();
+            let mut unmoved = 0;
+            let mut answered = Instant::now();
+            // A thread at a breakpoint waits for us: answer between looks — a few, so that the
+            // look goes on however often threads meet a breakpoint.
+            let mut answer = |s: &mut Self| -> Result<()> {
+                if answered.elapsed() >= ANSWER_EVERY {
+                    s.drain_some(4)?;
+                    answered = Instant::now();
                 }
-                Seen::Blocked { sp, pc, .. } if !self.inside(pc) => {
-                    if let Some(why) = self.saved_context_inside(*tid, sp)? {
-                        busy.push(why);
-                    }
+                Ok(())
+            };
+            for (tid, tgid) in &tids {
+                answer(self)?;
+                if *tgid != pid {
+                    continue; // another memory (a forked child) is repaired when let go
                 }
-                _ => self.ask_stop(*tid, Want::Check)?,
+                if given.contains(tid) {
+                    continue; // read by a thread of ours
+                }
+                if unmoved_since(quiet, *tid) {
+                    unmoved += 1;
+                    continue; // has not run since it was seen outside
+                }
+                self.look_at_one(*tid, &mut busy)?;
             }
-        }
+            let mut still = given;
+            for h in helpers {
+                while !h.is_finished() {
+                    answer(self)?;
+                    std::thread::sleep(ANSWER_EVERY / 4);
+                }
+                let part = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                unmoved += part.len();
+                for tid in part {
+                    still.remove(&tid);
+                }
+            }
+            for tid in still {
+                answer(self)?;
+                self.look_at_one(tid, &mut busy)?;
+            }
+            Ok((busy, unmoved))
+        });
+        self.quiet = quiet;
+        let (mut busy, unmoved) = looked?;
         self.stats.unmoved = unmoved;
         self.settle("look at a thread")?;
         busy.extend(
@@ -378,6 +425,28 @@ impl LiveSession {
             t.busy = false;
         }
         Ok(busy)
+    }
+
+    /// Whether `tid` was seen outside by `creations_settled` and has not been switched in
+    /// since.
+    fn unmoved_since_first_look(&self, tid: i32) -> bool {
+        unmoved_since(&self.quiet, tid)
+    }
+
+    /// `look_at_all` of one thread not passed over on its counters.
+    fn look_at_one(&mut self, tid: i32, busy: &mut Vec<String>) -> Result<()> {
+        match seen(self.pid, tid) {
+            Seen::Gone => {
+                self.tracees.remove(&tid);
+            }
+            Seen::Blocked { sp, pc, .. } if !self.inside(pc) => {
+                if let Some(why) = self.saved_context_inside(tid, sp)? {
+                    busy.push(why);
+                }
+            }
+            _ => self.ask_stop(tid, Want::Check)?,
+        }
+        Ok(())
     }
 
     pub(super) fn ask_stop(&mut self, tid: i32, want: Want) -> Result<()> {
