@@ -20,7 +20,7 @@ use crate::ptrace::live::{Fallback, LiveSession, Swap, SwapState, in_tracer_thre
 use crate::report::{InjectAction, InjectReport, LiveStats, RecoverReport};
 use crate::state::status::status_of;
 use crate::state::{self, Existing, publish};
-use crate::target::Target;
+use crate::target::{Target, procfs};
 
 /// Whether to try the live path: always, but in test builds run with `TIMESKEW_LIVE=0` (the
 /// benchmark's and the tests' way to measure and exercise the all-stop path side by side).
@@ -44,8 +44,10 @@ pub(crate) fn inject(
         .iter()
         .map(|(_, hook)| (hook.addr, hook.original.len()))
         .collect();
-    in_tracer_thread(pid, move || {
-        // The first look at every thread is made while the registration helper waits.
+    // The first look keeps each thread's scheduler counters open (`creations_settled`).
+    let kept = procfs::thread_count(pid).unwrap_or(0);
+    in_tracer_thread(kept, move || {
+        // The first look at every thread is made once the registration helper is cloned.
         let mut s =
             match LiveSession::start(pid, target.mem.via(), syscall_insn, vdso, planned, true)? {
                 Ok(s) => s,
@@ -359,7 +361,7 @@ pub(crate) fn recover(
 ) -> Result<std::result::Result<RecoverReport, Fallback>> {
     let pid = target.pid;
     let vdso = (target.vdso.base(), target.vdso.len());
-    in_tracer_thread(pid, move || {
+    in_tracer_thread(0, move || {
         let mut s = match LiveSession::start(
             pid,
             target.mem.via(),

@@ -149,7 +149,7 @@ pub(crate) struct LiveSession {
     /// A registration helper thread not seen to exit: it may still run in the code page.
     helper: Option<i32>,
     /// The first look at every thread (`creations_settled`) is made: at the start, or for an
-    /// injection while the registration helper waits out its grace period (`look_early`).
+    /// injection once the registration helper is cloned (`look_early`).
     looked: bool,
     /// What that look found, until asked for (`look_first`).
     look_outcome: Option<Result<Option<Fallback>>>,
@@ -165,13 +165,13 @@ fn vdso_is(maps: &[Mapping], (base, len): (u64, usize)) -> bool {
         .is_some_and(|m| (m.start, (m.end - m.start) as usize) == (base, len))
 }
 
-/// Runs `f` in a thread of its own that is the tracer of everything `f` seizes (threads of
-/// `pid`), and waits until the kernel has detached every tracee left (which it does when that
-/// thread ends).
-pub(crate) fn in_tracer_thread<T: Send>(pid: i32, f: impl FnOnce() -> T + Send) -> T {
+/// Runs `f` in a thread of its own that is the tracer of everything `f` seizes, and waits until
+/// the kernel has detached every tracee left (which it does when that thread ends). `kept`:
+/// how many files `f` will keep open at once (`procfs::SchedCounters`, one per thread).
+pub(crate) fn in_tracer_thread<T: Send>(kept: usize, f: impl FnOnce() -> T + Send) -> T {
     // Before that thread exists: growing a table no other thread shares costs no grace period
     // (the command line's helper is single-threaded until here).
-    procfs::reserve_descriptors(procfs::thread_count(pid).unwrap_or(0));
+    procfs::reserve_descriptors(kept);
     // SIGCHLD blocked here too while this thread only waits: the kernel hands a SIGCHLD meant
     // for the tracer to any thread of the process that does not block it, and one that takes
     // it with the default action drops it — the tracer's gate on looking for reports

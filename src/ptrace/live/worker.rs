@@ -234,8 +234,9 @@ impl LiveSession {
         let tid = self.run_at(insn, &RemoteCall::CloneThread)? as i32;
         // Until it is seen to exit it may be running in the code page: an undo keeps the pages.
         self.helper = Some(tid);
-        // The first look at every thread, if still to be made, while the helper waits out its
-        // grace period (≈ 15 ms at 1,000 threads; the look there takes ≈ 50 ms).
+        // The first look at every thread, if still to be made. The helper's first stop is
+        // answered during it, once every thread has been read: its grace period (5–15 ms at
+        // 1,000 threads) overlaps the end of the look at best (ARCHITECTURE.md, step 2).
         self.look_early();
         if !self.wait_helper(tid)? {
             log::debug!("pid {}: helper thread {tid} still registering", self.pid);
