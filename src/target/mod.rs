@@ -25,6 +25,10 @@ pub struct Target {
     pub vdso: VdsoImage,
 }
 
+/// How long a process without a vDSO in its mappings is read again before it is refused: one
+/// caught inside execve gets one within milliseconds.
+const EXEC_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl Target {
     /// Checks that `pid` is something we can skew and reads its vDSO (without stopping it).
     pub fn open(pid: i32) -> Result<Target> {
@@ -33,11 +37,26 @@ impl Target {
             pid,
             reason: reason.to_string(),
         };
-        let maps = procfs::maps_of(pid, via)?;
-        let Some(vdso_map) = maps.iter().find(|m| m.path == "[vdso]") else {
-            return Err(unsupported(
-                "it has no vDSO (booted with vdso=0, or a process that unmapped it)",
-            ));
+        // A process caught inside execve shows its new memory without a vDSO until the kernel
+        // maps one (after the program and its interpreter): read again for a moment before
+        // refusing. Test builds: failure point `vdso-missing-once` hides it from the first read.
+        let deadline = std::time::Instant::now() + EXEC_SETTLE;
+        let mut first = true;
+        let (maps, vdso_map) = loop {
+            let maps = procfs::maps_of(pid, via)?;
+            let hidden = std::mem::take(&mut first)
+                && crate::fault::point(pid, "vdso-missing-once").is_err();
+            let found = maps.iter().find(|m| m.path == "[vdso]").cloned();
+            if let Some(vdso_map) = found.filter(|_| !hidden) {
+                break (maps, vdso_map);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(unsupported(
+                    "it has no vDSO (booted with vdso=0, or a process that unmapped it)",
+                ));
+            }
+            log::debug!("pid {pid}: no vDSO in its mappings yet (inside execve?); reading again");
+            std::thread::sleep(std::time::Duration::from_millis(2));
         };
         let mem = RemoteMemory::through(pid, via);
         let bytes = mem.read(
