@@ -50,10 +50,19 @@ impl Target {
             if let Some(vdso_map) = found.filter(|_| !hidden) {
                 break (maps, vdso_map);
             }
+            // Exited meanwhile (an exiting process shows no mappings at all): gone, not refused.
+            if !procfs::exists(pid) || procfs::is_zombie(pid) {
+                return Err(Error::ProcessGone {
+                    pid,
+                    step: "read its mappings",
+                });
+            }
             if std::time::Instant::now() >= deadline {
-                return Err(unsupported(
-                    "it has no vDSO (booted with vdso=0, or a process that unmapped it)",
-                ));
+                return Err(unsupported(if maps.is_empty() {
+                    "it is exiting: its memory is already released"
+                } else {
+                    "it has no vDSO (booted with vdso=0, or a process that unmapped it)"
+                }));
             }
             log::debug!("pid {pid}: no vDSO in its mappings yet (inside execve?); reading again");
             std::thread::sleep(std::time::Duration::from_millis(2));
