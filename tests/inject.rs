@@ -433,15 +433,15 @@ fn a_worker_waiting_in_ppoll_keeps_its_own_signal_mask() {
 /// A process caught inside execve shows its new memory without a vDSO for a moment (the
 /// kernel maps it after the program and its interpreter): the mappings are read again before
 /// the process is refused. CI once had `--follow --container` refuse a program exec'd just as
-/// the container's processes were selected ("it has no vDSO"). Failure point
-/// `vdso-missing-once` hides the vDSO from the first read only: without a second read, both
+/// the container's processes were selected ("it has no vDSO"). `TIMESKEW_HIDE_VDSO_ONCE=1`
+/// (test builds) hides the vDSO from the first read only: without a second read, both
 /// commands are refused.
 #[test]
 fn a_process_seen_without_its_vdso_for_a_moment_is_read_again_and_injected() {
     let mut t = common::e2e::Clocks::spawn(&["ppoll"]);
     let ready = t.next();
     let pid = ready.strip_prefix("ready pid=").expect("ready").to_string();
-    let env = [("TIMESKEW_FAULT", "vdso-missing-once")];
+    let env = [("TIMESKEW_HIDE_VDSO_ONCE", "1")];
     timeskew_env_ok(&["inject", "--pid", &pid, "--offset", "-600s"], &env);
     assert_realtime_s(&t.now(), -600);
     assert!(t.next().starts_with("mask="));

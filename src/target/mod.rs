@@ -29,6 +29,14 @@ pub struct Target {
 /// caught inside execve gets one within milliseconds.
 const EXEC_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// `TIMESKEW_HIDE_VDSO_ONCE=1` hides the vDSO from `Target::open`'s first read of the
+/// mappings, as a process caught inside execve shows them, so that the second read is tested.
+/// Honoured only with the `fault-injection` feature (test builds).
+fn hide_vdso_once() -> bool {
+    cfg!(feature = "fault-injection")
+        && std::env::var_os("TIMESKEW_HIDE_VDSO_ONCE").is_some_and(|v| v == "1")
+}
+
 impl Target {
     /// Checks that `pid` is something we can skew and reads its vDSO (without stopping it).
     pub fn open(pid: i32) -> Result<Target> {
@@ -39,13 +47,12 @@ impl Target {
         };
         // A process caught inside execve shows its new memory without a vDSO until the kernel
         // maps one (after the program and its interpreter): read again for a moment before
-        // refusing. Test builds: failure point `vdso-missing-once` hides it from the first read.
+        // refusing.
         let deadline = std::time::Instant::now() + EXEC_SETTLE;
         let mut first = true;
         let (maps, vdso_map) = loop {
             let maps = procfs::maps_of(pid, via)?;
-            let hidden = std::mem::take(&mut first)
-                && crate::fault::point(pid, "vdso-missing-once").is_err();
+            let hidden = std::mem::take(&mut first) && hide_vdso_once();
             let found = maps.iter().find(|m| m.path == "[vdso]").cloned();
             if let Some(vdso_map) = found.filter(|_| !hidden) {
                 break (maps, vdso_map);
