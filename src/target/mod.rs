@@ -37,6 +37,11 @@ fn hide_vdso_once() -> bool {
         && std::env::var_os("TIMESKEW_HIDE_VDSO_ONCE").is_some_and(|v| v == "1")
 }
 
+/// Whether `pid`'s mappings no longer have its vDSO at `was` (a new program, or none yet).
+fn vdso_moved(pid: i32, via: i32, was: &Mapping) -> bool {
+    procfs::maps_of(pid, via).is_ok_and(|maps| !maps.iter().any(|m| m == was))
+}
+
 impl Target {
     /// Checks that `pid` is something we can skew and reads its vDSO (without stopping it).
     pub fn open(pid: i32) -> Result<Target> {
@@ -46,16 +51,28 @@ impl Target {
             reason: reason.to_string(),
         };
         // A process caught inside execve shows its new memory without a vDSO until the kernel
-        // maps one (after the program and its interpreter): read again for a moment before
-        // refusing.
+        // maps one (after the program and its interpreter), and one that execs between the
+        // two reads below has its vDSO elsewhere: read again for a moment before refusing.
         let deadline = std::time::Instant::now() + EXEC_SETTLE;
+        let mem = RemoteMemory::through(pid, via);
         let mut first = true;
-        let (maps, vdso_map) = loop {
+        let (maps, vdso_map, bytes) = loop {
             let maps = procfs::maps_of(pid, via)?;
             let hidden = std::mem::take(&mut first) && hide_vdso_once();
             let found = maps.iter().find(|m| m.path == "[vdso]").cloned();
             if let Some(vdso_map) = found.filter(|_| !hidden) {
-                break (maps, vdso_map);
+                let len = (vdso_map.end - vdso_map.start) as usize;
+                match mem.read(vdso_map.start, len, "read the vDSO") {
+                    Ok(bytes) => break (maps, vdso_map, bytes),
+                    Err(_)
+                        if std::time::Instant::now() < deadline
+                            && vdso_moved(pid, via, &vdso_map) =>
+                    {
+                        log::debug!("pid {pid}: its vDSO moved (execve?); reading again");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             // Exited meanwhile (an exiting process shows no mappings at all): gone, not refused.
             if !procfs::exists(pid) || procfs::is_zombie(pid) {
@@ -74,12 +91,6 @@ impl Target {
             log::debug!("pid {pid}: no vDSO in its mappings yet (inside execve?); reading again");
             std::thread::sleep(std::time::Duration::from_millis(2));
         };
-        let mem = RemoteMemory::through(pid, via);
-        let bytes = mem.read(
-            vdso_map.start,
-            (vdso_map.end - vdso_map.start) as usize,
-            "read the vDSO",
-        )?;
         // EI_CLASS: a 32-bit process has a 32-bit vDSO.
         if bytes.get(4) == Some(&1) {
             return Err(unsupported(&format!(

@@ -29,6 +29,9 @@
 //                              SIGUSR2 instead (the kernel's saved-mask path); for each line it
 //                              prints its clocks ("ppoll …") and its own mask ("mask=HEX", the
 //                              first word of the set); exit 0 at end of input
+//   clocks reexec              prints nothing at first: says "ready pid=P", then execs itself
+//                              (`clocks reexec again`, the pid the same) without pause, about
+//                              every millisecond, until killed
 //
 // Exit status: the started program's, 0 for clocks/fork.
 #define _GNU_SOURCE
@@ -221,6 +224,17 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(mode, "ppoll")) {
         return ppoll_loop();
+    }
+    if (!strcmp(mode, "reexec")) {
+        if (argc < 3) {
+            printf("ready pid=%d\n", getpid());
+            fflush(stdout);
+        }
+        for (volatile long i = 0; i < 300000; i++) {
+        }
+        char *again[] = {argv[0], "reexec", "again", NULL};
+        execv("/proc/self/exe", again);
+        return 1;
     }
     if (!strcmp(mode, "shared-vm")) {
         return shared_vm();
