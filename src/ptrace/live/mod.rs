@@ -472,7 +472,12 @@ impl LiveSession {
             insn.len(),
             "read the syscall instruction",
         );
-        if moved || found.as_ref().is_ok_and(|b| b != insn) {
+        // The memory bound at the start cannot be read once an execve replaced it (between
+        // the mappings read above and this read): said as the exec it is.
+        if moved
+            || found.as_ref().is_ok_and(|b| b != insn)
+            || (found.is_err() && self.program_replaced())
+        {
             return Err(Error::Execed { pid });
         }
         found.map(|_| ())
