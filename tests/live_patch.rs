@@ -430,6 +430,43 @@ fn membarrier_refused_by_seccomp_falls_back_to_stopping_every_thread_and_says_so
     assert_free(t.pid);
 }
 
+/// A breakpoint trap is a forced SIGTRAP: for a thread that blocks it, or a process that
+/// ignores it, the kernel would unblock it and reset its disposition. Seen in the first look
+/// (each thread's `stat` is read there, after the pages are mapped, no longer while
+/// attaching): the live injection is undone and the all-stop path, which writes no
+/// breakpoint, injects instead and says why; every mask and the disposition stay as they were.
+#[test]
+fn a_thread_blocking_sigtrap_or_a_process_ignoring_it_sends_the_change_to_the_all_stop_path() {
+    let _s = serial();
+    let ignored = |pid: i32| task_fields(pid, "SigIgn:");
+    for (flag, why) in [("-b", "blocks SIGTRAP"), ("-g", "ignores SIGTRAP")] {
+        let mut t = Target::start(&["-s", "1", "-i", "3", flag]);
+        let (masks_before, ignored_before) = (masks(t.pid), ignored(t.pid));
+        let trap = 1u64 << (libc::SIGTRAP - 1);
+        let has_trap = |m: &String| u64::from_str_radix(m, 16).unwrap() & trap != 0;
+        match flag {
+            "-b" => assert_eq!(masks_before.values().filter(|m| has_trap(m)).count(), 1),
+            _ => assert!(ignored_before.iter().all(has_trap), "{ignored_before:?}"),
+        }
+        let r = inject(t.pid, &skew()).unwrap();
+        assert!(r.live.is_none(), "{r:?}");
+        let reason = r
+            .all_stop_reason
+            .expect("the reason for stopping every thread");
+        assert!(reason.contains(why), "{reason}");
+        assert!(timeskew::status(t.pid).unwrap().injected);
+        assert_eq!(masks(t.pid), masks_before, "{flag}");
+        assert_eq!(ignored(t.pid), ignored_before, "{flag}");
+        let r = recover(t.pid).unwrap();
+        assert!(r.all_stop_reason.is_some_and(|w| w.contains(why)));
+        assert_eq!(masks(t.pid), masks_before, "{flag}");
+        assert_eq!(ignored(t.pid), ignored_before, "{flag}");
+        assert_eq!(t.stats()["bad"], 0);
+        assert!(t.alive());
+        assert_free(t.pid);
+    }
+}
+
 /// Each new step fails on demand (TIMESKEW_FAULT, through the command line: the variable is
 /// read by the helper process): everything is undone and the target runs on unharmed.
 /// Waits (bounded) until every thread of `pid` is in the job-control stop.

@@ -738,6 +738,17 @@ pub fn set_own_autogroup_nice(nice: i32) -> std::io::Result<()> {
     fs::write("/proc/self/autogroup", nice.to_string())
 }
 
+/// Puts thread `tid` under the lowest real-time priority (`SCHED_FIFO` 1): it then gets a CPU
+/// as soon as it can run, ahead of every normal thread. Only for a thread of timeskew's own
+/// making that runs a few instructions and exits (the membarrier registration helper, see
+/// `ptrace/live/worker.rs`). Needs CAP_SYS_NICE.
+pub fn set_realtime(tid: i32) -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: sched_setscheduler reads `param` and writes nothing of ours.
+    let rc = unsafe { libc::sched_setscheduler(tid, libc::SCHED_FIFO, &param) };
+    Errno::result(rc).map(drop).map_err(std::io::Error::from)
+}
+
 /// The text of `/proc/self/status`: this process's own.
 pub fn own_status() -> std::io::Result<String> {
     fs::read_to_string("/proc/self/status")

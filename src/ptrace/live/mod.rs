@@ -151,6 +151,10 @@ pub(crate) struct LiveSession {
     /// The first look at every thread (`creations_settled`) is made: at the start, or for an
     /// injection once the registration helper is cloned (`look_early`).
     looked: bool,
+    /// Only the main thread is seized so far (`seize_main_first`).
+    partial: bool,
+    /// The registration helper, until its first stop is answered (`answer_helper`).
+    helper_unanswered: Option<i32>,
     /// What that look found, until asked for (`look_first`).
     look_outcome: Option<Result<Option<Fallback>>>,
     /// The live path gave up after changing something (`fall_back`): once that is undone, the
@@ -246,6 +250,15 @@ impl LiveSession {
                 reason: format!("it is frozen ({why})"),
             });
         }
+        // A process that job control holds stopped is not attached to at all (its threads'
+        // states are read again in the first look).
+        if procfs::job_control_stopped(pid) {
+            return Err(Error::StoppedByJobControl {
+                pid,
+                signal: None,
+                meanwhile: false,
+            });
+        }
         let _ = nix::sys::prctl::set_timerslack(1);
         let mut s = LiveSession {
             pid,
@@ -274,13 +287,24 @@ impl LiveSession {
             registered: false,
             helper: None,
             looked: false,
+            partial: false,
+            helper_unanswered: None,
             look_outcome: None,
             fell_back: None,
             reached_after: false,
             vdso,
             execed: false,
         };
-        if let Some(why) = s.seize_all()? {
+        let main_first = match defer_look {
+            true => s.seize_main_first()?,
+            false => Ok(false),
+        };
+        let all = match main_first {
+            Ok(true) => None,
+            Ok(false) => s.seize_all()?,
+            Err(why) => Some(why),
+        };
+        if let Some(why) = all {
             return Ok(Err(why));
         }
         log::debug!(
@@ -296,6 +320,14 @@ impl LiveSession {
         // an address of the old program.
         s.mem = BoundMem::open(pid, via).or_else(|_| BoundMem::open(pid, pid))?;
         s.same_program(vdso)?;
+        // The main thread seized alone has left its system call meanwhile: every thread now,
+        // before anything is changed (a fallback is still only said).
+        if s.partial
+            && !s.blocked_in_syscall(pid)
+            && let Some(why) = s.seize_rest()?
+        {
+            return Ok(Err(why));
+        }
         s.pick_worker()?;
         if let Some(why) = s.barrier_setup()? {
             return Ok(Err(why));
@@ -324,7 +356,10 @@ impl LiveSession {
             return;
         }
         self.looked = true;
-        let outcome = self.creations_settled();
+        let outcome = match self.seize_rest() {
+            Ok(None) => self.creations_settled(),
+            other => other,
+        };
         log::debug!(
             "pid {}: creations settled after {} µs",
             self.pid,
@@ -402,6 +437,9 @@ impl LiveSession {
                 .map(|(tid, _)| *tid)
                 .collect();
             let looks = self.first_looks(&tids, noting);
+            if let Some(why) = self.signals_allow(&looks)? {
+                return Ok(Some(why));
+            }
             for look in looks {
                 let tid = look.tid;
                 match look.seen {

@@ -82,7 +82,12 @@ pub(super) struct FirstLook {
     /// Blocked outside the planned windows with no saved context inside one: it may be
     /// passed over in the window check while its counters stand still.
     pub(super) outside: bool,
+    /// Its state and blocked and ignored signals (`stat_signals`).
+    pub(super) signals: Option<(char, u64, u64)>,
 }
+
+/// SIGTRAP's bit in a signal mask.
+const TRAP: u64 = 1 << (libc::SIGTRAP - 1);
 
 /// System calls that create a thread or a process.
 pub(super) const CREATING: [i64; 4] = [
@@ -124,20 +129,119 @@ impl LiveSession {
     /// PTRACE_SEIZE of every thread, re-reading `/proc/PID/task` until no new one appears
     /// (threads created after their creator was seized are traced by the kernel).
     pub(super) fn seize_all(&mut self) -> Result<Option<Fallback>> {
+        self.seize(None)
+    }
+
+    /// [`seize_all`](Self::seize_all), or only thread `only` (once, not listed again).
+    fn seize(&mut self, only: Option<i32>) -> Result<Option<Fallback>> {
         // An execve in the target while we attach waits, holding the lock PTRACE_SEIZE needs,
         // for threads it killed — ours to reap (see `seize.rs`): a second thread reaps them.
         let watch = SeizeWatch::default();
         let pid = self.pid;
         std::thread::scope(|scope| {
             let reaper = scope.spawn(|| reap_exited(pid, &watch));
-            let out = self.seize_each(&watch);
+            let out = self.seize_each(&watch, only);
             watch.done.store(true, std::sync::atomic::Ordering::Release);
             reaper.thread().unpark();
             out
         })
     }
 
-    pub(super) fn seize_each(&mut self, watch: &SeizeWatch) -> Result<Option<Fallback>> {
+    /// For an injection: only the main thread is seized at first if it is blocked in a system
+    /// call (the worker then: see `pick_worker`), so that the pages are mapped and the
+    /// membarrier registration's grace period is under way while every other thread is seized
+    /// and looked at (`seize_rest`). `Ok(false)`: not so; every thread is seized as usual.
+    pub(super) fn seize_main_first(&mut self) -> Result<std::result::Result<bool, Fallback>> {
+        let pid = self.pid;
+        if !self.blocked_in_syscall(pid) {
+            return Ok(Ok(false));
+        }
+        if let Some(why) = self.seize(Some(pid))? {
+            return Ok(Err(why));
+        }
+        self.partial = self.tracees.contains_key(&pid);
+        Ok(Ok(self.partial))
+    }
+
+    /// Seizes every thread not yet seized (`seize_main_first`), answering the registration
+    /// helper's first stop on the way (it starts its grace period then).
+    pub(super) fn seize_rest(&mut self) -> Result<Option<Fallback>> {
+        if !std::mem::take(&mut self.partial) {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let out = self.seize_all()?;
+        self.answer_helper()?;
+        log::debug!(
+            "pid {}: the other {} threads seized in {} µs",
+            self.pid,
+            self.tracees.len().saturating_sub(1),
+            started.elapsed().as_micros()
+        );
+        Ok(out)
+    }
+
+    /// The registration helper's first stop (a new thread's), answered as soon as it is
+    /// there, so that its grace period starts.
+    pub(super) fn answer_helper(&mut self) -> Result<()> {
+        let Some(h) = self.helper_unanswered else {
+            return Ok(());
+        };
+        if let Some(ev) = self.wait_one(h)? {
+            self.helper_unanswered = None;
+            self.handle(h, ev)?;
+        }
+        Ok(())
+    }
+
+    /// What the first look's `stat` reads say before anything is written: a thread in a
+    /// job-control stop ends the change (as job control stopping it later would), and one that
+    /// blocks or ignores SIGTRAP — which a breakpoint trap would reset — sends the change to
+    /// the all-stop path. Read in the look (in parts), not while attaching: one `stat` per
+    /// thread there was half of the attach's time (1,000 threads: ≈ 9 of 18 ms).
+    pub(super) fn signals_allow(&self, looks: &[FirstLook]) -> Result<Option<Fallback>> {
+        let pid = self.pid;
+        if looks
+            .iter()
+            .any(|l| l.signals.is_some_and(|(state, ..)| state == 'T'))
+        {
+            return Err(Error::StoppedByJobControl {
+                pid,
+                signal: None,
+                meanwhile: false,
+            });
+        }
+        let masked = looks
+            .iter()
+            .filter_map(|l| Some((l.tid, l.signals?)))
+            .filter(|(_, (_, blocked, ignored))| (blocked | ignored) & TRAP != 0);
+        for (tid, (_, mut blocked, mut ignored)) in masked {
+            // glibc blocks every signal in a thread while it starts: look again briefly.
+            for _ in 0..10 {
+                std::thread::sleep(Duration::from_micros(200));
+                match stat_signals(pid, tid) {
+                    Some((_, b, i)) => (blocked, ignored) = (b, i),
+                    None => (blocked, ignored) = (0, 0),
+                }
+                if (blocked | ignored) & TRAP == 0 {
+                    break;
+                }
+            }
+            if (blocked | ignored) & TRAP != 0 {
+                let how = if ignored & TRAP != 0 {
+                    "ignores"
+                } else {
+                    "blocks"
+                };
+                return Ok(Some(Fallback(format!(
+                    "thread {tid} {how} SIGTRAP, which a breakpoint trap would reset"
+                ))));
+            }
+        }
+        Ok(None)
+    }
+
+    fn seize_each(&mut self, watch: &SeizeWatch, only: Option<i32>) -> Result<Option<Fallback>> {
         let pid = self.pid;
         let known = self.tracees.len();
         // Threads passed over (exited, or a zombie leader that stays listed until the process
@@ -145,9 +249,17 @@ impl LiveSession {
         let mut passed = std::collections::HashSet::new();
         let deadline = Instant::now() + STOP_DEADLINE * 4;
         loop {
-            let fresh: Vec<i32> = procfs::threads(pid)?
+            let listed = match only {
+                Some(tid) if passed.is_empty() && !self.tracees.contains_key(&tid) => vec![tid],
+                Some(_) => Vec::new(),
+                None => procfs::threads(pid)?,
+            };
+            // A thread of ours let go or exited (the registration helper) is not taken again.
+            let fresh: Vec<i32> = listed
                 .into_iter()
-                .filter(|t| !self.tracees.contains_key(t) && !passed.contains(t))
+                .filter(|t| {
+                    !self.tracees.contains_key(t) && !passed.contains(t) && !self.let_go.contains(t)
+                })
                 .collect();
             if fresh.is_empty() {
                 break;
@@ -155,43 +267,9 @@ impl LiveSession {
             if Instant::now() >= deadline {
                 return Err(stuck(pid, fresh[0], "attach to every thread"));
             }
-            for tid in fresh {
-                let Some((state, blocked, ignored)) = stat_signals(pid, tid) else {
-                    passed.insert(tid);
-                    continue;
-                };
-                if matches!(state, 'Z' | 'X') {
-                    passed.insert(tid);
-                    continue;
-                }
-                if state == 'T' {
-                    return Err(Error::StoppedByJobControl {
-                        pid,
-                        signal: None,
-                        meanwhile: false,
-                    });
-                }
-                let trap = 1u64 << (libc::SIGTRAP - 1);
-                // glibc blocks every signal in a thread while it starts: look again briefly.
-                let (mut blocked, mut ignored) = (blocked, ignored);
-                for _ in 0..10 {
-                    if (blocked | ignored) & trap == 0 {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_micros(200));
-                    if let Some((_, b, i)) = stat_signals(pid, tid) {
-                        (blocked, ignored) = (b, i);
-                    }
-                }
-                if (blocked | ignored) & trap != 0 {
-                    return Ok(Some(Fallback(format!(
-                        "thread {tid} {} SIGTRAP, which a breakpoint trap would reset",
-                        if ignored & trap != 0 {
-                            "ignores"
-                        } else {
-                            "blocks"
-                        }
-                    ))));
+            for (n, tid) in fresh.into_iter().enumerate() {
+                if n % 32 == 0 {
+                    self.answer_helper()?;
                 }
                 watch.set_seizing(Some(Instant::now()));
                 let seized = ptrace::seize(Pid::from_raw(tid), seize_options());
@@ -269,6 +347,7 @@ impl LiveSession {
                     kept.read().map(|c| (c, kept))
                 })
                 .flatten();
+            let signals = stat_signals(pid, tid);
             let seen = seen(pid, tid);
             let outside = match seen {
                 Seen::Blocked {
@@ -286,6 +365,7 @@ impl LiveSession {
                 seen,
                 counters,
                 outside,
+                signals,
             }
         };
         let parts = look_parts(tids.len());

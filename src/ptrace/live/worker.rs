@@ -69,6 +69,13 @@ impl LiveSession {
             // Reports waiting (signals under a storm) are answered first: a thread in such a
             // stop would look busy.
             self.drain(None)?;
+            // Only the main thread seized, and it cannot serve after all: every thread then.
+            if self.partial
+                && self.worker_candidate().is_none()
+                && let Some(why) = self.seize_rest()?
+            {
+                return Err(self.fall_back(why));
+            }
             if let Some(tid) = self.worker_candidate() {
                 self.worker = Pid::from_raw(tid);
                 self.stats.worker = tid;
@@ -88,6 +95,18 @@ impl LiveSession {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Whether thread `tid` sleeps in a system call (the best worker).
+    pub(super) fn blocked_in_syscall(&self, tid: i32) -> bool {
+        procfs::task_info(self.pid, Some(tid)).is_ok_and(|i| i.state == 'S')
+            && matches!(
+                seen(self.pid, tid),
+                Seen::Blocked {
+                    in_syscall: true,
+                    ..
+                }
+            )
     }
 
     /// A thread blocked in a system call if there is one, else one running or in a stop of
@@ -234,6 +253,20 @@ impl LiveSession {
         let tid = self.run_at(insn, &RemoteCall::CloneThread)? as i32;
         // Until it is seen to exit it may be running in the code page: an undo keeps the pages.
         self.helper = Some(tid);
+        // It needs a CPU twice, to enter its system call and to finish it after the grace
+        // period; the program's busy threads and timeskew's own (at the helper's session
+        // weight) would keep it waiting for milliseconds each time. It runs a few instructions.
+        if let Err(e) = procfs::set_realtime(tid) {
+            log::debug!(
+                "pid {}: the registration helper {tid} keeps its priority: {e}",
+                self.pid
+            );
+        }
+        // With only the worker seized so far, its first stop is answered while the others are
+        // seized: the grace period overlaps that and the look (ARCHITECTURE.md, step 2).
+        if self.partial {
+            self.helper_unanswered = Some(tid);
+        }
         // The first look at every thread, if still to be made. The helper's first stop is
         // answered during it, once every thread has been read: its grace period (5–15 ms at
         // 1,000 threads) overlaps the end of the look at best (ARCHITECTURE.md, step 2).

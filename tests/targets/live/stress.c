@@ -10,6 +10,8 @@
 //   -t     a thread taking a 10 kHz timer signal whose handler reads and checks the clock.
 //   -o NS  the realtime offset timeskew will inject.
 //   -m     a seccomp filter failing membarrier() with EPERM (every thread, before any starts).
+//   -b     the first idle thread blocks SIGTRAP.
+//   -g     SIGTRAP ignored (SIG_IGN) in the whole process.
 // stdin: "stats" → "stats iters=.. bad=.. maxgap_ns=.. timer=.. timer_bad=.. threads=..";
 //        "reset" → gaps forgotten; "tids" → "tids idle=a,b spin=c,d timer=e".
 // Prints "ready pid=N" once every thread runs.
@@ -34,6 +36,7 @@ static long long offset_ns;
 static atomic_long iters, bad, timer_hits, timer_bad, started;
 static atomic_llong maxgap;
 static int idle_pipe[2];
+static int block_trap;
 static pid_t tids_spin[4096], tids_idle[4096], tid_timer;
 static atomic_int n_spin, n_idle;
 
@@ -124,7 +127,14 @@ static void *spinner(void *arg) {
 
 static void *idler(void *arg) {
     (void)arg;
-    tids_idle[atomic_fetch_add(&n_idle, 1)] = gettid();
+    int k = atomic_fetch_add(&n_idle, 1);
+    if (block_trap && k == 0) {
+        sigset_t trap;
+        sigemptyset(&trap);
+        sigaddset(&trap, SIGTRAP);
+        pthread_sigmask(SIG_BLOCK, &trap, NULL);
+    }
+    tids_idle[k] = gettid();
     atomic_fetch_add(&started, 1);
     char c;
     for (;;) read(idle_pipe[0], &c, 1);
@@ -174,12 +184,14 @@ static void list(char *out, size_t len, pid_t *t, int n) {
 
 int main(int argc, char **argv) {
     int spin = 0, idle = 0, timer = 0, opt;
-    while ((opt = getopt(argc, argv, "s:i:to:m")) != -1) {
+    while ((opt = getopt(argc, argv, "s:i:to:mbg")) != -1) {
         if (opt == 's') spin = atoi(optarg);
         if (opt == 'i') idle = atoi(optarg);
         if (opt == 't') timer = 1;
         if (opt == 'o') offset_ns = atoll(optarg);
         if (opt == 'm') deny_membarrier();
+        if (opt == 'b') block_trap = 1;
+        if (opt == 'g') signal(SIGTRAP, SIG_IGN);
     }
     if (pipe(idle_pipe)) return 1;
     struct sigaction sa = {0};
