@@ -21,6 +21,7 @@
 //! - an exec, the process exiting, a job-control stop: the change is abandoned.
 
 mod code;
+mod look;
 mod reports;
 mod threads;
 mod worker;
@@ -420,14 +421,7 @@ impl LiveSession {
                 "a failure point asked for the fallback".into(),
             )));
         }
-        // The stacks are found in the mappings, read through any thread that can (the leader
-        // may be a zombie); without them no thread is passed over later.
-        let mut noting = !self.planned.is_empty();
-        if noting {
-            let maps = self.live_maps();
-            noting = maps.is_some();
-            self.maps = maps.unwrap_or_default();
-        }
+        let noting = self.maps_for_look();
         for _ in 0..8 {
             let mut asked = 0;
             let tids: Vec<i32> = self

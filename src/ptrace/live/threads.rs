@@ -1,6 +1,7 @@
 //! The threads: every one traced without a stop, looked at one at a time where code is
 //! about to change, and let go at the end (forked copies repaired).
 
+use super::look::{inside_planned, look_parts, span};
 use super::*;
 
 /// Every tracee's options: exec reported as an event, and every thread or process created
@@ -20,10 +21,6 @@ pub(super) const CHECK_ATTEMPTS: u32 = 40;
 /// keeps calling the clock — a trap at every call while the window lasts — has the look spend
 /// its time on round trips instead of ending the window.
 pub(super) const ANSWER_EVERY: Duration = Duration::from_micros(50);
-/// The first look at many threads is shared out between at most this many threads of ours …
-const LOOK_PARTS: usize = 4;
-/// … each reading at least this many (a thread of ours costs more than reading a few).
-const LOOK_PART_MIN: usize = 128;
 /// What `/proc/PID/task/TID/syscall` says: running, or blocked with its user-space stack and
 /// instruction pointers (in a system call or not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,22 +70,6 @@ pub(super) fn parse_seen(text: &str) -> Seen {
     }
 }
 
-/// What the first look at a thread found (`first_looks`).
-pub(super) struct FirstLook {
-    pub(super) tid: i32,
-    pub(super) seen: Seen,
-    /// Its scheduler counters, read before `seen`, with the file kept open; only when noting.
-    pub(super) counters: Option<([u64; 3], procfs::SchedCounters)>,
-    /// Blocked outside the planned windows with no saved context inside one: it may be
-    /// passed over in the window check while its counters stand still.
-    pub(super) outside: bool,
-    /// Its state and blocked and ignored signals (`stat_signals`).
-    pub(super) signals: Option<(char, u64, u64)>,
-}
-
-/// SIGTRAP's bit in a signal mask.
-const TRAP: u64 = 1 << (libc::SIGTRAP - 1);
-
 /// System calls that create a thread or a process.
 pub(super) const CREATING: [i64; 4] = [
     libc::SYS_clone,
@@ -116,13 +97,6 @@ fn unmoved_since(quiet: &HashMap<i32, ([u64; 3], procfs::SchedCounters)>, tid: i
     quiet
         .get(&tid)
         .is_some_and(|(before, kept)| kept.read().as_ref() == Some(before))
-}
-
-/// Into how many parts a look at `n` threads is shared out: one per CPU, at most `LOOK_PARTS`,
-/// each of `LOOK_PART_MIN` threads at least.
-fn look_parts(n: usize) -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
-    cpus.min(LOOK_PARTS).min(n / LOOK_PART_MIN).max(1)
 }
 
 impl LiveSession {
@@ -192,53 +166,6 @@ impl LiveSession {
             self.handle(h, ev)?;
         }
         Ok(())
-    }
-
-    /// What the first look's `stat` reads say before anything is written: a thread in a
-    /// job-control stop ends the change (as job control stopping it later would), and one that
-    /// blocks or ignores SIGTRAP — which a breakpoint trap would reset — sends the change to
-    /// the all-stop path. Read in the look (in parts), not while attaching: one `stat` per
-    /// thread there was half of the attach's time (1,000 threads: ≈ 9 of 18 ms).
-    pub(super) fn signals_allow(&self, looks: &[FirstLook]) -> Result<Option<Fallback>> {
-        let pid = self.pid;
-        if looks
-            .iter()
-            .any(|l| l.signals.is_some_and(|(state, ..)| state == 'T'))
-        {
-            return Err(Error::StoppedByJobControl {
-                pid,
-                signal: None,
-                meanwhile: false,
-            });
-        }
-        let masked = looks
-            .iter()
-            .filter_map(|l| Some((l.tid, l.signals?)))
-            .filter(|(_, (_, blocked, ignored))| (blocked | ignored) & TRAP != 0);
-        for (tid, (_, mut blocked, mut ignored)) in masked {
-            // glibc blocks every signal in a thread while it starts: look again briefly.
-            for _ in 0..10 {
-                std::thread::sleep(Duration::from_micros(200));
-                match stat_signals(pid, tid) {
-                    Some((_, b, i)) => (blocked, ignored) = (b, i),
-                    None => (blocked, ignored) = (0, 0),
-                }
-                if (blocked | ignored) & TRAP == 0 {
-                    break;
-                }
-            }
-            if (blocked | ignored) & TRAP != 0 {
-                let how = if ignored & TRAP != 0 {
-                    "ignores"
-                } else {
-                    "blocks"
-                };
-                return Ok(Some(Fallback(format!(
-                    "thread {tid} {how} SIGTRAP, which a breakpoint trap would reset"
-                ))));
-            }
-        }
-        Ok(None)
     }
 
     fn seize_each(&mut self, watch: &SeizeWatch, only: Option<i32>) -> Result<Option<Fallback>> {
@@ -329,60 +256,6 @@ impl LiveSession {
         // registration helper is uncounted when it exits).
         self.stats.threads += self.tracees.len().saturating_sub(known);
         Ok(None)
-    }
-
-    /// Looks at `tids` through `/proc`. `noting`: also each one's scheduler counters and, if
-    /// blocked in a system call outside the planned windows, its stack
-    /// (`FirstLook::outside`).
-    ///
-    /// Many threads are read in a few threads of ours, one per CPU (at most `LOOK_PARTS`): the
-    /// reads are CPU work in the kernel (1,000 threads, 2 CPUs, 2 parts: 0–6 ms less of ≈ 80
-    /// over three A/B runs). Nothing here needs the tracer thread.
-    pub(super) fn first_looks(&self, tids: &[i32], noting: bool) -> Vec<FirstLook> {
-        let pid = self.pid;
-        let look = |tid: i32| {
-            let counters = noting
-                .then(|| {
-                    let kept = procfs::SchedCounters::open(pid, tid);
-                    kept.read().map(|c| (c, kept))
-                })
-                .flatten();
-            let signals = stat_signals(pid, tid);
-            let seen = seen(pid, tid);
-            let outside = match seen {
-                Seen::Blocked {
-                    in_syscall: true,
-                    nr,
-                    sp,
-                    pc,
-                } if counters.is_some() && !CREATING.contains(&nr) => {
-                    !self.inside(pc) && self.stack_context_inside(tid, sp) == Some(None)
-                }
-                _ => false,
-            };
-            FirstLook {
-                tid,
-                seen,
-                counters,
-                outside,
-                signals,
-            }
-        };
-        let parts = look_parts(tids.len());
-        if parts == 1 {
-            return tids.iter().map(|&t| look(t)).collect();
-        }
-        let look = &look;
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = tids
-                .chunks(tids.len().div_ceil(parts))
-                .map(|part| scope.spawn(move || part.iter().map(|&t| look(t)).collect::<Vec<_>>()))
-                .collect();
-            let joined = handles.into_iter().map(|h| h.join());
-            joined
-                .flat_map(|looks| looks.unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        })
     }
 
     /// Step 2: makes sure no thread is inside code about to change (`inside`) — executing it
@@ -551,19 +424,14 @@ impl LiveSession {
         if let Some(r) = &self.region {
             return (r.start, r.end);
         }
-        let windows: Vec<(u64, u64)> = if self.swaps.is_empty() {
-            self.planned.iter().map(|&(a, l)| (a, l as u64)).collect()
-        } else {
-            let lens = self
-                .swaps
-                .iter()
-                .filter_map(|s| Some((s, s.window.as_ref()?)));
-            lens.map(|(s, (w, _, _))| (s.addr, w.len() as u64))
-                .collect()
-        };
-        windows.iter().fold((u64::MAX, 0), |(lo, hi), &(a, l)| {
-            (lo.min(a.saturating_add(1)), hi.max(a.saturating_add(l)))
-        })
+        if self.swaps.is_empty() {
+            return span(self.planned.iter().map(|&(a, l)| (a, l as u64)));
+        }
+        let windows = self
+            .swaps
+            .iter()
+            .filter_map(|s| Some((s.addr, s.window.as_ref()?.0.len() as u64)));
+        span(windows)
     }
 
     pub(super) fn inside(&self, ip: u64) -> bool {
@@ -572,10 +440,7 @@ impl LiveSession {
         }
         if self.swaps.is_empty() {
             // Before the swaps exist: the windows the plan will write.
-            return self
-                .planned
-                .iter()
-                .any(|&(addr, len)| ip > addr && ip < addr + len as u64);
+            return inside_planned(&self.planned, ip);
         }
         self.swaps.iter().any(|s| {
             s.window
@@ -627,31 +492,13 @@ impl LiveSession {
     /// As [`saved_context_inside`](Self::saved_context_inside); `None` when the stack cannot be
     /// read (the first look then does not pass the thread over).
     fn stack_context_inside(&self, tid: i32, sp: u64) -> Option<Option<String>> {
-        let sp = sp & !7;
-        let i = self.maps.partition_point(|m| m.end <= sp);
-        let Some(stack) = self.maps.get(i).filter(|m| m.start <= sp) else {
-            return Some(None);
-        };
-        let end = stack
-            .end
-            .min(sp.saturating_add(crate::ptrace::windows::STACK_SCAN));
-        let words = self
-            .mem
-            .read(sp, (end - sp) as usize, "read a thread's stack")
-            .ok()?;
-        // Nearly every word is far from the windows: one compare passes it over.
-        let (lo, hi) = self.inside_bounds();
-        Some(
-            words
-                .chunks_exact(8)
-                .map(|w| u64::from_le_bytes(w.try_into().expect("chunks of 8")))
-                .find(|w| (lo..hi).contains(w) && self.inside(*w))
-                .map(|w| {
-                    format!(
-                        "thread {tid} was interrupted at {w:#x}, inside the instructions to be \
-                         replaced, by a signal handler that is still running"
-                    )
-                }),
+        context_on_stack(
+            &self.mem,
+            &self.maps,
+            self.inside_bounds(),
+            |ip| self.inside(ip),
+            tid,
+            sp,
         )
     }
 
@@ -887,6 +734,43 @@ impl LiveSession {
             }
         }
     }
+}
+
+/// A saved context inside a window on `tid`'s stack above `sp` (its stack found in `maps`),
+/// said as the refusal; `Some(None)`: none; `None`: the stack cannot be read. `bounds`: the
+/// span of every window, `inside`: whether an address is inside one.
+pub(super) fn context_on_stack(
+    mem: &BoundMem,
+    maps: &[Mapping],
+    (lo, hi): (u64, u64),
+    inside: impl Fn(u64) -> bool,
+    tid: i32,
+    sp: u64,
+) -> Option<Option<String>> {
+    let sp = sp & !7;
+    let i = maps.partition_point(|m| m.end <= sp);
+    let Some(stack) = maps.get(i).filter(|m| m.start <= sp) else {
+        return Some(None);
+    };
+    let end = stack
+        .end
+        .min(sp.saturating_add(crate::ptrace::windows::STACK_SCAN));
+    let words = mem
+        .read(sp, (end - sp) as usize, "read a thread's stack")
+        .ok()?;
+    // Nearly every word is far from the windows: one compare passes it over.
+    Some(
+        words
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("chunks of 8")))
+            .find(|w| (lo..hi).contains(w) && inside(*w))
+            .map(|w| {
+                format!(
+                    "thread {tid} was interrupted at {w:#x}, inside the instructions to be \
+                     replaced, by a signal handler that is still running"
+                )
+            }),
+    )
 }
 
 #[cfg(test)]

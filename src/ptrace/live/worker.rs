@@ -262,11 +262,10 @@ impl LiveSession {
                 self.pid
             );
         }
-        // With only the worker seized so far, its first stop is answered while the others are
-        // seized: the grace period overlaps that and the look (ARCHITECTURE.md, step 2).
-        if self.partial {
-            self.helper_unanswered = Some(tid);
-        }
+        // Its first stop (a new thread's) is answered at once, and while the other threads
+        // are seized: the grace period overlaps that and the look (ARCHITECTURE.md, step 2).
+        self.helper_unanswered = Some(tid);
+        self.answer_helper()?;
         // The first look at every thread, if still to be made. The helper's first stop is
         // answered during it, once every thread has been read: its grace period (5–15 ms at
         // 1,000 threads) overlaps the end of the look at best (ARCHITECTURE.md, step 2).
