@@ -166,29 +166,33 @@ impl LiveSession {
                     other => Err(other),
                 };
             }
+        } else {
+            // One call says all three: 0, registered by an earlier change; EPERM, offered but
+            // not registered yet — the registration waits for the code page, whose helper
+            // thread does it (`register_barriers`), so no thread of the program sits out its
+            // grace period; EINVAL, not offered by this kernel (membarrier(2)).
+            let synced = self.call(&sync)?;
+            if synced == 0 {
+                self.note_registered("earlier", None);
+                return Ok(None);
+            }
+            return Ok(match Errno::from_raw(-synced as i32) {
+                Errno::EPERM => None,
+                Errno::EINVAL => Some(Fallback(
+                    "the kernel offers no core-serializing membarrier \
+                     (MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: EINVAL)"
+                        .into(),
+                )),
+                e => Some(Fallback(format!(
+                    "a core-serializing membarrier failed in the target ({e})"
+                ))),
+            });
         }
         let supported = self.call(&query)?;
         if supported < 0 || supported & i64::from(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) == 0 {
             return Ok(Some(Fallback(format!(
                 "the kernel offers no core-serializing membarrier \
                  (MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE; membarrier query returned {supported})"
-            ))));
-        }
-        if !self.worker_filtered {
-            // Registered by an earlier change: the barrier answers 0. Not yet: EPERM, and the
-            // registration waits for the code page, whose helper thread does it
-            // (`register_barriers`) — no thread of the program sits out its grace period.
-            let synced = self.call(&sync)?;
-            if synced == 0 {
-                self.note_registered("earlier", None);
-                return Ok(None);
-            }
-            if synced == -i64::from(libc::EPERM) {
-                return Ok(None);
-            }
-            return Ok(Some(Fallback(format!(
-                "a core-serializing membarrier failed in the target ({})",
-                Errno::from_raw(-synced as i32)
             ))));
         }
         let started = Instant::now();
