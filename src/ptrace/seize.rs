@@ -274,18 +274,16 @@ impl StoppedProcess {
 
 /// What the reaper sees of the thread that seizes.
 #[derive(Default)]
-pub(crate) struct SeizeWatch {
+pub(super) struct SeizeWatch {
     /// Every thread seized so far.
-    pub(crate) seized: Mutex<Vec<Pid>>,
+    pub(super) seized: Mutex<Vec<Pid>>,
     /// When the PTRACE_SEIZE under way started, if one is.
     seizing_since: Mutex<Option<Instant>>,
     pub(super) done: AtomicBool,
-    /// No attach under way: the reaper sleeps until woken (`SessionReaper`).
-    paused: AtomicBool,
 }
 
 impl SeizeWatch {
-    pub(crate) fn set_seizing(&self, since: Option<Instant>) {
+    pub(super) fn set_seizing(&self, since: Option<Instant>) {
         if let Ok(mut s) = self.seizing_since.lock() {
             *s = since;
         }
@@ -326,56 +324,7 @@ pub(super) fn reap_exited(pid: i32, watch: &SeizeWatch) {
                 }
             }
         }
-        if watch.paused.load(Ordering::Acquire) {
-            std::thread::park();
-        } else {
-            std::thread::park_timeout(Duration::from_millis(1));
-        }
-    }
-}
-
-/// A reaper (`reap_exited`) kept for a whole live session, not started and joined around
-/// each attach: a thread of ours that must get a CPU to end (1–4 ms on busy CPUs, three
-/// attaches per first injection). It sleeps between attaches and ends on its own once
-/// dropped, unwaited.
-pub(crate) struct SessionReaper {
-    watch: std::sync::Arc<SeizeWatch>,
-    thread: std::thread::Thread,
-}
-
-impl SessionReaper {
-    pub(crate) fn start(pid: i32) -> std::io::Result<SessionReaper> {
-        let watch = std::sync::Arc::new(SeizeWatch::default());
-        watch.paused.store(true, Ordering::Release);
-        let theirs = watch.clone();
-        let handle = std::thread::Builder::new()
-            .name("timeskew-reaper".into())
-            .spawn(move || reap_exited(pid, &theirs))?;
-        Ok(SessionReaper {
-            watch,
-            thread: handle.thread().clone(),
-        })
-    }
-
-    /// What the attaching thread tells the reaper.
-    pub(crate) fn watch(&self) -> &SeizeWatch {
-        &self.watch
-    }
-
-    /// An attach begins (`true`: the reaper looks every millisecond) or ends.
-    pub(crate) fn attaching(&self, on: bool) {
-        self.watch.paused.store(!on, Ordering::Release);
-        if on {
-            self.thread.unpark();
-        }
-    }
-}
-
-impl Drop for SessionReaper {
-    fn drop(&mut self) {
-        self.watch.done.store(true, Ordering::Release);
-        self.watch.paused.store(false, Ordering::Release);
-        self.thread.unpark();
+        std::thread::park_timeout(Duration::from_millis(1));
     }
 }
 

@@ -39,7 +39,7 @@ use super::raw::PeekSiginfoArgs;
 use super::remote_mm::RemoteCall;
 use super::remote_syscall::RegsGuard;
 use super::seccomp::{self, PlannedSyscall};
-use super::seize::{SeizeWatch, SessionReaper};
+use super::seize::{SeizeWatch, reap_exited};
 use super::stop::{signal_name, stuck};
 use crate::arch::{Arch, Native, Registers};
 use crate::error::{Error, Result};
@@ -154,8 +154,6 @@ pub(crate) struct LiveSession {
     looked: bool,
     /// Only the main thread is seized so far (`seize_main_first`).
     partial: bool,
-    /// Reaps our exited tracees while an attach is blocked by an execve (`seize.rs`).
-    reaper: Option<SessionReaper>,
     /// The registration helper, until its first stop is answered (`answer_helper`).
     helper_unanswered: Option<i32>,
     /// What that look found, until asked for (`look_first`).
@@ -292,7 +290,6 @@ impl LiveSession {
             looked: false,
             partial: false,
             helper_unanswered: None,
-            reaper: None,
             look_outcome: None,
             fell_back: None,
             reached_after: false,
