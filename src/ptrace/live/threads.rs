@@ -110,21 +110,26 @@ impl LiveSession {
     fn seize(&mut self, only: Option<i32>) -> Result<Option<Fallback>> {
         // An execve in the target while we attach waits, holding the lock PTRACE_SEIZE needs,
         // for threads it killed — ours to reap (see `seize.rs`): a second thread reaps them.
-        // Not while nothing is traced yet (no thread can be ours to reap): starting and joining
-        // that thread cost more than the rest of seizing the main thread alone (a join waits
-        // for the thread to get a CPU: 3.5 ms on busy CPUs).
+        // Not while nothing is traced yet: no thread can be ours to reap.
         let watch = SeizeWatch::default();
         if self.tracees.is_empty() && only.is_some() {
             return self.seize_each(&watch, only);
         }
+        // Not joined: told to end, it ends on its own. A join waits for it to get a CPU (3.5 ms
+        // on busy CPUs; a first injection attaches two or three times). A reaper kept for the
+        // whole session instead made a 6-thread recover's longest stop ten times longer (in
+        // the in-process benchmark; cause not found).
         let pid = self.pid;
-        std::thread::scope(|scope| {
-            let reaper = scope.spawn(|| reap_exited(pid, &watch));
-            let out = self.seize_each(&watch, only);
-            watch.done.store(true, std::sync::atomic::Ordering::Release);
-            reaper.thread().unpark();
-            out
-        })
+        let watch = std::sync::Arc::new(watch);
+        let theirs = watch.clone();
+        let reaper = std::thread::Builder::new()
+            .name("timeskew-reaper".into())
+            .spawn(move || reap_exited(pid, &theirs))
+            .map_err(|e| procfs::io_error(pid, "start a thread of timeskew's", e))?;
+        let out = self.seize_each(&watch, only);
+        watch.done.store(true, std::sync::atomic::Ordering::Release);
+        reaper.thread().unpark();
+        out
     }
 
     /// For an injection: only the main thread is seized at first if it is blocked in a system
