@@ -309,8 +309,9 @@ fn hundreds_of_threads_are_looked_at_in_parts_and_none_is_missed() {
 
 /// The first injection registers the process for membarrier from a thread timeskew makes in
 /// it (the registration waits out an RCU grace period, milliseconds, which a thread of the
-/// program used to sit out); that thread takes none of the program's signals and is gone
-/// afterwards. Later changes find the process registered.
+/// program used to sit out); that thread takes none of the program's signals, runs at the
+/// lowest real-time priority (so that it gets a CPU at once, twice) and is gone afterwards.
+/// Later changes find the process registered.
 #[test]
 fn membarrier_is_registered_by_a_thread_of_its_own_that_blocks_every_signal() {
     let _s = serial();
@@ -329,7 +330,10 @@ fn membarrier_is_registered_by_a_thread_of_its_own_that_blocks_every_signal() {
         assert!(live.registration_us > 0, "{live:?}");
         // SIGKILL and SIGSTOP cannot be blocked: every other bit is set.
         for (tid, blk) in &seen {
-            assert_eq!(blk, "fffffffffffbfeff", "helper {tid} took signals");
+            assert_eq!(
+                blk, "fffffffffffbfeff",
+                "helper {tid} took signals ({seen:?})"
+            );
         }
         seen_any |= !seen.is_empty();
         assert_eq!(
@@ -375,6 +379,7 @@ fn inject_watching_others(
     std::thread::scope(|scope| {
         let watcher = scope.spawn(|| {
             let mut seen = std::collections::HashMap::new();
+            let mut policies = std::collections::HashMap::<i32, (usize, usize)>::new();
             while !stop.load(Ordering::Relaxed) {
                 for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
                     let tid: i32 = task.unwrap().file_name().to_string_lossy().parse().unwrap();
@@ -383,10 +388,32 @@ fn inject_watching_others(
                     }
                     let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
                         .unwrap_or_default();
+                    // An exited thread (a zombie until timeskew reaps it) shows an empty mask.
+                    let state = status.lines().find_map(|l| l.strip_prefix("State:"));
+                    if state.is_some_and(|s| s.trim().starts_with(['Z', 'X'])) {
+                        continue;
+                    }
                     if let Some(blk) = status.lines().find_map(|l| l.strip_prefix("SigBlk:")) {
                         seen.insert(tid, blk.trim().to_string());
                     }
+                    // Its scheduling policy (`stat` field 41): counted while it is SCHED_FIFO.
+                    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+                        .unwrap_or_default();
+                    let policy = stat
+                        .rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(38)?.parse::<i32>().ok());
+                    let looks = policies.entry(tid).or_insert((0, 0));
+                    looks.0 += 1;
+                    looks.1 += usize::from(policy == Some(libc::SCHED_FIFO));
                 }
+            }
+            // A helper seen several times was seen running at the lowest real-time priority
+            // (set a few µs after it is made).
+            for (tid, (looks, fifo)) in policies {
+                assert!(
+                    looks < 4 || fifo > 0,
+                    "helper {tid}: never SCHED_FIFO in {looks} looks"
+                );
             }
             seen
         });

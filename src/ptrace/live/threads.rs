@@ -181,7 +181,9 @@ impl LiveSession {
 
     fn seize_each(&mut self, watch: &SeizeWatch, only: Option<i32>) -> Result<Option<Fallback>> {
         let pid = self.pid;
-        let known = self.tracees.len();
+        // Counted as taken in here: a report answered meanwhile (the registration helper's)
+        // may take a thread in (counted when adopted) or out (the helper exiting).
+        let mut taken = 0;
         // Threads passed over (exited, or a zombie leader that stays listed until the process
         // is reaped) are not looked at again: the listing would never come out empty.
         let mut passed = std::collections::HashSet::new();
@@ -217,6 +219,7 @@ impl LiveSession {
                         if let Ok(mut list) = watch.seized.lock() {
                             list.push(Pid::from_raw(tid));
                         }
+                        taken += 1;
                         self.tracees.insert(
                             tid,
                             Tracee {
@@ -236,6 +239,7 @@ impl LiveSession {
                         if procfs::tracer_of(tid)
                             .is_some_and(|(t, _)| t == nix::unistd::gettid().as_raw()) =>
                     {
+                        taken += 1;
                         self.tracees.insert(
                             tid,
                             Tracee {
@@ -265,7 +269,7 @@ impl LiveSession {
         }
         // Those seized now; the ones the kernel traced for us were counted when adopted (and a
         // registration helper is uncounted when it exits).
-        self.stats.threads += self.tracees.len().saturating_sub(known);
+        self.stats.threads += taken;
         Ok(None)
     }
 

@@ -257,15 +257,6 @@ impl LiveSession {
         let tid = self.run_at(insn, &RemoteCall::CloneThread)? as i32;
         // Until it is seen to exit it may be running in the code page: an undo keeps the pages.
         self.helper = Some(tid);
-        // It needs a CPU twice, to enter its system call and to finish it after the grace
-        // period; the program's busy threads and timeskew's own (at the helper's session
-        // weight) would keep it waiting for milliseconds each time. It runs a few instructions.
-        if let Err(e) = procfs::set_realtime(tid) {
-            log::debug!(
-                "pid {}: the registration helper {tid} keeps its priority: {e}",
-                self.pid
-            );
-        }
         // Its first stop (a new thread's) is answered at once, and while the other threads
         // are seized: the grace period overlaps that and the look (ARCHITECTURE.md, step 2).
         self.helper_unanswered = Some(tid);
@@ -612,6 +603,17 @@ impl LiveSession {
                     // the process — found under a pause nemesis).
                     if let Some(tid) = self.take_in_child_of(w) {
                         self.helper = Some(tid);
+                        // It needs a CPU twice, to enter its system call and to finish it
+                        // after the grace period; the program's busy threads and timeskew's
+                        // own (at the helper's session weight) would keep it waiting for
+                        // milliseconds each time. It runs a dozen instructions. Set here,
+                        // before its first stop can be answered (while the worker's call is
+                        // waited for, every other report is).
+                        if let Err(e) = procfs::set_realtime(tid) {
+                            log::debug!(
+                                "pid {pid}: the registration helper {tid} keeps its priority: {e}"
+                            );
+                        }
                     }
                     // Test builds: job control or a signal arriving here (in the call, with a
                     // thread already made). Failing here is not offered: the call runs on.
