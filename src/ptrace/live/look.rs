@@ -1,7 +1,7 @@
-//! The first look at every thread, before anything is written: through `/proc` alone, shared
-//! out between threads of ours (`creations_settled` acts on what it finds).
+//! Looking at a thread through `/proc` alone — its system call file, `stat`, stack — and the
+//! first look at every thread, before anything is written, shared out between threads of ours
+//! (`creations_settled` acts on what it finds; the window's look in `threads.rs` reuses these).
 
-use super::threads::{CREATING, Seen, context_on_stack, seen, stat_signals};
 use super::*;
 
 /// The first look at many threads is shared out between at most this many threads of ours …
@@ -16,6 +16,76 @@ const TRAP: u64 = 1 << (libc::SIGTRAP - 1);
 pub(super) fn look_parts(n: usize) -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     cpus.min(LOOK_PARTS).min(n / LOOK_PART_MIN).max(1)
+}
+
+/// What `/proc/PID/task/TID/syscall` says: running, or blocked with its user-space stack and
+/// instruction pointers (in a system call or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seen {
+    Running,
+    Blocked {
+        in_syscall: bool,
+        nr: i64,
+        sp: u64,
+        pc: u64,
+    },
+    Gone,
+}
+
+pub(super) fn seen(tgid: i32, tid: i32) -> Seen {
+    // Fault point `syscall-file` (test builds): the file reads as unreadable.
+    let readable = crate::fault::point(tgid, "syscall-file").is_ok();
+    let Some(text) = readable
+        .then(|| procfs::task_file(tgid, tid, "syscall"))
+        .flatten()
+    else {
+        // Gone only if it is: a thread taken for gone is never looked at again, and one still
+        // there is stopped and looked at instead.
+        if procfs::thread_alive(tgid, tid) {
+            log::debug!("pid {tgid}: thread {tid}: its syscall file could not be read");
+            return Seen::Running;
+        }
+        return Seen::Gone;
+    };
+    parse_seen(&text)
+}
+
+pub(super) fn parse_seen(text: &str) -> Seen {
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    match fields.as_slice() {
+        [nr, .., sp, pc] if fields.len() >= 3 => match (nr.parse::<i64>(), hex(sp), hex(pc)) {
+            (Ok(nr), Some(sp), Some(pc)) => Seen::Blocked {
+                in_syscall: nr >= 0,
+                nr,
+                sp,
+                pc,
+            },
+            _ => Seen::Running,
+        },
+        _ => Seen::Running,
+    }
+}
+
+/// System calls that create a thread or a process.
+pub(super) const CREATING: [i64; 4] = [
+    libc::SYS_clone,
+    libc::SYS_fork,
+    libc::SYS_vfork,
+    libc::SYS_clone3,
+];
+
+/// State, blocked and ignored signals of a thread from its `stat` line (fields 3, 33, 34).
+pub(super) fn stat_signals(pid: i32, tid: i32) -> Option<(char, u64, u64)> {
+    let text = procfs::task_file(pid, tid, "stat")?;
+    let rest: Vec<&str> = text
+        .get(text.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let state = rest.first()?.chars().next()?;
+    let blocked = rest.get(29)?.parse().ok()?;
+    let ignored = rest.get(30)?.parse().ok()?;
+    Some((state, blocked, ignored))
 }
 
 /// What the first look at a thread found.
@@ -43,6 +113,43 @@ pub(super) fn span(windows: impl Iterator<Item = (u64, u64)>) -> (u64, u64) {
     windows.fold((u64::MAX, 0), |(lo, hi), (a, l)| {
         (lo.min(a.saturating_add(1)), hi.max(a.saturating_add(l)))
     })
+}
+
+/// A saved context inside a window on `tid`'s stack above `sp` (its stack found in `maps`),
+/// said as the refusal; `Some(None)`: none; `None`: the stack cannot be read. `bounds`: the
+/// span of every window, `inside`: whether an address is inside one.
+pub(super) fn context_on_stack(
+    mem: &BoundMem,
+    maps: &[Mapping],
+    (lo, hi): (u64, u64),
+    inside: impl Fn(u64) -> bool,
+    tid: i32,
+    sp: u64,
+) -> Option<Option<String>> {
+    let sp = sp & !7;
+    let i = maps.partition_point(|m| m.end <= sp);
+    let Some(stack) = maps.get(i).filter(|m| m.start <= sp) else {
+        return Some(None);
+    };
+    let end = stack
+        .end
+        .min(sp.saturating_add(crate::ptrace::windows::STACK_SCAN));
+    let words = mem
+        .read(sp, (end - sp) as usize, "read a thread's stack")
+        .ok()?;
+    // Nearly every word is far from the windows: one compare passes it over.
+    Some(
+        words
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("chunks of 8")))
+            .find(|w| (lo..hi).contains(w) && inside(*w))
+            .map(|w| {
+                format!(
+                    "thread {tid} was interrupted at {w:#x}, inside the instructions to be \
+                     replaced, by a signal handler that is still running"
+                )
+            }),
+    )
 }
 
 /// What the first look reads against: the windows an injection will write, the mappings (to
@@ -185,5 +292,40 @@ impl LiveSession {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_syscall_lines() {
+        assert_eq!(parse_seen("running\n"), Seen::Running);
+        assert_eq!(
+            parse_seen("-1 0x7ffd1000 0x401000\n"),
+            Seen::Blocked {
+                in_syscall: false,
+                nr: -1,
+                sp: 0x7ffd_1000,
+                pc: 0x40_1000
+            }
+        );
+        assert_eq!(
+            parse_seen("202 0x1 0x2 0x3 0x4 0x5 0x6 0x7ffd2000 0x7f0012345678\n"),
+            Seen::Blocked {
+                in_syscall: true,
+                nr: 202,
+                sp: 0x7ffd_2000,
+                pc: 0x7f00_1234_5678
+            }
+        );
+    }
+
+    #[test]
+    fn own_stat_signals_parse() {
+        let me = std::process::id() as i32;
+        let (state, _, _) = stat_signals(me, me).expect("own stat");
+        assert!(matches!(state, 'R' | 'S'));
     }
 }

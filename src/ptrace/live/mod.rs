@@ -52,8 +52,8 @@ use libc::{
 };
 
 pub(crate) use code::{BoundMem, Swap, SwapState};
+use look::{CREATING, Seen, seen};
 use reports::Ev;
-use threads::{CREATING, Seen, seen};
 
 /// How long one thread may take to report a stop we asked for (a scheduler delay on a loaded
 /// machine; a thread in an uninterruptible wait is never asked).

@@ -1,7 +1,7 @@
 //! The threads: every one traced without a stop, looked at one at a time where code is
 //! about to change, and let go at the end (forked copies repaired).
 
-use super::look::{inside_planned, look_parts, span};
+use super::look::{CREATING, Seen, context_on_stack, inside_planned, look_parts, seen, span};
 use super::*;
 
 /// Every tracee's options: exec reported as an event, and every thread or process created
@@ -21,76 +21,6 @@ pub(super) const CHECK_ATTEMPTS: u32 = 40;
 /// keeps calling the clock — a trap at every call while the window lasts — has the look spend
 /// its time on round trips instead of ending the window.
 pub(super) const ANSWER_EVERY: Duration = Duration::from_micros(50);
-/// What `/proc/PID/task/TID/syscall` says: running, or blocked with its user-space stack and
-/// instruction pointers (in a system call or not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Seen {
-    Running,
-    Blocked {
-        in_syscall: bool,
-        nr: i64,
-        sp: u64,
-        pc: u64,
-    },
-    Gone,
-}
-
-pub(super) fn seen(tgid: i32, tid: i32) -> Seen {
-    // Fault point `syscall-file` (test builds): the file reads as unreadable.
-    let readable = crate::fault::point(tgid, "syscall-file").is_ok();
-    let Some(text) = readable
-        .then(|| procfs::task_file(tgid, tid, "syscall"))
-        .flatten()
-    else {
-        // Gone only if it is: a thread taken for gone is never looked at again, and one still
-        // there is stopped and looked at instead.
-        if procfs::thread_alive(tgid, tid) {
-            log::debug!("pid {tgid}: thread {tid}: its syscall file could not be read");
-            return Seen::Running;
-        }
-        return Seen::Gone;
-    };
-    parse_seen(&text)
-}
-
-pub(super) fn parse_seen(text: &str) -> Seen {
-    let fields: Vec<&str> = text.split_whitespace().collect();
-    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
-    match fields.as_slice() {
-        [nr, .., sp, pc] if fields.len() >= 3 => match (nr.parse::<i64>(), hex(sp), hex(pc)) {
-            (Ok(nr), Some(sp), Some(pc)) => Seen::Blocked {
-                in_syscall: nr >= 0,
-                nr,
-                sp,
-                pc,
-            },
-            _ => Seen::Running,
-        },
-        _ => Seen::Running,
-    }
-}
-
-/// System calls that create a thread or a process.
-pub(super) const CREATING: [i64; 4] = [
-    libc::SYS_clone,
-    libc::SYS_fork,
-    libc::SYS_vfork,
-    libc::SYS_clone3,
-];
-
-/// State, blocked and ignored signals of a thread from its `stat` line (fields 3, 33, 34).
-pub(super) fn stat_signals(pid: i32, tid: i32) -> Option<(char, u64, u64)> {
-    let text = procfs::task_file(pid, tid, "stat")?;
-    let rest: Vec<&str> = text
-        .get(text.rfind(')')? + 1..)?
-        .split_whitespace()
-        .collect();
-    let state = rest.first()?.chars().next()?;
-    let blocked = rest.get(29)?.parse().ok()?;
-    let ignored = rest.get(30)?.parse().ok()?;
-    Some((state, blocked, ignored))
-}
-
 /// Whether `tid` was seen outside by `creations_settled` (it is in `quiet`) and has not been
 /// switched in since.
 fn unmoved_since(quiet: &HashMap<i32, ([u64; 3], procfs::SchedCounters)>, tid: i32) -> bool {
@@ -755,77 +685,5 @@ impl LiveSession {
                 log::warn!("pid {tgid}: a breakpoint in this forked copy stays: {e}");
             }
         }
-    }
-}
-
-/// A saved context inside a window on `tid`'s stack above `sp` (its stack found in `maps`),
-/// said as the refusal; `Some(None)`: none; `None`: the stack cannot be read. `bounds`: the
-/// span of every window, `inside`: whether an address is inside one.
-pub(super) fn context_on_stack(
-    mem: &BoundMem,
-    maps: &[Mapping],
-    (lo, hi): (u64, u64),
-    inside: impl Fn(u64) -> bool,
-    tid: i32,
-    sp: u64,
-) -> Option<Option<String>> {
-    let sp = sp & !7;
-    let i = maps.partition_point(|m| m.end <= sp);
-    let Some(stack) = maps.get(i).filter(|m| m.start <= sp) else {
-        return Some(None);
-    };
-    let end = stack
-        .end
-        .min(sp.saturating_add(crate::ptrace::windows::STACK_SCAN));
-    let words = mem
-        .read(sp, (end - sp) as usize, "read a thread's stack")
-        .ok()?;
-    // Nearly every word is far from the windows: one compare passes it over.
-    Some(
-        words
-            .chunks_exact(8)
-            .map(|w| u64::from_le_bytes(w.try_into().expect("chunks of 8")))
-            .find(|w| (lo..hi).contains(w) && inside(*w))
-            .map(|w| {
-                format!(
-                    "thread {tid} was interrupted at {w:#x}, inside the instructions to be \
-                     replaced, by a signal handler that is still running"
-                )
-            }),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proc_syscall_lines() {
-        assert_eq!(parse_seen("running\n"), Seen::Running);
-        assert_eq!(
-            parse_seen("-1 0x7ffd1000 0x401000\n"),
-            Seen::Blocked {
-                in_syscall: false,
-                nr: -1,
-                sp: 0x7ffd_1000,
-                pc: 0x40_1000
-            }
-        );
-        assert_eq!(
-            parse_seen("202 0x1 0x2 0x3 0x4 0x5 0x6 0x7ffd2000 0x7f0012345678\n"),
-            Seen::Blocked {
-                in_syscall: true,
-                nr: 202,
-                sp: 0x7ffd_2000,
-                pc: 0x7f00_1234_5678
-            }
-        );
-    }
-
-    #[test]
-    fn own_stat_signals_parse() {
-        let me = std::process::id() as i32;
-        let (state, _, _) = stat_signals(me, me).expect("own stat");
-        assert!(matches!(state, 'R' | 'S'));
     }
 }
