@@ -451,6 +451,48 @@ fn a_process_seen_without_its_vdso_for_a_moment_is_read_again_and_injected() {
     t.finish();
 }
 
+/// A process seen without a vDSO while a thread of it runs — an exec under way that waits for
+/// a CPU (seen in CI: over 200 ms on busy CPUs) — is read again for up to 2 s before it is
+/// refused; one whose threads all sleep, after 200 ms as before. `TIMESKEW_HIDE_VDSO_MS=400`
+/// (test builds) hides the vDSO from every read of the first 400 ms.
+#[test]
+fn a_process_seen_without_its_vdso_is_waited_for_longer_while_a_thread_runs() {
+    let env = [("TIMESKEW_HIDE_VDSO_MS", "400")];
+    // A spinner thread: running.
+    let mut busy = Probe::spawn(&["--threads", "1"]);
+    let started = std::time::Instant::now();
+    timeskew_env_ok(
+        &[
+            "inject",
+            "--pid",
+            &busy.pid.to_string(),
+            "--offset",
+            "-600s",
+        ],
+        &env,
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+    assert!(timeskew::status(busy.pid).unwrap().injected);
+    timeskew_ok(&["recover", "--pid", &busy.pid.to_string()]);
+    assert!(busy.alive());
+    // Every thread asleep: refused once the 200 ms are over, before the vDSO shows again.
+    let mut idle = Probe::spawn(&[]);
+    let o = common::timeskew_env(
+        &[
+            "inject",
+            "--pid",
+            &idle.pid.to_string(),
+            "--offset",
+            "-600s",
+        ],
+        &env,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("no vDSO"), "{err}");
+    assert!(!timeskew::status(idle.pid).unwrap().injected);
+    assert!(idle.alive());
+}
+
 /// A `clocks` line's `realtime=` (whole seconds) is real time shifted by `offset_s`.
 fn assert_realtime_s(line: &str, offset_s: i128) {
     let seconds: i128 = line

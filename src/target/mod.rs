@@ -26,8 +26,13 @@ pub struct Target {
 }
 
 /// How long a process without a vDSO in its mappings is read again before it is refused: one
-/// caught inside execve gets one within milliseconds.
+/// caught inside execve gets one within milliseconds …
 const EXEC_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+/// … unless it waits for a CPU (or a page) meanwhile: while it is running or in an
+/// uninterruptible wait — an exec under way — it is read again for up to this long. Seen in
+/// CI: `sh -c 'echo ready; exec sleep …'` caught in its exec showed no vDSO for over 200 ms
+/// while the tests' helpers (at the highest session weight) held both CPUs.
+const EXEC_SETTLE_BUSY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `TIMESKEW_HIDE_VDSO_ONCE=1` hides the vDSO from `Target::open`'s first read of the
 /// mappings, as a process caught inside execve shows them, so that the second read is tested.
@@ -35,6 +40,23 @@ const EXEC_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
 fn hide_vdso_once() -> bool {
     cfg!(feature = "fault-injection")
         && std::env::var_os("TIMESKEW_HIDE_VDSO_ONCE").is_some_and(|v| v == "1")
+}
+
+/// `TIMESKEW_HIDE_VDSO_MS=N` hides it from every read of the first N ms (an exec that waits
+/// for a CPU): test builds only, as above.
+fn hide_vdso_for() -> std::time::Duration {
+    let ms = cfg!(feature = "fault-injection")
+        .then(|| std::env::var("TIMESKEW_HIDE_VDSO_MS").ok()?.parse().ok())
+        .flatten();
+    std::time::Duration::from_millis(ms.unwrap_or(0))
+}
+
+/// Whether a thread of `pid` is running or in an uninterruptible wait (an exec under way).
+fn any_thread_busy(pid: i32) -> bool {
+    procfs::threads(pid).is_ok_and(|tids| {
+        tids.into_iter()
+            .any(|t| procfs::task_info(pid, Some(t)).is_ok_and(|i| matches!(i.state, 'R' | 'D')))
+    })
 }
 
 /// Whether `pid`'s mappings no longer have its vDSO at `was` (a new program, or none yet).
@@ -53,12 +75,14 @@ impl Target {
         // A process caught inside execve shows its new memory without a vDSO until the kernel
         // maps one (after the program and its interpreter), and one that execs between the
         // two reads below has its vDSO elsewhere: read again for a moment before refusing.
-        let deadline = std::time::Instant::now() + EXEC_SETTLE;
+        let started = std::time::Instant::now();
+        let deadline = started + EXEC_SETTLE;
         let mem = RemoteMemory::through(pid, via);
         let mut first = true;
         let (maps, vdso_map, bytes) = loop {
             let maps = procfs::maps_of(pid, via)?;
-            let hidden = std::mem::take(&mut first) && hide_vdso_once();
+            let hidden = (std::mem::take(&mut first) && hide_vdso_once())
+                || started.elapsed() < hide_vdso_for();
             let found = maps.iter().find(|m| m.path == "[vdso]").cloned();
             if let Some(vdso_map) = found.filter(|_| !hidden) {
                 let len = (vdso_map.end - vdso_map.start) as usize;
@@ -81,7 +105,11 @@ impl Target {
                     step: "read its mappings",
                 });
             }
-            if std::time::Instant::now() >= deadline {
+            // An exec under way (mappings, a thread running or in the kernel) gets the longer
+            // wait.
+            let exec_under_way =
+                || !maps.is_empty() && started.elapsed() < EXEC_SETTLE_BUSY && any_thread_busy(pid);
+            if std::time::Instant::now() >= deadline && !exec_under_way() {
                 return Err(unsupported(if maps.is_empty() {
                     "it is exiting: its memory is already released"
                 } else {
