@@ -157,6 +157,8 @@ pub(super) fn context_on_stack(
 struct Looker<'a> {
     pid: i32,
     planned: &'a [(u64, usize)],
+    /// The span of the planned windows (`span`), once for every thread.
+    bounds: (u64, u64),
     maps: &'a [Mapping],
     mem: &'a BoundMem,
     /// Also each thread's scheduler counters and stack (an injection; see `FirstLook`).
@@ -182,10 +184,10 @@ impl Looker<'_> {
                 sp,
                 pc,
             } if counters.is_some() && !CREATING.contains(&nr) => {
-                let bounds = span(self.planned.iter().map(|&(a, l)| (a, l as u64)));
                 let inside = |ip| inside_planned(self.planned, ip);
                 !inside(pc)
-                    && context_on_stack(self.mem, self.maps, bounds, inside, tid, sp) == Some(None)
+                    && context_on_stack(self.mem, self.maps, self.bounds, inside, tid, sp)
+                        == Some(None)
             }
             _ => false,
         };
@@ -240,6 +242,7 @@ impl LiveSession {
         let looker = Looker {
             pid: self.pid,
             planned: &self.planned,
+            bounds: span(self.planned.iter().map(|&(a, l)| (a, l as u64))),
             maps: &self.maps,
             mem: &self.mem,
             noting,
