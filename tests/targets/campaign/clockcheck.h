@@ -145,13 +145,15 @@ static void check_once(int insig) {
     v = (int64_t)tv.tv_sec * 1000000000LL + tv.tv_usec * 1000LL;
     if (match(rt_offs, n_rt_offs, lo, v, hi, 1000) < 0) report(insig ? "SIG gettimeofday" : "gettimeofday", lo, v, hi);
 
-    // time(): whole seconds of the coarse clock (may lag a tick): v in [lo - 1 s - 20 ms, hi]
-    lo = raw_ns(CLOCK_REALTIME);
+    // time(): whole seconds of the coarse clock, read before it by a raw system call (the
+    // coarse clock lags real time by a tick — by more when the VM's timekeeping CPU is held
+    // up: 53 ms seen in CI, past the 20 ms once allowed here): v in (lo - 1 s, hi]
+    lo = raw_ns(CLOCK_REALTIME_COARSE);
     p = cc_call((void *)time, NULL, NULL);
     if (p.bad) reg_corrupt("across time");
     hi = raw_ns(CLOCK_REALTIME);
     v = (int64_t)p.r * 1000000000LL;
-    if (match(rt_offs, n_rt_offs, lo - 1020000000LL, v, hi, 0) < 0) report(insig ? "SIG time" : "time", lo, v, hi);
+    if (match(rt_offs, n_rt_offs, lo - 999999999LL, v, hi, 0) < 0) report(insig ? "SIG time" : "time", lo, v, hi);
     atomic_fetch_add(insig ? &sigreads : &reads, 1);
 }
 
