@@ -335,9 +335,7 @@ fn wait_while_uninterruptible(pid: i32) -> Result<()> {
     let deadline = Instant::now() + UNINTERRUPTIBLE_WAIT;
     let mut round = 0;
     loop {
-        let busy = procfs::threads(pid)?
-            .into_iter()
-            .find(|&tid| procfs::task_info(pid, Some(tid)).is_ok_and(|i| i.state == 'D'));
+        let busy = procfs::thread_in_state(pid, &['D'])?;
         let Some(tid) = busy else {
             return Ok(());
         };

@@ -51,14 +51,6 @@ fn hide_vdso_for() -> std::time::Duration {
     std::time::Duration::from_millis(ms.unwrap_or(0))
 }
 
-/// Whether a thread of `pid` is running or in an uninterruptible wait (an exec under way).
-fn any_thread_busy(pid: i32) -> bool {
-    procfs::threads(pid).is_ok_and(|tids| {
-        tids.into_iter()
-            .any(|t| procfs::task_info(pid, Some(t)).is_ok_and(|i| matches!(i.state, 'R' | 'D')))
-    })
-}
-
 /// Whether `pid`'s mappings no longer have its vDSO at `was` (a new program, or none yet).
 fn vdso_moved(pid: i32, via: i32, was: &Mapping) -> bool {
     procfs::maps_of(pid, via).is_ok_and(|maps| !maps.iter().any(|m| m == was))
@@ -107,8 +99,11 @@ impl Target {
             }
             // An exec under way (mappings, a thread running or in the kernel) gets the longer
             // wait.
-            let exec_under_way =
-                || !maps.is_empty() && started.elapsed() < EXEC_SETTLE_BUSY && any_thread_busy(pid);
+            let exec_under_way = || {
+                !maps.is_empty()
+                    && started.elapsed() < EXEC_SETTLE_BUSY
+                    && procfs::thread_in_state(pid, &['R', 'D']).is_ok_and(|t| t.is_some())
+            };
             if std::time::Instant::now() >= deadline && !exec_under_way() {
                 return Err(unsupported(if maps.is_empty() {
                     "it is exiting: its memory is already released"

@@ -239,12 +239,16 @@ pub fn is_zombie(pid: i32) -> bool {
 pub fn job_control_stopped(pid: i32) -> bool {
     match task_info(pid, None).map(|i| i.state) {
         Ok('T') => true,
-        Ok('Z' | 'X') => threads(pid)
-            .unwrap_or_default()
-            .into_iter()
-            .any(|t| task_info(pid, Some(t)).is_ok_and(|i| i.state == 'T')),
+        Ok('Z' | 'X') => thread_in_state(pid, &['T']).is_ok_and(|t| t.is_some()),
         _ => false,
     }
+}
+
+/// A thread of `pid` whose state (`stat` field 3) is one of `states`, if any.
+pub fn thread_in_state(pid: i32, states: &[char]) -> Result<Option<i32>> {
+    Ok(threads(pid)?
+        .into_iter()
+        .find(|&t| task_info(pid, Some(t)).is_ok_and(|i| states.contains(&i.state))))
 }
 
 /// Whether thread `tid` of `pid` is still alive: listed and neither a zombie nor dead. The

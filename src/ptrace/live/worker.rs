@@ -261,9 +261,8 @@ impl LiveSession {
         // are seized: the grace period overlaps that and the look (ARCHITECTURE.md, step 2).
         self.helper_unanswered = Some(tid);
         self.answer_helper()?;
-        // The first look at every thread, if still to be made. The helper's first stop is
-        // answered during it, once every thread has been read: its grace period (5–15 ms at
-        // 1,000 threads) overlaps the end of the look at best (ARCHITECTURE.md, step 2).
+        // The first look at every thread, if still to be made (and for an injection the other
+        // threads seized first): the helper's grace period runs meanwhile.
         self.look_early();
         if !self.wait_helper(tid)? {
             log::debug!("pid {}: helper thread {tid} still registering", self.pid);
