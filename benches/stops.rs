@@ -94,6 +94,8 @@ impl Drop for Target {
 struct Sample {
     gap: u64,
     stop: u64,
+    /// The longest stop of a thread other than the worker (the live path's system calls).
+    others: u64,
     wall: u64,
     window: u64,
     stopped: usize,
@@ -151,6 +153,12 @@ fn detail(what: &str, live: Option<&timeskew::LiveStats>) {
     );
 }
 
+/// The longest stop of any thread but the worker, in µs.
+fn others(l: &timeskew::LiveStats) -> u64 {
+    let not_worker = l.stop_log.iter().filter(|s| s.tid != l.worker);
+    not_worker.map(|s| s.held_ns / 1000).max().unwrap_or(0)
+}
+
 fn one(bin: &Path, spin: usize, idle: usize, old: bool) -> (Sample, Sample) {
     let mut t = Target::start(bin, spin, idle);
     std::thread::sleep(Duration::from_millis(50));
@@ -166,6 +174,7 @@ fn one(bin: &Path, spin: usize, idle: usize, old: bool) -> (Sample, Sample) {
         Some(l) => Sample {
             gap,
             stop: l.longest_stop_us,
+            others: others(l),
             wall,
             window: l.breakpoint_window_us,
             stopped: l.threads_stopped,
@@ -174,6 +183,7 @@ fn one(bin: &Path, spin: usize, idle: usize, old: bool) -> (Sample, Sample) {
         None => Sample {
             gap,
             stop: r.stopped_for.as_micros() as u64,
+            others: r.stopped_for.as_micros() as u64,
             wall,
             window: 0,
             stopped: r.threads,
@@ -191,6 +201,7 @@ fn one(bin: &Path, spin: usize, idle: usize, old: bool) -> (Sample, Sample) {
         Some(l) => Sample {
             gap,
             stop: l.longest_stop_us,
+            others: others(l),
             wall,
             window: l.breakpoint_window_us,
             stopped: l.threads_stopped,
@@ -199,6 +210,7 @@ fn one(bin: &Path, spin: usize, idle: usize, old: bool) -> (Sample, Sample) {
         None => Sample {
             gap,
             stop: r.stopped_for.as_micros() as u64,
+            others: r.stopped_for.as_micros() as u64,
             wall,
             window: 0,
             stopped: r.threads,
@@ -219,12 +231,14 @@ fn row(label: &str, s: &[Sample]) {
     let pick = |f: fn(&Sample) -> u64| med_max(&mut s.iter().map(f).collect::<Vec<_>>());
     let (gm, gx) = pick(|x| x.gap);
     let (sm, sx) = pick(|x| x.stop);
+    let (om, ox) = pick(|x| x.others);
     let (wm, wx) = pick(|x| x.wall);
     let (bm, bx) = pick(|x| x.window);
     let stopped = s.iter().map(|x| x.stopped).max().unwrap_or(0);
     let threads = s.iter().map(|x| x.threads).max().unwrap_or(0);
     println!(
-        "| {label} | {gm} / {gx} | {sm} / {sx} | {wm} / {wx} | {bm} / {bx} | {stopped} of {threads} |"
+        "| {label} | {gm} / {gx} | {sm} / {sx} | {om} / {ox} | {wm} / {wx} | {bm} / {bx} | \
+         {stopped} of {threads} |"
     );
 }
 
@@ -243,10 +257,12 @@ fn main() {
     let bin = build_target();
     println!(
         "rounds {rounds}; µs, median / worst; gap = a spinner's longest pause seen from inside; \
-         stop = longest any thread was held (timeskew's view); window = breakpoint in place"
+         stop = longest any thread was held (timeskew's view, until it is let run again); \
+         others = the same without the worker (the thread that runs timeskew's system calls); \
+         window = breakpoint in place"
     );
-    println!("| case | gap | stop | wall | window | threads stopped |");
-    println!("|---|---|---|---|---|---|");
+    println!("| case | gap | stop | others | wall | window | threads stopped |");
+    println!("|---|---|---|---|---|---|---|");
     let only = std::env::var("TIMESKEW_STOPS_ONLY").ok();
     let sizes: Vec<(usize, usize, &str)> = [(1, 4, "6 threads"), (2, 997, "1,000 threads")]
         .into_iter()

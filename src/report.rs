@@ -152,8 +152,9 @@ pub struct LiveStats {
     pub threads_stopped: usize,
     /// Stops in all: window checks, releases, the worker's holds, breakpoint hits.
     pub stops: usize,
-    /// The longest any thread was held, as timeskew saw it (from the stop's report to letting
-    /// it run again), in microseconds.
+    /// The longest any thread was held, as timeskew saw it (from the stop's report to the call
+    /// that lets it run again), in microseconds. The wait for a CPU after that call is the
+    /// scheduler's, not a stop: a thread woken then may take timeskew's own CPU at once.
     pub longest_stop_us: u64,
     /// The thread that ran timeskew's system calls (mmap, membarrier).
     pub worker: i32,

@@ -118,6 +118,8 @@ pub(crate) struct LiveSession {
     /// Set by a report that ends the change: exec, exit, job-control stop.
     abandoned: Option<Error>,
     started: Instant,
+    /// When a thread was last let run again (`resume`, `let_go`): where its stop ended.
+    resumed: Instant,
     first_breakpoint: Option<Instant>,
     last_breakpoint_gone: Option<Instant>,
     stats: LiveStats,
@@ -275,6 +277,7 @@ impl LiveSession {
             held_signals: Vec::new(),
             abandoned: None,
             started: Instant::now(),
+            resumed: Instant::now(),
             first_breakpoint: None,
             last_breakpoint_gone: None,
             stats: LiveStats::default(),

@@ -262,8 +262,17 @@ impl LiveSession {
         }
     }
 
+    /// Lets stopped `t` run on, delivering `sig` (0: none); its stop ends here.
+    pub(super) fn resume(&mut self, t: Pid, sig: i32) {
+        self.resumed = Instant::now();
+        let _ = crate::ptrace::raw::ptrace_cont(t, sig);
+    }
+
+    /// Notes the stop of `tid`, seen at `seen` and ended by the `resume` or `let_go` just
+    /// made. Timed to that call, not to its return: the thread woken may take this one's CPU
+    /// at once, and the time this one then waits is not a stop of that thread.
     pub(super) fn log_stop(&mut self, tid: i32, seen: Instant, seen_ns: u64, why: &'static str) {
-        let held = seen.elapsed();
+        let held = self.resumed.saturating_duration_since(seen);
         self.stats.stops += 1;
         self.stats.longest_stop_us = self.stats.longest_stop_us.max(held.as_micros() as u64);
         self.ever_stopped.insert(tid);
@@ -332,10 +341,10 @@ impl LiveSession {
             }
             Ev::Child => {
                 self.take_in_child_of(t);
-                let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+                self.resume(t, 0);
             }
             Ev::Syscall => {
-                let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+                self.resume(t, 0);
             }
             Ev::Signal(sig) => self.on_signal(t, sig, at, at_ns)?,
             Ev::Interrupt => self.on_interrupt(t, at, at_ns)?,
@@ -390,14 +399,14 @@ impl LiveSession {
                     x.want = Want::Nothing;
                     x.busy = !done;
                 }
-                let _ = crate::ptrace::raw::ptrace_cont(t, deliver);
+                self.resume(t, deliver);
             }
             Want::Release | Want::ReleaseAfterTrap => {
                 if ours.is_none() && self.trap_queued(t) {
                     if let Some(x) = self.tracees.get_mut(&tid) {
                         x.want = Want::ReleaseAfterTrap;
                     }
-                    let _ = crate::ptrace::raw::ptrace_cont(t, deliver);
+                    self.resume(t, deliver);
                 } else {
                     // Detaching from a signal stop delivers `deliver` (none: the trap dropped).
                     self.let_go(t, deliver);
@@ -410,7 +419,7 @@ impl LiveSession {
                     x.want = Want::Nothing;
                     x.settled = true;
                 }
-                let _ = crate::ptrace::raw::ptrace_cont(t, deliver);
+                self.resume(t, deliver);
             }
         }
         self.log_stop(
@@ -498,7 +507,7 @@ impl LiveSession {
             if self.adopt(tid, procfs::tgid_of(tid).unwrap_or(self.pid)) == Want::Release {
                 self.let_go(t, 0);
             } else {
-                let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+                self.resume(t, 0);
             }
             self.log_stop(tid, at, at_ns, "new");
             return Ok(());
@@ -508,7 +517,7 @@ impl LiveSession {
             // its signal stop comes next and is the one to look at; moving it now would make
             // the trap unrecognisable.
             Want::Check if self.trap_pending(t) => {
-                let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+                self.resume(t, 0);
                 self.log_stop(tid, at, at_ns, "check");
             }
             Want::Check => {
@@ -517,7 +526,7 @@ impl LiveSession {
                     x.want = Want::Nothing;
                     x.busy = !done;
                 }
-                let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+                self.resume(t, 0);
                 self.log_stop(tid, at, at_ns, "check");
             }
             Want::Release => self.release_stopped(t, at, at_ns),
@@ -526,11 +535,11 @@ impl LiveSession {
                     x.want = Want::Nothing;
                     x.settled = true;
                 }
-                let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+                self.resume(t, 0);
                 self.log_stop(tid, at, at_ns, "look");
             }
             Want::Nothing | Want::ReleaseAfterTrap => {
-                let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+                self.resume(t, 0);
             }
         }
         Ok(())

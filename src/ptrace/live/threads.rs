@@ -592,7 +592,7 @@ impl LiveSession {
             if let Some(x) = self.tracees.get_mut(&tid) {
                 x.want = Want::ReleaseAfterTrap;
             }
-            let _ = crate::ptrace::raw::ptrace_cont(t, 0);
+            self.resume(t, 0);
         } else {
             self.let_go(t, 0);
         }
@@ -603,6 +603,7 @@ impl LiveSession {
     /// it is a forked copy.
     pub(super) fn let_go(&mut self, t: Pid, sig: i32) {
         self.repair_copy(t);
+        self.resumed = Instant::now();
         let _ = crate::ptrace::raw::ptrace_detach(t, sig);
         self.tracees.remove(&t.as_raw());
         self.let_go.insert(t.as_raw());

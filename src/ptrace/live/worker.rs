@@ -422,8 +422,8 @@ impl LiveSession {
         let w = self.worker;
         let (at, ns) = (Instant::now(), monotonic_ns());
         let out = f(self);
-        let _ = crate::ptrace::raw::ptrace_cont(w, 0);
-        let held = at.elapsed();
+        self.resume(w, 0);
+        let held = self.resumed.saturating_duration_since(at);
         self.stats.worker_longest_hold_us = self
             .stats
             .worker_longest_hold_us
