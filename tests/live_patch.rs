@@ -328,6 +328,11 @@ fn membarrier_is_registered_by_a_thread_of_its_own_that_blocks_every_signal() {
         let (live, seen) = inject_watching_others(t.pid, &ours);
         assert_eq!(live.registration, "helper", "{live:?}");
         assert!(live.registration_us > 0, "{live:?}");
+        // Its exit status says it registered: no barrier is asked of the worker for that. The
+        // worker is held for the membarrier check, the two pages, the clone and the three
+        // barriers of the protocol — 7 (8 when the registration was checked by a barrier).
+        let holds = live.stop_log.iter().filter(|s| s.why == "worker").count();
+        assert_eq!(holds, 7, "{:?}", live.stop_log);
         // SIGKILL and SIGSTOP cannot be blocked: every other bit is set.
         for (tid, blk) in &seen {
             assert_eq!(

@@ -151,6 +151,8 @@ pub(crate) struct LiveSession {
     registered: bool,
     /// A registration helper thread not seen to exit: it may still run in the code page.
     helper: Option<i32>,
+    /// Its exit status once it reported its exit: membarrier's errno (0: registered).
+    helper_exit: Option<i32>,
     /// The first look at every thread (`creations_settled`) is made: at the start, or for an
     /// injection once the registration helper is cloned (`look_early`).
     looked: bool,
@@ -290,6 +292,7 @@ impl LiveSession {
             let_go: Default::default(),
             registered: false,
             helper: None,
+            helper_exit: None,
             looked: false,
             partial: false,
             helper_unanswered: None,

@@ -12,7 +12,8 @@ const OTHERS_PER_LOOK: usize = 8;
 /// How a tracee reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Ev {
-    Exited,
+    /// Exited with this status (`exit`'s argument; -1: killed by a signal).
+    Exited(i32),
     Syscall,
     Signal(i32),
     /// PTRACE_EVENT_STOP: our interrupt, or a new tracee's first stop.
@@ -24,8 +25,11 @@ pub(super) enum Ev {
 }
 
 pub(super) fn classify(status: libc::c_int) -> Option<Ev> {
-    if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-        return Some(Ev::Exited);
+    if libc::WIFEXITED(status) {
+        return Some(Ev::Exited(libc::WEXITSTATUS(status)));
+    }
+    if libc::WIFSIGNALED(status) {
+        return Some(Ev::Exited(-1));
     }
     if !libc::WIFSTOPPED(status) {
         return None;
@@ -290,7 +294,10 @@ impl LiveSession {
         let t = Pid::from_raw(tid);
         let (at, at_ns) = (Instant::now(), monotonic_ns());
         match ev {
-            Ev::Exited => {
+            Ev::Exited(code) => {
+                if self.helper == Some(tid) {
+                    self.helper_exit = Some(code);
+                }
                 // Its fork event may still come: not to be taken in again then.
                 self.let_go.insert(tid);
                 let tgid = self.tracees.remove(&tid).map_or(pid, |t| t.tgid);

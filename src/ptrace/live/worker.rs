@@ -250,8 +250,8 @@ impl LiveSession {
         Ok(())
     }
 
-    /// The helper thread made at `insn`, waited for until it exits; `true` once a barrier
-    /// answers 0 after it.
+    /// The helper thread made at `insn`, waited for until it exits; `true` once it exits with
+    /// 0 (its `membarrier` registered the process), or else a barrier answers 0 after it.
     fn register_in_helper(&mut self, insn: u64) -> Result<bool> {
         let started = Instant::now();
         let tid = self.run_at(insn, &RemoteCall::CloneThread)? as i32;
@@ -273,9 +273,14 @@ impl LiveSession {
         self.ever_stopped.remove(&tid);
         self.stats.stop_log.retain(|s| s.tid != tid);
         self.stats.threads = self.stats.threads.saturating_sub(1);
-        let synced = self.call(&RemoteCall::Membarrier {
-            cmd: MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
-        })?;
+        // Its exit status is the registration's errno: 0 needs no barrier to tell (one hold of
+        // the worker fewer); anything else is asked of the kernel.
+        let synced = match self.helper_exit.take() {
+            Some(0) => 0,
+            _ => self.call(&RemoteCall::Membarrier {
+                cmd: MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
+            })?,
+        };
         log::debug!(
             "pid {}: helper thread {tid} registered for membarrier in {} µs (barrier: {synced})",
             self.pid,
@@ -388,7 +393,7 @@ impl LiveSession {
                     self.on_signal(w, sig, at, ns)?;
                     interrupt(self)?;
                 }
-                Ev::Exited => {
+                Ev::Exited(_) => {
                     return Err(Error::ProcessGone {
                         pid: self.pid,
                         step,
@@ -567,7 +572,7 @@ impl LiveSession {
                     guard.restore()?;
                     self.job_control_stopped(sig);
                 }
-                ev @ (Ev::Exited | Ev::Exec) => return Err(self.worker_gone(guard, ev, step)),
+                ev @ (Ev::Exited(_) | Ev::Exec) => return Err(self.worker_gone(guard, ev, step)),
                 other => return Err(lost(format!("it stopped with {other:?} before the call"))),
             }
         }
@@ -619,7 +624,7 @@ impl LiveSession {
                     let _ = crate::fault::point(pid, "helper-cloned");
                     resume(ptrace::syscall)?;
                 }
-                ev @ (Ev::Exited | Ev::Exec) => return Err(self.worker_gone(guard, ev, step)),
+                ev @ (Ev::Exited(_) | Ev::Exec) => return Err(self.worker_gone(guard, ev, step)),
                 other => return Err(lost(format!("it stopped with {other:?} in the call"))),
             }
         }
@@ -657,7 +662,7 @@ impl LiveSession {
                 self.job_control_stopped(sig);
                 Ok(ret)
             }
-            Ev::Exited => Err(Error::ProcessGone { pid, step }),
+            Ev::Exited(_) => Err(Error::ProcessGone { pid, step }),
             Ev::Exec => {
                 // Killed by another thread's execve after its registers were back: the report
                 // is the new program's; let it go.
