@@ -328,11 +328,12 @@ fn membarrier_is_registered_by_a_thread_of_its_own_that_blocks_every_signal() {
         let (live, seen) = inject_watching_others(t.pid, &ours);
         assert_eq!(live.registration, "helper", "{live:?}");
         assert!(live.registration_us > 0, "{live:?}");
-        // Its exit status says it registered: no barrier is asked of the worker for that. The
-        // worker is held for the membarrier check, the two pages, the clone and the three
-        // barriers of the protocol — 7 (8 when the registration was checked by a barrier).
+        // Its exit status says it registered — and that the kernel offers the barrier: no
+        // membarrier is asked of the worker for either. The worker is held for the two pages,
+        // the clone and the three barriers of the protocol — 6 (8 with a check before and a
+        // barrier after the helper).
         let holds = live.stop_log.iter().filter(|s| s.why == "worker").count();
-        assert_eq!(holds, 7, "{:?}", live.stop_log);
+        assert_eq!(holds, 6, "{:?}", live.stop_log);
         // SIGKILL and SIGSTOP cannot be blocked: every other bit is set.
         for (tid, blk) in &seen {
             assert_eq!(
@@ -780,6 +781,71 @@ fn a_first_look_that_falls_back_after_the_pages_are_mapped_undoes_them_first() {
     assert_eq!(st["bad"], 0, "{st:?}");
     assert!(t.alive());
     assert_free(t.pid);
+}
+
+/// A kernel without the core-serializing membarrier (simulated: the failure point makes both
+/// the registration helper's status and the worker's check read EINVAL). A first injection no
+/// longer checks before mapping its pages — the helper's exit status tells — so it learns it
+/// after them: the pages are undone, every thread is stopped instead, and the report says why,
+/// with one pair of pages left. A recover asks first, as before, and falls back before
+/// anything is written.
+#[test]
+fn a_kernel_without_the_core_serializing_barrier_is_found_by_the_helper_and_the_change_falls_back()
+{
+    let _s = serial();
+    let mut t = Target::start(&["-s", "2", "-i", "2"]);
+    let mappings = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let before = mappings(t.pid);
+    let bin = env!("CARGO_BIN_EXE_timeskew");
+    let run = |args: &[&str]| {
+        let o = Command::new(bin)
+            .args(args)
+            .args(["--pid", &t.pid.to_string(), "--json"])
+            .env("TIMESKEW_FAULT", "membarrier-unoffered")
+            .env("TIMESKEW_LIVE", "1")
+            .env("RUST_LOG", "debug")
+            .output()
+            .unwrap();
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        );
+        assert!(o.status.success(), "{out}{err}");
+        (out, err)
+    };
+    let (out, err) = run(&["inject", "--offset", "-600s"]);
+    assert!(
+        out.contains("offers no core-serializing membarrier") && out.contains("EINVAL"),
+        "{out}"
+    );
+    // Learnt from the helper, after the pages were mapped: the worker made no check before.
+    let mapped = err.find("mmap in worker").expect("pages mapped first");
+    let cloned = err.find("clone in worker").expect("the helper was made");
+    let checked = err
+        .find("membarrier in worker")
+        .expect("the check made after the helper");
+    assert!(mapped < cloned && cloned < checked, "{err}");
+    assert!(timeskew::status(t.pid).unwrap().injected);
+    assert!(
+        mappings(t.pid) <= before + 2,
+        "{before} → {}",
+        mappings(t.pid)
+    );
+    assert_free(t.pid);
+    let (out, err) = run(&["recover"]);
+    assert!(out.contains("\"restored\":3"), "{out}");
+    // Asked first: nothing written in the live attempt, no helper made.
+    assert!(!err.contains("clone in worker"), "{err}");
+    assert!(!timeskew::status(t.pid).unwrap().injected);
+    assert_free(t.pid);
+    let st = t.stats();
+    assert_eq!(st["bad"], 0, "{st:?}");
+    assert!(t.alive());
 }
 
 /// A thread interrupted inside a window by a signal whose handler then blocks for good

@@ -79,7 +79,7 @@ pub(crate) fn apply(
     // One thread at a time (patch/live.rs); where that cannot run, every thread at once.
     let mut reason = None;
     if live::requested() {
-        match live::inject(&mut target, &plan, params.clone())? {
+        match live::inject(&mut target, &plan, params.clone(), existing.is_some())? {
             Ok(report) => return Ok(report),
             Err(Fallback(why)) => {
                 log::info!("pid {pid}: stopping every thread at once: {why}");

@@ -30,11 +30,13 @@ pub(crate) fn requested() -> bool {
         && std::env::var_os("TIMESKEW_LIVE").is_some_and(|v| v == "0"))
 }
 
-/// First injection (or re-injection into recovered pages) without stopping the process.
+/// First injection (or re-injection into recovered pages, `pages_there`) without stopping the
+/// process.
 pub(crate) fn inject(
     target: &mut Target,
     plan: &Plan,
     params: Params,
+    pages_there: bool,
 ) -> Result<std::result::Result<InjectReport, Fallback>> {
     let pid = target.pid;
     let syscall_insn = plan.syscall_insn;
@@ -48,11 +50,22 @@ pub(crate) fn inject(
     let kept = procfs::thread_count(pid).unwrap_or(0);
     in_tracer_thread(kept, move || {
         // The first look at every thread is made once the registration helper is cloned.
-        let mut s =
-            match LiveSession::start(pid, target.mem.via(), syscall_insn, vdso, planned, true)? {
-                Ok(s) => s,
-                Err(f) => return Ok(Err(f)),
-            };
+        // Into pages of an earlier injection, the process is likely registered for membarrier
+        // already: asked first (0 says so). Otherwise the registration helper's exit status
+        // says what the check would have, one hold of the worker fewer.
+        let start = LiveSession::start(
+            pid,
+            target.mem.via(),
+            syscall_insn,
+            vdso,
+            planned,
+            true,
+            pages_there,
+        )?;
+        let mut s = match start {
+            Ok(s) => s,
+            Err(f) => return Ok(Err(f)),
+        };
         let mut fresh = None;
         let outcome = install(&mut s, target, plan, params, &mut fresh);
         let outcome = match outcome {
@@ -369,6 +382,7 @@ pub(crate) fn recover(
             vdso,
             Vec::new(),
             false,
+            true,
         )? {
             Ok(s) => s,
             Err(f) => return Ok(Err(f)),

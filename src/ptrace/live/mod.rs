@@ -153,6 +153,9 @@ pub(crate) struct LiveSession {
     helper: Option<i32>,
     /// Its exit status once it reported its exit: membarrier's errno (0: registered).
     helper_exit: Option<i32>,
+    /// The membarrier check (`barrier_setup`) is made: at the start, or — for a first
+    /// injection, whose helper's exit status says the same — only if the helper fails.
+    barriers_checked: bool,
     /// The first look at every thread (`creations_settled`) is made: at the start, or for an
     /// injection once the registration helper is cloned (`look_early`).
     looked: bool,
@@ -241,6 +244,8 @@ impl LiveSession {
     /// SIGTRAP, which would reset that) and the worker may call membarrier. `Ok(Err(_))`: the
     /// caller should stop every thread instead. `planned`: the windows an injection will
     /// write (none for a recover), which every blocked thread is first looked at against.
+    /// `check_barriers`: whether membarrier must be checked before anything is changed — not
+    /// for a first injection, whose registration helper's exit status tells (`register_barriers`).
     pub(crate) fn start(
         pid: i32,
         via: i32,
@@ -248,6 +253,7 @@ impl LiveSession {
         vdso: (u64, usize),
         planned: Vec<(u64, usize)>,
         defer_look: bool,
+        check_barriers: bool,
     ) -> Result<std::result::Result<LiveSession, Fallback>> {
         if let Some(why) = procfs::frozen_by(pid) {
             return Err(Error::Unsupported {
@@ -293,6 +299,7 @@ impl LiveSession {
             registered: false,
             helper: None,
             helper_exit: None,
+            barriers_checked: false,
             looked: false,
             partial: false,
             helper_unanswered: None,
@@ -336,7 +343,10 @@ impl LiveSession {
             return Ok(Err(why));
         }
         s.pick_worker()?;
-        if let Some(why) = s.barrier_setup()? {
+        // A worker under seccomp filters is always asked first: the helper would inherit them.
+        if (check_barriers || s.worker_filtered)
+            && let Some(why) = s.barrier_setup()?
+        {
             return Ok(Err(why));
         }
         Ok(Ok(s))

@@ -143,6 +143,7 @@ impl LiveSession {
     /// membarrier: asks whether the kernel has the core-serializing barrier, then registers
     /// the target for it. `Some` when the live path cannot use it.
     pub(super) fn barrier_setup(&mut self) -> Result<Option<Fallback>> {
+        self.barriers_checked = true;
         self.holding(|s| s.barrier_setup_held())
     }
 
@@ -171,7 +172,11 @@ impl LiveSession {
             // not registered yet — the registration waits for the code page, whose helper
             // thread does it (`register_barriers`), so no thread of the program sits out its
             // grace period; EINVAL, not offered by this kernel (membarrier(2)).
-            let synced = self.call(&sync)?;
+            let mut synced = self.call(&sync)?;
+            // Test builds: a kernel without the core-serializing barrier.
+            if crate::fault::point(self.pid, "membarrier-unoffered").is_err() {
+                synced = -i64::from(libc::EINVAL);
+            }
             if synced == 0 {
                 self.note_registered("earlier", None);
                 return Ok(None);
@@ -220,7 +225,9 @@ impl LiveSession {
     /// only makes a thread there — signals blocked, a clone's round trips — and that thread
     /// registers (one RCU grace period: 7–23 ms measured here, which the worker used to sit
     /// out) and exits. Without one, with seccomp filters on the worker, or if the helper does
-    /// not get there, the worker registers as before.
+    /// not get there, the worker registers as before — after the membarrier check, if it was
+    /// not made at the start (a first injection): one that finds no barrier to use makes the
+    /// change fall back (`fall_back`: what was done is undone, then every thread is stopped).
     pub(crate) fn register_barriers(&mut self, helper: Option<u64>) -> Result<()> {
         if self.registered {
             return Ok(());
@@ -241,6 +248,14 @@ impl LiveSession {
                     "pid {}: the registration helper failed ({e}); registering in the worker",
                     self.pid
                 ),
+            }
+        }
+        if !self.barriers_checked {
+            if let Some(why) = self.barrier_setup()? {
+                return Err(self.fall_back(why));
+            }
+            if self.registered {
+                return Ok(());
             }
         }
         self.run(&RemoteCall::Membarrier {
@@ -274,9 +289,16 @@ impl LiveSession {
         self.stats.stop_log.retain(|s| s.tid != tid);
         self.stats.threads = self.stats.threads.saturating_sub(1);
         // Its exit status is the registration's errno: 0 needs no barrier to tell (one hold of
-        // the worker fewer); anything else is asked of the kernel.
-        let synced = match self.helper_exit.take() {
+        // the worker fewer); anything else is asked of the kernel — by the membarrier check
+        // if it is still to be made (`register_barriers`).
+        let mut code = self.helper_exit.take();
+        // Test builds: a kernel without the core-serializing barrier.
+        if crate::fault::point(self.pid, "membarrier-unoffered").is_err() {
+            code = Some(libc::EINVAL);
+        }
+        let synced = match code {
             Some(0) => 0,
+            _ if !self.barriers_checked => -1,
             _ => self.call(&RemoteCall::Membarrier {
                 cmd: MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
             })?,
