@@ -54,6 +54,19 @@ impl Drop for MaskGuard {
     }
 }
 
+/// A thread in `state` (its `stat`) that `seen` shows in a system call: asleep there — the best
+/// worker, waiting anyway, its call restarted afterwards.
+fn sleeps_in_syscall(state: Option<char>, seen: Seen) -> bool {
+    state == Some('S')
+        && matches!(
+            seen,
+            Seen::Blocked {
+                in_syscall: true,
+                ..
+            }
+        )
+}
+
 /// How long `pick_worker` waits for a thread it can work through.
 const PICK_DEADLINE: Duration = Duration::from_millis(500);
 
@@ -99,14 +112,9 @@ impl LiveSession {
 
     /// Whether thread `tid` sleeps in a system call (the best worker).
     pub(super) fn blocked_in_syscall(&self, tid: i32) -> bool {
-        procfs::task_info(self.pid, Some(tid)).is_ok_and(|i| i.state == 'S')
-            && matches!(
-                seen(self.pid, tid),
-                Seen::Blocked {
-                    in_syscall: true,
-                    ..
-                }
-            )
+        let state = procfs::task_info(self.pid, Some(tid)).map(|i| i.state).ok();
+        // Its system call file is read only if it sleeps.
+        state == Some('S') && sleeps_in_syscall(state, seen(self.pid, tid))
     }
 
     /// A thread blocked in a system call if there is one, else one running or in a stop of
@@ -120,16 +128,13 @@ impl LiveSession {
         tids.sort_unstable_by_key(|&t| (t != pid, t));
         for tid in tids {
             let state = procfs::task_info(pid, Some(tid)).map(|i| i.state).ok();
-            match (state, seen(pid, tid)) {
-                (
-                    Some('S'),
-                    Seen::Blocked {
-                        in_syscall: true, ..
-                    },
-                ) => return Some(tid),
-                // 't': in a stop of ours (a signal reporting to us): as usable as a running one.
-                (Some('S' | 'R' | 't'), _) if fallback.is_none() => fallback = Some(tid),
-                _ => {}
+            let seen = seen(pid, tid);
+            if sleeps_in_syscall(state, seen) {
+                return Some(tid);
+            }
+            // 't': in a stop of ours (a signal reporting to us): as usable as a running one.
+            if matches!(state, Some('S' | 'R' | 't')) && fallback.is_none() {
+                fallback = Some(tid);
             }
         }
         fallback
