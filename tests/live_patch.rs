@@ -733,6 +733,33 @@ fn a_failure_at_each_step_of_the_live_protocol_is_undone() {
     assert!(!t.alive(), "the killed target is still running");
 }
 
+/// How many mappings `pid` has.
+fn mappings(pid: i32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .count()
+}
+
+/// The command `args` on `pid` with failure point `fault`, the live path asked for, debug
+/// logging on: its output and its log, once it succeeded.
+fn run_with_fault(pid: i32, args: &[&str], fault: &str) -> (String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_timeskew"))
+        .args(args)
+        .args(["--pid", &pid.to_string(), "--json"])
+        .env("TIMESKEW_FAULT", fault)
+        .env("TIMESKEW_LIVE", "1")
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    );
+    assert!(o.status.success(), "{out}{err}");
+    (out, err)
+}
+
 /// The first look at every thread runs while the registration helper waits out its grace
 /// period, after the pages are mapped. When that look finds the live path cannot run (a thread
 /// appearing with SIGTRAP blocked, threads appearing faster than they can be traced — here a
@@ -742,26 +769,11 @@ fn a_failure_at_each_step_of_the_live_protocol_is_undone() {
 fn a_first_look_that_falls_back_after_the_pages_are_mapped_undoes_them_first() {
     let _s = serial();
     let mut t = Target::start(&["-s", "2", "-i", "2", "-t"]);
-    let mappings = |pid: i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/maps"))
-            .unwrap()
-            .lines()
-            .count()
-    };
     let before = mappings(t.pid);
-    let bin = env!("CARGO_BIN_EXE_timeskew");
-    let o = Command::new(bin)
-        .args(["inject", "--pid", &t.pid.to_string(), "--offset", "-600s"])
-        .args(["--json"])
-        .env("TIMESKEW_FAULT", "first-look-fallback")
-        .env("TIMESKEW_LIVE", "1")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&o.stderr)
+    let (out, _) = run_with_fault(
+        t.pid,
+        &["inject", "--offset", "-600s"],
+        "first-look-fallback",
     );
     assert!(
         out.contains("a failure point asked for the fallback"),
@@ -794,30 +806,8 @@ fn a_kernel_without_the_core_serializing_barrier_is_found_by_the_helper_and_the_
 {
     let _s = serial();
     let mut t = Target::start(&["-s", "2", "-i", "2"]);
-    let mappings = |pid: i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/maps"))
-            .unwrap()
-            .lines()
-            .count()
-    };
     let before = mappings(t.pid);
-    let bin = env!("CARGO_BIN_EXE_timeskew");
-    let run = |args: &[&str]| {
-        let o = Command::new(bin)
-            .args(args)
-            .args(["--pid", &t.pid.to_string(), "--json"])
-            .env("TIMESKEW_FAULT", "membarrier-unoffered")
-            .env("TIMESKEW_LIVE", "1")
-            .env("RUST_LOG", "debug")
-            .output()
-            .unwrap();
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout).to_string(),
-            String::from_utf8_lossy(&o.stderr).to_string(),
-        );
-        assert!(o.status.success(), "{out}{err}");
-        (out, err)
-    };
+    let run = |args: &[&str]| run_with_fault(t.pid, args, "membarrier-unoffered");
     let (out, err) = run(&["inject", "--offset", "-600s"]);
     assert!(
         out.contains("offers no core-serializing membarrier") && out.contains("EINVAL"),
