@@ -153,6 +153,9 @@ pub(crate) struct LiveSession {
     helper: Option<i32>,
     /// Its exit status once it reported its exit: membarrier's errno (0: registered).
     helper_exit: Option<i32>,
+    /// The main thread had exited when the change began (a zombie leader while other threads
+    /// run on: `via` is another thread).
+    leaderless: bool,
     /// The membarrier check (`barrier_setup`) is made: at the start, or — for a first
     /// injection, whose helper's exit status says the same — only if the helper fails.
     barriers_checked: bool,
@@ -300,6 +303,7 @@ impl LiveSession {
             helper: None,
             helper_exit: None,
             barriers_checked: false,
+            leaderless: via != pid,
             looked: false,
             partial: false,
             helper_unanswered: None,

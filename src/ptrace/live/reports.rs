@@ -295,19 +295,25 @@ impl LiveSession {
         let (at, at_ns) = (Instant::now(), monotonic_ns());
         match ev {
             Ev::Exited(code) => {
-                if self.helper == Some(tid) {
+                // Our registration helper ends on its own: never a sign of the process going.
+                let helper = self.helper == Some(tid);
+                if helper {
                     self.helper_exit = Some(code);
                 }
                 // Its fork event may still come: not to be taken in again then.
                 self.let_go.insert(tid);
                 let tgid = self.tracees.remove(&tid).map_or(pid, |t| t.tgid);
                 // A thread of the target exits alone (pthread_exit) — or the whole process is
-                // going: then stop at once, nothing is left to change or undo.
+                // going: then stop at once, nothing is left to change or undo. A leader seen
+                // exited says so only if it was alive when the change began: a process whose
+                // main thread exited long ago (leaderless) shows it so all along.
                 if tgid == pid
+                    && !helper
                     && (tid == pid
                         || !procfs::exists(pid)
                         || procfs::is_zombie(pid)
-                        || { procfs::task_info(pid, None).is_ok_and(|i| i.state == 'Z') }
+                        || (!self.leaderless
+                            && procfs::task_info(pid, None).is_ok_and(|i| i.state == 'Z'))
                         || self.dying())
                     && self.abandoned.is_none()
                 {
