@@ -471,7 +471,17 @@ fn parent_of_a_child_that_ends_with_stdin() -> (Reaped, i32) {
     BufReader::new(parent.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    (parent, line.trim().parse().unwrap())
+    let child: i32 = line.trim().parse().unwrap();
+    // `$!` is printed as soon as the child is forked: both may still be on their way into
+    // `head` and `sleep` (the CI once injected the child in the middle of its execve, which
+    // is refused as it should be). Ready once each runs its program.
+    let pid = parent.0.id() as i32;
+    let comm = |p: i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+    let ten = std::time::Duration::from_secs(10);
+    common::servers::wait_until("head and sleep running", ten, || {
+        (comm(child).trim() == "head" && comm(pid).trim() == "sleep").then_some(())
+    });
+    (parent, child)
 }
 
 fn state(pid: i32) -> Option<char> {
