@@ -73,7 +73,7 @@ use nix::unistd::getpid;
 use crate::error::Error;
 use crate::signals;
 use crate::skew::Skew;
-use crate::target::clocks;
+use crate::target::{clocks, procfs};
 
 mod held_child;
 mod privileges;
@@ -328,7 +328,7 @@ where
         let tracer = std::thread::Builder::new()
             .name("timeskew-run".into())
             .spawn_scoped(scope, || {
-                trace(
+                let traced = trace(
                     &name,
                     &argv,
                     skew,
@@ -336,10 +336,16 @@ where
                     &old_sigchld,
                     &waited,
                     on_notice,
-                )
+                );
+                (traced, nix::unistd::gettid().as_raw())
             });
         match tracer {
-            Ok(handle) => handle.join(),
+            Ok(handle) => handle.join().map(|(traced, tid)| {
+                // What the command left running is detached by the kernel as this thread
+                // ends: returned before that, a caller could find it still traced (seen in CI).
+                procfs::wait_own_thread_gone(tid, Duration::from_secs(2));
+                traced
+            }),
             Err(e) => Ok(Err(start_error(
                 "starting the tracer thread",
                 Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)),

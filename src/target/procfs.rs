@@ -753,6 +753,17 @@ pub fn set_realtime(tid: i32) -> std::io::Result<()> {
     Errno::result(rc).map(drop).map_err(std::io::Error::from)
 }
 
+/// Waits, at most `within`, until thread `tid` of this process is gone from `/proc`. A joined
+/// thread is not gone yet: pthread_join returns before the kernel's exit work for it has run —
+/// among it `exit_ptrace`, which detaches whatever that thread still traced.
+pub fn wait_own_thread_gone(tid: i32, within: std::time::Duration) {
+    let path = format!("/proc/self/task/{tid}");
+    let deadline = std::time::Instant::now() + within;
+    while std::path::Path::new(&path).exists() && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+}
+
 /// The text of `/proc/self/status`: this process's own.
 pub fn own_status() -> std::io::Result<String> {
     fs::read_to_string("/proc/self/status")

@@ -203,15 +203,7 @@ pub(crate) fn in_tracer_thread<T: Send>(kept: usize, f: impl FnOnce() -> T + Sen
             Ok(v) => v,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        // pthread_join returns before the kernel's exit_ptrace has run for that thread; the
-        // thread's /proc entry goes only after it.
-        let me = std::process::id();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while std::path::Path::new(&format!("/proc/{me}/task/{tid}")).exists()
-            && Instant::now() < deadline
-        {
-            std::thread::yield_now();
-        }
+        procfs::wait_own_thread_gone(tid, Duration::from_secs(2));
         out
     })
 }
