@@ -741,6 +741,15 @@ fn mappings(pid: i32) -> usize {
         .count()
 }
 
+/// After a live attempt that fell back: `pid` injected, with one code page and one data page
+/// more than the `before` mappings — those of the live attempt unmapped, or kept and reused,
+/// never a second pair beside them — and nothing left traced.
+fn assert_injected_with_one_pair_of_pages(pid: i32, before: usize) {
+    assert!(timeskew::status(pid).unwrap().injected);
+    assert!(mappings(pid) <= before + 2, "{before} → {}", mappings(pid));
+    assert_free(pid);
+}
+
 /// The command `args` on `pid` with failure point `fault`, the live path asked for, debug
 /// logging on: its output and its log, once it succeeded.
 fn run_with_fault(pid: i32, args: &[&str], fault: &str) -> (String, String) {
@@ -779,15 +788,7 @@ fn a_first_look_that_falls_back_after_the_pages_are_mapped_undoes_them_first() {
         out.contains("a failure point asked for the fallback"),
         "{out}"
     );
-    assert!(timeskew::status(t.pid).unwrap().injected);
-    // The code page and the data page: those of the live attempt were unmapped, or kept and
-    // reused — never a second pair beside them.
-    assert!(
-        mappings(t.pid) <= before + 2,
-        "{before} → {}",
-        mappings(t.pid)
-    );
-    assert_free(t.pid);
+    assert_injected_with_one_pair_of_pages(t.pid, before);
     recover(t.pid).unwrap();
     let st = t.stats();
     assert_eq!(st["bad"], 0, "{st:?}");
@@ -820,13 +821,7 @@ fn a_kernel_without_the_core_serializing_barrier_is_found_by_the_helper_and_the_
         .find("membarrier in worker")
         .expect("the check made after the helper");
     assert!(mapped < cloned && cloned < checked, "{err}");
-    assert!(timeskew::status(t.pid).unwrap().injected);
-    assert!(
-        mappings(t.pid) <= before + 2,
-        "{before} → {}",
-        mappings(t.pid)
-    );
-    assert_free(t.pid);
+    assert_injected_with_one_pair_of_pages(t.pid, before);
     let (out, err) = run(&["recover"]);
     assert!(out.contains("\"restored\":3"), "{out}");
     // Asked first: nothing written in the live attempt, no helper made.
