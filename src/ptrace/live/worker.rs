@@ -309,7 +309,8 @@ impl LiveSession {
             })?,
         };
         log::debug!(
-            "pid {}: helper thread {tid} registered for membarrier in {} µs (barrier: {synced})",
+            "pid {}: helper thread {tid} exited after {} µs (membarrier errno {code:?}; barrier: \
+             {synced})",
             self.pid,
             started.elapsed().as_micros()
         );
