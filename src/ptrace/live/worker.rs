@@ -54,12 +54,13 @@ impl Drop for MaskGuard {
     }
 }
 
-/// A thread in `state` (its `stat`) that `seen` shows in a system call: asleep there — the best
-/// worker, waiting anyway, its call restarted afterwards.
-fn sleeps_in_syscall(state: Option<char>, seen: Seen) -> bool {
+/// Whether thread `tid` of `pid`, in `state` (its `stat`), sleeps in a system call: the best
+/// worker, waiting anyway, its call restarted afterwards. Its system call file is read only if
+/// it sleeps.
+fn sleeps_in_syscall(pid: i32, tid: i32, state: Option<char>) -> bool {
     state == Some('S')
         && matches!(
-            seen,
+            seen(pid, tid),
             Seen::Blocked {
                 in_syscall: true,
                 ..
@@ -113,8 +114,7 @@ impl LiveSession {
     /// Whether thread `tid` sleeps in a system call (the best worker).
     pub(super) fn blocked_in_syscall(&self, tid: i32) -> bool {
         let state = procfs::task_info(self.pid, Some(tid)).map(|i| i.state).ok();
-        // Its system call file is read only if it sleeps.
-        state == Some('S') && sleeps_in_syscall(state, seen(self.pid, tid))
+        sleeps_in_syscall(self.pid, tid, state)
     }
 
     /// A thread blocked in a system call if there is one, else one running or in a stop of
@@ -128,8 +128,7 @@ impl LiveSession {
         tids.sort_unstable_by_key(|&t| (t != pid, t));
         for tid in tids {
             let state = procfs::task_info(pid, Some(tid)).map(|i| i.state).ok();
-            let seen = seen(pid, tid);
-            if sleeps_in_syscall(state, seen) {
+            if sleeps_in_syscall(pid, tid, state) {
                 return Some(tid);
             }
             // 't': in a stop of ours (a signal reporting to us): as usable as a running one.
