@@ -753,6 +753,14 @@ pub fn set_realtime(tid: i32) -> std::io::Result<()> {
     Errno::result(rc).map(drop).map_err(std::io::Error::from)
 }
 
+/// Gives the calling thread the lowest weight (nice 19): for work that may wait for a CPU
+/// until nothing else wants one. Raising one's own nice value needs no privilege.
+pub fn yield_own_thread() {
+    // SAFETY: setpriority takes plain integers; `who` 0 with PRIO_PROCESS is the calling
+    // thread on Linux (nice is per thread).
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+}
+
 /// Waits, at most `within`, until thread `tid` of this process is gone from `/proc`. A joined
 /// thread is not gone yet: pthread_join returns before the kernel's exit work for it has run —
 /// among it `exit_ptrace`, which detaches whatever that thread still traced.
