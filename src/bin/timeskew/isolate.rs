@@ -16,11 +16,12 @@
 
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigHandler, Signal, signal};
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe, setsid};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -91,6 +92,13 @@ pub fn become_helper(tool: u32) {
         if let Err(e) = unsafe { signal(sig, SigHandler::SigIgn) } {
             log::warn!("helper: cannot ignore {sig}: {e}");
         }
+    }
+    // Its answer goes through a pipe: the command's output, if a pipe, ends with the command
+    // rather than with the helper's exit (`reap`).
+    if let Err(e) = std::fs::File::open("/dev/null")
+        .and_then(|null| nix::unistd::dup2_stdout(null).map_err(std::io::Error::from))
+    {
+        log::debug!("helper: keeps the command's standard output: {e}");
     }
     // SAFETY: single-threaded (the only thread fork() copied).
     unsafe { std::env::set_var("TIMESKEW_TOOL_PID", tool.to_string()) };
@@ -238,19 +246,101 @@ fn describe_end(child: Pid) -> String {
     }
 }
 
-/// Reaps the helper, which exits right after answering. One that outlives a deferred Ctrl-C
-/// is left to finish; init reaps it once we are gone.
+/// Helpers that had answered but not exited yet when last looked at: reaped by a later
+/// `reap`; those still exiting when the command ends are reaped by init.
+static EXITING: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
+
+/// Reaps the helper once it has exited, without waiting for it: after its answer it only
+/// exits, and its exit closes what it kept open — a file per thread of the target, milliseconds
+/// at 1,000 threads — which the command need not wait for (nor, since the helper's standard
+/// output is not the command's, anyone reading the command's output). Helpers from earlier
+/// changes that have exited since are reaped too: a long-running command leaves no zombies.
 fn reap(child: Pid) {
-    let deadline = Instant::now() + REAP_WAIT;
-    loop {
-        match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_micros(200))
-            }
-            _ => return,
-        }
-    }
+    let mut exiting = EXITING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    exiting.push(child);
+    exiting.retain(|&c| {
+        matches!(
+            waitpid(c, Some(WaitPidFlag::WNOHANG)),
+            Ok(WaitStatus::StillAlive)
+        )
+    });
 }
 
-/// How long the helper may take to exit after its answer.
-const REAP_WAIT: Duration = Duration::from_millis(100);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+
+    /// A child that exits once its stdin is closed: a helper still busy exiting.
+    fn lingering() -> Child {
+        Command::new("sh")
+            .args(["-c", "read x"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("start sh")
+    }
+
+    /// Closes `child`'s stdin and waits (≤ 5 s) until it has exited, unreaped.
+    fn let_exit(child: &mut Child) -> bool {
+        drop(child.stdin.take());
+        let stat = format!("/proc/{}/stat", child.id());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let state = std::fs::read_to_string(&stat).ok();
+            if state.is_some_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            }) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+
+    fn waiting(pid: Pid) -> bool {
+        EXITING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&pid)
+    }
+
+    #[test]
+    fn a_helper_still_exiting_is_not_waited_for_and_is_reaped_by_a_later_reap() {
+        let mut first = lingering();
+        let mut second = lingering();
+        let (a, b) = (
+            Pid::from_raw(first.id() as i32),
+            Pid::from_raw(second.id() as i32),
+        );
+        let started = Instant::now();
+        reap(a);
+        let took = started.elapsed();
+        let first_kept = waiting(a);
+        let exited = let_exit(&mut first);
+        reap(b);
+        let first_reaped = !waiting(a) && waitpid(a, Some(WaitPidFlag::WNOHANG)).is_err();
+        let second_kept = waiting(b);
+        // Every child ends reaped, whatever was asserted.
+        let _ = let_exit(&mut second);
+        let _ = waitpid(b, None);
+        let _ = waitpid(a, None);
+        EXITING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&p| p != a && p != b);
+        assert!(took < Duration::from_millis(50), "reap waited {took:?}");
+        assert!(
+            first_kept && second_kept,
+            "a running helper is kept for later"
+        );
+        assert!(exited, "the first child did not exit");
+        assert!(
+            first_reaped,
+            "the exited helper was not reaped by the next reap"
+        );
+    }
+}
