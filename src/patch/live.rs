@@ -107,9 +107,13 @@ fn install(
 ) -> Result<(InjectAction, Existing)> {
     let pid = target.pid;
     // The plan was made from the vDSO read before: a program exec'd meanwhile has another one.
-    // (`LiveSession::start` checked the vDSO is still the planned one; placement needs the
-    // mappings as they are now.)
-    target.refresh_maps()?;
+    // (`LiveSession::start` checked the vDSO is still the planned one from mappings it read
+    // after the attach, a moment ago: placement uses those. Another thread's mmap since only
+    // makes a candidate place taken, and the next one is tried.)
+    match s.take_start_maps() {
+        Some(maps) => target.maps = maps,
+        None => target.refresh_maps()?,
+    }
     let (code_addr, data) = stage(s, target, plan, params, fresh)?;
     let data_addr = code_addr + DATA_PAGE_OFFSET;
     s.check_threads()?;
