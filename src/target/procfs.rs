@@ -755,7 +755,7 @@ pub fn set_realtime(tid: i32) -> std::io::Result<()> {
 
 /// Gives the calling thread the lowest weight (nice 19): for work that may wait for a CPU
 /// until nothing else wants one. Raising one's own nice value needs no privilege.
-pub fn yield_own_thread() {
+pub fn lower_own_thread_weight() {
     // SAFETY: setpriority takes plain integers; `who` 0 with PRIO_PROCESS is the calling
     // thread on Linux (nice is per thread).
     let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };

@@ -576,7 +576,7 @@ impl LiveSession {
             let _ = std::thread::Builder::new()
                 .name("timeskew-close".into())
                 .spawn(move || {
-                    procfs::yield_own_thread();
+                    procfs::lower_own_thread_weight();
                     drop(counters)
                 });
         }
