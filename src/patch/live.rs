@@ -110,7 +110,7 @@ fn install(
     // (`LiveSession::start` checked the vDSO is still the planned one from mappings it read
     // after the attach, a moment ago: placement uses those. Another thread's mmap since only
     // makes a candidate place taken, and the next one is tried.)
-    match s.start_maps() {
+    match s.take_start_maps() {
         Some(maps) => target.maps = maps,
         None => target.refresh_maps()?,
     }

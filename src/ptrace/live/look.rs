@@ -116,8 +116,7 @@ pub(super) fn span(windows: impl Iterator<Item = (u64, u64)>) -> (u64, u64) {
 }
 
 /// A saved context inside a window on `tid`'s stack above `sp` (its stack found in `maps`),
-/// said as the refusal; `Some(None)`: none; `None`: the stack cannot be read, or is not in
-/// `maps` (mapped after they were read). `bounds`: the
+/// said as the refusal; `Some(None)`: none; `None`: the stack cannot be read. `bounds`: the
 /// span of every window, `inside`: whether an address is inside one.
 pub(super) fn context_on_stack(
     mem: &BoundMem,
@@ -129,8 +128,9 @@ pub(super) fn context_on_stack(
 ) -> Option<Option<String>> {
     let sp = sp & !7;
     let i = maps.partition_point(|m| m.end <= sp);
-    // Not among `maps`: made after they were read, it cannot be told.
-    let stack = maps.get(i).filter(|m| m.start <= sp)?;
+    let Some(stack) = maps.get(i).filter(|m| m.start <= sp) else {
+        return Some(None);
+    };
     let end = stack
         .end
         .min(sp.saturating_add(crate::ptrace::windows::STACK_SCAN));
@@ -228,10 +228,7 @@ impl LiveSession {
         if self.planned.is_empty() {
             return false;
         }
-        // Those read when the session started, a moment ago, if it read them: a stack made
-        // since is not among them, and its thread is not passed over (`context_on_stack`).
-        let maps = self.start_maps.take().filter(|m| !m.is_empty());
-        let maps = maps.or_else(|| self.live_maps());
+        let maps = self.live_maps();
         let noting = maps.is_some();
         self.maps = maps.unwrap_or_default();
         noting

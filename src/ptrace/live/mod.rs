@@ -126,7 +126,7 @@ pub(crate) struct LiveSession {
     ever_stopped: std::collections::HashSet<i32>,
     /// The target's mappings, read for the current look at its threads' stacks.
     maps: Vec<Mapping>,
-    /// The mappings `same_program` read (`start_maps`, `maps_for_look`).
+    /// The mappings `same_program` read (`take_start_maps`).
     start_maps: Option<Vec<Mapping>>,
     /// The windows an injection will write (start, length), known from the plan: threads
     /// are first looked at against them, before anything is written (`creations_settled`).
@@ -513,8 +513,8 @@ impl LiveSession {
             None => procfs::maps_of(pid, pid)?,
         };
         let moved = !vdso_is(&maps, (base, len));
-        // Kept for the injection's placement and the first look (`start_maps`,
-        // `maps_for_look`): at 1,000 threads a read of the mappings costs 1.5–2 ms.
+        // Kept for the injection's placement (`take_start_maps`): at 1,000 threads a read of
+        // the mappings costs 1.5–2 ms.
         self.start_maps = Some(maps);
         let insn = Native::syscall_instruction();
         let found = self.mem.read(
@@ -534,9 +534,9 @@ impl LiveSession {
     }
 
     /// The mappings `start` read once the threads it seized were traced (`same_program`), if
-    /// it read them (a copy: the first look finds the threads' stacks in them too).
-    pub(crate) fn start_maps(&self) -> Option<Vec<Mapping>> {
-        self.start_maps.clone().filter(|m| !m.is_empty())
+    /// not taken yet.
+    pub(crate) fn take_start_maps(&mut self) -> Option<Vec<Mapping>> {
+        self.start_maps.take().filter(|m| !m.is_empty())
     }
 
     /// The target's memory, bound to the address space found at the start.
